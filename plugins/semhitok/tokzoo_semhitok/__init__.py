@@ -1,0 +1,2 @@
+"""tokzoo-semhitok: a tokzoo plugin."""
+__version__ = "0.1.0"

@@ -1,0 +1,344 @@
+"""The public contract plugins code against.
+
+Conventions, for every class here:
+
+- images are float tensors ``[B, 3, H, W]`` with values in ``[0, 1]``;
+- features are float tensors ``[B, C, h, w]`` on the token grid ``(h, w)``;
+- codes are integer tensors ``[B, h, w]``, one per *level* of a quantizer
+  (one level for plain VQ, one per depth for residual VQ, ``semantic`` and
+  ``pixel`` for a hierarchical codebook).
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+
+CodeLayout = Literal["grid", "residual", "hierarchical"]
+
+
+# -----------------------------------------------------------------------------
+# Codes and token ids
+# -----------------------------------------------------------------------------
+@dataclass
+class Codes:
+    """The integer codes a tokenizer produces for a batch of images.
+
+    ``levels`` maps level name -> ``[B, h, w]`` long tensor. ``vocab`` maps the
+    same names to the number of possible values at that level. ``layout`` says
+    how the levels combine into the token ids a language model would see:
+
+    - ``grid``: one level; ids are the codes, ``h*w`` tokens per image;
+    - ``residual``: D levels (depth order); ``h*w*D`` tokens, position-major
+      (all depths of position 0, then position 1, ...), ids are the codes;
+    - ``hierarchical``: two levels ``(parent, child)`` where the child indexes
+      within the parent's sub-codebook of ``vocab[child]`` entries; one token
+      per position with id ``parent * m + child`` (``m = vocab[child]``).
+    """
+
+    levels: dict[str, Tensor]
+    vocab: dict[str, int]
+    layout: CodeLayout = "grid"
+
+    def __post_init__(self):
+        if set(self.levels) != set(self.vocab):
+            raise ValueError("Codes.levels and Codes.vocab must name the same levels")
+        if self.layout == "grid" and len(self.levels) != 1:
+            raise ValueError("a 'grid' layout has exactly one level")
+        if self.layout == "hierarchical" and len(self.levels) != 2:
+            raise ValueError("a 'hierarchical' layout has exactly two levels (parent, child)")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        first = next(iter(self.levels.values()))
+        return int(first.shape[-2]), int(first.shape[-1])
+
+    @property
+    def batch_size(self) -> int:
+        return int(next(iter(self.levels.values())).shape[0])
+
+    @property
+    def token_vocab_size(self) -> int:
+        """Vocabulary size of the flat token ids."""
+        sizes = list(self.vocab.values())
+        if self.layout == "hierarchical":
+            return sizes[0] * sizes[1]
+        return max(sizes)
+
+    def token_ids(self) -> Tensor:
+        """Flatten to the ``[B, L]`` token ids a language model would see."""
+        names = list(self.levels)
+        B = self.batch_size
+        if self.layout == "grid":
+            return self.levels[names[0]].reshape(B, -1)
+        if self.layout == "residual":
+            stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D]
+            return stacked.reshape(B, -1)
+        parent, child = names
+        return (self.levels[parent] * self.vocab[child] + self.levels[child]).reshape(B, -1)
+
+    @classmethod
+    def from_token_ids(cls, ids: Tensor, like: "CodeSpec") -> "Codes":
+        """Inverse of :meth:`token_ids` for codes described by ``like``."""
+        h, w = like.grid
+        names = list(like.vocab)
+        B = ids.shape[0]
+        ids = ids.long()
+        if like.layout == "grid":
+            levels = {names[0]: ids.reshape(B, h, w)}
+        elif like.layout == "residual":
+            stacked = ids.reshape(B, h, w, len(names))
+            levels = {n: stacked[..., d] for d, n in enumerate(names)}
+        else:
+            parent, child = names
+            m = like.vocab[child]
+            grid = ids.reshape(B, h, w)
+            levels = {parent: torch.div(grid, m, rounding_mode="floor"), child: grid % m}
+        return cls(levels=levels, vocab=dict(like.vocab), layout=like.layout)
+
+    def to(self, device) -> "Codes":
+        return Codes({k: v.to(device) for k, v in self.levels.items()}, dict(self.vocab), self.layout)
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """The shape of a tokenizer's codes, without the values."""
+
+    layout: CodeLayout
+    vocab: Mapping[str, int]
+    grid: tuple[int, int]
+
+    @property
+    def tokens_per_image(self) -> int:
+        n = self.grid[0] * self.grid[1]
+        return n * len(self.vocab) if self.layout == "residual" else n
+
+    @property
+    def bits_per_image(self) -> float:
+        """Bits to store one image's codes: sum over tokens of log2(vocab)."""
+        n = self.grid[0] * self.grid[1]
+        return float(n * sum(math.log2(v) for v in self.vocab.values()))
+
+
+# -----------------------------------------------------------------------------
+# Quantizer result
+# -----------------------------------------------------------------------------
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns.
+
+    - ``quantized``: features ``[B, C, h, w]`` to decode (straight-through
+      gradients to the encoder when training);
+    - ``codes``: the integer codes, see :class:`Codes`;
+    - ``losses``: named scalar loss terms the trainer adds (already weighted);
+    - ``stats``: named scalar statistics for logging (e.g. batch perplexity).
+    """
+
+    quantized: Tensor
+    codes: Codes
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def usage_counts(self) -> dict[str, Tensor]:
+        """Per level, how often each code value was chosen in this batch."""
+        return {
+            name: torch.bincount(c.reshape(-1).long(), minlength=self.codes.vocab[name])
+            for name, c in self.codes.levels.items()
+        }
+
+
+# -----------------------------------------------------------------------------
+# Components
+# -----------------------------------------------------------------------------
+class Encoder(nn.Module, abc.ABC):
+    """Images ``[B,3,H,W]`` in ``[0,1]`` -> continuous features ``[B,C,h,w]``."""
+
+    out_channels: int
+    downsample: int
+
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> Tensor: ...
+
+
+class Quantizer(nn.Module, abc.ABC):
+    """Continuous features ``[B,C,h,w]`` -> :class:`QuantizerOutput`."""
+
+    @property
+    @abc.abstractmethod
+    def vocab(self) -> dict[str, int]:
+        """Level name -> number of codes at that level."""
+
+    layout: CodeLayout = "grid"
+
+    @abc.abstractmethod
+    def forward(self, features: Tensor) -> QuantizerOutput: ...
+
+    @abc.abstractmethod
+    def lookup(self, codes: Codes) -> Tensor:
+        """Codes -> quantized features ``[B,C,h,w]`` (the decode path)."""
+
+
+class Decoder(nn.Module, abc.ABC):
+    """Quantized features ``[B,C,h,w]`` -> images ``[B,3,H,W]``, nominally in ``[0,1]``
+    (not clamped: losses see the raw output; :meth:`Tokenizer.decode` clamps)."""
+
+    @abc.abstractmethod
+    def forward(self, quantized: Tensor) -> Tensor: ...
+
+
+@dataclass
+class TokenizerOutput:
+    """A training forward pass: reconstruction plus everything losses need."""
+
+    reconstruction: Tensor  # [B,3,H,W], raw decoder output (not clamped)
+    quant: QuantizerOutput
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """Metadata that the benchmark reports next to every number."""
+
+    resolution: int
+    codes: CodeSpec
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return self.codes.grid
+
+    @property
+    def vocab(self) -> Mapping[str, int]:
+        return self.codes.vocab
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.codes.tokens_per_image
+
+    @property
+    def bits_per_image(self) -> float:
+        return self.codes.bits_per_image
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "layout": self.codes.layout,
+            "token_grid": list(self.token_grid),
+            "vocab": dict(self.vocab),
+            "tokens_per_image": self.tokens_per_image,
+            "bits_per_image": self.bits_per_image,
+        }
+
+
+class Tokenizer(nn.Module, abc.ABC):
+    """A discrete image tokenizer.
+
+    Subclasses implement :meth:`forward` (training pass), :meth:`encode`,
+    :meth:`decode` and :attr:`info`. Images are ``[B,3,H,W]`` in ``[0,1]``.
+    """
+
+    #: filled in by the trainer / checkpoint loader: the resolved config
+    config: dict | None = None
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> TokenizerInfo: ...
+
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        """Training pass: images in ``[0,1]`` -> reconstruction and quantizer output."""
+
+    @abc.abstractmethod
+    def encode(self, images: Tensor) -> Codes:
+        """Images ``[B,3,H,W]`` in ``[0,1]`` -> :class:`Codes`."""
+
+    @abc.abstractmethod
+    def decode_codes(self, codes: Codes) -> Tensor:
+        """:class:`Codes` -> raw images ``[B,3,H,W]`` (not clamped)."""
+
+    def decode(self, tokens: Codes | Tensor) -> Tensor:
+        """Codes, or flat token ids ``[B, L]``, -> images ``[B,3,H,W]`` in ``[0,1]``."""
+        if not isinstance(tokens, Codes):
+            tokens = Codes.from_token_ids(tokens, self.info.codes)
+        return self.decode_codes(tokens).clamp(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Images in ``[0,1]`` -> reconstructions in ``[0,1]`` (eval mode, no grad)."""
+        return self.decode(self.encode(images))
+
+    def probe_features(self, images: Tensor) -> Tensor | None:
+        """Features for the linear probe (``[B,C]`` or ``[B,C,h,w]``), or None."""
+        return None
+
+    def trainable_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        """Named parameter groups that recipes can train or freeze."""
+        return {"all": list(self.parameters())}
+
+
+class ComposedTokenizer(Tokenizer):
+    """Encoder + quantizer + decoder, each built from the registry.
+
+    ``pre_quant`` / ``post_quant`` are 1x1 convolutions between the encoder's
+    channels, the quantizer's ``dim`` and the decoder's input channels.
+    """
+
+    def __init__(self, encoder: Encoder, quantizer: Quantizer, decoder: nn.Module,
+                 resolution: int, quant_dim: int, decoder_in: int):
+        super().__init__()
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.resolution = resolution
+        self.pre_quant = nn.Conv2d(encoder.out_channels, quant_dim, 1)
+        self.post_quant = nn.Conv2d(quant_dim, decoder_in, 1)
+        g = resolution // encoder.downsample
+        self._info = TokenizerInfo(resolution, CodeSpec(quantizer.layout, dict(quantizer.vocab), (g, g)))
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        q = self.quantizer(self.pre_quant(self.encoder(images)))
+        return TokenizerOutput(self.decoder(self.post_quant(q.quantized)), q)
+
+    def encode(self, images: Tensor) -> Codes:
+        return self.quantizer(self.pre_quant(self.encoder(images))).codes
+
+    def decode_codes(self, codes: Codes) -> Tensor:
+        return self.decoder(self.post_quant(self.quantizer.lookup(codes)))
+
+    def probe_features(self, images: Tensor) -> Tensor:
+        return self.pre_quant(self.encoder(images))
+
+    def last_layer(self) -> Tensor:
+        """Weight of the decoder's last layer (for the adaptive GAN weight)."""
+        return self.decoder.last_layer()
+
+
+# -----------------------------------------------------------------------------
+# Benchmark metrics
+# -----------------------------------------------------------------------------
+class Metric(abc.ABC):
+    """A streaming benchmark metric.
+
+    ``update`` sees each batch once: originals and reconstructions as uint8
+    tensors ``[B,3,H,W]`` (quantized, as a saved image would be) plus the
+    tokenizer's codes. ``compute`` returns named float results. ``state`` /
+    ``merge`` let the harness reduce states across processes.
+    """
+
+    name: str = "metric"
+    #: "lower" or "higher": which direction is better, per result key
+    better: dict[str, str] = {}
+
+    @abc.abstractmethod
+    def reset(self, tokenizer: Tokenizer) -> None: ...
+
+    @abc.abstractmethod
+    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes) -> None: ...
+
+    @abc.abstractmethod
+    def compute(self) -> dict[str, float]: ...

@@ -1,0 +1,113 @@
+"""The ``tokzoo`` command line: plugins, list, train, bench, compare."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from tokzoo import __version__
+from tokzoo.errors import NotAvailableError, TokzooError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def cmd_plugins(args) -> int:
+    from tokzoo.registry import get_registry
+
+    reg = get_registry()
+    table = Table(title="tokzoo plugins")
+    for col in ("plugin", "distribution", "version", "hooks", "status"):
+        table.add_column(col)
+    for info in reg.plugins.values():
+        status = "[green]ok[/]" if info.ok else f"[red]failed[/]: {info.error}"
+        hooks = ", ".join(h.replace("tokzoo_register_", "") for h in info.hooks)
+        table.add_row(info.name, info.distribution, info.version, hooks, status)
+    console.print(table)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from tokzoo.config import list_presets
+    from tokzoo.registry import KINDS, get_registry
+
+    reg = get_registry()
+    kind = args.kind[:-1] if args.kind and args.kind.endswith("s") and args.kind[:-1] in KINDS + ("preset",) else args.kind
+    table = Table(title="tokzoo components" if not kind else f"tokzoo {kind}s")
+    for col in ("kind", "name", "plugin", "description"):
+        table.add_column(col)
+    if kind in (None, "preset"):
+        for name, path in sorted(list_presets().items()):
+            table.add_row("preset", name, "", str(path))
+    if kind != "preset":
+        for comp in reg.list(kind):
+            table.add_row(comp.kind, comp.name, comp.distribution, comp.description)
+    console.print(table)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tokzoo.train import run_training
+
+    run_training(args.name, args.overrides, resume=args.resume, stage=args.stage, console=console)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    raise NotAvailableError("`tokzoo bench` is not available yet: the benchmark harness is still being built.")
+
+
+def cmd_compare(args) -> int:
+    raise NotAvailableError("`tokzoo compare` is not available yet: it comes with the benchmark harness.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokzoo", description="Train and benchmark discrete image tokenizers side by side.")
+    p.add_argument("--version", action="version", version=f"tokzoo {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("plugins", help="list installed plugins, their versions and hooks")
+    s.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("list", help="list registered components (and presets)")
+    s.add_argument("kind", nargs="?", help="encoder, quantizer, decoder, tokenizer, recipe, dataset, metric or preset")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("train", help="train a tokenizer preset: tokzoo train vqgan-tiny trainer.max_steps=50")
+    s.add_argument("name", help="preset name (see `tokzoo list preset`) or a YAML file")
+    s.add_argument("overrides", nargs="*", help="config overrides key=value")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--stage", type=int, default=None, help="start at this stage (1-based), from the previous stage's checkpoint")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("bench", help="benchmark tokenizers under one protocol")
+    s.add_argument("--tokenizers", default="")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("compare", help="regression table between two results.json files")
+    s.add_argument("new", nargs="?")
+    s.add_argument("--baseline")
+    s.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except TokzooError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

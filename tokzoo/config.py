@@ -1,0 +1,209 @@
+"""Configs: YAML presets, command-line overrides and schema validation.
+
+A *preset* is a YAML file named after what it trains (``vqgan-tiny.yaml``).
+Presets are found, in order, in the folders of ``TOKZOO_CONFIG_PATH``
+(``os.pathsep``-separated), in the repository's ``configs/`` folder, and in
+folders that plugins register through ``tokzoo_register_presets``. A preset
+may start from another with ``inherit: other-preset``.
+
+Configs are data: no key is ever resolved to an import path. Component names
+resolve only through the registry, and every mapping is checked against a
+dataclass schema, so a misspelled key or a wrong type fails before any work
+starts, naming the key and its closest valid spelling.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tokzoo.errors import ConfigError, UnknownNameError, closest
+
+
+@dataclass
+class TrainerConfig:
+    """How the trainer runs (per-stage budgets live in the recipe)."""
+
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.5
+    beta2: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.0  # 0 disables the EMA copy of the weights
+    max_steps: int = -1  # when > 0, caps every stage's steps (quick runs)
+    log_every: int = 10
+    ckpt_every: int = 100
+    eval_images: int = 64
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16
+    compile: bool = False
+
+
+@dataclass
+class RunConfig:
+    """A whole run: what to build, on which data, how to train it."""
+
+    preset: str = ""
+    model: Any = None  # tokenizer spec {name: ..., **params}
+    data: Any = field(default_factory=lambda: {"name": "shapes"})
+    recipe: Any = field(default_factory=lambda: {"name": "reconstruction"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    run_dir: str = ""
+
+
+def to_container(obj: Any) -> Any:
+    """OmegaConf objects -> plain dicts and lists (anything else unchanged)."""
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    return obj
+
+
+def _field_types(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
+
+
+def check_keys(data: Any, schema: type, where: str) -> None:
+    """Raise :class:`ConfigError` for the first key of ``data`` not in ``schema``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    types = _field_types(schema)
+    for key, value in data.items():
+        if key not in types:
+            hint = closest(str(key), types)
+            msg = f"unknown config key '{where}.{key}'" if where else f"unknown config key '{key}'"
+            msg += f": did you mean '{hint}'?" if hint else "."
+            msg += f" Valid keys here: {', '.join(sorted(types))}"
+            raise ConfigError(msg)
+        sub = types[key]
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            check_keys(value, sub, f"{where}.{key}" if where else str(key))
+
+
+def validate_params(params: dict[str, Any], schema: type, where: str = "") -> dict[str, Any]:
+    """Check ``params`` against dataclass ``schema``; return them with defaults filled in."""
+    params = to_container(params) or {}
+    try:
+        check_keys(params, schema, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), params)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: bad value for '{key}': {reason}" if where else f"bad value for '{key}': {reason}") from None
+    out = OmegaConf.to_container(merged, resolve=True)
+    missing = [k for k, v in out.items() if v == "???"]
+    if missing:
+        raise ConfigError(f"{where}: missing required value for '{missing[0]}'")
+    return out
+
+
+# -- presets -----------------------------------------------------------------------
+def preset_dirs() -> list[Path]:
+    from tokzoo.registry import get_registry
+
+    dirs = [Path(p) for p in os.environ.get("TOKZOO_CONFIG_PATH", "").split(os.pathsep) if p]
+    repo_configs = Path(__file__).resolve().parent.parent / "configs"
+    if repo_configs.is_dir():
+        dirs.append(repo_configs)
+    dirs += [d for _, d, _ in get_registry().preset_dirs]
+    return dirs
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset name -> YAML file (earlier folders win)."""
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        for f in sorted(d.rglob("*.yaml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (OmegaConfBaseException, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> DictConfig:
+    """A preset by name (or a path to a YAML file), with ``inherit`` resolved."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        path = Path(name)
+    else:
+        presets = list_presets()
+        if name not in presets:
+            raise UnknownNameError("preset", name, presets)
+        path = presets[name]
+    data = _read_yaml(path)
+    parent = data.pop("inherit", None)
+    cfg = OmegaConf.create(data)
+    if parent:
+        if parent in _seen:
+            raise ConfigError(f"preset '{name}' inherits from itself through {' -> '.join(_seen)}")
+        cfg = OmegaConf.merge(load_preset(parent, _seen + (name,)), cfg)
+    if not _seen:
+        cfg.preset = path.stem
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. trainer.max_steps=50)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+
+
+def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Preset + overrides, validated against :class:`RunConfig`, as a plain dict."""
+    cfg = load_preset(name)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
+    data = to_container(cfg)
+    out = validate_params(data, RunConfig)
+    if not out.get("model"):
+        raise ConfigError(f"preset '{name}' has no 'model' section")
+    validate_spec("tokenizer", out["model"], "model")
+    validate_spec("dataset", out["data"], "data")
+    validate_spec("recipe", out["recipe"], "recipe")
+    if not out["run_dir"]:
+        out["run_dir"] = str(Path("runs") / out["preset"])
+    return out
+
+
+def validate_spec(kind: str, spec: Any, where: str) -> None:
+    """Check a component spec ``{name, **params}`` (recursively for nested specs)."""
+    from tokzoo.registry import get_registry
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"'{where}' must be a mapping with a 'name' key")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    comp = get_registry().get(kind, spec["name"])
+    if comp.config is None:
+        return
+    validate_params(params, comp.config, where=f"{where} ({kind} '{spec['name']}')")
+    nested = getattr(comp.config, "__nested_specs__", {})
+    for key, sub_kind in nested.items():
+        if key in params:
+            validate_spec(sub_kind, params[key], f"{where}.{key}")

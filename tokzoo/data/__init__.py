@@ -1,0 +1,64 @@
+"""Datasets and the canonical preprocessing.
+
+Datasets yield ``{"image": [3,H,W] float in [0,1], "label": int, "caption": str,
+"index": int}``, or ``{"skipped": "path: reason"}`` for a file that cannot be
+read. :func:`collate` drops the skipped ones and counts them in the batch, and
+:class:`SkipCounter` reports them visibly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tokzoo.data.preprocess import PREPROCESSING, center_crop_uint8, to_tensor, to_uint8
+
+
+def collate(samples: list[dict]) -> dict[str, Any]:
+    """Batch samples; skipped files are left out and listed under ``skipped``."""
+    good = [s for s in samples if "skipped" not in s]
+    batch: dict[str, Any] = {"skipped": [s["skipped"] for s in samples if "skipped" in s]}
+    if good:
+        batch["image"] = torch.stack([s["image"] for s in good])
+        batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
+        batch["caption"] = [s["caption"] for s in good]
+        batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
+    return batch
+
+
+class SkipCounter:
+    """Counts skipped files and warns about each, once, on the console."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.skipped: list[str] = []
+
+    def add(self, batch: dict) -> None:
+        for item in batch.get("skipped", []):
+            self.skipped.append(item)
+            self.console.print(f"[yellow]warning:[/] skipped unreadable image {item}")
+
+    def summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        return f"{len(self.skipped)} unreadable image(s) skipped"
+
+
+def build_dataset(spec: Any, split: str):
+    """Dataset from a spec (``"shapes"``, ``"imagefolder:PATH"`` or ``{name, **params}``)."""
+    from tokzoo.config import to_container
+    from tokzoo.registry import get_registry
+
+    if isinstance(spec, str):
+        if spec.startswith("imagefolder:"):
+            spec = {"name": "imagefolder", "path": spec.split(":", 1)[1]}
+        else:
+            spec = {"name": spec}
+    spec = dict(to_container(spec))
+    name = spec.pop("name")
+    return get_registry().create("dataset", name, split=split, **spec)
+
+
+__all__ = ["collate", "SkipCounter", "build_dataset", "PREPROCESSING", "center_crop_uint8", "to_tensor", "to_uint8"]

@@ -1,0 +1,112 @@
+"""``imagefolder``: a folder of images, read recursively.
+
+- Splits: if the folder has ``train/`` and ``val/`` sub-folders they are the
+  splits; otherwise every image is assigned to ``val`` when a hash of its
+  relative path falls below ``val_fraction`` (deterministic, stable when
+  files are added), else to ``train``.
+- Labels: the first sub-folder under the split root names the class (sorted,
+  numbered from 0); images directly in the root get label -1.
+- Captions: optional ``captions.jsonl`` in the split root or the folder root,
+  one ``{"file": relative/path.jpg, "caption": "..."}`` per line.
+- Unreadable files are skipped with a counted warning, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tokzoo.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
+from tokzoo.data.preprocess import center_crop_uint8, to_tensor
+from tokzoo.errors import DataError
+
+
+@dataclass
+class ImageFolderConfig:
+    path: str = ""
+    resolution: int = 256
+    val_fraction: float = 0.1
+    captions: str = "captions.jsonl"
+
+
+def _read_captions(files: list[Path]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out[str(row["file"])] = str(row["caption"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{f}:{n}: each line must be a JSON object with 'file' and 'caption'") from None
+    return out
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Samples ``{"image": [3,R,R] in [0,1], "label", "caption", "index"}``; a bad
+    file yields ``None`` (dropped and counted by :func:`tokzoo.data.collate`)."""
+
+    def __init__(self, split: str = "train", path: str = "", resolution: int = 256,
+                 val_fraction: float = 0.1, captions: str = "captions.jsonl"):
+        root = Path(path).expanduser()
+        if not path or not root.is_dir():
+            raise DataError(f"imagefolder: '{path}' is not a folder (give data.path=/path/to/images)")
+        self.resolution, self.split = resolution, split
+        split_root = root
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            split_root = root / split
+            if not split_root.is_dir():
+                raise DataError(f"imagefolder: {root} has train/ and val/ but no {split}/")
+            files = self._scan(split_root)
+        else:
+            files = [f for f in self._scan(root) if self._in_split(f.relative_to(root), split, val_fraction)]
+        if not files:
+            raise DataError(f"imagefolder: no images for split '{split}' under {split_root} "
+                            f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        self.root = split_root
+        rel = [f.relative_to(split_root) for f in files]
+        class_names = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
+        self.classes = tuple(class_names)
+        self.num_classes = len(class_names)
+        index = {c: i for i, c in enumerate(class_names)}
+        self.files = files
+        self.labels = [index[r.parts[0]] if len(r.parts) > 1 else -1 for r in rel]
+        caps = _read_captions([root / captions, split_root / captions])
+        self.captions = [caps.get(r.as_posix(), caps.get(f.relative_to(root).as_posix(), "")) for r, f in zip(rel, files)]
+        if self.num_classes:
+            self.captions = [c or f"a photo of a {self.classes[l].replace('_', ' ')}" if l >= 0 else c
+                             for c, l in zip(self.captions, self.labels)]
+
+    @staticmethod
+    def _scan(root: Path) -> list[Path]:
+        return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    @staticmethod
+    def _in_split(rel: Path, split: str, val_fraction: float) -> bool:
+        h = int(hashlib.sha1(rel.as_posix().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return (h < val_fraction) == (split != "train")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        path = self.files[index]
+        try:
+            img = load_rgb(path)
+        except BadImage as exc:
+            return {"skipped": f"{path}: {exc}"}
+        arr = center_crop_uint8(img, self.resolution)
+        return {"image": to_tensor(arr), "label": self.labels[index], "caption": self.captions[index], "index": index}
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for f in self.files:
+            st = f.stat()
+            h.update(f"{f.relative_to(self.root)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        return f"imagefolder:{h.hexdigest()[:16]}:n={len(self.files)}:res={self.resolution}"

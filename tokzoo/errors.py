@@ -1,0 +1,63 @@
+"""User-facing errors.
+
+Every error a user can cause (a typo in a name, a bad config key, a broken
+checkpoint, a broken plugin) is a :class:`TokzooError`. The CLI prints its
+message without a traceback and exits with its ``exit_code``.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class TokzooError(Exception):
+    """An error caused by user input, reported without a traceback."""
+
+    exit_code = 2
+
+
+class UnknownNameError(TokzooError, KeyError):
+    """A name that the registry (or a preset folder) does not hold."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str]):
+        valid = sorted(valid)
+        self.kind, self.name, self.valid = kind, name, valid
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        msg = f"unknown {kind} '{name}'."
+        if close:
+            msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+        msg += "\nValid " + kind + " names: " + (", ".join(valid) if valid else "(none registered)")
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class ConfigError(TokzooError):
+    """A config key that does not exist, a wrong type, or a missing value."""
+
+
+class PluginError(TokzooError):
+    """A plugin that registers a clashing name or breaks a hook."""
+
+
+class DataError(TokzooError):
+    """A dataset that cannot be read at all (no images, missing folder)."""
+
+
+class CheckpointError(TokzooError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+class WeightsNotFoundError(TokzooError):
+    """A pretrained weights file that is not on this machine."""
+
+
+class NotAvailableError(TokzooError):
+    """A feature that is not built yet."""
+
+
+def closest(name: str, valid: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``name``, or None."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return match[0] if match else None

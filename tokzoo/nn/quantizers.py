@@ -1,0 +1,122 @@
+"""Nearest-neighbour vector quantization with an l2-normalised codebook.
+
+Follows the improved-VQGAN / LlamaGen recipe: features are projected to a
+low-dimensional space by the caller, both features and codes are
+l2-normalised, and the nearest code by cosine similarity is chosen. Training
+uses the codebook + commitment loss with straight-through gradients, or EMA
+codebook updates (``ema=True``), and can restart codes that fall unused.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tokzoo.api import Codes, QuantizerOutput, Quantizer
+
+
+def batch_perplexity(codes: Tensor, n: int) -> float:
+    """exp(entropy) of the code histogram of one batch."""
+    p = torch.bincount(codes.reshape(-1), minlength=n).float()
+    p = p / p.sum().clamp(min=1)
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+
+
+class VectorQuantizer(Quantizer):
+    """Features ``[B,dim,h,w]`` -> nearest of ``codebook_size`` codes.
+
+    Losses: ``codebook`` = ||sg(z) - q||^2 (not with EMA) and
+    ``commitment`` = beta * ||z - sg(q)||^2, both on normalised vectors when
+    ``l2_norm``. Codes are one level named ``level``.
+    """
+
+    layout = "grid"
+
+    def __init__(self, codebook_size: int = 512, dim: int = 8, beta: float = 0.25, l2_norm: bool = True,
+                 ema: bool = False, decay: float = 0.99, restart_unused: bool = False,
+                 restart_every: int = 100, level: str = "code"):
+        super().__init__()
+        self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
+        self.l2_norm, self.ema, self.decay = l2_norm, ema, decay
+        self.restart_unused, self.restart_every, self.level = restart_unused, restart_every, level
+        self.embedding = nn.Embedding(codebook_size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if l2_norm:
+            nn.init.normal_(self.embedding.weight)
+        if ema:
+            self.embedding.weight.requires_grad_(False)
+            self.register_buffer("ema_count", torch.ones(codebook_size))
+            self.register_buffer("ema_sum", self.embedding.weight.detach().clone())
+        self.register_buffer("usage_since_restart", torch.zeros(codebook_size))
+        self.register_buffer("steps_since_restart", torch.zeros((), dtype=torch.long))
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        return {self.level: self.codebook_size}
+
+    def codebook(self) -> Tensor:
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def nearest(self, z_flat: Tensor) -> Tensor:
+        """``[N,dim]`` (already normalised if ``l2_norm``) -> ``[N]`` code indices."""
+        cb = self.codebook()
+        if self.l2_norm:
+            return (z_flat @ cb.t()).argmax(dim=1)
+        d = z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ cb.t() + cb.pow(2).sum(1)[None]
+        return d.argmin(dim=1)
+
+    def forward(self, features: Tensor) -> QuantizerOutput:
+        B, C, h, w = features.shape
+        z = features.permute(0, 2, 3, 1).reshape(-1, C).float()
+        if self.l2_norm:
+            z = F.normalize(z, dim=-1)
+        idx = self.nearest(z.detach())
+        q = self.codebook()[idx]
+        losses: dict[str, Tensor] = {}
+        if self.training:
+            losses["commitment"] = self.beta * F.mse_loss(z, q.detach())
+            if self.ema:
+                self._ema_update(z.detach(), idx)
+            else:
+                losses["codebook"] = F.mse_loss(q, z.detach())
+            if self.restart_unused:
+                self._track_and_restart(z.detach(), idx)
+        q = z + (q - z).detach()  # straight-through
+        quantized = q.reshape(B, h, w, C).permute(0, 3, 1, 2).to(features.dtype)
+        codes = Codes({self.level: idx.reshape(B, h, w)}, dict(self.vocab), "grid")
+        stats = {f"perplexity/{self.level}": batch_perplexity(idx, self.codebook_size)}
+        return QuantizerOutput(quantized.contiguous(), codes, losses, stats)
+
+    def lookup(self, codes: Codes) -> Tensor:
+        idx = codes.levels[self.level]
+        return self.codebook()[idx].permute(0, 3, 1, 2).contiguous()
+
+    @torch.no_grad()
+    def _ema_update(self, z: Tensor, idx: Tensor) -> None:
+        onehot_count = torch.bincount(idx, minlength=self.codebook_size).float()
+        summed = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(onehot_count)
+            torch.distributed.all_reduce(summed)
+        self.ema_count.mul_(self.decay).add_(onehot_count, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(summed, alpha=1 - self.decay)
+        n = self.ema_count.sum()
+        count = (self.ema_count + 1e-5) / (n + self.codebook_size * 1e-5) * n
+        self.embedding.weight.copy_(self.ema_sum / count[:, None])
+
+    @torch.no_grad()
+    def _track_and_restart(self, z: Tensor, idx: Tensor) -> None:
+        self.usage_since_restart += torch.bincount(idx, minlength=self.codebook_size).float()
+        self.steps_since_restart += 1
+        if int(self.steps_since_restart) < self.restart_every:
+            return
+        dead = (self.usage_since_restart == 0).nonzero().flatten()
+        if len(dead) and len(z):
+            pick = torch.randint(0, len(z), (len(dead),), device=z.device)
+            self.embedding.weight[dead] = z[pick].to(self.embedding.weight.dtype)
+            if self.ema:
+                self.ema_sum[dead] = z[pick]
+                self.ema_count[dead] = 1.0
+        self.usage_since_restart.zero_()
+        self.steps_since_restart.zero_()

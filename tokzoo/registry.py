@@ -1,0 +1,246 @@
+"""Plugin manager, entry-point discovery and component lookups.
+
+Plugins are modules (or objects) implementing hooks from
+:mod:`tokzoo.hookspecs`. Core registers its own built-ins the same way
+(:mod:`tokzoo.builtins`); third parties, and the first-party SemHiTok and
+baselines distributions, are found through the ``tokzoo`` entry-point group.
+
+``TOKZOO_PLUGINS`` restricts which entry-point plugins load: a comma list of
+entry-point or distribution names, or ``none``. Core built-ins always load.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pluggy
+
+from tokzoo import hookspecs
+from tokzoo.errors import PluginError, UnknownNameError
+
+ENTRY_POINT_GROUP = "tokzoo"
+KINDS = ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric")
+CORE = "tokzoo"
+
+
+@dataclass
+class Component:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str  # the plugin (entry-point name, or ``tokzoo`` for core)
+    distribution: str  # the distribution that ships it
+    config: type | None = None  # parameter dataclass, if the plugin gave one
+
+
+@dataclass
+class PluginInfo:
+    """What ``tokzoo plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None  # one-line reason when the plugin failed to load
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Registry:
+    """Holds every registered component, by kind and name."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None):
+        self.pm = pm or pluggy.PluginManager("tokzoo")
+        self.pm.add_hookspecs(hookspecs)
+        self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        self.preset_dirs: list[tuple[str, Path, str]] = []  # (name, folder, distribution)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._dist_of: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
+
+    # -- loading -----------------------------------------------------------
+    def add_plugin(self, plugin: Any, name: str, distribution: str, version: str) -> None:
+        """Register a plugin object or module under ``name`` and collect its components."""
+        self.pm.register(plugin, name=name)
+        self._dist_of[name] = (distribution, version)
+        info = PluginInfo(name=name, distribution=distribution, version=version)
+        self.plugins[name] = info
+        info.hooks = sorted(
+            impl.name for impl in self.pm.get_hookcallers(plugin) or []
+        )
+        try:
+            self._collect(plugin, name)
+        except PluginError:
+            raise
+        except Exception as exc:  # a plugin whose hook raises is shown as failed
+            self.pm.unregister(plugin)
+            self._drop(name)
+            info.error = f"hook failed: {_one_line(exc)}"
+
+    def add_failed(self, name: str, distribution: str, version: str, exc: BaseException) -> None:
+        self.plugins[name] = PluginInfo(name, distribution, version, error=_one_line(exc))
+
+    def remove_plugin(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self._drop(name)
+        self.plugins.pop(name, None)
+
+    def _drop(self, plugin_name: str) -> None:
+        for table in self.components.values():
+            for key in [k for k, c in table.items() if c.plugin == plugin_name]:
+                del table[key]
+        self.preset_dirs = [p for p in self.preset_dirs if p[0] != plugin_name]
+
+    def _collect(self, plugin: Any, plugin_name: str) -> None:
+        dist, _ = self._dist_of[plugin_name]
+        for hook_name, kind in hookspecs.HOOK_KINDS.items():
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                if kind == "preset-dir":
+                    impl.function(register=lambda _n, path, _p=plugin_name, _d=dist: self.preset_dirs.append((_p, Path(path), _d)))
+                else:
+                    impl.function(register=self._registrar(kind, plugin_name, dist))
+
+    def _registrar(self, kind: str, plugin_name: str, dist: str):
+        def register(name: str, factory: Callable[..., Any], description: str = "", config: type | None = None):
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin '{plugin_name}' registered a {kind} without a name")
+            if config is not None and not dataclasses.is_dataclass(config):
+                raise PluginError(f"plugin '{plugin_name}': config for {kind} '{name}' must be a dataclass")
+            table = self.components[kind]
+            if name in table:
+                other = table[name]
+                raise PluginError(
+                    f"{kind} '{name}' is registered twice: by distribution '{other.distribution}' "
+                    f"(plugin '{other.plugin}') and by distribution '{dist}' (plugin '{plugin_name}'). "
+                    f"Uninstall one of them, or restrict plugins with TOKZOO_PLUGINS."
+                )
+            doc = description or (factory.__doc__ or "").strip().split("\n")[0]
+            table[name] = Component(kind, name, factory, doc, plugin_name, dist, config)
+
+        return register
+
+    # -- lookups -----------------------------------------------------------
+    def list(self, kind: str | None = None) -> list[Component]:
+        """Registered components of ``kind`` (all kinds when None), sorted by name."""
+        kinds = [kind] if kind else list(KINDS)
+        for k in kinds:
+            if k not in self.components:
+                raise UnknownNameError("component kind", k, KINDS)
+        return [c for k in kinds for c in sorted(self.components[k].values(), key=lambda c: c.name)]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def has(self, kind: str, name: str) -> bool:
+        return name in self.components.get(kind, {})
+
+    def get(self, kind: str, name: str) -> Component:
+        if kind not in self.components:
+            raise UnknownNameError("component kind", kind, KINDS)
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            raise UnknownNameError(kind, name, self.components[kind]) from None
+
+    def create(self, kind: str, name: str, /, **params: Any) -> Any:
+        """Build component ``name`` of ``kind`` after validating ``params``."""
+        comp = self.get(kind, name)
+        if comp.config is not None:
+            from tokzoo.config import validate_params
+
+            params = validate_params(params, comp.config, where=f"{kind} '{name}'")
+        return comp.factory(**params)
+
+    def build(self, kind: str, spec: Any) -> Any:
+        """Build a component from a spec: a name, or a mapping ``{name: ..., **params}``."""
+        from tokzoo.config import to_container
+
+        if isinstance(spec, str):
+            return self.create(kind, spec)
+        spec = dict(to_container(spec))
+        if "name" not in spec:
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError(f"a {kind} spec needs a 'name' key (got keys: {sorted(spec)})")
+        name = spec.pop("name")
+        return self.create(kind, name, **spec)
+
+
+# -- the process-wide registry -------------------------------------------------
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("TOKZOO_PLUGINS")
+    if raw is None or raw.strip() == "":
+        return None
+    if raw.strip().lower() == "none":
+        return set()
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def load_registry() -> Registry:
+    """Build a fresh registry: core built-ins, then every allowed entry point."""
+    from tokzoo import __version__, builtins
+
+    reg = Registry()
+    reg.add_plugin(builtins, CORE, CORE, __version__)
+    allowed = _allowed()
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if allowed is not None and ep.name not in allowed and dist not in allowed:
+            continue
+        if ep.name in reg.plugins:
+            continue  # the same distribution seen twice on sys.path
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            reg.add_failed(ep.name, dist, version, exc)
+            continue
+        reg.add_plugin(plugin, ep.name, dist, version)
+    return reg
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = load_registry()
+        return _registry
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests, or after installing a plugin)."""
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def create(kind: str, name: str, /, **params: Any) -> Any:
+    return get_registry().create(kind, name, **params)
+
+
+def build(kind: str, spec: Any) -> Any:
+    return get_registry().build(kind, spec)
