@@ -84,3 +84,11 @@ def tokzoo_register_datasets(register):
              config=ShapesConfig)
     register("imagefolder", ImageFolderDataset, "a folder of images (labels from sub-folders, captions.jsonl)",
              config=ImageFolderConfig)
+
+
+@hookimpl
+def tokzoo_register_recipes(register):
+    from tokzoo.train.recipes import ReconstructionConfig, ReconstructionRecipe
+
+    register("reconstruction", ReconstructionRecipe,
+             "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses", config=ReconstructionConfig)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tokzoo import __version__
@@ -26,6 +27,10 @@ def cmd_plugins(args) -> int:
         hooks = ", ".join(h.replace("tokzoo_register_", "") for h in info.hooks)
         table.add_row(info.name, info.distribution, info.version, hooks, status)
     console.print(table)
+    for info in reg.plugins.values():
+        if not info.ok:
+            console.print(f"[red]plugin '{info.name}' ({info.distribution}) failed to load:[/] {escape(info.error)}",
+                          highlight=False, soft_wrap=True)
     return 0
 
 
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TokzooError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

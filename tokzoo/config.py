@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -60,6 +61,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     run_dir: str = ""
+    init_from: str = ""  # start from this checkpoint (fine-tuning a released model)
 
 
 def to_container(obj: Any) -> Any:
@@ -135,7 +137,7 @@ def list_presets() -> dict[str, Path]:
 def _read_yaml(path: Path) -> dict:
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")

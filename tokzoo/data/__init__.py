@@ -57,8 +57,12 @@ def build_dataset(spec: Any, split: str):
         else:
             spec = {"name": spec}
     spec = dict(to_container(spec))
-    name = spec.pop("name")
-    return get_registry().create("dataset", name, split=split, **spec)
+    comp = get_registry().get("dataset", spec.pop("name"))
+    if comp.config is not None:
+        from tokzoo.config import validate_params
+
+        spec = validate_params(spec, comp.config, where=f"dataset '{comp.name}'")
+    return comp.factory(split=split, **spec)
 
 
 __all__ = ["collate", "SkipCounter", "build_dataset", "PREPROCESSING", "center_crop_uint8", "to_tensor", "to_uint8"]

@@ -28,7 +28,7 @@ def center_crop_uint8(image: Image.Image, resolution: int) -> np.ndarray:
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
     """``[H,W,3]`` uint8 -> ``[3,H,W]`` float in ``[0,1]``."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

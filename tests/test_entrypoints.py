@@ -1,0 +1,93 @@
+"""The real entry-point path, through the `tokzoo` command in a subprocess."""
+import re
+from pathlib import Path
+
+from conftest import make_dist
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _docs_plugin_source() -> str:
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    return blocks[0]  # the worked example's module
+
+
+def test_fresh_install_lists_first_party_plugins(cli):
+    out = cli("plugins")
+    assert out.returncode == 0, out.stderr
+    assert "tokzoo-semhitok" in out.stdout and "tokzoo-baselines" in out.stdout
+    assert "0.1.0" in out.stdout
+
+
+def test_tokzoo_plugins_none_loads_no_entry_points(cli):
+    out = cli("plugins", env={"TOKZOO_PLUGINS": "none"})
+    assert out.returncode == 0
+    assert "tokzoo-semhitok" not in out.stdout and "tokzoo-baselines" not in out.stdout
+    assert "tokzoo" in out.stdout
+
+
+def test_docs_example_plugin_is_found_through_its_entry_point(cli, tmp_path):
+    src = _docs_plugin_source()
+    make_dist(tmp_path, "tokzoo-lfq", "0.3.0", {"lfq": "tokzoo_lfq"}, {
+        "tokzoo_lfq/__init__.py": src,
+        "tokzoo_lfq/configs/lfq-tiny.yaml": "inherit: vq-tiny\nmodel:\n  quantizer: {name: lfq, dim: 10}\n",
+    })
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = cli("list", "quantizer", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "lfq" in out.stdout and "tokzoo-lfq" in out.stdout
+    plugins = cli("plugins", env=env)
+    assert re.search(r"lfq\s.*tokzoo-lfq\s.*0\.3\.0", plugins.stdout)
+    presets = cli("list", "preset", env=env)
+    assert "lfq-tiny" in presets.stdout
+    restricted = cli("list", "quantizer", env={**env, "TOKZOO_PLUGINS": "baselines"})
+    assert "lfq" not in restricted.stdout
+
+
+def test_docs_example_quantizer_works(tmp_path):
+    """The documented quantizer is real: codes round-trip through lookup."""
+    import torch
+
+    namespace: dict = {}
+    exec(compile(_docs_plugin_source(), "docs_example", "exec"), namespace)
+    q = namespace["LookupFreeQuantizer"](dim=6)
+    feats = torch.randn(2, 6, 4, 4)
+    out = q(feats)
+    assert out.codes.levels["code"].max() < 64
+    assert torch.equal(q.lookup(out.codes), out.quantized.detach())
+
+
+def test_broken_plugin_is_reported_and_everything_else_works(cli, tmp_path):
+    make_dist(tmp_path, "tokzoo-broken", "0.0.1", {"broken": "broken_plugin"},
+              {"broken_plugin.py": "raise ImportError('needs libfoo 3.2')\n"})
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = cli("plugins", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "failed" in out.stdout and "ImportError: needs libfoo 3.2" in out.stdout
+    assert "tokzoo-baselines" in out.stdout
+    listed = cli("list", env=env)
+    assert listed.returncode == 0 and "vq" in listed.stdout
+
+
+def test_clashing_plugins_give_a_clear_error(cli, tmp_path):
+    plugin = ("import tokzoo\n@tokzoo.hookimpl\ndef tokzoo_register_quantizers(register):\n"
+              "    register('vq', object, 'clash')\n")
+    make_dist(tmp_path, "tokzoo-clash", "1.0", {"clash": "clash_plugin"}, {"clash_plugin.py": plugin})
+    out = cli("list", env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "'tokzoo'" in out.stderr and "'tokzoo-clash'" in out.stderr and "registered twice" in out.stderr
+
+
+def test_unknown_preset_answers_with_close_matches(cli):
+    out = cli("train", "vq-tiyn")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "unknown preset 'vq-tiyn'" in out.stderr and "Did you mean 'vq-tiny'" in out.stderr
+    assert "Valid preset names:" in out.stderr
+
+
+def test_unknown_kind_in_list(cli):
+    out = cli("list", "widget")
+    assert out.returncode == 2 and "unknown component kind 'widget'" in out.stderr

@@ -1,0 +1,148 @@
+"""The plugin registry: one test per hook (datasette style), clashes, failures, lookups."""
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import tokzoo
+from tokzoo import hookspecs
+from tokzoo.errors import ConfigError, PluginError, UnknownNameError
+from tokzoo.registry import get_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _plugin_for(hook_name, name, factory, description="a test component", config=None):
+    class Plugin:
+        pass
+
+    def impl(register):
+        register(name, factory, description, config=config) if hook_name != "tokzoo_register_presets" else register(name, factory)
+
+    setattr(Plugin, hook_name, staticmethod(tokzoo.hookimpl(impl)))
+    # pluggy validates argument names; expose the right signature
+    return Plugin()
+
+
+@dataclasses.dataclass
+class _Params:
+    size: int = 3
+
+
+def _factory(size: int = 3):
+    return ("built", size)
+
+
+HOOK_TESTS = {}
+
+
+def hook_test(hook):
+    def deco(fn):
+        HOOK_TESTS[hook] = fn
+        return fn
+    return deco
+
+
+def _check_kind(kind, hook):
+    reg = get_registry()
+    reg.add_plugin(_plugin_for(hook, f"test-{kind}", _factory, config=_Params), "testplug", "tokzoo-testplug", "9.9")
+    try:
+        assert f"test-{kind}" in reg.names(kind)
+        comp = reg.get(kind, f"test-{kind}")
+        assert comp.distribution == "tokzoo-testplug" and comp.description == "a test component"
+        assert reg.create(kind, f"test-{kind}", size=5) == ("built", 5)
+        assert hook in reg.plugins["testplug"].hooks
+    finally:
+        reg.remove_plugin("testplug")
+    assert f"test-{kind}" not in reg.names(kind)
+
+
+for _hook, _kind in hookspecs.HOOK_KINDS.items():
+    if _kind == "preset-dir":
+        continue
+
+    def _make(hook=_hook, kind=_kind):
+        @hook_test(hook)
+        def _t():
+            _check_kind(kind, hook)
+        return _t
+
+    _make()
+
+
+@hook_test("tokzoo_register_presets")
+def _test_presets(tmp_path=None):
+    import tempfile
+
+    from tokzoo.config import list_presets, load_preset
+
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "mine-tiny.yaml").write_text("inherit: vq-tiny\nseed: 7\n")
+        reg = get_registry()
+        reg.add_plugin(_plugin_for("tokzoo_register_presets", "mine", d), "presetplug", "tokzoo-presetplug", "1")
+        try:
+            assert "mine-tiny" in list_presets()
+            cfg = load_preset("mine-tiny")
+            assert cfg.seed == 7 and cfg.model.name == "composed" and cfg.preset == "mine-tiny"
+        finally:
+            reg.remove_plugin("presetplug")
+
+
+@pytest.mark.parametrize("hook", sorted(hookspecs.HOOK_KINDS))
+def test_every_hook(hook):
+    assert hook in HOOK_TESTS, f"hook {hook} has no test"
+    HOOK_TESTS[hook]()
+
+
+def test_every_hookspec_is_in_the_kind_table():
+    declared = {n for n in dir(hookspecs) if n.startswith("tokzoo_")}
+    assert declared == set(hookspecs.HOOK_KINDS)
+
+
+@pytest.mark.parametrize("hook", sorted(hookspecs.HOOK_KINDS))
+def test_every_hook_is_documented(hook):
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    assert f"`{hook}`" in doc, f"hook {hook} is not documented in docs/plugins.md"
+
+
+def test_duplicate_name_names_both_distributions():
+    reg = get_registry()
+    with pytest.raises(PluginError) as err:
+        reg.add_plugin(_plugin_for("tokzoo_register_quantizers", "vq", _factory), "clash", "tokzoo-clash", "1.0")
+    msg = str(err.value)
+    assert "quantizer 'vq'" in msg and "'tokzoo'" in msg and "'tokzoo-clash'" in msg
+
+
+def test_plugin_whose_hook_raises_is_marked_failed():
+    class Broken:
+        @tokzoo.hookimpl
+        def tokzoo_register_encoders(self, register):
+            raise RuntimeError("weights folder missing")
+
+    reg = get_registry()
+    reg.add_plugin(Broken(), "broken", "tokzoo-broken", "0.1")
+    info = reg.plugins["broken"]
+    assert not info.ok and info.error == "hook failed: RuntimeError: weights folder missing"
+    assert reg.names("encoder") == ["conv"]  # everything else still there
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(UnknownNameError) as err:
+        get_registry().get("quantizer", "vqq")
+    assert "Did you mean 'vq'?" in str(err.value)
+    assert "Valid quantizer names: vq" in str(err.value)
+
+
+def test_create_validates_parameters():
+    with pytest.raises(ConfigError) as err:
+        get_registry().create("quantizer", "vq", codebok_size=10)
+    assert "unknown config key 'codebok_size'" in str(err.value) and "'codebook_size'" in str(err.value)
+    with pytest.raises(ConfigError, match="bad value for 'codebook_size'"):
+        get_registry().create("quantizer", "vq", codebook_size="many")
+
+
+def test_build_from_spec():
+    q = get_registry().build("quantizer", {"name": "vq", "codebook_size": 16, "dim": 4})
+    assert q.vocab == {"code": 16} and q.dim == 4

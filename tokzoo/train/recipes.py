@@ -1,0 +1,102 @@
+"""Core's generic ``reconstruction`` recipe: one stage of
+reconstruction (L1/L2) + LPIPS + PatchGAN (hinge, delayed start, adaptive
+weight) + the quantizer's own loss terms. VQGAN-style training is this recipe."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from tokzoo.api import Tokenizer
+from tokzoo.train import losses as L
+from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
+
+
+@dataclass
+class ReconstructionConfig:
+    steps: int = 1000
+    recon: str = "l1"  # l1 | l2
+    recon_weight: float = 1.0
+    perceptual_weight: float = 0.0  # > 0 needs the LPIPS backbone weights on this machine
+    perceptual_net: str = "alex"
+    quant_weight: float = 1.0
+    disc_weight: float = 0.0  # 0 disables the GAN
+    disc_start: int = 0
+    disc_channels: int = 64
+    disc_layers: int = 3
+    adaptive_disc_weight: bool = True
+    train: list[str] = field(default_factory=lambda: ["all"])
+
+
+class ReconstructionLosses:
+    """The pixel-side losses shared by every recipe that reconstructs images."""
+
+    def __init__(self, recon: str = "l1", recon_weight: float = 1.0, perceptual_weight: float = 0.0,
+                 perceptual_net: str = "alex", disc_weight: float = 0.0, disc_start: int = 0,
+                 disc_channels: int = 64, disc_layers: int = 3, adaptive_disc_weight: bool = True):
+        self.recon, self.recon_weight = recon, recon_weight
+        self.perceptual_weight, self.perceptual_net = perceptual_weight, perceptual_net
+        self.disc_weight, self.disc_start, self.adaptive = disc_weight, disc_start, adaptive_disc_weight
+        self.disc = L.PatchDiscriminator(disc_channels, disc_layers) if disc_weight > 0 else None
+        self.lpips: nn.Module | None = None
+
+    def setup(self, device: torch.device) -> None:
+        if self.perceptual_weight > 0 and self.lpips is None:
+            self.lpips = L.load_lpips(self.perceptual_net).to(device)
+        if self.disc is not None:
+            self.disc.to(device)
+
+    def generator_terms(self, recon: Tensor, target: Tensor, last_layer: Tensor | None, step: int) -> dict[str, Tensor]:
+        terms = {"recon": self.recon_weight * L.reconstruction_loss(recon, target, self.recon)}
+        nll = terms["recon"]
+        if self.lpips is not None:
+            terms["perceptual"] = self.perceptual_weight * self.lpips(recon, target).mean()
+            nll = nll + terms["perceptual"]
+        if self.disc is not None and step >= self.disc_start:
+            g = L.hinge_g_loss(self.disc(recon))
+            if self.adaptive and last_layer is not None and torch.is_grad_enabled():
+                w = L.adaptive_gan_weight(nll, g, last_layer)
+            else:
+                w = torch.tensor(1.0, device=recon.device)
+            terms["gan"] = self.disc_weight * w * g
+        return terms
+
+    def discriminator_terms(self, recon: Tensor, target: Tensor, step: int) -> dict[str, Tensor] | None:
+        if self.disc is None or step < self.disc_start:
+            return None
+        return {"disc": L.hinge_d_loss(self.disc(target), self.disc(recon.detach()))}
+
+
+def last_layer_of(tokenizer: Tokenizer) -> Tensor | None:
+    fn = getattr(tokenizer, "last_layer", None)
+    return fn() if fn is not None else None
+
+
+class ReconstructionRecipe(Recipe):
+    """One stage training a tokenizer to reconstruct its input."""
+
+    def __init__(self, steps: int = 1000, train: list[str] | None = None, quant_weight: float = 1.0, **pixel):
+        self.steps, self.train, self.quant_weight = steps, list(train or ["all"]), quant_weight
+        self.pixel = ReconstructionLosses(**pixel)
+
+    def stages(self) -> list[Stage]:
+        return [Stage("reconstruction", self.steps, self.train)]
+
+    def setup(self, tokenizer, stage, device):
+        self.pixel.setup(device)
+
+    def discriminator(self):
+        return self.pixel.disc
+
+    def generator_step(self, model, tokenizer, batch, ctx: StepContext) -> StepResult:
+        x = batch["image"]
+        out = model(x)
+        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.step)
+        for k, v in out.quant.losses.items():
+            terms[k] = self.quant_weight * v
+        return StepResult(sum(terms.values()), terms, out.reconstruction)
+
+    def discriminator_step(self, batch, recon, ctx):
+        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
+        return None if terms is None else StepResult(sum(terms.values()), terms)

@@ -1,0 +1,415 @@
+"""The generic multi-stage trainer.
+
+Readable top to bottom: build everything from the config, then for each stage
+of the recipe freeze what the stage does not train, make the optimisers, and
+loop: batch -> recipe losses -> backward -> clip -> step, logging to the
+terminal (rich) and to ``metrics.jsonl``, checkpointing atomically. Under
+``torchrun`` the model is wrapped in DDP (gloo on CPU, nccl on GPU), every
+rank sees its own shard of each batch, losses are averaged across ranks for
+the logs, and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tokzoo.config import load_run_config
+from tokzoo.data import SkipCounter, build_dataset, collate
+from tokzoo.data.preprocess import to_uint8
+from tokzoo.errors import CheckpointError, ConfigError, TokzooError
+from tokzoo.registry import build
+from tokzoo.train.checkpoint import (build_tokenizer_from_config, load_weights, read_config, read_trainer_state,
+                                     resolve_checkpoint, save_checkpoint)
+from tokzoo.train.recipe import Recipe, Stage, StepContext
+
+
+class NonFiniteLossError(TokzooError):
+    exit_code = 3
+
+
+# -- distributed helpers -----------------------------------------------------------
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed(device: torch.device) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda but no CUDA device is available")
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+# -- data order: deterministic in the step, so a resumed run sees the same batches ---
+class StepBatches(torch.utils.data.Sampler):
+    """Yields index lists for steps ``start, start+1, ...``: epoch ``e`` is a
+    permutation seeded by ``(seed, e)``; rank ``r`` takes its slice of each
+    global batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int, world: int):
+        self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start_step, total_steps
+        self.rank, self.world = rank, world
+        self.global_bs = batch_size * world
+        self.per_epoch = max(1, n // self.global_bs)
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm, perm_epoch = None, -1
+        for step in range(self.start, self.total):
+            epoch, k = divmod(step, self.per_epoch)
+            if epoch != perm_epoch:
+                g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+                perm, perm_epoch = torch.randperm(self.n, generator=g), epoch
+            chunk = perm[k * self.global_bs:(k + 1) * self.global_bs]
+            if len(chunk) < self.global_bs:  # tiny datasets: wrap around
+                chunk = perm[torch.arange(k * self.global_bs, (k + 1) * self.global_bs) % self.n]
+            yield chunk[self.rank * self.bs:(self.rank + 1) * self.bs].tolist()
+
+
+# -- the trainer ---------------------------------------------------------------------
+class Trainer:
+    def __init__(self, config: dict, console: Console | None = None):
+        self.cfg = config
+        self.tcfg = config["trainer"]
+        self.console = console or Console()
+        self.device = pick_device(self.tcfg["device"])
+        maybe_init_distributed(self.device)
+        self.rank, self.world = dist_info()
+        self.is_main = self.rank == 0
+        self.run_dir = Path(config["run_dir"])
+        torch.manual_seed(config["seed"])
+        self.tokenizer = build_tokenizer_from_config(config).to(self.device)
+        self.recipe: Recipe = build("recipe", config["recipe"])
+        self.stages: list[Stage] = self.recipe.stages()
+        cap = self.tcfg["max_steps"]
+        if cap > 0:
+            for s in self.stages:
+                s.steps = min(s.steps, cap)
+        self.train_set = build_dataset(config["data"], "train")
+        self.val_set = build_dataset(config["data"], "val")
+        self.skips = SkipCounter(self.console)
+        self.step = 0  # global optimiser steps done
+        self.stage_index, self.stage_step = 0, 0
+        self.ema: dict[str, torch.Tensor] | None = None
+        self.opt = self.disc_opt = None
+        self.model: torch.nn.Module = self.tokenizer
+
+    # -- set-up per stage ------------------------------------------------------
+    def _enter_stage(self, index: int) -> None:
+        stage = self.stages[index]
+        groups = self.tokenizer.trainable_groups()
+        unknown = [g for g in stage.train if g not in groups]
+        if unknown:
+            raise ConfigError(f"stage '{stage.name}' trains unknown parameter group '{unknown[0]}'; "
+                              f"this tokenizer has: {', '.join(groups)}")
+        self.tokenizer.requires_grad_(False)
+        params: list[torch.nn.Parameter] = []
+        seen: set[int] = set()
+        for g in stage.train:
+            for p in groups[g]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        for p in params:
+            p.requires_grad_(True)
+        params = [p for p in params if p.requires_grad]
+        self.recipe.setup(self.tokenizer, stage, self.device)
+        lr = stage.lr or self.tcfg["lr"]
+        betas = (self.tcfg["beta1"], self.tcfg["beta2"])
+        self.opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=self.tcfg["weight_decay"])
+        disc = self.recipe.discriminator()
+        self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=betas) if disc is not None else None
+        warm, total = self.tcfg["warmup_steps"], stage.steps
+
+        def schedule(s: int) -> float:
+            if warm and s < warm:
+                return (s + 1) / warm
+            t = (s - warm) / max(1, total - warm)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
+        self.model = self.tokenizer
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.tokenizer, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        if self.tcfg["compile"]:
+            self.model = torch.compile(self.model)
+        if self.ema is None and self.tcfg["ema_decay"] > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.tokenizer.state_dict().items()}
+
+    # -- checkpoints -------------------------------------------------------------
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
+            "optimizer": self.opt.state_dict() if self.opt else None,
+            "disc_optimizer": self.disc_opt.state_dict() if self.disc_opt else None,
+            "scheduler": self.sched.state_dict() if self.opt else None,
+            "recipe": self.recipe.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def save(self, tag: str) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir, tag, self.tokenizer, self.cfg, self._trainer_state(), self.ema)
+        if self.world > 1:
+            dist.barrier()
+
+    def restore(self, ckpt: Path, full: bool) -> None:
+        load_weights(self.tokenizer, ckpt / "model.safetensors")
+        if not full:
+            return
+        state = read_trainer_state(ckpt)
+        self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
+        if self.stage_index < len(self.stages):
+            self._enter_stage(self.stage_index)
+            if state["optimizer"] is not None:
+                self.opt.load_state_dict(state["optimizer"])
+                self.sched.load_state_dict(state["scheduler"])
+            if self.disc_opt is not None and state["disc_optimizer"] is not None:
+                self.disc_opt.load_state_dict(state["disc_optimizer"])
+        self.recipe.load_state_dict(state["recipe"])
+        if (ckpt / "ema.safetensors").is_file() and self.tcfg["ema_decay"] > 0:
+            from safetensors.torch import load_file
+
+            self.ema = {k: v.to(self.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # -- evaluation --------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, tag: str) -> dict[str, float]:
+        """PSNR (uint8, data range 255) of reconstructions of held-out images, and a grid."""
+        n = min(self.tcfg["eval_images"], len(self.val_set))
+        was = self.tokenizer.training
+        self.tokenizer.eval()
+        mse, count, first = 0.0, 0, None
+        for start in range(0, n, self.tcfg["batch_size"]):
+            batch = collate([self.val_set[i] for i in range(start, min(n, start + self.tcfg["batch_size"]))])
+            if "image" not in batch:
+                continue
+            x = batch["image"].to(self.device)
+            r = self.tokenizer.reconstruct(x)
+            a, b = to_uint8(x).double(), to_uint8(r).double()
+            mse_i = ((a - b) ** 2).flatten(1).mean(1)
+            psnr = 10 * torch.log10(255.0 ** 2 / mse_i.clamp(min=1e-10))
+            mse += float(psnr.sum())
+            count += len(x)
+            if first is None:
+                first = (x[:8].cpu(), r[:8].cpu())
+        self.tokenizer.train(was)
+        result = {"eval/psnr": mse / max(1, count)}
+        if first is not None and self.is_main:
+            from torchvision.utils import save_image
+
+            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            save_image(torch.cat(first), self.run_dir / "samples" / f"{tag}.png", nrow=len(first[0]))
+        return result
+
+    # -- logging -------------------------------------------------------------------
+    def log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _reduce(self, terms: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return terms
+        keys = sorted(terms)
+        t = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t)}
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg, indent=2))
+        if resume:
+            ckpt = resolve_checkpoint(self.run_dir)
+            self._check_same_config(ckpt)
+            self.restore(ckpt, full=True)
+            self.console.print(f"resumed from {ckpt} at step {self.step}")
+        elif start_stage is not None:
+            if start_stage < 1 or start_stage > len(self.stages):
+                raise ConfigError(f"--stage must be between 1 and {len(self.stages)}")
+            if start_stage > 1:
+                prev = self.run_dir / "checkpoints" / f"stage{start_stage - 1}-final"
+                init = self.cfg.get("init_from") or prev
+                ckpt = resolve_checkpoint(init)
+                self.restore(ckpt, full=False)
+                self.stage_index = start_stage - 1
+                self.step = sum(s.steps for s in self.stages[: self.stage_index])
+                self.console.print(f"stage {start_stage} starts from {ckpt}")
+        elif self.cfg.get("init_from"):
+            ckpt = resolve_checkpoint(self.cfg["init_from"])
+            self.restore(ckpt, full=False)
+            self.console.print(f"fine-tuning from {ckpt}")
+        elif (self.run_dir / "checkpoints" / "latest").exists():
+            raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
+                              f"or set run_dir=... to start a new one (nothing was overwritten)")
+        results: dict[str, float] = {}
+        while self.stage_index < len(self.stages):
+            if self.opt is None or self.stage_step == 0:
+                self._enter_stage(self.stage_index)
+            results.update(self._run_stage())
+            self.stage_index += 1
+            self.stage_step = 0
+            self.opt = None
+        if self.world > 1:
+            dist.barrier()
+        return results
+
+    def _check_same_config(self, ckpt: Path) -> None:
+        saved = read_config(ckpt)
+        for key in ("model", "recipe", "data", "seed"):
+            if saved.get(key) != self.cfg.get(key):
+                raise CheckpointError(f"cannot resume {self.run_dir}: its '{key}' config differs from the one given "
+                                      f"now; start a new run_dir or use the saved config")
+
+    def _run_stage(self) -> dict[str, float]:
+        stage = self.stages[self.stage_index]
+        tag = f"stage{self.stage_index + 1}"
+        if self.stage_step == 0:
+            before = self.evaluate(f"{tag}-start")
+            self.log({"step": self.step, "stage": stage.name, **before})
+            if self.is_main:
+                self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {stage.name}[/] "
+                                   f"({stage.steps} steps) - PSNR before: {before['eval/psnr']:.2f} dB")
+        accum = self.tcfg["grad_accum"]
+        sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
+                              self.stage_step * accum, stage.steps * accum, self.rank, self.world)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=self.tcfg["num_workers"])
+        it = iter(loader)
+        amp = self.tcfg["precision"] == "bf16" and self.device.type == "cuda"
+        self.tokenizer.train()
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
+                            disable=not self.is_main)
+        t_last, imgs = time.perf_counter(), 0
+        with progress:
+            task = progress.add_task(stage.name, total=stage.steps, completed=self.stage_step, info="")
+            while self.stage_step < stage.steps:
+                ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
+                logs: dict[str, float] = {}
+                self.opt.zero_grad(set_to_none=True)
+                recons = []
+                batches = []
+                for _ in range(accum):
+                    batch = next(it)
+                    self.skips.add(batch)
+                    if "image" not in batch:
+                        continue
+                    batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                        res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
+                    self._check_finite(res.terms)
+                    (res.loss / accum).backward()
+                    for k, v in res.terms.items():
+                        logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
+                    recons.append(res.recon)
+                    batches.append(batch)
+                    imgs += len(batch["image"]) * self.world
+                if self.tcfg["grad_clip"] > 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
+                                                   self.tcfg["grad_clip"])
+                self.opt.step()
+                self.sched.step()
+                if self.disc_opt is not None:
+                    self.disc_opt.zero_grad(set_to_none=True)
+                    for batch, recon in zip(batches, recons):
+                        if recon is None:
+                            continue
+                        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                            d = self.recipe.discriminator_step(batch, recon.detach(), ctx)
+                        if d is None:
+                            continue
+                        self._check_finite(d.terms)
+                        (d.loss / accum).backward()
+                        for k, v in d.terms.items():
+                            logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
+                    disc = self.recipe.discriminator()
+                    if self.world > 1:
+                        for p in disc.parameters():
+                            if p.grad is not None:
+                                dist.all_reduce(p.grad)
+                                p.grad /= self.world
+                    self.disc_opt.step()
+                self._update_ema()
+                self.step += 1
+                self.stage_step += 1
+                if self.stage_step % self.tcfg["log_every"] == 0 or self.stage_step == stage.steps:
+                    logs = self._reduce(logs)
+                    now = time.perf_counter()
+                    rate = imgs / max(1e-9, now - t_last)
+                    t_last, imgs = now, 0
+                    self.log({"step": self.step, "stage": stage.name, "lr": self.sched.get_last_lr()[0],
+                              "images_per_s": rate, **logs})
+                    info = " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
+                    progress.update(task, info=info)
+                progress.update(task, completed=self.stage_step)
+                if self.stage_step % self.tcfg["ckpt_every"] == 0 and self.stage_step < stage.steps:
+                    self.save(f"step-{self.step:08d}")
+        after = self.evaluate(f"{tag}-end")
+        self.log({"step": self.step, "stage": stage.name, **after})
+        self.save(f"{tag}-final")
+        if self.is_main:
+            self.console.print(f"stage {self.stage_index + 1} done: PSNR {after['eval/psnr']:.2f} dB; "
+                               f"checkpoint {self.run_dir / 'checkpoints' / (tag + '-final')}")
+            if self.skips.summary():
+                self.console.print(f"[yellow]{self.skips.summary()}[/]")
+        return {f"{tag}/{k}": v for k, v in after.items()}
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                latest = self.run_dir / "checkpoints" / "latest"
+                kept = (f"the last good checkpoint is kept at {self.run_dir / 'checkpoints' / latest.read_text().strip()}"
+                        if latest.exists() else "no checkpoint had been written yet")
+                raise NonFiniteLossError(f"loss term '{name}' became {float(value.detach().float().mean())} at step "
+                                         f"{self.step} (stage '{self.stages[self.stage_index].name}'); stopping. {kept}. "
+                                         "Try a lower trainer.lr or trainer.grad_clip.")
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = self.tcfg["ema_decay"]
+        for k, v in self.tokenizer.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.ema[k].copy_(v)
+
+
+def run_training(name: str, overrides: list[str] | None = None, resume: bool = False, stage: int | None = None,
+                 console: Console | None = None) -> dict[str, float]:
+    """``tokzoo train NAME [overrides]``: load and validate the config, then train."""
+    config = load_run_config(name, overrides or [])
+    trainer = Trainer(config, console)
+    return trainer.train(resume=resume, start_stage=stage)

@@ -1,0 +1,74 @@
+"""Locating pretrained weights on this machine (nothing is ever downloaded).
+
+Files are looked up by their canonical file name, in order:
+
+1. ``$TOKZOO_WEIGHTS_DIR`` (or ``--weights-dir``),
+2. the torch hub cache, ``$TORCH_HOME/hub/checkpoints`` (default
+   ``~/.cache/torch/hub/checkpoints``), where torchvision / torch-fidelity
+   keep what they downloaded on a machine with internet.
+
+A missing file raises :class:`WeightsNotFoundError` naming the file and both
+places it may go.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+from tokzoo.errors import WeightsNotFoundError
+
+#: what each pretrained network needs, by canonical file name
+KNOWN_FILES = {
+    "alexnet": "alexnet-owt-7be5be79.pth",  # torchvision AlexNet (LPIPS backbone)
+    "vgg16": "vgg16-397923af.pth",  # torchvision VGG16 (LPIPS-VGG backbone)
+    "inception": "pt_inception-2015-12-05-6726825d.pth",  # FID Inception (torch-fidelity / pytorch-fid)
+}
+
+
+def hub_dir() -> Path:
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    dirs = []
+    if weights_dir:
+        dirs.append(Path(weights_dir))
+    if os.environ.get("TOKZOO_WEIGHTS_DIR"):
+        dirs.append(Path(os.environ["TOKZOO_WEIGHTS_DIR"]))
+    dirs.append(hub_dir())
+    return dirs
+
+
+def find_weights(filename: str, purpose: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Path of ``filename`` in the weight folders, or a clear error."""
+    if os.sep in filename or filename.startswith("."):
+        p = Path(filename).expanduser()
+        if p.is_file():
+            return p
+        raise WeightsNotFoundError(f"{purpose} needs the weights file {p}, which does not exist.")
+    dirs = search_dirs(weights_dir)
+    for d in dirs:
+        if (d / filename).is_file():
+            return d / filename
+    raise WeightsNotFoundError(
+        f"{purpose} needs the weights file '{filename}', which is not on this machine. "
+        f"Put it in {dirs[0]} (or set TOKZOO_WEIGHTS_DIR to its folder); also searched: "
+        + ", ".join(str(d) for d in dirs[1:]))
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path: str, mtime: float, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256(path: str | os.PathLike) -> str:
+    st = os.stat(path)
+    return _sha256(str(path), st.st_mtime, st.st_size)
