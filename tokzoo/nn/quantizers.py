@@ -71,6 +71,8 @@ class VectorQuantizer(Quantizer):
         z = features.permute(0, 2, 3, 1).reshape(-1, C).float()
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
+        if self.training and self.restart_unused:
+            self._maybe_restart(z.detach())  # before the lookup: the graph must not see weights change
         idx = self.nearest(z.detach())
         q = self.codebook()[idx]
         losses: dict[str, Tensor] = {}
@@ -81,7 +83,8 @@ class VectorQuantizer(Quantizer):
             else:
                 losses["codebook"] = F.mse_loss(q, z.detach())
             if self.restart_unused:
-                self._track_and_restart(z.detach(), idx)
+                self.usage_since_restart += torch.bincount(idx, minlength=self.codebook_size).float()
+                self.steps_since_restart += 1
         q = z + (q - z).detach()  # straight-through
         quantized = q.reshape(B, h, w, C).permute(0, 3, 1, 2).to(features.dtype)
         codes = Codes({self.level: idx.reshape(B, h, w)}, dict(self.vocab), "grid")
@@ -106,9 +109,9 @@ class VectorQuantizer(Quantizer):
         self.embedding.weight.copy_(self.ema_sum / count[:, None])
 
     @torch.no_grad()
-    def _track_and_restart(self, z: Tensor, idx: Tensor) -> None:
-        self.usage_since_restart += torch.bincount(idx, minlength=self.codebook_size).float()
-        self.steps_since_restart += 1
+    def _maybe_restart(self, z: Tensor) -> None:
+        """Every ``restart_every`` steps, codes unused since the last restart
+        are moved onto randomly chosen features of the current batch."""
         if int(self.steps_since_restart) < self.restart_every:
             return
         dead = (self.usage_since_restart == 0).nonzero().flatten()

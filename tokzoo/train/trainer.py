@@ -304,7 +304,8 @@ class Trainer:
         sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
                               self.stage_step * accum, stage.steps * accum, self.rank, self.world)
         loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=self.tcfg["num_workers"])
+                                             num_workers=self.tcfg["num_workers"],
+                                             generator=torch.Generator().manual_seed(self.cfg["seed"]))
         it = iter(loader)
         amp = self.tcfg["precision"] == "bf16" and self.device.type == "cuda"
         self.tokenizer.train()
