@@ -58,7 +58,11 @@ def build_composed(resolution: int = 32, encoder: Any = None, quantizer: Any = N
 
 @hookimpl
 def tokzoo_register_encoders(register):
+    from tokzoo.nn.clip import OpenClipConfig, build_openclip
+
     register("conv", ConvEncoder, "taming/LlamaGen-style ResNet conv encoder", config=ConvConfig)
+    register("openclip", build_openclip, "open_clip image-text model (tiny custom, or a named arch from a local file)",
+             config=OpenClipConfig)
 
 
 @hookimpl
@@ -90,5 +94,9 @@ def tokzoo_register_datasets(register):
 def tokzoo_register_recipes(register):
     from tokzoo.train.recipes import ReconstructionConfig, ReconstructionRecipe
 
+    from tokzoo.train.recipes import ClipConfig, ClipRecipe
+
+    register("clip", ClipRecipe, "contrastive image-text training of an openclip model (the tiny teacher)",
+             config=ClipConfig)
     register("reconstruction", ReconstructionRecipe,
              "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses", config=ReconstructionConfig)

@@ -55,7 +55,8 @@ class RunConfig:
     """A whole run: what to build, on which data, how to train it."""
 
     preset: str = ""
-    model: Any = None  # tokenizer spec {name: ..., **params}
+    model_kind: str = "tokenizer"  # registry kind of `model` (tokenizer; encoder for teachers)
+    model: Any = None  # component spec {name: ..., **params}
     data: Any = field(default_factory=lambda: {"name": "shapes"})
     recipe: Any = field(default_factory=lambda: {"name": "reconstruction"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -184,7 +185,9 @@ def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, 
     out = validate_params(data, RunConfig)
     if not out.get("model"):
         raise ConfigError(f"preset '{name}' has no 'model' section")
-    validate_spec("tokenizer", out["model"], "model")
+    if out["model_kind"] not in ("tokenizer", "encoder"):
+        raise ConfigError(f"model_kind must be 'tokenizer' or 'encoder', not '{out['model_kind']}'")
+    validate_spec(out["model_kind"], out["model"], "model")
     validate_spec("dataset", out["data"], "data")
     validate_spec("recipe", out["recipe"], "recipe")
     if not out["run_dir"]:

@@ -147,12 +147,13 @@ def read_trainer_state(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(f"{ckpt / 'trainer.pt'} is corrupt ({str(exc).splitlines()[0]})") from None
 
 
-def build_tokenizer_from_config(config: dict):
+def build_model_from_config(config: dict):
+    """The model a run config describes (a tokenizer, or e.g. an encoder for ``clip``)."""
     from tokzoo.registry import build
 
-    tok = build("tokenizer", config["model"])
-    tok.config = config
-    return tok
+    model = build(config.get("model_kind", "tokenizer"), config["model"])
+    model.config = config
+    return model
 
 
 def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True):
@@ -162,7 +163,10 @@ def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True
     """
     ckpt = resolve_checkpoint(path)
     config = read_config(ckpt)
-    tok = build_tokenizer_from_config(config)
+    if config.get("model_kind", "tokenizer") != "tokenizer":
+        raise CheckpointError(f"{ckpt} holds a trained {config.get('model_kind')} "
+                              f"('{config['model'].get('name')}'), not a tokenizer")
+    tok = build_model_from_config(config)
     weights = ckpt / "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else ckpt / "model.safetensors"
     load_weights(tok, weights)
     tok.checkpoint_path = str(ckpt)

@@ -70,11 +70,26 @@ class Recipe(abc.ABC):
         """Loss for the discriminator, or None to skip this step."""
         return None
 
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Parameters the recipe itself learns with the model (e.g. SigLIP's bias)."""
+        return []
+
+    def evaluate(self, model: nn.Module, train_set, val_set, device: torch.device) -> dict[str, float] | None:
+        """Held-out metrics at the start and end of each stage; None: the
+        trainer's default (reconstruction PSNR for tokenizers)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         d = self.discriminator()
-        return {"discriminator": d.state_dict()} if d is not None else {}
+        state: dict[str, Any] = {"extra": [p.detach().cpu() for p in self.extra_parameters()]}
+        if d is not None:
+            state["discriminator"] = d.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         d = self.discriminator()
         if d is not None and "discriminator" in state:
             d.load_state_dict(state["discriminator"])
+        with torch.no_grad():
+            for p, saved in zip(self.extra_parameters(), state.get("extra", [])):
+                p.copy_(saved)

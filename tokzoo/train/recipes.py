@@ -100,3 +100,74 @@ class ReconstructionRecipe(Recipe):
     def discriminator_step(self, batch, recon, ctx):
         terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
         return None if terms is None else StepResult(sum(terms.values()), terms)
+
+
+@dataclass
+class ClipConfig:
+    steps: int = 500
+    loss: str = "clip"  # clip (softmax) | siglip (sigmoid)
+    prompt: str = "a photo of a {}"  # for class-labelled data without captions
+    probe_images: int = 512
+
+
+class ClipRecipe(Recipe):
+    """Contrastive image-text training of an ``openclip`` model (the tiny teacher).
+
+    Evaluation is the linear probe (:mod:`tokzoo.bench.probe`) on the pooled
+    image embedding, so a trained teacher can be told from a random one.
+    """
+
+    def __init__(self, steps: int = 500, loss: str = "clip", prompt: str = "a photo of a {}", probe_images: int = 512):
+        if loss not in ("clip", "siglip"):
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError(f"recipe 'clip': loss must be 'clip' or 'siglip', not '{loss}'")
+        self.steps, self.loss, self.prompt, self.probe_images = steps, loss, prompt, probe_images
+        self.bias = nn.Parameter(torch.tensor(-10.0)) if loss == "siglip" else None  # SigLIP's learned bias
+
+    def extra_parameters(self):
+        return [self.bias] if self.bias is not None else []
+
+    def stages(self):
+        return [Stage("contrastive", self.steps, ["all"])]
+
+    def setup(self, tokenizer, stage, device):
+        if self.bias is not None:
+            self.bias.data = self.bias.data.to(device)
+
+    def generator_step(self, model, tokenizer, batch, ctx):
+        img, txt, scale = model(batch["image"], texts=captions_for(batch, self.prompt))
+        if self.loss == "clip":
+            loss = L.clip_contrastive_loss(img, txt, scale)
+        else:
+            loss = L.siglip_loss(img, txt, scale, self.bias)
+        return StepResult(loss, {"contrastive": loss})
+
+    @torch.no_grad()
+    def evaluate(self, model, train_set, val_set, device) -> dict[str, float]:
+        from tokzoo.bench.probe import linear_probe
+
+        def feats(ds, n):
+            xs, ys = [], []
+            for start in range(0, min(n, len(ds)), 64):
+                samples = [ds[i] for i in range(start, min(n, len(ds), start + 64))]
+                x = torch.stack([s["image"] for s in samples]).to(device)
+                xs.append(model.embed_image(x).cpu())
+                ys += [s["label"] for s in samples]
+            return torch.cat(xs), torch.tensor(ys)
+
+        was = model.training
+        model.eval()
+        tx, ty = feats(train_set, self.probe_images)
+        vx, vy = feats(val_set, self.probe_images)
+        model.train(was)
+        return {"eval/probe_top1": linear_probe(tx, ty, vx, vy)}
+
+
+def captions_for(batch: dict, prompt: str) -> list[str]:
+    """The batch's captions; class-labelled images without one get ``prompt`` with the class name."""
+    names = batch.get("class_names")
+    out = []
+    for cap, label in zip(batch["caption"], batch["label"].tolist()):
+        out.append(cap if cap else prompt.format(names[label] if names else f"class {label}"))
+    return out

@@ -27,7 +27,7 @@ from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
 from tokzoo.registry import build
-from tokzoo.train.checkpoint import (build_tokenizer_from_config, load_weights, read_config, read_trainer_state,
+from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_trainer_state,
                                      resolve_checkpoint, save_checkpoint)
 from tokzoo.train.recipe import Recipe, Stage, StepContext
 
@@ -100,7 +100,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.run_dir = Path(config["run_dir"])
         torch.manual_seed(config["seed"])
-        self.tokenizer = build_tokenizer_from_config(config).to(self.device)
+        self.tokenizer = build_model_from_config(config).to(self.device)
         self.recipe: Recipe = build("recipe", config["recipe"])
         self.stages: list[Stage] = self.recipe.stages()
         cap = self.tcfg["max_steps"]
@@ -119,7 +119,8 @@ class Trainer:
     # -- set-up per stage ------------------------------------------------------
     def _enter_stage(self, index: int) -> None:
         stage = self.stages[index]
-        groups = self.tokenizer.trainable_groups()
+        groups = (self.tokenizer.trainable_groups() if hasattr(self.tokenizer, "trainable_groups")
+                  else {"all": list(self.tokenizer.parameters())})
         unknown = [g for g in stage.train if g not in groups]
         if unknown:
             raise ConfigError(f"stage '{stage.name}' trains unknown parameter group '{unknown[0]}'; "
@@ -136,6 +137,7 @@ class Trainer:
             p.requires_grad_(True)
         params = [p for p in params if p.requires_grad]
         self.recipe.setup(self.tokenizer, stage, self.device)
+        params += [p for p in self.recipe.extra_parameters() if id(p) not in seen]
         lr = stage.lr or self.tcfg["lr"]
         betas = (self.tcfg["beta1"], self.tcfg["beta2"])
         self.opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=self.tcfg["weight_decay"])
@@ -204,6 +206,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, tag: str) -> dict[str, float]:
         """PSNR (uint8, data range 255) of reconstructions of held-out images, and a grid."""
+        custom = self.recipe.evaluate(self.tokenizer, self.train_set, self.val_set, self.device)
+        if custom is not None:
+            return custom
         n = min(self.tcfg["eval_images"], len(self.val_set))
         was = self.tokenizer.training
         self.tokenizer.eval()
@@ -299,7 +304,7 @@ class Trainer:
             self.log({"step": self.step, "stage": stage.name, **before})
             if self.is_main:
                 self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {stage.name}[/] "
-                                   f"({stage.steps} steps) - PSNR before: {before['eval/psnr']:.2f} dB")
+                                   f"({stage.steps} steps) - before: {_fmt(before)}")
         accum = self.tcfg["grad_accum"]
         sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
                               self.stage_step * accum, stage.steps * accum, self.rank, self.world)
@@ -327,6 +332,7 @@ class Trainer:
                     if "image" not in batch:
                         continue
                     batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                    batch["class_names"] = getattr(self.train_set, "classes", None)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                         res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
                     self._check_finite(res.terms)
@@ -380,7 +386,7 @@ class Trainer:
         self.log({"step": self.step, "stage": stage.name, **after})
         self.save(f"{tag}-final")
         if self.is_main:
-            self.console.print(f"stage {self.stage_index + 1} done: PSNR {after['eval/psnr']:.2f} dB; "
+            self.console.print(f"stage {self.stage_index + 1} done: {_fmt(after)}; "
                                f"checkpoint {self.run_dir / 'checkpoints' / (tag + '-final')}")
             if self.skips.summary():
                 self.console.print(f"[yellow]{self.skips.summary()}[/]")
@@ -406,6 +412,10 @@ class Trainer:
                 self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 self.ema[k].copy_(v)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items())
 
 
 def run_training(name: str, overrides: list[str] | None = None, resume: bool = False, stage: int | None = None,
