@@ -72,10 +72,16 @@ class OpenClipEncoder(Encoder):
             self.image_size = size[0] if isinstance(size, (tuple, list)) else size
             self.context_length = self.model.context_length
             self._tokenize = None  # made on first use: some archs' text tokenizers need local files
-        self.model.visual.output_tokens = True
-        grid = self.model.visual.grid_size
+        visual = self.model.visual
+        self.trunk = getattr(visual, "trunk", None)  # timm-backed towers (SigLIP)
+        if self.trunk is not None:
+            grid = self.trunk.patch_embed.grid_size
+            self.out_channels = self.trunk.num_features
+        else:
+            visual.output_tokens = True
+            grid = visual.grid_size
+            self.out_channels = visual.transformer.width
         self.grid = grid[0] if isinstance(grid, (tuple, list)) else grid
-        self.out_channels = self.model.visual.transformer.width
         self.downsample = self.image_size // self.grid
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
@@ -97,8 +103,13 @@ class OpenClipEncoder(Encoder):
 
     def tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(pooled projected embedding ``[B,D]``, patch tokens ``[B,N,width]``)."""
-        pooled, tokens = self.model.visual(self._prep(images))
-        return pooled, tokens
+        x = self._prep(images)
+        if self.trunk is not None:
+            tokens = self.trunk.forward_features(x)
+            pooled = self.model.visual.head(self.trunk.forward_head(tokens)) if hasattr(self.model.visual, "head") \
+                else self.model.visual(x)
+            return pooled, tokens[:, getattr(self.trunk, "num_prefix_tokens", 0):]
+        return self.model.visual(x)
 
     def forward(self, images: Tensor, texts: list[str] | None = None):
         """Images -> patch features ``[B,width,g,g]``; with ``texts``, instead

@@ -72,14 +72,14 @@ class VectorQuantizer(Quantizer):
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
         if self.training and self.restart_unused:
-            self._maybe_restart(z.detach())  # before the lookup: the graph must not see weights change
+            self.maybe_restart(z.detach())  # before the lookup: the graph must not see weights change
         idx = self.nearest(z.detach())
         q = self.codebook()[idx]
         losses: dict[str, Tensor] = {}
         if self.training:
             losses["commitment"] = self.beta * F.mse_loss(z, q.detach())
             if self.ema:
-                self._ema_update(z.detach(), idx)
+                self.ema_update(z.detach(), idx)
             else:
                 losses["codebook"] = F.mse_loss(q, z.detach())
             if self.restart_unused:
@@ -96,7 +96,7 @@ class VectorQuantizer(Quantizer):
         return self.codebook()[idx].permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
-    def _ema_update(self, z: Tensor, idx: Tensor) -> None:
+    def ema_update(self, z: Tensor, idx: Tensor) -> None:
         onehot_count = torch.bincount(idx, minlength=self.codebook_size).float()
         summed = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -109,7 +109,7 @@ class VectorQuantizer(Quantizer):
         self.embedding.weight.copy_(self.ema_sum / count[:, None])
 
     @torch.no_grad()
-    def _maybe_restart(self, z: Tensor) -> None:
+    def maybe_restart(self, z: Tensor) -> None:
         """Every ``restart_every`` steps, codes unused since the last restart
         are moved onto randomly chosen features of the current batch."""
         if int(self.steps_since_restart) < self.restart_every:

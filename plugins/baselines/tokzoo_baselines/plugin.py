@@ -5,5 +5,28 @@ import tokzoo
 
 
 @tokzoo.hookimpl
+def tokzoo_register_quantizers(register):
+    from tokzoo_baselines.rvq import ResidualVQ
+
+    register("rvq", ResidualVQ, "residual VQ, shared codebook, EMA updates, restarts of unused codes")
+
+
+@tokzoo.hookimpl
+def tokzoo_register_tokenizers(register):
+    from tokzoo_baselines.vilau import VilaUConfig, VilaUTokenizer
+    from tokzoo_baselines.vqgan import VQGANConfig, build_vqgan
+
+    register("vqgan", build_vqgan, "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)", config=VQGANConfig)
+    register("vilau", VilaUTokenizer, "VILA-U-style: open_clip tower + residual VQ + conv decoder", config=VilaUConfig)
+
+
+@tokzoo.hookimpl
+def tokzoo_register_recipes(register):
+    from tokzoo_baselines.vilau import VilaURecipe, VilaURecipeConfig
+
+    register("vilau", VilaURecipe, "joint contrastive (frozen text tower) + reconstruction", config=VilaURecipeConfig)
+
+
+@tokzoo.hookimpl
 def tokzoo_register_presets(register):
     register("baselines", Path(__file__).parent / "configs")

@@ -1,0 +1,161 @@
+"""``vilau``: a VILA-U-style unified tokenizer.
+
+A vision tower (an ``openclip`` encoder, e.g. initialised from a SigLIP file
+or from the tiny teacher ``tokzoo train clip``) produces patch features; a
+residual quantizer (shared codebook, EMA, restarts) discretises them; a conv
+decoder reconstructs pixels from the quantized features. The ``vilau``
+recipe trains tower, quantizer and decoder jointly with a contrastive loss
+(quantized features, mean-pooled and projected through the tower's head,
+against the frozen text tower) plus reconstruction (+ LPIPS + GAN), 1:1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tokzoo.api import Codes, CodeSpec, Tokenizer, TokenizerInfo, TokenizerOutput
+from tokzoo.nn import ConvDecoder
+from tokzoo.registry import build
+from tokzoo.train import Recipe, Stage, StepResult
+from tokzoo.train import losses as L
+from tokzoo.train.recipes import ReconstructionLosses, captions_for, last_layer_of
+
+from tokzoo_baselines.rvq import ResidualVQ
+
+
+@dataclass
+class VilaUConfig:
+    resolution: int = 256
+    tower: Any = field(default_factory=lambda: {"name": "openclip", "arch": "ViT-B-16-SigLIP-256"})
+    codebook_size: int = 16384
+    depth: int = 4
+    code_dim: int = 256
+    decay: float = 0.99
+    restart_every: int = 100
+    beta: float = 0.25
+    decoder_ch: int = 128
+    decoder_ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    decoder_res_blocks: int = 2
+
+
+VilaUConfig.__nested_specs__ = {"tower": "encoder"}
+
+
+class VilaUTokenizer(Tokenizer):
+    def __init__(self, resolution=256, tower=None, codebook_size=16384, depth=4, code_dim=256, decay=0.99,
+                 restart_every=100, beta=0.25, decoder_ch=128, decoder_ch_mult=(1, 1, 2, 2, 4), decoder_res_blocks=2):
+        super().__init__()
+        self.tower = build("encoder", tower or {"name": "openclip"})
+        if not hasattr(self.tower, "embed_text"):
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError("vilau: the tower must be an image-text encoder such as 'openclip'")
+        self.resolution = resolution
+        self.pre_quant = nn.Conv2d(self.tower.out_channels, code_dim, 1)
+        self.quantizer = ResidualVQ(codebook_size, code_dim, depth, beta, decay, True, restart_every)
+        self.post_quant = nn.Conv2d(code_dim, self.tower.out_channels, 1)
+        self.decoder = ConvDecoder(decoder_ch, decoder_ch_mult, decoder_res_blocks, z_channels=self.tower.out_channels)
+        grid = self.tower.grid
+        up = self.decoder.upsample
+        if grid * up != resolution:
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError(f"vilau: tower grid {grid} x decoder upsampling {up} = {grid * up}, "
+                              f"but resolution is {resolution}; change decoder_ch_mult")
+        self._info = TokenizerInfo(resolution, CodeSpec("residual", self.quantizer.vocab, (grid, grid)))
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    def _quantize(self, images: Tensor):
+        return self.quantizer(self.pre_quant(self.tower(images)))
+
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        q = self._quantize(images)
+        feats = self.post_quant(q.quantized)
+        return TokenizerOutput(self.decoder(feats), q, {"semantic": feats})
+
+    def encode(self, images: Tensor) -> Codes:
+        return self._quantize(images).codes
+
+    def decode_codes(self, codes: Codes) -> Tensor:
+        return self.decoder(self.post_quant(self.quantizer.lookup(codes)))
+
+    def probe_features(self, images: Tensor) -> Tensor:
+        """The quantized tokens a language model would be given, as features."""
+        return self.post_quant(self.quantizer.lookup(self.encode(images)))
+
+    def image_embedding(self, feats: Tensor) -> Tensor:
+        """Quantized features ``[B,C,g,g]`` -> the tower's projected embedding space."""
+        visual = self.tower.model.visual
+        pooled = feats.mean(dim=(2, 3))
+        if self.tower.trunk is None:
+            pooled = visual.ln_post(pooled)
+            return pooled @ visual.proj if visual.proj is not None else pooled
+        return visual.head(pooled) if hasattr(visual, "head") else pooled
+
+    def last_layer(self) -> Tensor:
+        return self.decoder.last_layer()
+
+    def trainable_groups(self):
+        visual = list(self.tower.model.visual.parameters())
+        vis_ids = {id(p) for p in visual}
+        return {
+            "vision": visual,
+            "text": [p for p in self.tower.parameters() if id(p) not in vis_ids],
+            "quantizer": list(self.pre_quant.parameters()) + list(self.quantizer.parameters()),
+            "decoder": list(self.post_quant.parameters()) + list(self.decoder.parameters()),
+            "all": list(self.parameters()),
+        }
+
+
+@dataclass
+class VilaURecipeConfig:
+    steps: int = 1000
+    contrastive_weight: float = 1.0
+    recon: str = "l1"
+    recon_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    perceptual_net: str = "alex"
+    disc_weight: float = 0.0
+    disc_start: int = 0
+    disc_channels: int = 64
+    disc_layers: int = 3
+    adaptive_disc_weight: bool = True
+    prompt: str = "a photo of a {}"
+
+
+class VilaURecipe(Recipe):
+    """One joint stage: contrastive (text tower frozen) + reconstruction."""
+
+    def __init__(self, steps=1000, contrastive_weight=1.0, prompt="a photo of a {}", **pixel):
+        self.steps, self.cw, self.prompt = steps, contrastive_weight, prompt
+        self.pixel = ReconstructionLosses(**pixel)
+
+    def stages(self):
+        return [Stage("joint", self.steps, ["vision", "quantizer", "decoder"])]
+
+    def setup(self, tokenizer, stage, device):
+        self.pixel.setup(device)
+
+    def discriminator(self):
+        return self.pixel.disc
+
+    def generator_step(self, model, tokenizer, batch, ctx):
+        x = batch["image"]
+        out = model(x)
+        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.step)
+        img = tokenizer.image_embedding(out.extras["semantic"])
+        with torch.no_grad():
+            txt = tokenizer.tower.embed_text(captions_for(batch, self.prompt))
+        terms["contrastive"] = self.cw * L.clip_contrastive_loss(img, txt, tokenizer.tower.model.logit_scale.exp().detach())
+        terms.update(out.quant.losses)
+        return StepResult(sum(terms.values()), terms, out.reconstruction)
+
+    def discriminator_step(self, batch, recon, ctx):
+        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
+        return None if terms is None else StepResult(sum(terms.values()), terms)
