@@ -325,10 +325,18 @@ class Metric(abc.ABC):
     """A streaming benchmark metric.
 
     ``update`` sees each batch once: originals and reconstructions as uint8
-    tensors ``[B,3,H,W]`` (quantized, as a saved image would be) plus the
-    tokenizer's codes. ``compute`` returns named float results. ``state`` /
-    ``merge`` let the harness reduce states across processes.
+    tensors ``[B,3,H,W]`` (quantized, as a saved image would be), the
+    tokenizer's codes, and the batch itself (``image`` in ``[0,1]``, ``label``,
+    and the harness's ``encode_s`` / ``decode_s`` timings). ``compute``
+    returns named float results; ``better`` says, per result, whether
+    ``higher`` or ``lower`` is better (results not named there are
+    informational). Metrics whose state is a dict ``state`` of tensors that
+    add up are reduced across processes by summing; others implement
+    ``gather_(all_gather_object)``. ``weights`` maps each pretrained file the
+    metric used to its SHA-256 (recorded in the protocol).
     """
+
+    weights: dict[str, str] = {}
 
     name: str = "metric"
     #: "lower" or "higher": which direction is better, per result key
@@ -338,7 +346,7 @@ class Metric(abc.ABC):
     def reset(self, tokenizer: Tokenizer) -> None: ...
 
     @abc.abstractmethod
-    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes) -> None: ...
+    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes, batch: dict) -> None: ...
 
     @abc.abstractmethod
     def compute(self) -> dict[str, float]: ...

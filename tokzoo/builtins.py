@@ -100,3 +100,11 @@ def tokzoo_register_recipes(register):
              config=ClipConfig)
     register("reconstruction", ReconstructionRecipe,
              "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses", config=ReconstructionConfig)
+
+
+@hookimpl
+def tokzoo_register_metrics(register):
+    from tokzoo.bench.metrics import CORE_METRICS
+
+    for name, (cls, description) in CORE_METRICS.items():
+        register(name, cls, description)

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tokzoo import __version__
-from tokzoo.errors import NotAvailableError, TokzooError
+from tokzoo.errors import ConfigError, TokzooError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,11 +61,33 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    raise NotAvailableError("`tokzoo bench` is not available yet: the benchmark harness is still being built.")
+    from tokzoo.bench.harness import DEFAULT_METRICS, BenchOptions, run_bench
+
+    opts = BenchOptions(
+        tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
+        data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
+        num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
+        out_dir=args.out, weights_dir=args.weights_dir, device=args.device)
+    run_bench(opts, console)
+    return 0
 
 
 def cmd_compare(args) -> int:
-    raise NotAvailableError("`tokzoo compare` is not available yet: it comes with the benchmark harness.")
+    import os
+
+    from rich.markdown import Markdown
+
+    from tokzoo.bench.compare import compare, has_regression, to_markdown
+
+    if not args.baseline:
+        raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
+    rows = compare(args.new, args.baseline, args.tolerance)
+    md = to_markdown(rows)
+    console.print(Markdown(md))
+    for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):
+        with open(target, "a") as f:
+            f.write(md)
+    return 1 if has_regression(rows) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,12 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("bench", help="benchmark tokenizers under one protocol")
-    s.add_argument("--tokenizers", default="")
+    s.add_argument("--tokenizers", required=True, help="comma list of presets (their trained run) or checkpoint paths")
+    s.add_argument("--data", default="shapes", help="a dataset name (val split) or imagefolder:PATH")
+    s.add_argument("--metrics", default="", help="comma list (default: psnr,ssim,lpips,rfid,codebook,probe,throughput)")
+    s.add_argument("--num-images", type=int, default=512, help="images to measure (part of the protocol)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--probe-train-images", type=int, default=1024, help="train-split images for the linear probe")
+    s.add_argument("--out", default="runs/bench", help="run folder for results.json/md/csv and recon_grid.png")
+    s.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
+    s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("compare", help="regression table between two results.json files")
-    s.add_argument("new", nargs="?")
-    s.add_argument("--baseline")
+    s.add_argument("new", help="the new results.json")
+    s.add_argument("--baseline", help="the baseline results.json")
+    s.add_argument("--tolerance", default=None, help="per-metric tolerances, e.g. psnr=0.2,rfid=10%%")
+    s.add_argument("--markdown", default=None, help="append the Markdown table to this file (CI step summary)")
     s.set_defaults(func=cmd_compare)
     return p
 

@@ -54,10 +54,10 @@ def find_weights(filename: str, purpose: str, weights_dir: str | os.PathLike | N
     for d in dirs:
         if (d / filename).is_file():
             return d / filename
+    also = f"; also searched: {', '.join(str(d) for d in dirs[1:])}" if len(dirs) > 1 else ""
     raise WeightsNotFoundError(
         f"{purpose} needs the weights file '{filename}', which is not on this machine. "
-        f"Put it in {dirs[0]} (or set TOKZOO_WEIGHTS_DIR to its folder); also searched: "
-        + ", ".join(str(d) for d in dirs[1:]))
+        f"Put it in {dirs[0]} (or set TOKZOO_WEIGHTS_DIR to its folder){also}.")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,137 @@
+"""``tokzoo compare NEW.json --baseline OLD.json``: a regression table.
+
+Each tokenizer x metric present in the baseline gets old, new, delta and a
+verdict, using the metric's direction (recorded in the results) and a
+tolerance: ``ok`` within it, ``better`` / ``REGRESSION`` beyond it, ``missing``
+when the new results lack it. Throughput is informational unless given a
+tolerance explicitly (shared machines are noisy). Results measured under
+different protocols are refused, naming the field that differs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokzoo.bench.harness import PROTOCOL_KEYS
+from tokzoo.errors import ConfigError, TokzooError
+
+#: default tolerances: ("abs" | "rel", amount)
+DEFAULT_TOLERANCES = {
+    "psnr": ("abs", 0.1), "ssim": ("abs", 0.005), "lpips": ("abs", 0.005), "rfid": ("rel", 0.05),
+    "probe_top1": ("abs", 0.01), "usage": ("abs", 0.02), "perplexity": ("rel", 0.05),
+}
+INFORMATIONAL = ("encode_img_s", "decode_img_s", "tokens_per_image", "bits_per_image")
+
+
+class ProtocolMismatch(TokzooError):
+    exit_code = 2
+
+
+@dataclass
+class Row:
+    tokenizer: str
+    metric: str
+    old: float | None
+    new: float | None
+    verdict: str
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+
+def parse_tolerances(spec: str | None) -> dict[str, tuple[str, float]]:
+    """``"psnr=0.2,rfid=10%"`` -> {psnr: (abs, 0.2), rfid: (rel, 0.10)}."""
+    out = dict(DEFAULT_TOLERANCES)
+    if not spec:
+        return out
+    for part in spec.split(","):
+        if "=" not in part:
+            raise ConfigError(f"--tolerance '{part}' must look like metric=0.1 or metric=5%")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = ("rel", float(v[:-1]) / 100) if v.strip().endswith("%") else ("abs", float(v))
+        except ValueError:
+            raise ConfigError(f"--tolerance '{part}': '{v}' is not a number") from None
+    return out
+
+
+def _load(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
+    if not isinstance(data, dict) or "tokenizers" not in data or "protocol" not in data:
+        raise ConfigError(f"{p} is not a tokzoo results.json (no 'tokenizers' / 'protocol')")
+    return data
+
+
+def check_protocols(new: dict, old: dict) -> None:
+    pn, po = new["protocol"] or {}, old["protocol"] or {}
+    for key in PROTOCOL_KEYS:
+        if pn.get(key) != po.get(key):
+            raise ProtocolMismatch(f"refusing to compare: the protocols differ in '{key}' "
+                                   f"(new: {json.dumps(pn.get(key))}, baseline: {json.dumps(po.get(key))})")
+    for name, e in new["tokenizers"].items():
+        o = old["tokenizers"].get(name)
+        if o and o.get("resolution") != e.get("resolution"):
+            raise ProtocolMismatch(f"refusing to compare '{name}': measured at resolution {e.get('resolution')} "
+                                   f"now and {o.get('resolution')} in the baseline")
+
+
+def _tolerance(metric: str, tol: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
+    if metric in tol:
+        return tol[metric]
+    family = metric.split("/")[0]
+    if metric in INFORMATIONAL:
+        return None
+    return tol.get(family, ("abs", 0.0))
+
+
+def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
+    new, old = _load(new_path), _load(baseline_path)
+    check_protocols(new, old)
+    tol = parse_tolerances(tolerance)
+    rows: list[Row] = []
+    for name, o in old["tokenizers"].items():
+        n = new["tokenizers"].get(name)
+        better = {**o.get("better", {}), **((n or {}).get("better", {}))}
+        for metric, ov in o["metrics"].items():
+            nv = None if n is None else n["metrics"].get(metric)
+            if nv is None:
+                rows.append(Row(name, metric, ov, None, "missing"))
+                continue
+            direction = better.get(metric)
+            t = _tolerance(metric, tol)
+            if direction is None or t is None:
+                rows.append(Row(name, metric, ov, nv, "info"))
+                continue
+            allowed = t[1] * abs(ov) if t[0] == "rel" else t[1]
+            gain = (nv - ov) if direction == "higher" else (ov - nv)
+            verdict = "ok" if abs(gain) <= allowed else ("better" if gain > 0 else "REGRESSION")
+            rows.append(Row(name, metric, ov, nv, verdict))
+    return rows
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def to_markdown(rows: list[Row]) -> str:
+    regress = sum(r.verdict in ("REGRESSION", "missing") for r in rows)
+    head = f"**tokzoo compare: {'FAIL, ' + str(regress) + ' regression(s)' if regress else 'PASS'}**\n\n"
+    lines = ["| tokenizer | metric | baseline | new | delta | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = "" if r.delta is None else f"{r.delta:+.4g}"
+        mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
+        lines.append(f"| {r.tokenizer} | {r.metric} | {_f(r.old)} | {_f(r.new)} | {delta} | {mark} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def has_regression(rows: list[Row]) -> bool:
+    return any(r.verdict in ("REGRESSION", "missing") for r in rows)

@@ -1,0 +1,443 @@
+"""``tokzoo bench``: every tokenizer through every metric, one pass, one protocol.
+
+Images stream once through each tokenizer in batches: preprocess (the
+protocol's centre crop) -> encode -> decode -> quantize both to uint8 ->
+every metric's ``update``. Nothing is written to disk per image, so memory
+stays flat as the image count grows. Under ``torchrun`` each process takes
+every ``world``-th image and metric states are summed across processes.
+
+The run folder gets ``results.json`` (numbers + the protocol block),
+``results.md``, ``results.csv`` and ``recon_grid.png``, each written
+atomically after every tokenizer, so a killed bench re-run with the same
+folder reuses the tokenizers it had finished.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tokzoo.bench.probe import PROBE_PROTOCOL
+from tokzoo.data import SkipCounter, build_dataset, collate
+from tokzoo.data.preprocess import PREPROCESSING, to_uint8
+from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
+from tokzoo.registry import get_registry
+
+PROTOCOL_VERSION = 1
+DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
+#: protocol fields that must match for two results to be compared
+PROTOCOL_KEYS = ("version", "preprocessing", "quantization", "dataset", "num_images", "reference", "extractors",
+                 "probe")
+
+
+@dataclass
+class BenchOptions:
+    tokenizers: list[str]
+    data: str = "shapes"
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    num_images: int = 512
+    batch_size: int = 32
+    probe_train_images: int = 1024
+    out_dir: str = "runs/bench"
+    weights_dir: str | None = None
+    device: str = "auto"
+    grid_images: int = 8
+
+
+# -- small helpers -------------------------------------------------------------------------
+def atomic_write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("tokzoo", "torch", "torchvision", "torch-fidelity", "lpips", "scipy", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    from tokzoo.weights import sha256
+
+    return sha256(path)
+
+
+def resolve_tokenizer(name: str, device: torch.device):
+    """A preset name (its run folder's trained weights) or a checkpoint path -> tokenizer."""
+    from tokzoo.config import list_presets, load_run_config
+    from tokzoo.train.checkpoint import load_tokenizer
+
+    p = Path(name).expanduser()
+    if p.exists():
+        return load_tokenizer(p, map_location=str(device))
+    presets = list_presets()
+    if name not in presets:
+        raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
+    run_dir = Path(load_run_config(name)["run_dir"])
+    try:
+        return load_tokenizer(run_dir, map_location=str(device))
+    except CheckpointError as exc:
+        raise CheckpointError(f"no trained weights for '{name}' in {run_dir}: train it first with "
+                              f"`tokzoo train {name}`, or pass a checkpoint path ({exc})") from None
+
+
+def data_spec(data: str, resolution: int) -> dict[str, Any]:
+    if data.startswith("imagefolder:"):
+        return {"name": "imagefolder", "path": data.split(":", 1)[1], "resolution": resolution}
+    if ":" in data:
+        raise ConfigError(f"--data '{data}': use a dataset name (e.g. shapes) or imagefolder:PATH")
+    return {"name": data, "resolution": resolution}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reference_cache_path(key: str) -> Path:
+    root = Path(os.environ.get("TOKZOO_CACHE_DIR", Path.home() / ".cache" / "tokzoo"))
+    return root / "fid-reference" / f"{key}.safetensors"
+
+
+# -- the harness ----------------------------------------------------------------------------
+class Bench:
+    def __init__(self, opts: BenchOptions, console: Console | None = None):
+        from tokzoo.train.trainer import dist_info, maybe_init_distributed, pick_device
+
+        self.o = opts
+        self.console = console or Console()
+        self.device = pick_device(opts.device)
+        maybe_init_distributed(self.device)
+        self.rank, self.world = dist_info()
+        self.is_main = self.rank == 0
+        self.out = Path(opts.out_dir)
+        reg = get_registry()
+        for m in opts.metrics:
+            reg.get("metric", m)  # unknown names fail before any work
+        if not opts.tokenizers:
+            raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
+
+    def run(self) -> dict[str, Any]:
+        results = self._load_previous()
+        grid_rows: dict[str, torch.Tensor] = {}
+        for name in self.o.tokenizers:
+            tok = resolve_tokenizer(name, self.device)
+            ident = self._identity(tok)
+            prev = results["tokenizers"].get(name)
+            if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok):
+                self.console.print(f"[dim]{name}: reusing finished results from {self.out / 'results.json'}[/]")
+                continue
+            entry, originals, recons = self._bench_one(name, tok)
+            entry["identity"] = ident
+            results["tokenizers"][name] = entry
+            grid_rows.setdefault("originals", originals)
+            grid_rows[name] = recons
+            if self.is_main:
+                self._write(results, grid_rows)
+        if self.world > 1:
+            dist.barrier()
+        if self.is_main:
+            self._write(results, grid_rows)
+            self.console.print(render_table(results))
+            self.console.print(f"results: {self.out / 'results.json'}")
+        return results
+
+    # -- identity / protocol ------------------------------------------------------------------
+    def _identity(self, tok) -> dict[str, Any]:
+        ckpt = getattr(tok, "checkpoint_path", None)
+        sha = file_sha256(Path(ckpt) / "model.safetensors") if ckpt else None
+        cfg_hash = hashlib.sha256(json.dumps(tok.config, sort_keys=True).encode()).hexdigest()[:16] if tok.config else None
+        return {"checkpoint": ckpt, "checkpoint_sha256": sha, "config_sha256": cfg_hash,
+                "metrics": sorted(self.o.metrics)}
+
+    def _protocol_key(self, tok) -> str:
+        return json.dumps([self.o.data, self.o.num_images, tok.info.resolution, PROTOCOL_VERSION,
+                           self.o.probe_train_images], sort_keys=True)
+
+    def _load_previous(self) -> dict[str, Any]:
+        path = self.out / "results.json"
+        fresh = {"tokzoo_results": 1, "protocol": None, "tokenizers": {}}
+        if not path.is_file():
+            return fresh
+        try:
+            old = json.loads(path.read_text())
+            assert isinstance(old.get("tokenizers"), dict)
+        except (json.JSONDecodeError, AssertionError, OSError):
+            backup = path.with_name(f"results.unreadable-{int(time.time())}.json")
+            os.replace(path, backup)
+            self.console.print(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
+            return fresh
+        keep = {k: v for k, v in old["tokenizers"].items() if k in self.o.tokenizers}
+        old["tokenizers"] = keep
+        return old
+
+    # -- one tokenizer ---------------------------------------------------------------------------
+    def _bench_one(self, name: str, tok) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        res = tok.info.resolution
+        spec = data_spec(self.o.data, res)
+        val = build_dataset(spec, "val")
+        n = min(self.o.num_images, len(val))
+        indices = list(range(n))[self.rank::self.world]
+        metrics, unavailable, weights = {}, {}, {}
+        reg = get_registry()
+        ctx = {"weights_dir": self.o.weights_dir, "device": self.device, "batch_size": self.o.batch_size,
+               "train_images": self.o.probe_train_images}
+        for m in self.o.metrics:
+            try:
+                if m == "probe":
+                    ctx["train_set"] = build_dataset(spec, "train")
+                metric = reg.create("metric", m, **ctx)
+            except TokzooError as exc:
+                unavailable[m] = str(exc)
+                continue
+            metric.reset(tok)
+            weights.update(getattr(metric, "weights", {}) or {})
+            metrics[m] = metric
+        rfid_key = None
+        if "rfid" in metrics:
+            rfid_key = self._rfid_reference(metrics["rfid"], val, n, res)
+        skips = SkipCounter(self.console)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val, indices), batch_size=self.o.batch_size,
+                                             collate_fn=collate, num_workers=0)
+        grid_o, grid_r = [], []
+        progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=self.console, disable=not self.is_main)
+        tok.eval()
+        with progress, torch.no_grad():
+            task = progress.add_task(name, total=len(indices))
+            for b, batch in enumerate(loader):
+                skips.add(batch)
+                if "image" not in batch:
+                    continue
+                x = batch["image"].to(self.device)
+                _sync(self.device)
+                t0 = time.perf_counter()
+                codes = tok.encode(x)
+                _sync(self.device)
+                t1 = time.perf_counter()
+                rec = tok.decode(codes)
+                _sync(self.device)
+                t2 = time.perf_counter()
+                o8, r8 = to_uint8(x), to_uint8(rec)
+                batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
+                for metric in metrics.values():
+                    metric.update(o8, r8, codes, batch)
+                if sum(len(g) for g in grid_o) < self.o.grid_images:
+                    grid_o.append(o8.cpu())
+                    grid_r.append(r8.cpu())
+                progress.update(task, advance=len(x))
+        if self.world > 1:
+            for metric in metrics.values():
+                if hasattr(metric, "merge_"):
+                    metric.merge_(lambda t: dist.all_reduce(t))
+                elif hasattr(metric, "gather_"):
+                    metric.gather_(dist.all_gather_object, self.world)
+        values: dict[str, float] = {}
+        better: dict[str, str] = {}
+        for m, metric in metrics.items():
+            try:
+                values.update(metric.compute())
+                better.update(getattr(metric, "better", {}))
+            except (NotImplementedError, ValueError) as exc:
+                unavailable[m] = str(exc)
+        if rfid_key and "rfid" in metrics and self.is_main and metrics["rfid"].reference is None:
+            self._save_reference(rfid_key, metrics["rfid"].reference_state())
+        entry = {
+            "metrics": values, "better": better, "unavailable": unavailable, "info": tok.info.as_dict(),
+            "resolution": res, "num_images": n, "dataset": getattr(val, "fingerprint", lambda: spec["name"])(),
+            "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
+        }
+        for m, why in unavailable.items():
+            self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
+        k = self.o.grid_images
+        return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k]
+
+    def _rfid_reference(self, rfid, val, n: int, res: int) -> str:
+        fp = getattr(val, "fingerprint", lambda: None)()
+        if fp is None:
+            return ""
+        key = hashlib.sha256(json.dumps([fp, n, res, PREPROCESSING, PROTOCOL_VERSION, rfid.weights]).encode()).hexdigest()[:24]
+        path = _reference_cache_path(key)
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            try:
+                rfid.reference = load_file(str(path))
+            except Exception:
+                rfid.reference = None
+        return key
+
+    def _save_reference(self, key: str, state: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        path = _reference_cache_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, path)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def protocol(self, results: dict[str, Any]) -> dict[str, Any]:
+        entries = list(results["tokenizers"].values())
+        extractors: dict[str, str] = {}
+        for e in entries:
+            extractors.update(e.get("extractors", {}))
+        return {
+            "version": PROTOCOL_VERSION,
+            "preprocessing": dict(PREPROCESSING),
+            "quantization": "uint8 (reconstructions rounded as a saved PNG)",
+            "dataset": self.o.data,
+            "num_images": self.o.num_images,
+            "reference": "preprocessed originals of the same images",
+            "extractors": extractors,
+            "probe": dict(PROBE_PROTOCOL, train_images=self.o.probe_train_images),
+            "fid": "torch-fidelity InceptionV3 pool3 (2048), TF-compatible bilinear resize to 299, float64 statistics",
+            "psnr_ssim": "uint8, data_range=255; SSIM Gaussian 11x11 sigma 1.5",
+            "world_size": self.world,
+            "device": str(self.device),
+            "packages": _versions(),
+            "git_revision": _git_revision(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def _write(self, results: dict[str, Any], grid_rows: dict[str, torch.Tensor]) -> None:
+        results["protocol"] = self.protocol(results)
+        atomic_write(self.out / "results.json", json.dumps(results, indent=2))
+        atomic_write(self.out / "results.md", render_markdown(results))
+        atomic_write(self.out / "results.csv", render_csv(results))
+        if len(grid_rows) > 1:
+            atomic_write(self.out / "recon_grid.png", _grid_png(grid_rows))
+
+
+def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:
+    """Originals in the first row, each tokenizer's reconstructions below, labelled."""
+    from PIL import Image, ImageDraw
+
+    names = list(rows)
+    n, _, h, w = rows["originals"].shape
+    label_w, scale = 110, max(1, 96 // h)
+    canvas = Image.new("RGB", (label_w + n * w * scale, len(names) * h * scale), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, name in enumerate(names):
+        imgs = rows[name]
+        for c in range(min(n, len(imgs))):
+            tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
+        draw.text((4, r * h * scale + h * scale // 2 - 6), name[:18], fill="black")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- rendering --------------------------------------------------------------------------------
+SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
+           ("usage", "usage/"), ("perplexity", "perplexity/"), ("tokens", "tokens_per_image"),
+           ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
+
+
+def _summary_cells(e: dict[str, Any]) -> list[str]:
+    m = e["metrics"]
+    cells = []
+    for _, key in SUMMARY:
+        if key.endswith("/"):
+            parts = [f"{k[len(key):]} {_fmt(v)}" for k, v in m.items() if k.startswith(key)]
+            cells.append(", ".join(parts) if parts else "n/a")
+        else:
+            cells.append(_fmt(m.get(key)))
+    return cells
+
+
+def _columns(results: dict[str, Any]) -> list[str]:
+    order = ["rfid", "psnr", "ssim", "lpips", "probe_top1"]
+    cols: list[str] = []
+    for e in results["tokenizers"].values():
+        for k in e["metrics"]:
+            if k not in cols:
+                cols.append(k)
+    rest = sorted(c for c in cols if c not in order)
+    return [c for c in order if c in cols] + rest
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:.0f}"
+    return f"{v:.4g}"
+
+
+def render_table(results: dict[str, Any]) -> Table:
+    table = Table(title="tokzoo bench")
+    table.add_column("tokenizer")
+    for title, _ in SUMMARY:
+        table.add_column(title, justify="right")
+    for name, e in results["tokenizers"].items():
+        table.add_row(name, *_summary_cells(e))
+    return table
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    p = results.get("protocol") or {}
+    lines = ["# tokzoo bench results", "",
+             f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
+             f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
+             "metrics on uint8 reconstructions.", "",
+             "| tokenizer | " + " | ".join(t for t, _ in SUMMARY) + " |", "|---" * (len(SUMMARY) + 1) + "|"]
+    for name, e in results["tokenizers"].items():
+        lines.append(f"| {name} | " + " | ".join(_summary_cells(e)) + " |")
+    missing = [(n, m, why) for n, e in results["tokenizers"].items() for m, why in e.get("unavailable", {}).items()]
+    if missing:
+        lines += ["", "Unavailable:", ""] + [f"- {n} / {m}: {why}" for n, m, why in missing]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(results: dict[str, Any]) -> str:
+    cols = _columns(results)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["tokenizer", *cols])
+    for name, e in results["tokenizers"].items():
+        w.writerow([name, *[e["metrics"].get(c, "") for c in cols]])
+    return buf.getvalue()
+
+
+def run_bench(opts: BenchOptions, console: Console | None = None) -> dict[str, Any]:
+    return Bench(opts, console).run()

@@ -1,0 +1,356 @@
+"""Streaming benchmark metrics. Each sees every batch once.
+
+All inputs are uint8 ``[B,3,H,W]``: originals (preprocessed) and
+reconstructions quantized as a saved PNG would be. Every metric keeps its
+state as tensors that add up across batches and processes (sums and counts,
+float64), so a sharded run reduces with one ``all_reduce(SUM)`` per tensor
+and gives the numbers a single process gives.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tokzoo.api import Codes, Metric, Tokenizer
+from tokzoo.errors import WeightsNotFoundError
+from tokzoo.weights import KNOWN_FILES, find_weights, sha256
+
+
+class SumMetric(Metric):
+    """A metric whose state is a dict of float64 tensors that add up."""
+
+    state: dict[str, Tensor]
+
+    def merge_(self, reduce) -> None:
+        """Apply ``reduce`` (e.g. ``dist.all_reduce``) to every state tensor in place."""
+        for k in sorted(self.state):
+            reduce(self.state[k])
+
+
+# -- PSNR ---------------------------------------------------------------------------
+class PSNR(SumMetric):
+    """Mean over images of PSNR on uint8 data, ``data_range=255`` (skimage convention)."""
+
+    name = "psnr"
+    better = {"psnr": "higher"}
+
+    def __init__(self, **_):
+        self.state = {}
+
+    def reset(self, tokenizer=None):
+        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
+
+    def update(self, originals, reconstructions, codes=None, batch=None):
+        a, b = originals.double(), reconstructions.double()
+        mse = ((a - b) ** 2).flatten(1).mean(1)
+        psnr = 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
+        self.state["sum"] += psnr.sum().cpu()
+        self.state["n"] += len(psnr)
+
+    def compute(self):
+        return {"psnr": float(self.state["sum"] / self.state["n"])}
+
+
+# -- SSIM ---------------------------------------------------------------------------
+def _gauss_window(sigma: float = 1.5, truncate: float = 3.5, device=None) -> Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim_per_image(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
+    """SSIM of uint8 images ``[B,C,H,W]``: Gaussian window (sigma 1.5, 11 taps),
+    K1 = 0.01, K2 = 0.03, population covariance, mean over the valid region and
+    channels; equal to ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``."""
+    a, b = a.double(), b.double()
+    C = a.shape[1]
+    g = _gauss_window(device=a.device)
+    k = len(g)
+    if min(a.shape[-2:]) < k:
+        raise ValueError(f"SSIM needs images of at least {k}x{k} pixels")
+    wx = g.view(1, 1, 1, k).repeat(C, 1, 1, 1)
+    wy = g.view(1, 1, k, 1).repeat(C, 1, 1, 1)
+
+    def filt(x):
+        return F.conv2d(F.conv2d(x, wx, groups=C), wy, groups=C)
+
+    mu_a, mu_b = filt(a), filt(b)
+    va = filt(a * a) - mu_a ** 2
+    vb = filt(b * b) - mu_b ** 2
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+class SSIM(SumMetric):
+    name = "ssim"
+    better = {"ssim": "higher"}
+
+    def __init__(self, **_):
+        self.state = {}
+
+    def reset(self, tokenizer=None):
+        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
+
+    def update(self, originals, reconstructions, codes=None, batch=None):
+        s = ssim_per_image(originals, reconstructions)
+        self.state["sum"] += s.sum().cpu()
+        self.state["n"] += len(s)
+
+    def compute(self):
+        return {"ssim": float(self.state["sum"] / self.state["n"])}
+
+
+# -- LPIPS --------------------------------------------------------------------------
+class LPIPSMetric(SumMetric):
+    """Mean LPIPS (AlexNet by default, ``net=vgg`` optional) between uint8 originals and reconstructions."""
+
+    name = "lpips"
+    better = {"lpips": "lower"}
+
+    def __init__(self, net: str = "alex", weights_dir=None, device="cpu", **_):
+        from tokzoo.train.losses import load_lpips
+
+        self.net = load_lpips(net, weights_dir).to(device)
+        key = {"alex": "alexnet", "vgg": "vgg16"}[net]
+        self.weights = {f"lpips-{net}": sha256(find_weights(KNOWN_FILES[key], "LPIPS", weights_dir))}
+        self.state = {}
+
+    def reset(self, tokenizer=None):
+        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
+
+    @torch.no_grad()
+    def update(self, originals, reconstructions, codes=None, batch=None):
+        d = self.net(originals.float() / 255, reconstructions.float() / 255)
+        self.state["sum"] += d.double().sum().cpu()
+        self.state["n"] += len(d)
+
+    def compute(self):
+        return {"lpips": float(self.state["sum"] / self.state["n"])}
+
+
+# -- rFID ---------------------------------------------------------------------------
+def load_inception(weights_dir=None, device="cpu"):
+    """torch-fidelity's InceptionV3 (FID 2015-12-05 weights, TF-compatible resize),
+    from the local file ``pt_inception-2015-12-05-6726825d.pth``."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = find_weights(KNOWN_FILES["inception"], "rFID (InceptionV3)", weights_dir)
+    try:  # refuse anything that is not a plain tensor state dict before torch-fidelity unpickles it
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsNotFoundError(f"{path} is not an InceptionV3 state dict ({str(exc).splitlines()[0]})") from None
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    return model.eval().to(device), sha256(path)
+
+
+def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 (scipy's sqrtm)."""
+    import scipy.linalg
+
+    diff = mu1 - mu2
+    covmean, _ = scipy.linalg.sqrtm(s1.dot(s2), disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(s1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+class RFID(SumMetric):
+    """Reconstruction FID against the preprocessed originals of the same images.
+
+    Streaming float64 sums (``sum x``, ``sum x x^T``, count) for both sets; the
+    reference sums can be cached by dataset fingerprint and protocol."""
+
+    name = "rfid"
+    better = {"rfid": "lower"}
+
+    def __init__(self, weights_dir=None, device="cpu", **_):
+        self.model, sha = load_inception(weights_dir, device)
+        self.weights = {"inception-2015-12-05": sha}
+        self.device = device
+        self.state = {}
+        self.reference: dict[str, Tensor] | None = None  # cached reference sums, when given
+
+    def reset(self, tokenizer=None):
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
+        self.state = {"fake_sum": z(2048), "fake_outer": z(2048, 2048), "fake_n": z(()),
+                      "real_sum": z(2048), "real_outer": z(2048, 2048), "real_n": z(())}
+
+    @torch.no_grad()
+    def features(self, images_u8: Tensor) -> Tensor:
+        return self.model(images_u8.to(self.device))[0].double().cpu()
+
+    def update(self, originals, reconstructions, codes=None, batch=None):
+        f = self.features(reconstructions)
+        self.state["fake_sum"] += f.sum(0)
+        self.state["fake_outer"] += f.t() @ f
+        self.state["fake_n"] += len(f)
+        if self.reference is None:
+            r = self.features(originals)
+            self.state["real_sum"] += r.sum(0)
+            self.state["real_outer"] += r.t() @ r
+            self.state["real_n"] += len(r)
+
+    @staticmethod
+    def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        n = float(n)
+        mu = (s / n).numpy()
+        cov = ((outer - n * torch.outer(s / n, s / n)) / (n - 1)).numpy()
+        return mu, cov
+
+    def reference_state(self) -> dict[str, Tensor]:
+        return {k: self.state[k] for k in ("real_sum", "real_outer", "real_n")}
+
+    def compute(self):
+        ref = self.reference or self.reference_state()
+        if float(self.state["fake_n"]) < 2:
+            raise ValueError("rFID needs at least 2 images")
+        mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
+        mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
+        return {"rfid": frechet_distance(mu1, s1, mu2, s2)}
+
+
+# -- codebook usage -----------------------------------------------------------------
+class CodebookUsage(SumMetric):
+    """Per level: fraction of codes used at least once, and perplexity (exp entropy)."""
+
+    name = "codebook"
+
+    def __init__(self, **_):
+        self.state, self.better = {}, {}
+
+    def reset(self, tokenizer: Tokenizer):
+        self.vocab = dict(tokenizer.info.vocab)
+        self.state = {lvl: torch.zeros(n, dtype=torch.float64) for lvl, n in self.vocab.items()}
+        self.better = {}
+        for lvl in self.vocab:
+            self.better[f"usage/{lvl}"] = "higher"
+            self.better[f"perplexity/{lvl}"] = "higher"
+
+    def update(self, originals, reconstructions, codes: Codes, batch=None):
+        for lvl, c in codes.levels.items():
+            self.state[lvl] += torch.bincount(c.reshape(-1).cpu(), minlength=self.vocab[lvl]).double()
+
+    def compute(self):
+        out = {}
+        for lvl, counts in self.state.items():
+            p = counts / counts.sum().clamp(min=1)
+            out[f"usage/{lvl}"] = float((counts > 0).double().mean())
+            out[f"perplexity/{lvl}"] = float(torch.exp(-(p * torch.log(p.clamp(min=1e-30))).sum()))
+        return out
+
+
+# -- linear probe ---------------------------------------------------------------------
+class LinearProbe(Metric):
+    """Top-1 of a linear classifier on frozen, pooled ``probe_features``
+    (train split -> val split), recipe in :mod:`tokzoo.bench.probe`."""
+
+    name = "probe"
+    better = {"probe_top1": "higher"}
+
+    def __init__(self, train_set=None, train_images: int = 1024, batch_size: int = 64, device="cpu", **_):
+        self.train_set, self.train_images, self.batch_size, self.device = train_set, train_images, batch_size, device
+
+    def reset(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.feats: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self.supported = True
+
+    @torch.no_grad()
+    def _features(self, images: Tensor) -> Tensor | None:
+        from tokzoo.bench.probe import pool
+
+        f = self.tokenizer.probe_features(images.to(self.device))
+        return None if f is None else pool(f).cpu()
+
+    def update(self, originals, reconstructions, codes, batch=None):
+        if not self.supported:
+            return
+        f = self._features(batch["image"])
+        if f is None:
+            self.supported = False
+            return
+        self.feats.append(f)
+        self.labels.append(batch["label"].cpu())
+
+    def gather_(self, all_gather_object, world: int) -> None:
+        mine = (torch.cat(self.feats) if self.feats else None, torch.cat(self.labels) if self.labels else None)
+        parts = [None] * world
+        all_gather_object(parts, mine)
+        self.feats = [p[0] for p in parts if p[0] is not None]
+        self.labels = [p[1] for p in parts if p[1] is not None]
+
+    def compute(self):
+        from tokzoo.bench.probe import linear_probe
+        from tokzoo.data import collate
+
+        if not self.supported:
+            raise NotImplementedError("this tokenizer has no probe_features")
+        vx, vy = torch.cat(self.feats), torch.cat(self.labels)
+        if int((vy < 0).sum()):
+            raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
+        tx, ty = [], []
+        n = min(self.train_images, len(self.train_set))
+        for start in range(0, n, self.batch_size):
+            batch = collate([self.train_set[i] for i in range(start, min(n, start + self.batch_size))])
+            if "image" in batch:
+                tx.append(self._features(batch["image"]))
+                ty.append(batch["label"])
+        return {"probe_top1": linear_probe(torch.cat(tx), torch.cat(ty), vx, vy)}
+
+
+# -- throughput -----------------------------------------------------------------------
+class Throughput(SumMetric):
+    """Encode and decode images/s after warm-up (the harness times each batch,
+    synchronising the GPU), plus tokens and bits per image."""
+
+    name = "throughput"
+    better = {"encode_img_s": "higher", "decode_img_s": "higher"}
+
+    def __init__(self, **_):
+        self.state = {}
+
+    def reset(self, tokenizer):
+        self.info = tokenizer.info
+        z = lambda: torch.zeros((), dtype=torch.float64)  # noqa: E731
+        self.state = {"enc_s": z(), "dec_s": z(), "n": z()}
+
+    def update(self, originals, reconstructions, codes, batch=None):
+        if batch.get("warmup"):
+            return
+        self.state["enc_s"] += batch["encode_s"]
+        self.state["dec_s"] += batch["decode_s"]
+        self.state["n"] += len(originals)
+
+    def compute(self):
+        # summed over processes: images/s of one process (processes run side by side)
+        n = float(self.state["n"])
+        out = {"tokens_per_image": float(self.info.tokens_per_image), "bits_per_image": self.info.bits_per_image}
+        if n > 0:
+            out["encode_img_s"] = n / max(1e-12, float(self.state["enc_s"]))
+            out["decode_img_s"] = n / max(1e-12, float(self.state["dec_s"]))
+        return out
+
+
+#: registered by core
+CORE_METRICS = {
+    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255"),
+    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255"),
+    "lpips": (LPIPSMetric, "LPIPS (AlexNet; net=vgg optional), weights from a local file"),
+    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
+    "codebook": (CodebookUsage, "codebook usage and perplexity per level"),
+    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)"),
+    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image"),
+}
