@@ -258,8 +258,12 @@ class Bench:
                 t2 = time.perf_counter()
                 o8, r8 = to_uint8(x), to_uint8(rec)
                 batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
-                for metric in metrics.values():
-                    metric.update(o8, r8, codes, batch)
+                for m in list(metrics):
+                    try:
+                        metrics[m].update(o8, r8, codes, batch)
+                    except (ValueError, RuntimeError, NotImplementedError) as exc:  # one metric, not the bench
+                        unavailable[m] = f"failed: {str(exc).splitlines()[0]}"
+                        del metrics[m]
                 if sum(len(g) for g in grid_o) < self.o.grid_images:
                     grid_o.append(o8.cpu())
                     grid_r.append(r8.cpu())

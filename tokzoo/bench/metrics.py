@@ -129,6 +129,8 @@ class LPIPSMetric(SumMetric):
 
     @torch.no_grad()
     def update(self, originals, reconstructions, codes=None, batch=None):
+        if min(originals.shape[-2:]) < 32:
+            raise ValueError("LPIPS needs images of at least 32x32 pixels")
         d = self.net(originals.float() / 255, reconstructions.float() / 255)
         self.state["sum"] += d.double().sum().cpu()
         self.state["n"] += len(d)

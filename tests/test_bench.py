@@ -1,0 +1,214 @@
+"""The benchmark harness and compare: correctness against reference implementations,
+outputs, missing weights, interruption, torchrun equality, regression tables."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokzoo.bench.metrics import PSNR, SSIM, frechet_distance, ssim_per_image
+from tokzoo.bench.probe import linear_probe
+from tokzoo.config import load_run_config
+from tokzoo.testing import make_alexnet_weights, make_inception_weights
+from tokzoo.train.trainer import Trainer
+
+TINY = ["model.resolution=32", "data.resolution=32", "data.train_size=128", "data.val_size=32",
+        "model.encoder.ch=8", "model.decoder.ch=8", "model.encoder.z_channels=16", "model.decoder.z_channels=16",
+        "model.quantizer.codebook_size=64", "trainer.batch_size=8", "trainer.eval_images=16"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    make_alexnet_weights(d)
+    make_inception_weights(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny tokenizers trained for a few steps (different codebook sizes)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, extra in (("a", []), ("b", ["model.quantizer.codebook_size=16"])):
+        cfg = load_run_config("vq-tiny", TINY + extra + ["recipe.steps=3", f"run_dir={root / name}"])
+        Trainer(cfg).train()
+        out[name] = root / name
+    return out
+
+
+def _images(n, seed=0, size=32):
+    g = np.random.default_rng(seed)
+    a = g.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+    b = np.clip(a.astype(int) + g.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    return torch.from_numpy(a), torch.from_numpy(b)
+
+
+def test_psnr_and_ssim_equal_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = _images(4)
+    m = PSNR()
+    m.reset()
+    m.update(a[:2], b[:2])
+    m.update(a[2:], b[2:])
+    ref = np.mean([peak_signal_noise_ratio(a[i].numpy(), b[i].numpy(), data_range=255) for i in range(4)])
+    assert m.compute()["psnr"] == pytest.approx(ref, rel=1e-12)
+    ours = ssim_per_image(a, b)
+    for i in range(4):
+        sk = structural_similarity(a[i].permute(1, 2, 0).numpy(), b[i].permute(1, 2, 0).numpy(), channel_axis=-1,
+                                   gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+        assert float(ours[i]) == pytest.approx(sk, rel=1e-9)
+    s = SSIM()
+    s.reset()
+    s.update(a, b)
+    assert s.compute()["ssim"] == pytest.approx(float(ours.mean()))
+
+
+def test_frechet_distance_against_eigenvalue_reference():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6)) + 1
+    mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    # Tr(sqrt(S1 S2)) = sum of square roots of the eigenvalues of S1 S2
+    tr = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(min=0)).sum()
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-8)
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-6)
+
+
+def test_rfid_equals_torch_fidelity(weights):
+    import torch_fidelity
+
+    from tokzoo.bench.metrics import RFID
+
+    a, b = _images(40, seed=3)
+    m = RFID(weights_dir=weights)
+    m.reset()
+    for i in range(0, 40, 16):
+        m.update(a[i:i + 16], b[i:i + 16])
+    ours = m.compute()["rfid"]
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self, t):
+            self.t = t
+
+        def __len__(self):
+            return len(self.t)
+
+        def __getitem__(self, i):
+            return self.t[i]
+
+    ref = torch_fidelity.calculate_metrics(input1=DS(b), input2=DS(a), fid=True, cuda=False, verbose=False,
+                                           cache=False, batch_size=16,
+                                           feature_extractor_weights_path=str(weights / "pt_inception-2015-12-05-6726825d.pth"))
+    assert ours == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
+    assert ours > 0
+
+
+def test_linear_probe_separable_and_shuffled():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 16, generator=g) * 4
+    y = torch.arange(500) % 5
+    x = centers[y] + torch.randn(500, 16, generator=g) * 0.5
+    assert linear_probe(x[:400], y[:400], x[400:], y[400:]) >= 0.99
+    shuffled = y[torch.randperm(500, generator=g)]
+    noise = torch.randn(500, 16, generator=g)
+    acc = linear_probe(noise[:400], shuffled[:400], noise[400:], shuffled[400:])
+    assert acc < 0.35  # chance is 0.2
+
+
+def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tmp_path, cli):
+    out = tmp_path / "bench"
+    args = ["bench", "--tokenizers", f"{trained['a']},{trained['b']}", "--num-images", "16", "--batch-size", "8",
+            "--probe-train-images", "64", "--out", str(out), "--weights-dir", str(weights)]
+    run = cli(*args)
+    assert run.returncode == 0, run.stderr
+    for f in ("results.json", "results.md", "results.csv", "recon_grid.png"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "results.json").read_text())
+    a = res["tokenizers"][str(trained["a"])]
+    for key in ("psnr", "ssim", "lpips", "rfid", "usage/code", "perplexity/code", "probe_top1", "encode_img_s",
+                "decode_img_s", "tokens_per_image", "bits_per_image"):
+        assert key in a["metrics"], key
+    assert a["metrics"]["tokens_per_image"] == 64 and a["unavailable"] == {}
+    p = res["protocol"]
+    assert p["preprocessing"] == {"name": "adm-center-crop", "version": 1} and p["num_images"] == 16
+    assert len(p["extractors"]["inception-2015-12-05"]) == 64 and "lpips-alex" in p["extractors"]
+    assert p["packages"]["torch"] and "git_revision" in p
+    assert a["identity"]["checkpoint_sha256"] and a["identity"]["config_sha256"]
+    assert "rFID" in (out / "results.md").read_text()
+
+    # re-run: finished tokenizers are reused, numbers unchanged
+    again = cli(*args)
+    assert again.returncode == 0 and again.stdout.count("reusing finished results") == 2
+    assert json.loads((out / "results.json").read_text())["tokenizers"] == res["tokenizers"]
+
+    # compare: identical passes; a planted regression fails; a protocol change is refused
+    ok = cli("compare", str(out / "results.json"), "--baseline", str(out / "results.json"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS" in ok.stdout
+    worse = json.loads(json.dumps(res))
+    worse["tokenizers"][str(trained["a"])]["metrics"]["psnr"] -= 1.0
+    worse["tokenizers"][str(trained["b"])]["metrics"]["rfid"] *= 1.5
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    summary = tmp_path / "summary.md"
+    bad = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
+              "--markdown", str(summary))
+    assert bad.returncode == 1
+    text = summary.read_text()
+    assert text.count("REGRESSION") == 2 and "FAIL, 2 regression(s)" in text
+    loose = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
+                "--tolerance", "psnr=2,rfid=60%")
+    assert loose.returncode == 0
+    other = json.loads(json.dumps(res))
+    other["protocol"]["num_images"] = 50000
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    refused = cli("compare", str(tmp_path / "other.json"), "--baseline", str(out / "results.json"))
+    assert refused.returncode == 2 and "differ in 'num_images'" in refused.stderr
+
+
+def test_missing_weights_mark_metrics_unavailable_and_the_rest_runs(trained, tmp_path, cli):
+    empty = tmp_path / "noweights"
+    empty.mkdir()
+    out = tmp_path / "bench"
+    run = cli("bench", "--tokenizers", str(trained["a"]), "--num-images", "8", "--metrics", "psnr,lpips,rfid",
+              "--out", str(out), env={"TOKZOO_WEIGHTS_DIR": str(empty), "TORCH_HOME": str(empty / "torch")})
+    assert run.returncode == 0, run.stderr
+    res = json.loads((out / "results.json").read_text())["tokenizers"][str(trained["a"])]
+    assert "psnr" in res["metrics"] and "rfid" not in res["metrics"] and "lpips" not in res["metrics"]
+    assert "pt_inception-2015-12-05-6726825d.pth" in res["unavailable"]["rfid"]
+    assert "alexnet-owt-7be5be79.pth" in res["unavailable"]["lpips"]
+
+
+def test_bench_bad_input(cli, tmp_path):
+    out = cli("bench", "--tokenizers", "vq-tiyn")
+    assert out.returncode == 2 and "Did you mean 'vq-tiny'" in out.stderr and "Traceback" not in out.stderr
+    out = cli("bench", "--tokenizers", "vq-tiny", "--metrics", "psnr,fid")
+    assert out.returncode == 2 and "unknown metric 'fid'" in out.stderr
+    out = cli("bench", "--tokenizers", "vq-tiny", "--out", str(tmp_path / "x"), env={"TOKZOO_CONFIG_PATH": ""},
+              cwd=str(tmp_path))
+    assert out.returncode == 2 and "train it first with `tokzoo train vq-tiny`" in out.stderr
+    out = cli("compare", str(tmp_path / "nope.json"), "--baseline", str(tmp_path / "nope.json"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_two_process_bench_equals_one_process(trained, tmp_path):
+    common = ["-m", "tokzoo.cli", "bench", "--tokenizers", str(trained["a"]), "--num-images", "24",
+              "--batch-size", "4", "--probe-train-images", "64", "--metrics", "psnr,ssim,codebook,probe"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+                          *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    for k in ("psnr", "ssim", "usage/code", "perplexity/code"):
+        assert r2[k] == pytest.approx(r1[k], rel=1e-9), k
+    assert abs(r2["probe_top1"] - r1["probe_top1"]) <= 1 / 24 + 1e-9

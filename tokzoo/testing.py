@@ -1,0 +1,52 @@
+"""Locally made stand-ins for pretrained weight files (tests and benchmarks).
+
+They have the exact layout of the real files, so tokzoo's real loading code
+runs on them; their values are random (seeded), so numbers measured with them
+are only comparable with numbers measured with the same file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tokzoo.weights import KNOWN_FILES
+
+
+def make_alexnet_weights(folder: str | Path, seed: int = 0) -> Path:
+    import torchvision
+
+    torch.manual_seed(seed)
+    path = Path(folder) / KNOWN_FILES["alexnet"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.alexnet().state_dict(), path)
+    return path
+
+
+def make_inception_weights(folder: str | Path, seed: int = 0) -> Path:
+    """A random-initialised state dict of torch-fidelity's FID InceptionV3."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    class _Unloaded(fe.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
+            return None
+
+    torch.manual_seed(seed)
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):
+        model = _Unloaded("inception-v3-compat", ["2048"])
+    # calibrate BatchNorm statistics on random images (one pass in train mode with
+    # momentum 1), so activations keep a healthy scale through the 94 layers
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model((torch.rand(16, 3, 64, 64, generator=g) * 255).to(torch.uint8))
+    state = model.state_dict()
+    path = Path(folder) / KNOWN_FILES["inception"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
