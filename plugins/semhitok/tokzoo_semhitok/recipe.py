@@ -1,0 +1,73 @@
+"""The two-stage SemHiTok recipe.
+
+Stage 1 (``semantic``): the semantic encoder, codebook (EMA) and decoder learn
+to reconstruct the frozen teacher's patch features: cosine + L1 loss (+
+commitment). Stage 2 (``pixel``): the semantic branch is frozen (no
+gradients, no EMA, eval mode) and the pixel encoder, SGHC sub-codebooks and
+Enhance Decoder learn to reconstruct pixels: L1 (or L2) + LPIPS + PatchGAN
+(+ SGHC commitment). Semantic and pixel training are decoupled: stage 2
+cannot change a semantic token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokzoo.train import Recipe, Stage, StepResult
+from tokzoo.train import losses as L
+from tokzoo.train.recipes import ReconstructionLosses, last_layer_of
+
+
+@dataclass
+class SemHiTokRecipeConfig:
+    stage1_steps: int = 100000
+    stage2_steps: int = 400000
+    stage1_lr: float = 0.0  # 0: the trainer's lr
+    cosine_weight: float = 1.0
+    l1_weight: float = 1.0
+    recon: str = "l1"
+    recon_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    perceptual_net: str = "alex"
+    disc_weight: float = 0.5
+    disc_start: int = 20000  # counted within stage 2
+    disc_channels: int = 64
+    disc_layers: int = 3
+    adaptive_disc_weight: bool = True
+
+
+class SemHiTokRecipe(Recipe):
+    def __init__(self, stage1_steps=100000, stage2_steps=400000, stage1_lr=0.0, cosine_weight=1.0, l1_weight=1.0,
+                 **pixel):
+        self.s1, self.s2, self.s1_lr = stage1_steps, stage2_steps, stage1_lr or None
+        self.cw, self.l1w = cosine_weight, l1_weight
+        self.pixel = ReconstructionLosses(**pixel)
+
+    def stages(self):
+        return [Stage("semantic", self.s1, ["semantic"], lr=self.s1_lr), Stage("pixel", self.s2, ["pixel"])]
+
+    def setup(self, tokenizer, stage, device):
+        tokenizer.freeze_semantic(stage.name == "pixel")
+        if stage.name == "pixel":
+            self.pixel.setup(device)
+
+    def discriminator(self):
+        return self.pixel.disc
+
+    def generator_step(self, model, tokenizer, batch, ctx):
+        x = batch["image"]
+        if ctx.stage.name == "semantic":
+            out = model(x, branch="semantic")
+            t, s = out.extras["teacher"], out.extras["semantic_recon"]
+            terms = {"cosine": self.cw * L.cosine_distill_loss(s, t), "l1": self.l1w * (s - t).abs().mean()}
+            terms.update(out.quant.losses)
+            return StepResult(sum(terms.values()), terms)
+        out = model(x)
+        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.stage_step)
+        terms.update({k: v for k, v in out.quant.losses.items() if k.startswith("pixel_")})
+        return StepResult(sum(terms.values()), terms, out.reconstruction)
+
+    def discriminator_step(self, batch, recon, ctx):
+        if ctx.stage.name != "pixel":
+            return None
+        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.stage_step)
+        return None if terms is None else StepResult(sum(terms.values()), terms)
