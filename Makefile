@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pypro
 
 setup: $(STAMP)
 
+# the demo's run folders are its own: a re-run starts them afresh
 demo: $(STAMP)
-	rm -rf runs/demo
+	rm -rf runs/clip runs/vqgan-tiny runs/vilau-tiny runs/semhitok-tiny runs/bench
 	HF_HUB_OFFLINE=1 $(BIN)/tokzoo plugins
-	HF_HUB_OFFLINE=1 $(BIN)/tokzoo train vq-tiny run_dir=runs/demo/vq-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/tokzoo train clip
+	HF_HUB_OFFLINE=1 $(BIN)/tokzoo train vqgan-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/tokzoo train vilau-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/tokzoo train semhitok-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/tokzoo bench --tokenizers semhitok-tiny,vilau-tiny,vqgan-tiny
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -37,6 +37,7 @@ class OpenClipConfig:
     text_layers: int = 2
     context_length: int = 32
     embed_dim: int = 128
+    pool_type: str = "tok"  # tiny arch: "tok" (class token) or "avg" (mean of patch tokens)
     pretrained: str = ""  # local open_clip weights file (for a named arch)
     checkpoint: str = ""  # a tokzoo run folder / checkpoint of a trained `openclip` encoder
     freeze: bool = False
@@ -45,7 +46,8 @@ class OpenClipConfig:
 class OpenClipEncoder(Encoder):
     def __init__(self, arch: str = "tiny", image_size: int = 32, patch_size: int = 4, width: int = 128,
                  layers: int = 4, head_width: int = 32, text_width: int = 128, text_layers: int = 2,
-                 context_length: int = 32, embed_dim: int = 128, pretrained: str = "", checkpoint: str = "",
+                 context_length: int = 32, embed_dim: int = 128, pool_type: str = "tok", pretrained: str = "",
+                 checkpoint: str = "",
                  freeze: bool = False):
         super().__init__()
         import open_clip
@@ -56,7 +58,8 @@ class OpenClipEncoder(Encoder):
             if pretrained:
                 raise ConfigError("openclip: 'pretrained' needs a named open_clip arch; for arch=tiny use 'checkpoint'")
             self.model = CLIP(embed_dim, CLIPVisionCfg(layers=layers, width=width, head_width=head_width,
-                                                      patch_size=patch_size, image_size=image_size),
+                                                      patch_size=patch_size, image_size=image_size,
+                                                      pool_type=pool_type),
                               CLIPTextCfg(context_length=context_length, width=text_width, heads=max(1, text_width // 32),
                                           layers=text_layers))
             self.image_size, self.context_length = image_size, context_length
