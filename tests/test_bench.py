@@ -105,7 +105,7 @@ def test_rfid_equals_torch_fidelity(weights):
 
     ref = torch_fidelity.calculate_metrics(input1=DS(b), input2=DS(a), fid=True, cuda=False, verbose=False,
                                            cache=False, batch_size=16,
-                                           feature_extractor_weights_path=str(weights / "pt_inception-2015-12-05-6726825d.pth"))
+                                           feature_extractor_weights_path=str(weights / "weights-inception-2015-12-05-6726825d.pth"))
     assert ours == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
     assert ours > 0
 
@@ -181,7 +181,7 @@ def test_missing_weights_mark_metrics_unavailable_and_the_rest_runs(trained, tmp
     assert run.returncode == 0, run.stderr
     res = json.loads((out / "results.json").read_text())["tokenizers"][str(trained["a"])]
     assert "psnr" in res["metrics"] and "rfid" not in res["metrics"] and "lpips" not in res["metrics"]
-    assert "pt_inception-2015-12-05-6726825d.pth" in res["unavailable"]["rfid"]
+    assert "weights-inception-2015-12-05-6726825d.pth" in res["unavailable"]["rfid"]
     assert "alexnet-owt-7be5be79.pth" in res["unavailable"]["lpips"]
 
 

@@ -142,7 +142,7 @@ class LPIPSMetric(SumMetric):
 # -- rFID ---------------------------------------------------------------------------
 def load_inception(weights_dir=None, device="cpu"):
     """torch-fidelity's InceptionV3 (FID 2015-12-05 weights, TF-compatible resize),
-    from the local file ``pt_inception-2015-12-05-6726825d.pth``."""
+    from the local file ``weights-inception-2015-12-05-6726825d.pth``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     path = find_weights(KNOWN_FILES["inception"], "rFID (InceptionV3)", weights_dir)

@@ -1,0 +1,141 @@
+"""Quantizer speed side by side: SGHC vs flat nearest-neighbour search.
+
+Same inputs for every quantizer: 16 images x 256 tokens = 4,096 vectors of
+dimension 8 (the LlamaGen / SemHiTok code dimension). Measured, in one run:
+
+- SGHC at paper size (K = 24,576 semantic codes x m = 8 = 196,608 entries);
+- a flat nearest-neighbour search over the same 196,608 codes (chunked over
+  positions so it fits in memory);
+- a flat 16,384-code VQ (LlamaGen's size), tokzoo's VectorQuantizer;
+- peers from vector-quantize-pytorch: VectorQuantize(16,384) and ResidualVQ(depth 4).
+
+Forward (no grad) and forward+backward; median of repeats; peak memory of each
+measurement, taken as the growth of max-RSS in a fresh subprocess (CPU) or
+torch.cuda.max_memory_allocated (GPU). Prints ratios. Usage:
+
+    python benchmarks/quantizers.py [--device cuda] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+N_IMAGES, TOKENS, DIM = 16, 256, 8
+K, M = 24576, 8
+
+
+def flat_chunked(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Nearest code by cosine over the whole codebook, ``chunk`` positions at a time."""
+    cb = F.normalize(codebook, dim=-1)
+    out = [(F.normalize(z[i:i + chunk], dim=-1) @ cb.t()).argmax(1) for i in range(0, len(z), chunk)]
+    return torch.cat(out)
+
+
+def build(name: str, device: str):
+    from tokzoo.registry import get_registry
+
+    reg = get_registry()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(N_IMAGES, DIM, 16, 16, generator=g).to(device)
+    if name == "sghc-196608":
+        q = reg.create("quantizer", "sghc", num_semantic=K, sub_size=M, dim=DIM, ema=False).to(device)
+        parent = torch.randint(0, K, (N_IMAGES, 16, 16), generator=g).to(device)
+        return lambda x: q(x, parent).quantized, z
+    if name == "flat-196608":
+        cb = torch.nn.Parameter(torch.randn(K * M, DIM, generator=g).to(device))
+
+        def fwd(x):
+            flat = x.permute(0, 2, 3, 1).reshape(-1, DIM)
+            idx = flat_chunked(flat.detach(), cb.detach())
+            q = F.normalize(cb, dim=-1)[idx]
+            zf = F.normalize(flat, dim=-1)
+            return (zf + (q - zf).detach()).sum() + F.mse_loss(q, zf.detach())
+        return fwd, z
+    if name == "flat-16384":
+        q = reg.create("quantizer", "vq", codebook_size=16384, dim=DIM).to(device)
+        return lambda x: q(x).quantized, z
+    if name == "vqpytorch-VectorQuantize-16384":
+        from vector_quantize_pytorch import VectorQuantize
+
+        q = VectorQuantize(dim=DIM, codebook_size=16384, use_cosine_sim=True).to(device)
+        return lambda x: q(x.permute(0, 2, 3, 1).reshape(N_IMAGES, -1, DIM))[0], z
+    if name == "vqpytorch-ResidualVQ-4x16384":
+        from vector_quantize_pytorch import ResidualVQ
+
+        q = ResidualVQ(dim=DIM, codebook_size=16384, num_quantizers=4, shared_codebook=True).to(device)
+        return lambda x: q(x.permute(0, 2, 3, 1).reshape(N_IMAGES, -1, DIM))[0], z
+    raise KeyError(name)
+
+
+def measure(name: str, device: str, repeats: int, backward: bool, queue) -> None:
+    torch.manual_seed(0)
+    fn, z = build(name, device)
+    z = z.clone().requires_grad_(backward)
+    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for r in range(repeats + 1):
+        sync()
+        t = time.perf_counter()
+        if backward:
+            out = fn(z)
+            out.float().sum().backward()
+        else:
+            with torch.no_grad():
+                fn(z)
+        sync()
+        if r:  # the first run is warm-up
+            times.append(time.perf_counter() - t)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024)
+    queue.put({"name": name, "backward": backward, "median_s": statistics.median(times), "peak_mb": peak / 2 ** 20})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=None, help="also write the measurements here")
+    args = ap.parse_args()
+    names = ["sghc-196608", "flat-196608", "flat-16384", "vqpytorch-VectorQuantize-16384",
+             "vqpytorch-ResidualVQ-4x16384"]
+    ctx = mp.get_context("spawn")
+    rows = []
+    for backward in (False, True):
+        for name in names:
+            q = ctx.Queue()
+            p = ctx.Process(target=measure, args=(name, args.device, args.repeats, backward, q))
+            p.start()
+            p.join()
+            rows.append(q.get() if p.exitcode == 0 else {"name": name, "backward": backward, "error": p.exitcode})
+    print(f"{N_IMAGES} images x {TOKENS} tokens, dim {DIM}, device {args.device}, median of {args.repeats}")
+    print(f"{'quantizer':34s} {'pass':9s} {'median ms':>10s} {'peak MB':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} failed (exit {r['error']})")
+            continue
+        print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} {r['median_s'] * 1e3:10.2f} {r['peak_mb']:9.1f}")
+    by = {(r["name"], r["backward"]): r for r in rows if "error" not in r}
+    print("\nratios (target: SGHC >= 7x faster than flat-196608, <= 1.6x the time of flat-16384)")
+    for bwd in (False, True):
+        s = by[("sghc-196608", bwd)]["median_s"]
+        tag = "fwd+bwd" if bwd else "fwd"
+        print(f"  {tag:8s} flat-196608 / SGHC = {by[('flat-196608', bwd)]['median_s'] / s:6.2f}x   "
+              f"SGHC / flat-16384 = {s / by[('flat-16384', bwd)]['median_s']:5.2f}x   "
+              f"SGHC / vqpytorch-VectorQuantize = {s / by[('vqpytorch-VectorQuantize-16384', bwd)]['median_s']:5.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

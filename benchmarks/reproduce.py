@@ -1,0 +1,85 @@
+"""The paper's trade-off in miniature: SemHiTok vs VQGAN vs VILA-U-style on `shapes`.
+
+Trains the tiny semantic teacher (`clip`), then `vqgan-tiny`, `vilau-tiny`
+and `semhitok-tiny` at an equal pixel-training budget (the same number of
+steps and batch size for every tokenizer's pixel stage; SemHiTok's stage 1
+only fits the semantic codebook to the teacher), benches them under one
+protocol, and writes results.{json,md,csv} and recon_grid.png to --out.
+
+    python benchmarks/reproduce.py                      # full: about 20 min on 2 CPU cores
+    python benchmarks/reproduce.py --fast               # CI size: a few minutes
+    python benchmarks/reproduce.py --weights-dir DIR    # adds LPIPS / rFID when their files are there
+
+Every step is the `tokzoo` command a user would type.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BUDGETS = {
+    # name: (clip steps, pixel steps, semhitok stage-1 steps, bench images, probe train images, train images)
+    "full": (400, 400, 200, 512, 1024, 4096),
+    "fast": (120, 120, 60, 128, 512, 1024),
+}
+
+
+def tokzoo(*args: str) -> float:
+    t = time.perf_counter()
+    cmd = [sys.executable, "-m", "tokzoo.cli", *args]
+    print("$ tokzoo " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="CI-sized budget")
+    ap.add_argument("--out", default="benchmarks/results/reproduce")
+    ap.add_argument("--weights-dir", default=None)
+    args = ap.parse_args()
+    clip_steps, steps, s1, n_bench, n_probe, n_train = BUDGETS["fast" if args.fast else "full"]
+    out = Path(args.out)
+    runs = out / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    data = [f"data.train_size={n_train}"]
+    timings = {}
+    teacher = runs / "clip"
+    timings["clip"] = tokzoo("train", "clip", f"recipe.steps={clip_steps}", f"run_dir={teacher}", *data)
+    common = [*data, "trainer.batch_size=16", f"recipe.disc_start={int(steps * 0.75)}"]
+    timings["vqgan-tiny"] = tokzoo("train", "vqgan-tiny", f"recipe.steps={steps}", f"run_dir={runs / 'vqgan-tiny'}", *common)
+    timings["vilau-tiny"] = tokzoo("train", "vilau-tiny", f"recipe.steps={steps}", f"model.tower.checkpoint={teacher}",
+                                   f"run_dir={runs / 'vilau-tiny'}", *common)
+    timings["semhitok-tiny"] = tokzoo("train", "semhitok-tiny", f"recipe.stage1_steps={s1}", f"recipe.stage2_steps={steps}",
+                                      f"model.teacher.checkpoint={teacher}", f"run_dir={runs / 'semhitok-tiny'}", *common)
+    names = ["semhitok-tiny", "vilau-tiny", "vqgan-tiny"]
+    bench = ["bench", "--tokenizers", ",".join(str(runs / n) for n in names), "--num-images", str(n_bench),
+             "--probe-train-images", str(n_probe), "--out", str(out)]
+    if args.weights_dir:
+        bench += ["--weights-dir", args.weights_dir]
+    if (out / "results.json").exists():
+        (out / "results.json").unlink()
+    timings["bench"] = tokzoo(*bench)
+    # name the rows by preset rather than by run folder
+    import json
+
+    res = json.loads((out / "results.json").read_text())
+    res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
+    res["budget"] = {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
+                     "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}
+    from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
+
+    atomic_write(out / "results.json", json.dumps(res, indent=2))
+    atomic_write(out / "results.md", render_markdown(res))
+    atomic_write(out / "results.csv", render_csv(res))
+    shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
+    print((out / "results.md").read_text())
+    print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+
+if __name__ == "__main__":
+    main()
