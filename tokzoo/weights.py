@@ -23,7 +23,7 @@ from tokzoo.errors import WeightsNotFoundError
 KNOWN_FILES = {
     "alexnet": "alexnet-owt-7be5be79.pth",  # torchvision AlexNet (LPIPS backbone)
     "vgg16": "vgg16-397923af.pth",  # torchvision VGG16 (LPIPS-VGG backbone)
-    "inception": "weights-inception-2015-12-05-6726825d.pth",  # FID Inception (torch-fidelity / pytorch-fid)
+    "inception": "weights-inception-2015-12-05-6726825d.pth",  # FID Inception, 2015-12-05 weights (torch-fidelity's file)
 }
 
 

@@ -143,12 +143,7 @@ def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train"
         img.paste(patch, (int(ox - r * 0.85), int(oy - r * 0.85)), mask)
     img = img.resize((resolution, resolution), Image.LANCZOS)
     size_word = "large" if r > big * 0.27 else "small"
-    # alt-text-like captions: the shape is always named, other attributes only sometimes,
-    # so that matching captions to images needs the shape (as semantics do in real data)
-    words = [w for w, p in ((size_word, 0.3), (color_name, 0.5)) if rng.random() < p]
-    caption = "a " + " ".join(words + [shape])
-    if rng.random() < 0.3:
-        caption += f" on {bg_desc} background"
+    caption = f"a {size_word} {color_name} {shape} on {bg_desc} background"
     return np.asarray(img), label, caption
 
 
@@ -179,4 +174,4 @@ class ShapesDataset(torch.utils.data.Dataset):
         return {"image": to_tensor(arr), "label": label, "caption": caption, "index": index}
 
     def fingerprint(self) -> str:
-        return f"shapes:v2:seed={self.seed}:split={self.split}:n={self.size}:res={self.resolution}"
+        return f"shapes:v1:seed={self.seed}:split={self.split}:n={self.size}:res={self.resolution}"
