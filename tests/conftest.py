@@ -1,12 +1,14 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKZOO_WEIGHTS_DIR", str(Path(__file__).parent / "_no_weights_here"))
+os.environ["TOKZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="tokzoo-test-cache-")  # never the user's cache
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -125,14 +125,15 @@ def test_plugin_whose_hook_raises_is_marked_failed():
     reg.add_plugin(Broken(), "broken", "tokzoo-broken", "0.1")
     info = reg.plugins["broken"]
     assert not info.ok and info.error == "hook failed: RuntimeError: weights folder missing"
-    assert reg.names("encoder") == ["conv"]  # everything else still there
+    assert "conv" in reg.names("encoder") and "vq" in reg.names("quantizer")  # everything else still there
+    assert not any(c.plugin == "broken" for c in reg.list())
 
 
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(UnknownNameError) as err:
         get_registry().get("quantizer", "vqq")
-    assert "Did you mean 'vq'?" in str(err.value)
-    assert "Valid quantizer names: vq" in str(err.value)
+    assert "Did you mean 'vq'" in str(err.value)
+    assert "Valid quantizer names: " in str(err.value) and ", vq" in str(err.value)
 
 
 def test_create_validates_parameters():
