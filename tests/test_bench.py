@@ -212,3 +212,20 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     for k in ("psnr", "ssim", "usage/code", "perplexity/code"):
         assert r2[k] == pytest.approx(r1[k], rel=1e-9), k
     assert abs(r2["probe_top1"] - r1["probe_top1"]) <= 1 / 24 + 1e-9
+
+
+def test_codebook_usage_counts_hierarchical_children_over_the_whole_table():
+    from tokzoo.api import Codes, CodeSpec, TokenizerInfo
+    from tokzoo.bench.metrics import CodebookUsage
+
+    class Tok:
+        info = TokenizerInfo(8, CodeSpec("hierarchical", {"semantic": 4, "pixel": 2}, (1, 2)))
+
+    m = CodebookUsage()
+    m.reset(Tok())
+    codes = Codes({"semantic": torch.tensor([[[0, 3]]]), "pixel": torch.tensor([[[1, 1]]])}, {"semantic": 4, "pixel": 2},
+                  "hierarchical")
+    m.update(None, None, codes)
+    out = m.compute()
+    assert out["usage/semantic"] == 0.5 and out["usage/pixel"] == 2 / 8
+    assert out["perplexity/pixel"] == pytest.approx(2.0)

@@ -225,7 +225,11 @@ class RFID(SumMetric):
 
 # -- codebook usage -----------------------------------------------------------------
 class CodebookUsage(SumMetric):
-    """Per level: fraction of codes used at least once, and perplexity (exp entropy)."""
+    """Per level: fraction of codes used at least once, and perplexity (exp entropy).
+
+    For a hierarchical layout the child level is counted over the whole
+    parent x child table (``K * m`` entries), since a child index alone means
+    nothing without its parent."""
 
     name = "codebook"
 
@@ -234,6 +238,10 @@ class CodebookUsage(SumMetric):
 
     def reset(self, tokenizer: Tokenizer):
         self.vocab = dict(tokenizer.info.vocab)
+        self.hierarchical = tokenizer.info.codes.layout == "hierarchical"
+        if self.hierarchical:
+            parent, child = list(self.vocab)
+            self.vocab[child] = self.vocab[parent] * self.vocab[child]
         self.state = {lvl: torch.zeros(n, dtype=torch.float64) for lvl, n in self.vocab.items()}
         self.better = {}
         for lvl in self.vocab:
@@ -241,7 +249,11 @@ class CodebookUsage(SumMetric):
             self.better[f"perplexity/{lvl}"] = "higher"
 
     def update(self, originals, reconstructions, codes: Codes, batch=None):
-        for lvl, c in codes.levels.items():
+        levels = dict(codes.levels)
+        if self.hierarchical:
+            parent, child = list(levels)
+            levels[child] = levels[parent] * codes.vocab[child] + levels[child]
+        for lvl, c in levels.items():
             self.state[lvl] += torch.bincount(c.reshape(-1).cpu(), minlength=self.vocab[lvl]).double()
 
     def compute(self):
