@@ -91,3 +91,26 @@ def test_unknown_preset_answers_with_close_matches(cli):
 def test_unknown_kind_in_list(cli):
     out = cli("list", "widget")
     assert out.returncode == 2 and "unknown component kind 'widget'" in out.stderr
+
+
+def test_help_lists_the_subcommands(cli):
+    out = cli("--help")
+    assert out.returncode == 0
+    for sub in ("plugins", "list", "train", "bench", "compare"):
+        assert sub in out.stdout
+
+
+def test_config_typo_on_the_command_line(cli, tmp_path):
+    out = cli("train", "vq-tiny", "trainer.max_stepz=5", f"run_dir={tmp_path / 'r'}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown config key 'trainer.max_stepz': did you mean 'max_steps'?" in " ".join(out.stderr.split())
+    assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_broken_checkpoint_on_the_command_line(cli, tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "model.safetensors").write_bytes(b"\x00garbage")
+    out = cli("bench", "--tokenizers", str(ck), "--out", str(tmp_path / "b"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "is corrupt or not a safetensors file" in " ".join(out.stderr.split())
