@@ -48,3 +48,19 @@ def make_dist(root: Path, dist: str, version: str, entry_points: dict[str, str],
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory):
+    """A tiny `clip` teacher trained for two steps (shared by the tokenizers' tests)."""
+    from tokzoo.config import load_run_config
+    from tokzoo.registry import reset_registry
+    from tokzoo.train.trainer import Trainer
+
+    run = tmp_path_factory.mktemp("teacher") / "clip"
+    cfg = load_run_config("clip", ["recipe.steps=2", "recipe.probe_images=32", "model.width=32", "model.layers=1",
+                                   "model.text_width=32", "model.text_layers=1", "model.embed_dim=32",
+                                   "data.train_size=64", "data.val_size=32", "trainer.batch_size=8", f"run_dir={run}"])
+    Trainer(cfg).train()
+    reset_registry()
+    return run

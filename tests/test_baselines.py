@@ -10,16 +10,6 @@ from tokzoo.train.checkpoint import build_model_from_config
 from tokzoo.train.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "clip"
-    cfg = load_run_config("clip", ["recipe.steps=2", "recipe.probe_images=32", "model.width=32", "model.layers=1",
-                                   "model.text_width=32", "model.text_layers=1", "model.embed_dim=32",
-                                   "data.train_size=64", "data.val_size=32", "trainer.batch_size=8", f"run_dir={run}"])
-    Trainer(cfg).train()
-    return run
-
-
 def test_rvq_levels_and_lookup():
     torch.manual_seed(0)
     q = get_registry().create("quantizer", "rvq", codebook_size=32, dim=4, depth=3, restart_every=1000)

@@ -11,16 +11,6 @@ from tokzoo.train.checkpoint import build_model_from_config
 from tokzoo.train.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "clip"
-    cfg = load_run_config("clip", ["recipe.steps=2", "recipe.probe_images=32", "model.width=32", "model.layers=1",
-                                   "model.text_width=32", "model.text_layers=1", "model.embed_dim=32",
-                                   "data.train_size=64", "data.val_size=32", "trainer.batch_size=8", f"run_dir={run}"])
-    Trainer(cfg).train()
-    return run
-
-
 def test_sghc_searches_only_the_selected_subcodebook():
     torch.manual_seed(0)
     q = get_registry().create("quantizer", "sghc", num_semantic=50, sub_size=4, dim=6, restart_every=1000)

@@ -33,11 +33,10 @@ class SumMetric(Metric):
 
 
 # -- PSNR ---------------------------------------------------------------------------
-class PSNR(SumMetric):
-    """Mean over images of PSNR on uint8 data, ``data_range=255`` (skimage convention)."""
+class MeanMetric(SumMetric):
+    """Mean over images of a per-image score; subclasses give ``key`` and ``per_image``."""
 
-    name = "psnr"
-    better = {"psnr": "higher"}
+    key = "score"
 
     def __init__(self, **_):
         self.state = {}
@@ -45,15 +44,28 @@ class PSNR(SumMetric):
     def reset(self, tokenizer=None):
         self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
 
+    def per_image(self, originals: Tensor, reconstructions: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def update(self, originals, reconstructions, codes=None, batch=None):
-        a, b = originals.double(), reconstructions.double()
-        mse = ((a - b) ** 2).flatten(1).mean(1)
-        psnr = 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
-        self.state["sum"] += psnr.sum().cpu()
-        self.state["n"] += len(psnr)
+        s = self.per_image(originals, reconstructions)
+        self.state["sum"] += s.double().sum().cpu()
+        self.state["n"] += len(s)
 
     def compute(self):
-        return {"psnr": float(self.state["sum"] / self.state["n"])}
+        return {self.key: float(self.state["sum"] / self.state["n"])}
+
+
+class PSNR(MeanMetric):
+    """Mean over images of PSNR on uint8 data, ``data_range=255`` (skimage convention)."""
+
+    name = key = "psnr"
+    better = {"psnr": "higher"}
+
+    def per_image(self, originals, reconstructions):
+        a, b = originals.double(), reconstructions.double()
+        mse = ((a - b) ** 2).flatten(1).mean(1)
+        return 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
 
 
 # -- SSIM ---------------------------------------------------------------------------
@@ -90,30 +102,19 @@ def ssim_per_image(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
     return s.mean(dim=(1, 2, 3))
 
 
-class SSIM(SumMetric):
-    name = "ssim"
+class SSIM(MeanMetric):
+    name = key = "ssim"
     better = {"ssim": "higher"}
 
-    def __init__(self, **_):
-        self.state = {}
-
-    def reset(self, tokenizer=None):
-        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
-
-    def update(self, originals, reconstructions, codes=None, batch=None):
-        s = ssim_per_image(originals, reconstructions)
-        self.state["sum"] += s.sum().cpu()
-        self.state["n"] += len(s)
-
-    def compute(self):
-        return {"ssim": float(self.state["sum"] / self.state["n"])}
+    def per_image(self, originals, reconstructions):
+        return ssim_per_image(originals, reconstructions)
 
 
 # -- LPIPS --------------------------------------------------------------------------
-class LPIPSMetric(SumMetric):
+class LPIPSMetric(MeanMetric):
     """Mean LPIPS (AlexNet by default, ``net=vgg`` optional) between uint8 originals and reconstructions."""
 
-    name = "lpips"
+    name = key = "lpips"
     better = {"lpips": "lower"}
 
     def __init__(self, net: str = "alex", weights_dir=None, device="cpu", **_):
@@ -124,19 +125,11 @@ class LPIPSMetric(SumMetric):
         self.weights = {f"lpips-{net}": sha256(find_weights(KNOWN_FILES[key], "LPIPS", weights_dir))}
         self.state = {}
 
-    def reset(self, tokenizer=None):
-        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
-
     @torch.no_grad()
-    def update(self, originals, reconstructions, codes=None, batch=None):
+    def per_image(self, originals, reconstructions):
         if min(originals.shape[-2:]) < 32:
             raise ValueError("LPIPS needs images of at least 32x32 pixels")
-        d = self.net(originals.float() / 255, reconstructions.float() / 255)
-        self.state["sum"] += d.double().sum().cpu()
-        self.state["n"] += len(d)
-
-    def compute(self):
-        return {"lpips": float(self.state["sum"] / self.state["n"])}
+        return self.net(originals.float() / 255, reconstructions.float() / 255)
 
 
 # -- rFID ---------------------------------------------------------------------------

@@ -14,18 +14,24 @@ from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
 
 
 @dataclass
-class ReconstructionConfig:
-    steps: int = 1000
+class PixelLossConfig:
+    """The parameters of :class:`ReconstructionLosses`, shared by every recipe that reconstructs pixels."""
+
     recon: str = "l1"  # l1 | l2
     recon_weight: float = 1.0
     perceptual_weight: float = 0.0  # > 0 needs the LPIPS backbone weights on this machine
     perceptual_net: str = "alex"
-    quant_weight: float = 1.0
     disc_weight: float = 0.0  # 0 disables the GAN
     disc_start: int = 0
     disc_channels: int = 64
     disc_layers: int = 3
     adaptive_disc_weight: bool = True
+
+
+@dataclass
+class ReconstructionConfig(PixelLossConfig):
+    steps: int = 1000
+    quant_weight: float = 1.0
     train: list[str] = field(default_factory=lambda: ["all"])
 
 

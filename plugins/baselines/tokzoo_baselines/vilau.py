@@ -21,7 +21,7 @@ from tokzoo.nn import ConvDecoder
 from tokzoo.registry import build
 from tokzoo.train import Recipe, Stage, StepResult
 from tokzoo.train import losses as L
-from tokzoo.train.recipes import ReconstructionLosses, captions_for, last_layer_of
+from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, captions_for, last_layer_of
 
 from tokzoo_baselines.rvq import ResidualVQ
 
@@ -114,18 +114,9 @@ class VilaUTokenizer(Tokenizer):
 
 
 @dataclass
-class VilaURecipeConfig:
+class VilaURecipeConfig(PixelLossConfig):
     steps: int = 1000
     contrastive_weight: float = 1.0
-    recon: str = "l1"
-    recon_weight: float = 1.0
-    perceptual_weight: float = 0.0
-    perceptual_net: str = "alex"
-    disc_weight: float = 0.0
-    disc_start: int = 0
-    disc_channels: int = 64
-    disc_layers: int = 3
-    adaptive_disc_weight: bool = True
     prompt: str = "a photo of a {}"
 
 

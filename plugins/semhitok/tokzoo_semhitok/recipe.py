@@ -14,25 +14,19 @@ from dataclasses import dataclass
 
 from tokzoo.train import Recipe, Stage, StepResult
 from tokzoo.train import losses as L
-from tokzoo.train.recipes import ReconstructionLosses, last_layer_of
+from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, last_layer_of
 
 
 @dataclass
-class SemHiTokRecipeConfig:
+class SemHiTokRecipeConfig(PixelLossConfig):
     stage1_steps: int = 100000
     stage2_steps: int = 400000
     stage1_lr: float = 0.0  # 0: the trainer's lr
     cosine_weight: float = 1.0
     l1_weight: float = 1.0
-    recon: str = "l1"
-    recon_weight: float = 1.0
     perceptual_weight: float = 1.0
-    perceptual_net: str = "alex"
     disc_weight: float = 0.5
     disc_start: int = 20000  # counted within stage 2
-    disc_channels: int = 64
-    disc_layers: int = 3
-    adaptive_disc_weight: bool = True
 
 
 class SemHiTokRecipe(Recipe):
