@@ -365,7 +365,8 @@ def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
-        draw.text((4, r * h * scale + h * scale // 2 - 6), name[:18], fill="black")
+        label = Path(name).name if os.sep in name else name  # a checkpoint path: its run folder's name
+        draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
