@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from tokzoo.train import Recipe, Stage, StepResult
 from tokzoo.train import losses as L
 from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, last_layer_of
@@ -40,12 +42,27 @@ class SemHiTokRecipe(Recipe):
         return [Stage("semantic", self.s1, ["semantic"], lr=self.s1_lr), Stage("pixel", self.s2, ["pixel"])]
 
     def setup(self, tokenizer, stage, device):
+        self.stage_name = stage.name
         tokenizer.freeze_semantic(stage.name == "pixel")
         if stage.name == "pixel":
             self.pixel.setup(device)
 
     def discriminator(self):
         return self.pixel.disc
+
+    @torch.no_grad()
+    def evaluate(self, model, train_set, val_set, device):
+        """Stage 1: mean cosine similarity of the semantic branch's reconstruction to the
+        teacher's features on held-out images; stage 2: the trainer's pixel PSNR."""
+        if getattr(self, "stage_name", "semantic") != "semantic":
+            return None
+        was = model.training
+        model.eval()
+        n = min(64, len(val_set))
+        x = torch.stack([val_set[i]["image"] for i in range(n)]).to(device)
+        t, _, s = model.semantic_forward(x)
+        model.train(was)
+        return {"eval/teacher_cosine": float(torch.nn.functional.cosine_similarity(s, t, dim=1).mean())}
 
     def generator_step(self, model, tokenizer, batch, ctx):
         x = batch["image"]
