@@ -1,0 +1,58 @@
+"""Training throughput of each tiny preset on this machine, side by side.
+
+Runs every preset for a short budget through the real `tokzoo train` command
+(the teacher is trained for 2 steps: same architecture, same cost per step)
+and reads images/s from each run's metrics.jsonl, skipping the first logged
+interval as warm-up. Prints images/s and the ratio to vqgan-tiny.
+
+    python benchmarks/train_throughput.py [--steps 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def train(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "tokzoo.cli", "train", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def rates(run: Path) -> dict[str, float]:
+    by_stage: dict[str, list[float]] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "images_per_s" in r:
+            by_stage.setdefault(r["stage"], []).append(r["images_per_s"])
+    return {s: statistics.median(v[1:] or v) for s, v in by_stage.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=40)
+    args = ap.parse_args()
+    n, log = args.steps, ["trainer.log_every=10", "trainer.eval_images=16", "data.val_size=16"]
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        train("clip", "recipe.steps=2", "recipe.probe_images=32", f"run_dir={root / 'clip'}", *log)
+        train("vqgan-tiny", f"recipe.steps={n}", f"run_dir={root / 'vqgan'}", "recipe.disc_start=0", *log)
+        train("vilau-tiny", f"recipe.steps={n}", f"model.tower.checkpoint={root / 'clip'}", "recipe.disc_start=0",
+              f"run_dir={root / 'vilau'}", *log)
+        train("semhitok-tiny", f"recipe.stage1_steps={n}", f"recipe.stage2_steps={n}", "recipe.disc_start=0",
+              f"model.teacher.checkpoint={root / 'clip'}", f"run_dir={root / 'semhitok'}", *log)
+        rows = {"vqgan-tiny": rates(root / "vqgan")["reconstruction"], "vilau-tiny": rates(root / "vilau")["joint"]}
+        sh = rates(root / "semhitok")
+        rows["semhitok-tiny stage 1 (semantic)"] = sh["semantic"]
+        rows["semhitok-tiny stage 2 (pixel)"] = sh["pixel"]
+    base = rows["vqgan-tiny"]
+    print(f"training images/s, batch 16 at 32x32, GAN on, median over logged intervals ({n} steps each)")
+    for name, v in rows.items():
+        print(f"  {name:34s} {v:8.1f} img/s   {v / base:5.2f}x vqgan-tiny")
+
+
+if __name__ == "__main__":
+    main()
