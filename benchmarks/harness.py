@@ -30,7 +30,6 @@ from tokzoo.bench.harness import Bench, BenchOptions
 from tokzoo.bench.metrics import PSNR, RFID, SSIM
 from tokzoo.data import build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
-from tokzoo.registry import get_registry
 from tokzoo.weights import KNOWN_FILES, search_dirs
 
 

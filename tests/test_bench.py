@@ -2,10 +2,8 @@
 outputs, missing weights, interruption, torchrun equality, regression tables."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

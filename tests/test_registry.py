@@ -1,10 +1,8 @@
 """The plugin registry: one test per hook (datasette style), clashes, failures, lookups."""
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import tokzoo
 from tokzoo import hookspecs

@@ -8,8 +8,6 @@ and gives the numbers a single process gives.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 import torch
