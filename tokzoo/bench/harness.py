@@ -228,6 +228,9 @@ class Bench:
             except TokzooError as exc:
                 unavailable[m] = str(exc)
                 continue
+            except ImportError as exc:  # a metric whose package is missing
+                unavailable[m] = f"needs a package that is not installed ({exc})"
+                continue
             metric.reset(tok)
             weights.update(getattr(metric, "weights", {}) or {})
             metrics[m] = metric
