@@ -135,7 +135,6 @@ class Trainer:
                     params.append(p)
         for p in params:
             p.requires_grad_(True)
-        params = [p for p in params if p.requires_grad]
         self.recipe.setup(self.tokenizer, stage, self.device)
         params += [p for p in self.recipe.extra_parameters() if id(p) not in seen]
         lr = stage.lr or self.tcfg["lr"]

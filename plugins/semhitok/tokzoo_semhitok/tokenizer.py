@@ -161,9 +161,8 @@ class SemHiTok(Tokenizer):
         return TokenizerOutput(recon, merged, {"teacher": t, "semantic_recon": sem, "semantic_quant": qs})
 
     def encode(self, images: Tensor) -> Codes:
-        _, qs, sem = self.semantic_forward(images)
-        qp = self.sghc(self.pixel_pre(self.pixel_encoder(images)), qs.codes.levels["semantic"])
-        return qp.codes
+        semantic = self.encode_semantic(images).levels["semantic"]
+        return self.sghc(self.pixel_pre(self.pixel_encoder(images)), semantic).codes
 
     def semantic_features(self, codes: Codes) -> Tensor:
         idx = codes.levels["semantic"]
@@ -178,8 +177,8 @@ class SemHiTok(Tokenizer):
         return self.semantic_features(self.encode_semantic(images))
 
     def encode_semantic(self, images: Tensor) -> Codes:
-        _, qs, _ = self.semantic_forward(images)
-        return qs.codes
+        """Semantic codes only (the semantic decoder is not run)."""
+        return self.semantic.quantizer(self.semantic.encoder(self.teacher(images))).codes
 
     def last_layer(self) -> Tensor:
         return self.enhance.last_layer()
