@@ -9,6 +9,11 @@ Same tokenizer, same images, same metrics (PSNR, SSIM, rFID), one run:
 3. bare loop: the tokenizer's forward passes plus the same metric updates,
    with no harness around them, to measure the harness's overhead.
 
+The streaming harness is timed twice: on a first run (nothing cached) and on a
+second run over the same images, where the originals' Inception statistics
+come from tokzoo's cache (keyed by dataset fingerprint and protocol) - the
+usual case when several tokenizers are benched on one dataset.
+
 rFID uses an InceptionV3 weights file with the real layout; when the real
 FID weights are not on the machine a locally made stand-in is used (same
 network and cost, different numbers). Usage:
@@ -129,13 +134,17 @@ def main() -> None:
         bare_loop(tok, ds, min(n, args.batch_size), args.batch_size, wdir, args.device)  # warm-up
         t_bare = bare_loop(tok, ds, n, args.batch_size, wdir, args.device)
         t_stream = streaming(path, n, args.batch_size, wdir, tmp / "bench", args.device)
+        # a second bench of the same images (another tokenizer, or a re-run): the reference
+        # statistics now come from the cache keyed by dataset fingerprint + protocol
+        t_warm = streaming(path, n, args.batch_size, wdir, tmp / "bench-warm", args.device)
         t_png = png_dump(tok, ds, n, args.batch_size, wdir, tmp, args.device)
     print(f"\n{n} images at {tok.info.resolution}px, PSNR + SSIM + rFID, device {args.device}")
     print(f"  bare loop (forward + metric updates): {t_bare:8.2f} s")
     print(f"  tokzoo bench (streaming harness):     {t_stream:8.2f} s")
+    print(f"  tokzoo bench, reference stats cached: {t_warm:8.2f} s")
     print(f"  PNG dump + torchmetrics + fidelity:   {t_png:8.2f} s")
-    print(f"ratios: PNG pipeline / tokzoo bench = {t_png / t_stream:.2f}x (target >= 2x); "
-          f"harness overhead = {100 * (t_stream - t_bare) / t_bare:+.1f}% (target < 10%)")
+    print(f"ratios: PNG pipeline / tokzoo bench = {t_png / t_stream:.2f}x first run, {t_png / t_warm:.2f}x with the "
+          f"reference cached (target >= 2x); harness overhead = {100 * (t_stream - t_bare) / t_bare:+.1f}% (target < 10%)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 BUDGETS = {
     # name: (clip steps, pixel steps, semhitok stage-1 steps, bench images, probe train images, train images)
-    "full": (400, 400, 200, 512, 1024, 4096),
+    "full": (200, 300, 150, 512, 1024, 4096),  # the tiny presets' own budgets (what `make demo` trains)
     "fast": (120, 120, 60, 128, 512, 1024),
 }
 

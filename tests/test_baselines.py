@@ -87,3 +87,20 @@ def test_tokenizer_checkpoint_is_not_a_teacher(tmp_path):
     from tokzoo.errors import ConfigError
     with pytest.raises(ConfigError, match="not an openclip model"):
         build("encoder", {"name": "openclip", "checkpoint": str(tmp_path / "q")})
+
+
+def test_openclip_conv_stem_keeps_the_token_grid():
+    from tokzoo.errors import ConfigError
+
+    small = dict(width=32, layers=1, text_width=32, text_layers=1, embed_dim=16)
+    patch = build("encoder", {"name": "openclip", **small})
+    conv = build("encoder", {"name": "openclip", "stem": "conv", **small})
+    x = torch.rand(2, 3, 32, 32)
+    assert conv(x).shape == patch(x).shape == (2, 32, 8, 8)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in conv.model.visual.conv1.modules())
+    img, txt, _ = conv(x, texts=["a red star", "a blue ring"])
+    assert img.shape == txt.shape == (2, 16)
+    with pytest.raises(ConfigError, match="stem must be"):
+        build("encoder", {"name": "openclip", "stem": "hybrid", **small})
+    with pytest.raises(ConfigError, match="power-of-two"):
+        build("encoder", {"name": "openclip", "stem": "conv", "patch_size": 6, "image_size": 36, **small})

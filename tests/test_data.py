@@ -29,11 +29,36 @@ def test_shapes_is_deterministic_and_labelled():
     assert ShapesDataset("val", resolution=48)[0]["image"].shape == (3, 48, 48)
 
 
+def test_shapes_caption_styles_share_images():
+    full, obj, shape = (ShapesDataset("train", resolution=32, train_size=8, captions=c)[2] for c in ("full", "object", "shape"))
+    assert torch.equal(full["image"], shape["image"]) and full["label"] == shape["label"]
+    name = CLASSES[full["label"]]
+    assert shape["caption"] == f"a {name}"
+    assert obj["caption"].endswith(name) and len(obj["caption"].split()) == 3
+    assert " on " in full["caption"] and name in full["caption"]
+    from tokzoo.errors import ConfigError
+    with pytest.raises(ConfigError, match="captions must be one of"):
+        ShapesDataset("train", captions="long")
+
+
 def test_shapes_has_natural_image_content():
     """Backgrounds are not flat: real photo crops carry high-frequency detail."""
     ds = ShapesDataset("train", resolution=64, train_size=32)
     stds = [ds[i]["image"].std().item() for i in range(32)]
     assert np.median(stds) > 0.1
+
+
+def test_synthetic_is_deterministic_cheap_and_8bit():
+    ds = build_dataset({"name": "synthetic", "resolution": 64, "val_size": 8}, "val")
+    assert len(ds) == 8
+    a, b = ds[3], build_dataset({"name": "synthetic", "resolution": 64, "val_size": 8}, "val")[3]
+    assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+    assert a["image"].shape == (3, 64, 64) and a["image"].min() == 0 and a["image"].max() == 1
+    assert torch.equal((a["image"] * 255).round() / 255, a["image"])  # exactly representable in uint8
+    assert not torch.equal(a["image"], ds[4]["image"])
+    assert f"class {a['label']}" in a["caption"]
+    with pytest.raises(DataError, match="splits"):
+        build_dataset({"name": "synthetic"}, "holdout")
 
 
 def test_center_crop_follows_adm():

@@ -8,6 +8,7 @@ from tokzoo import hookimpl
 from tokzoo.api import ComposedTokenizer
 from tokzoo.data.imagefolder import ImageFolderConfig, ImageFolderDataset
 from tokzoo.data.shapes import ShapesConfig, ShapesDataset
+from tokzoo.data.synthetic import SyntheticConfig, SyntheticDataset
 from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
 
 
@@ -88,6 +89,8 @@ def tokzoo_register_datasets(register):
              config=ShapesConfig)
     register("imagefolder", ImageFolderDataset, "a folder of images (labels from sub-folders, captions.jsonl)",
              config=ImageFolderConfig)
+    register("synthetic", SyntheticDataset, "random smooth images made on the fly (throughput runs; no quality meaning)",
+             config=SyntheticConfig)
 
 
 @hookimpl

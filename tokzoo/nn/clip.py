@@ -11,12 +11,13 @@ give the pooled, projected embeddings for contrastive losses.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from tokzoo.api import Encoder
 from tokzoo.errors import ConfigError, WeightsNotFoundError
@@ -38,6 +39,7 @@ class OpenClipConfig:
     context_length: int = 32
     embed_dim: int = 128
     pool_type: str = "tok"  # tiny arch: "tok" (class token) or "avg" (mean of patch tokens)
+    stem: str = "patch"  # tiny arch: "patch" (ViT patchify) or "conv" (a small stride-`patch_size` conv stem)
     pretrained: str = ""  # local open_clip weights file (for a named arch)
     checkpoint: str = ""  # a tokzoo run folder / checkpoint of a trained `openclip` encoder
     freeze: bool = False
@@ -46,8 +48,8 @@ class OpenClipConfig:
 class OpenClipEncoder(Encoder):
     def __init__(self, arch: str = "tiny", image_size: int = 32, patch_size: int = 4, width: int = 128,
                  layers: int = 4, head_width: int = 32, text_width: int = 128, text_layers: int = 2,
-                 context_length: int = 32, embed_dim: int = 128, pool_type: str = "tok", pretrained: str = "",
-                 checkpoint: str = "",
+                 context_length: int = 32, embed_dim: int = 128, pool_type: str = "tok", stem: str = "patch",
+                 pretrained: str = "", checkpoint: str = "",
                  freeze: bool = False):
         super().__init__()
         import open_clip
@@ -62,6 +64,10 @@ class OpenClipEncoder(Encoder):
                                                       pool_type=pool_type),
                               CLIPTextCfg(context_length=context_length, width=text_width, heads=max(1, text_width // 32),
                                           layers=text_layers))
+            if stem == "conv":
+                self.model.visual.conv1 = conv_stem(width, patch_size)
+            elif stem != "patch":
+                raise ConfigError(f"openclip: stem must be 'patch' or 'conv', not '{stem}'")
             self.image_size, self.context_length = image_size, context_length
             self._tokenize = lambda texts: open_clip.tokenize(texts, context_length=context_length)
         else:
@@ -138,6 +144,27 @@ class OpenClipEncoder(Encoder):
                                            "(HF_HOME) first") from None
         ids = self._tokenize(list(texts)).to(self.mean.device)
         return self.model.encode_text(ids)
+
+
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """A convolutional stem in place of the ViT's patchify layer, same output grid.
+
+    Stride-2 3x3 conv + BatchNorm + ReLU layers (log2(patch_size) of them), then
+    a 1x1 projection to the transformer width: Xiao et al. 2021, "Early
+    convolutions help transformers see better" - a ViT trained from scratch on
+    little data learns spatial structure much faster with it.
+    """
+    n = max(1, int(math.log2(patch_size)))
+    if 2 ** n != patch_size:
+        raise ConfigError(f"openclip: stem=conv needs a power-of-two patch_size, not {patch_size}")
+    layers: list[nn.Module] = []
+    c_in = 3
+    for k in range(n):
+        c_out = max(16, width // 2 ** (n - k))
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    layers.append(nn.Conv2d(c_in, width, 1))
+    return nn.Sequential(*layers)
 
 
 def build_openclip(**params) -> OpenClipEncoder:
