@@ -8,7 +8,7 @@ bf16 autocast and torch.compile through the real trainer, and report
   steps, so compilation and warm-up are left out);
 * model FLOPs per training image, counted once with
   ``torch.utils.flop_counter.FlopCounterMode`` over the tokenizer's forward and
-  backward (``reconstruct`` for pixel stages, the semantic branch for
+  backward (the training forward for pixel stages, the semantic branch for
   SemHiTok's stage 1; loss networks - LPIPS, discriminator - are
   not model FLOPs and are left out);
 * MFU = FLOPs/image x images/s / the accelerator's peak bf16 dense FLOP/s
@@ -44,9 +44,9 @@ PAPER = {
 }
 SMOKE = {
     "semhitok": ("semhitok-tiny", ["recipe.stage1_steps={s1}", "recipe.stage2_steps={steps}", "recipe.disc_start=0",
-                                   "model.teacher.checkpoint=''"]),
+                                   "model.teacher.checkpoint={teacher}"]),
     "vqgan": ("vqgan-tiny", ["recipe.steps={steps}", "recipe.disc_start=0"]),
-    "vilau": ("vilau-tiny", ["recipe.steps={steps}", "recipe.disc_start=0", "model.tower.checkpoint=''"]),
+    "vilau": ("vilau-tiny", ["recipe.steps={steps}", "recipe.disc_start=0", "model.tower.checkpoint={teacher}"]),
 }
 
 
@@ -55,12 +55,14 @@ def model_flops(tok, x: torch.Tensor, stage: str, amp: bool) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     tok.train()
+    if hasattr(tok, "freeze_semantic"):  # the stage's trainable set, as in training
+        tok.freeze_semantic(stage != "semantic")
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         if stage == "semantic":
             y = tok(x, branch="semantic").extras["semantic_recon"]
         else:
-            y = tok.reconstruct(x)
+            y = tok(x).reconstruction
         y.float().square().mean().backward()
     tok.zero_grad(set_to_none=True)
     return counter.get_total_flops() / len(x)
@@ -81,7 +83,7 @@ def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
 
     preset, extra = table[name]
     res = 32 if args.smoke else args.resolution
-    overrides = [o.format(steps=args.steps, s1=max(1, args.steps // 2)) for o in extra] + [
+    overrides = [o.format(steps=args.steps, s1=max(1, args.steps // 2), teacher=tmp / "clip") for o in extra] + [
         f"data={{name: synthetic, resolution: {res}, train_size: 100000, val_size: 1000}}",
         f"trainer.batch_size={args.batch_size}", f"trainer.precision={'fp32' if args.smoke else 'bf16'}",
         f"trainer.compile={'false' if args.smoke else 'true'}", f"trainer.device={args.device}",
@@ -140,6 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.device, args.steps, args.batch_size, args.workers = "cpu", min(args.steps, 20), 8, 0
+        args.bench_batch_size = 16
     elif not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --smoke to check the script on a CPU")
     table = SMOKE if args.smoke else PAPER
@@ -152,6 +155,12 @@ def main() -> None:
 
         os.environ["TOKZOO_WEIGHTS_DIR"] = str(make_alexnet_weights(tmp / "weights").parent)
         os.environ["TOKZOO_CACHE_DIR"] = str(tmp / "cache")
+        if args.smoke:  # the tiny presets need a tiny teacher: two steps of `tokzoo train clip`
+            from tokzoo.config import load_run_config
+            from tokzoo.train.trainer import Trainer
+
+            Trainer(load_run_config("clip", ["recipe.steps=2", "recipe.probe_images=32", "data.train_size=64",
+                                             "data.val_size=32", "trainer.batch_size=8", f"run_dir={tmp / 'clip'}"])).train()
         names = [n for n in args.presets.split(",") if n]
         for name in names:
             if name not in table:

@@ -20,9 +20,10 @@ rm -rf "$SITE"
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 fi
-$PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" \
+$PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target "$SITE" \
   . plugins/semhitok plugins/baselines
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export TOKZOO_CONFIG_PATH="$PWD/configs${TOKZOO_CONFIG_PATH:+:$TOKZOO_CONFIG_PATH}"  # core presets
 cd /tmp  # import tokzoo from $SITE, not from the checkout
 $PY -c "import tokzoo, open_clip, omegaconf, lpips, torch_fidelity, torch; print('tokzoo', tokzoo.__version__, 'torch', torch.__version__)"
 exec $PY "$OLDPWD/benchmarks/gpu.py" "$@"

@@ -69,6 +69,9 @@ def main() -> None:
 
     res = json.loads((out / "results.json").read_text())
     res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
+    probes = [json.loads(line).get("eval/probe_top1") for line in (teacher / "metrics.jsonl").read_text().splitlines()]
+    probes = [p for p in probes if p is not None]
+    res["teacher"] = {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]}
     res["budget"] = {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
                      "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}
     from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
@@ -78,6 +81,7 @@ def main() -> None:
     atomic_write(out / "results.csv", render_csv(res))
     shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
     print((out / "results.md").read_text())
+    print(f"teacher (clip) linear probe top-1: {probes[0]:.3f} random-initialised -> {probes[-1]:.3f} trained")
     print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
 

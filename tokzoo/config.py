@@ -176,11 +176,27 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
 
 
+def merge_specs(base: Any, over: Any) -> Any:
+    """Deep-merge ``over`` into ``base``; a component spec given with another
+    ``name`` replaces the old spec instead of inheriting its keys (so
+    ``data={name: imagefolder, path: ...}`` over a ``shapes`` preset does not
+    keep shapes' ``captions``)."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        if "name" in over and base.get("name") != over["name"]:
+            return over
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge_specs(base[k], v) if k in base else v
+        return out
+    return over
+
+
 def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Preset + overrides, validated against :class:`RunConfig`, as a plain dict."""
     cfg = load_preset(name)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
+    if overrides:  # merged unresolved, so an override may interpolate the preset's values
+        cfg = OmegaConf.create(merge_specs(OmegaConf.to_container(cfg, resolve=False),
+                                           OmegaConf.to_container(parse_overrides(overrides), resolve=False)))
     data = to_container(cfg)
     out = validate_params(data, RunConfig)
     if not out.get("model"):
