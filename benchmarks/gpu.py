@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import stage_rates
 
 PAPER = {
     # name: (preset, overrides, stage steps override keys)
@@ -68,15 +68,6 @@ def model_flops(tok, x: torch.Tensor, stage: str, amp: bool) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def rates(run_dir: Path) -> dict[str, float]:
-    by_stage: dict[str, list[float]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "images_per_s" in rec:
-            by_stage.setdefault(rec["stage"], []).append(rec["images_per_s"])
-    return {s: statistics.median(v[len(v) // 3:]) for s, v in by_stage.items() if v}
-
-
 def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
     from tokzoo.config import load_run_config
     from tokzoo.train.trainer import Trainer
@@ -94,7 +85,7 @@ def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
     trainer = Trainer(cfg)
     trainer.train()
     wall = time.perf_counter() - t0
-    r = rates(tmp / name)
+    r = stage_rates(tmp / name, skip_fraction=1 / 3)
     out = []
     tok = trainer.tokenizer
     x = torch.stack([trainer.train_set[i]["image"] for i in range(args.batch_size)]).to(trainer.device)

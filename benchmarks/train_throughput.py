@@ -10,25 +10,16 @@ interval as warm-up. Prints images/s and the ratio to vqgan-tiny.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from _common import stage_rates
+
 
 def train(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "tokzoo.cli", "train", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def rates(run: Path) -> dict[str, float]:
-    by_stage: dict[str, list[float]] = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if "images_per_s" in r:
-            by_stage.setdefault(r["stage"], []).append(r["images_per_s"])
-    return {s: statistics.median(v[1:] or v) for s, v in by_stage.items()}
 
 
 def main() -> None:
@@ -44,8 +35,8 @@ def main() -> None:
               f"run_dir={root / 'vilau'}", *log)
         train("semhitok-tiny", f"recipe.stage1_steps={n}", f"recipe.stage2_steps={n}", "recipe.disc_start=0",
               f"model.teacher.checkpoint={root / 'clip'}", f"run_dir={root / 'semhitok'}", *log)
-        rows = {"vqgan-tiny": rates(root / "vqgan")["reconstruction"], "vilau-tiny": rates(root / "vilau")["joint"]}
-        sh = rates(root / "semhitok")
+        rows = {"vqgan-tiny": stage_rates(root / "vqgan")["reconstruction"], "vilau-tiny": stage_rates(root / "vilau")["joint"]}
+        sh = stage_rates(root / "semhitok")
         rows["semhitok-tiny stage 1 (semantic)"] = sh["semantic"]
         rows["semhitok-tiny stage 2 (pixel)"] = sh["pixel"]
     base = rows["vqgan-tiny"]
