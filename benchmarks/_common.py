@@ -6,14 +6,34 @@ import statistics
 from pathlib import Path
 
 
+def inception_weights(tmp: Path) -> Path:
+    """The FID InceptionV3 weights file from the usual weight folders, or - when the
+    real one is not on the machine - a locally made stand-in of the same network
+    (same cost, meaningless absolute values) written under ``tmp``."""
+    from tokzoo.errors import WeightsNotFoundError
+    from tokzoo.weights import KNOWN_FILES, find_weights
+
+    try:
+        return find_weights(KNOWN_FILES["inception"], "rFID")
+    except WeightsNotFoundError:
+        from tokzoo.testing import make_inception_weights
+
+        print("note: real FID weights not found; using a locally made stand-in of the same network")
+        return make_inception_weights(Path(tmp) / "weights")
+
+
+def run_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``, in order."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
 def stage_rates(run_dir: Path, skip_fraction: float = 0.0) -> dict[str, float]:
     """Median training images/s per stage from a run's ``metrics.jsonl``.
 
     The first ``skip_fraction`` of each stage's logged rates (at least one
     record when there are more) is left out: warm-up, and compilation on GPU."""
     by_stage: dict[str, list[float]] = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in run_metrics(run_dir):
         if "images_per_s" in rec:
             by_stage.setdefault(rec["stage"], []).append(rec["images_per_s"])
     out = {}

@@ -41,19 +41,10 @@ from PIL import Image, ImageFilter
 from tokzoo.bench.metrics import RFID
 from tokzoo.data import build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
-from tokzoo.weights import KNOWN_FILES, search_dirs
+
+from _common import inception_weights
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
-
-
-def weights_file(tmp: Path) -> Path:
-    for d in search_dirs():
-        if (d / KNOWN_FILES["inception"]).is_file():
-            return d / KNOWN_FILES["inception"]
-    from tokzoo.testing import make_inception_weights
-
-    print("note: real FID weights not found; all three use the same locally made stand-in of the network")
-    return make_inception_weights(tmp / "weights")
 
 
 def images(split: str, n: int, res: int) -> torch.Tensor:
@@ -132,7 +123,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        wfile = weights_file(tmp)
+        wfile = inception_weights(tmp)
         hub = tmp / "torch_home" / "hub" / "checkpoints"
         hub.mkdir(parents=True)
         shutil.copyfile(wfile, hub / PYTORCH_FID_FILE)  # clean-fid's file name, same tensors

@@ -35,18 +35,9 @@ from tokzoo.bench.harness import Bench, BenchOptions
 from tokzoo.bench.metrics import PSNR, RFID, SSIM
 from tokzoo.data import build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
-from tokzoo.weights import KNOWN_FILES, search_dirs
+from tokzoo.weights import KNOWN_FILES
 
-
-def weights_dir(tmp: Path) -> str:
-    for d in search_dirs():
-        if (d / KNOWN_FILES["inception"]).is_file():
-            return str(d)
-    from tokzoo.testing import make_inception_weights
-
-    make_inception_weights(tmp)
-    print("note: real FID weights not found; timing with a locally made stand-in of the same network")
-    return str(tmp)
+from _common import inception_weights
 
 
 def tokenizer_path(arg: str | None, tmp: Path) -> str:
@@ -125,7 +116,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        wdir = weights_dir(tmp)
+        wdir = str(inception_weights(tmp).parent)
         path = tokenizer_path(args.tokenizer, tmp)
         tok = load_tokenizer(path, map_location=args.device)
         ds = build_dataset({"name": "shapes", "resolution": tok.info.resolution}, "val")

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import run_metrics
+
 BUDGETS = {
     # name: (clip steps, pixel steps, semhitok stage-1 steps, bench images, probe train images, train images)
     "full": (200, 300, 150, 512, 1024, 4096),  # the tiny presets' own budgets (what `make demo` trains)
@@ -69,8 +71,7 @@ def main() -> None:
 
     res = json.loads((out / "results.json").read_text())
     res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
-    probes = [json.loads(line).get("eval/probe_top1") for line in (teacher / "metrics.jsonl").read_text().splitlines()]
-    probes = [p for p in probes if p is not None]
+    probes = [r["eval/probe_top1"] for r in run_metrics(teacher) if "eval/probe_top1" in r]
     res["teacher"] = {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]}
     res["budget"] = {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
                      "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}

@@ -13,6 +13,19 @@ import torch
 
 from tokzoo.data.preprocess import PREPROCESSING, center_crop_uint8, to_tensor, to_uint8
 
+#: the splits of the procedural datasets (shapes, synthetic) and the number each
+#: mixes into its random seed, so the splits never share an image
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def split_index(dataset: str, split: str) -> int:
+    """``SPLITS[split]``, or a clear error naming the dataset's splits."""
+    if split not in SPLITS:
+        from tokzoo.errors import DataError
+
+        raise DataError(f"{dataset} has splits {sorted(SPLITS)}, not '{split}'")
+    return SPLITS[split]
+
 
 def collate(samples: list[dict]) -> dict[str, Any]:
     """Batch samples; skipped files are left out and listed under ``skipped``."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tokzoo.data import SPLITS, split_index
 from tokzoo.data.preprocess import to_tensor
 
 CLASSES = ("circle", "square", "triangle", "diamond", "arrow", "bar", "star", "cross", "ring", "crescent")
@@ -33,7 +34,6 @@ COLORS = {
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg", "color.png", "ihc.png")
 TEXTURES = ("brick.png", "grass.png", "gravel.png")
-SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass
@@ -116,7 +116,7 @@ def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train"
     ``captions``: ``full`` names size, colour, shape and background ("a large red
     star on a photo background"), ``object`` colour and shape ("a red star"),
     ``shape`` the class alone ("a star"). The image does not depend on it."""
-    rng = np.random.default_rng([seed, SPLIT_OFFSET.get(split, 3), index])
+    rng = np.random.default_rng([seed, SPLITS.get(split, 3), index])
     label = int(rng.integers(0, len(CLASSES)))
     color_name = list(COLORS)[rng.integers(0, len(COLORS))]
     big = max(64, resolution * 2)
@@ -180,10 +180,9 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: str = "train", resolution: int = 32, train_size: int = 4096,
                  val_size: int = 512, seed: int = 0, captions: str = "full"):
-        from tokzoo.errors import ConfigError, DataError
+        from tokzoo.errors import ConfigError
 
-        if split not in SPLIT_OFFSET:
-            raise DataError(f"shapes has splits {sorted(SPLIT_OFFSET)}, not '{split}'")
+        split_index("shapes", split)
         if captions not in CAPTIONS:
             raise ConfigError(f"shapes: captions must be one of {', '.join(CAPTIONS)}, not '{captions}'")
         self.split, self.resolution, self.seed, self.captions = split, resolution, seed, captions

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
+from tokzoo.data import split_index
 
 
 @dataclass
@@ -27,10 +27,7 @@ class SyntheticConfig:
 class SyntheticDataset(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", resolution: int = 256, train_size: int = 100_000,
                  val_size: int = 10_000, num_classes: int = 10, seed: int = 0):
-        if split not in SPLIT_SEED:
-            from tokzoo.errors import DataError
-
-            raise DataError(f"synthetic has splits {sorted(SPLIT_SEED)}, not '{split}'")
+        self.split_seed = split_index("synthetic", split)
         self.split, self.resolution, self.seed = split, resolution, seed
         self.size = train_size if split == "train" else val_size
         self.num_classes = num_classes
@@ -43,7 +40,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.size:
             raise IndexError(index)
-        g = torch.Generator().manual_seed((self.seed * 3 + SPLIT_SEED[self.split]) * 1_000_003 + index)
+        g = torch.Generator().manual_seed((self.seed * 3 + self.split_seed) * 1_000_003 + index)
         label = int(torch.randint(0, self.num_classes, (1,), generator=g))
         img = torch.zeros(1, 3, self.resolution, self.resolution)
         for octave in (4, 8, 16, 32):
