@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokzoo-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-paper clean
 
 $(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e plugins/baselines
+	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e "plugins/baselines[siglip]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -38,6 +38,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# every paper-size preset end to end on stand-in weights at the real
+# architectures (one step per stage, resume, load elsewhere, bench): minutes
+test-paper: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py
 
 clean:
 	rm -rf $(VENV) runs

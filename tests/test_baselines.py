@@ -31,7 +31,7 @@ def test_rvq_levels_and_lookup():
 
 @pytest.mark.parametrize("preset", ["vqgan", "vilau"])
 def test_paper_size_presets_build_and_run_forward_without_downloads(preset):
-    cfg = load_run_config(preset)
+    cfg = load_run_config(preset, ["model.tower.pretrained=random"] if preset == "vilau" else [])
     if preset == "vilau":
         assert cfg["model"]["tower"]["arch"] == "ViT-B-16-SigLIP-256"
     tok = build_model_from_config(cfg)

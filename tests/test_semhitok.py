@@ -104,7 +104,7 @@ def test_stage_two_alone_starts_from_stage_one(tiny_teacher, tmp_path, cli):
 
 
 def test_paper_size_preset_builds_and_runs_without_downloads():
-    cfg = load_run_config("semhitok")
+    cfg = load_run_config("semhitok", ["model.teacher.pretrained=random"])
     assert cfg["model"]["semantic_codebook_size"] * cfg["model"]["sub_codebook_size"] == 196_608
     tok = build_model_from_config(cfg).eval()
     with torch.no_grad():

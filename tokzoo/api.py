@@ -18,6 +18,8 @@ from typing import Any, Iterable, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
+from tokzoo.pretrained import RANDOM, current_spec_path, is_restoring, random_parts, require_pretrained
+
 CodeLayout = Literal["grid", "residual", "hierarchical"]
 
 
@@ -278,6 +280,13 @@ class Tokenizer(nn.Module, abc.ABC):
         """Named parameter groups that recipes can train or freeze."""
         return {"all": list(self.parameters())}
 
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict key prefixes of frozen pretrained parts (e.g. ``("teacher.",)``).
+
+        Training never changes them; checkpoints store them once per run
+        (``frozen/<sha256>.safetensors``) instead of in every checkpoint."""
+        return ()
+
 
 class ComposedTokenizer(Tokenizer):
     """Encoder + quantizer + decoder, each built from the registry.
@@ -350,3 +359,33 @@ class Metric(abc.ABC):
 
     @abc.abstractmethod
     def compute(self) -> dict[str, float]: ...
+
+
+# -----------------------------------------------------------------------------
+# Pretrained parts and checkpoints a component is built from
+# -----------------------------------------------------------------------------
+def checkpoint_config(path: str) -> dict:
+    """The resolved config of the tokzoo run or checkpoint at ``path`` (a
+    component built from another run, e.g. a teacher trained by ``tokzoo train
+    clip``). It is recorded with the run being trained, so that run rebuilds
+    from its own folder after ``path`` is gone."""
+    from tokzoo.pretrained import referenced_config
+    from tokzoo.train.checkpoint import read_config, resolve_checkpoint
+
+    return referenced_config(str(path), lambda p: read_config(resolve_checkpoint(p)))
+
+
+def load_checkpoint_weights(module: nn.Module, path: str) -> None:
+    """Load the weights of the tokzoo run or checkpoint at ``path`` into
+    ``module`` strictly; nothing is read while restoring (the outer
+    checkpoint holds every tensor)."""
+    if is_restoring():
+        return
+    from tokzoo.train.checkpoint import load_weights, resolve_checkpoint
+
+    load_weights(module, resolve_checkpoint(path) / "model.safetensors")
+
+
+__all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
+           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "RANDOM", "require_pretrained",
+           "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights"]

@@ -63,6 +63,7 @@ class RunConfig:
     seed: int = 0
     run_dir: str = ""
     init_from: str = ""  # start from this checkpoint (fine-tuning a released model)
+    references: Any = field(default_factory=dict)  # filled by the trainer: configs of checkpoints the model refers to
 
 
 def to_container(obj: Any) -> Any:
@@ -101,8 +102,15 @@ def validate_params(params: dict[str, Any], schema: type, where: str = "") -> di
         check_keys(params, schema, "")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    types = _field_types(schema)
+    params = {k: ("" if v is None and types.get(k) is str else v) for k, v in params.items()}  # `key=` on a str
+    # a nested component spec given replaces the default spec whole (never merged into it:
+    # the default teacher's `arch` must not leak into a teacher spec that did not set one)
+    nested = {k: params.pop(k) for k in list(params) if k in getattr(schema, "__nested_specs__", {})}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), params)
+        for k, v in nested.items():
+            merged[k] = v
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         reason = str(exc).splitlines()[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
+import contextvars
 import os
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pluggy
 
 from tokzoo import hookspecs
 from tokzoo.errors import PluginError, UnknownNameError
+from tokzoo.pretrained import spec_path
 
 ENTRY_POINT_GROUP = "tokzoo"
 KINDS = ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric")
@@ -168,21 +170,52 @@ class Registry:
             from tokzoo.config import validate_params
 
             params = validate_params(params, comp.config, where=f"{kind} '{name}'")
-        return comp.factory(**params)
+        path = _frame.get()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
+        token = _frame.set((path, params))
+        try:
+            with spec_path(path):
+                return comp.factory(**params)
+        finally:
+            _frame.reset(token)
 
-    def build(self, kind: str, spec: Any) -> Any:
-        """Build a component from a spec: a name, or a mapping ``{name: ..., **params}``."""
+    def build(self, kind: str, spec: Any, where: str | None = None) -> Any:
+        """Build a component from a spec: a name, or a mapping ``{name: ..., **params}``.
+
+        ``where`` is the spec's config path (``model``, ``data``); a component
+        built inside another's factory gets its parent's path plus the key of
+        the parameter that held its spec (``model.teacher``)."""
         from tokzoo.config import to_container
 
-        if isinstance(spec, str):
-            return self.create(kind, spec)
-        spec = dict(to_container(spec))
-        if "name" not in spec:
-            from tokzoo.errors import ConfigError
+        path = where if where is not None else _child_path(spec)
+        token = _frame.set((path, None))
+        try:
+            if isinstance(spec, str):
+                return self.create(kind, spec)
+            spec = dict(to_container(spec))
+            if "name" not in spec:
+                from tokzoo.errors import ConfigError
 
-            raise ConfigError(f"a {kind} spec needs a 'name' key (got keys: {sorted(spec)})")
-        name = spec.pop("name")
-        return self.create(kind, name, **spec)
+                raise ConfigError(f"a {kind} spec needs a 'name' key (got keys: {sorted(spec)})")
+            name = spec.pop("name")
+            return self.create(kind, name, **spec)
+        finally:
+            _frame.reset(token)
+
+
+#: (config path, params) of the component whose factory is running
+_frame: contextvars.ContextVar[tuple[str, dict | None]] = contextvars.ContextVar("tokzoo_frame", default=("", None))
+
+
+def _child_path(spec: Any) -> str:
+    parent, params = _frame.get()
+    if params:
+        from tokzoo.config import to_container
+
+        plain = to_container(spec)
+        for key, value in params.items():
+            if value is spec or to_container(value) == plain:
+                return f"{parent}.{key}"
+    return parent
 
 
 # -- the process-wide registry -------------------------------------------------
@@ -242,5 +275,5 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
     return get_registry().create(kind, name, **params)
 
 
-def build(kind: str, spec: Any) -> Any:
-    return get_registry().build(kind, spec)
+def build(kind: str, spec: Any, where: str | None = None) -> Any:
+    return get_registry().build(kind, spec, where)

@@ -1,4 +1,4 @@
-"""Locally made stand-ins for pretrained weight files (tests and benchmarks).
+"""Locally made stand-ins for pretrained weight files and tokenizers (tests and benchmarks).
 
 They have the exact layout of the real files, so tokzoo's real loading code
 runs on them; their values are random (seeded), so numbers measured with them
@@ -50,3 +50,41 @@ def make_inception_weights(folder: str | Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+def make_openclip_weights(arch: str, folder: str | Path, seed: int = 0) -> Path:
+    """A random-initialised open_clip checkpoint of ``arch`` (e.g.
+    ``ViT-L-16-SigLIP-256``), saved the way open_clip's released
+    ``open_clip_pytorch_model.bin`` files are: a plain state dict."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(arch, pretrained=None)
+    path = Path(folder) / f"{arch}-standin.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def make_hf_text_tokenizer(folder: str | Path, vocab_size: int = 1000) -> Path:
+    """A small Hugging Face fast tokenizer folder (``tokenizer.json`` +
+    ``tokenizer_config.json``) standing in for a Hub tokenizer such as SigLIP's:
+    a word-level vocabulary, with pad and end-of-sequence tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(vocab_size - 3)]
+    common = ["a", "an", "the", "photo", "of", "on", "small", "large", "red", "green", "blue", "yellow", "black",
+              "white", "purple", "orange", "circle", "square", "triangle", "diamond", "arrow", "bar", "star", "cross",
+              "ring", "crescent", "background", "texture"]
+    words[3:3 + len(common)] = common
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words[:vocab_size])}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    import json
+
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": 64}))
+    return out

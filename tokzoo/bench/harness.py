@@ -37,6 +37,7 @@ from tokzoo.bench.probe import PROBE_PROTOCOL
 from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
+from tokzoo.pretrained import random_parts
 from tokzoo.registry import get_registry
 
 PROTOCOL_VERSION = 1
@@ -177,6 +178,11 @@ class Bench:
         if self.is_main:
             self._write(results, grid_rows)
             self.console.print(render_table(results))
+            for tname, e in results["tokenizers"].items():
+                if e.get("random_parts"):
+                    self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
+                                       f"pretrained parts ({', '.join(e['random_parts'])}): not comparable with a "
+                                       "real one", highlight=False)
             self.console.print(f"results: {self.out / 'results.json'}")
         return results
 
@@ -291,6 +297,8 @@ class Bench:
             "metrics": values, "better": better, "unavailable": unavailable, "info": tok.info.as_dict(),
             "resolution": res, "num_images": n, "dataset": getattr(val, "fingerprint", lambda: spec["name"])(),
             "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
+            # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
+            "random_parts": random_parts((tok.config or {}).get("model")),
         }
         for m, why in unavailable.items():
             self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
@@ -412,13 +420,19 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
+def label(name: str, e: dict[str, Any]) -> str:
+    """A tokenizer's name, flagged when a pretrained part of it was random."""
+    parts = e.get("random_parts") or []
+    return f"{name} (RANDOM {', '.join(parts)})" if parts else name
+
+
 def render_table(results: dict[str, Any]) -> Table:
     table = Table(title="tokzoo bench")
     table.add_column("tokenizer")
     for title, _ in SUMMARY:
         table.add_column(title, justify="right")
     for name, e in results["tokenizers"].items():
-        table.add_row(name, *_summary_cells(e))
+        table.add_row(label(name, e), *_summary_cells(e))
     return table
 
 
@@ -430,7 +444,11 @@ def render_markdown(results: dict[str, Any]) -> str:
              "metrics on uint8 reconstructions.", "",
              "| tokenizer | " + " | ".join(t for t, _ in SUMMARY) + " |", "|---" * (len(SUMMARY) + 1) + "|"]
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {name} | " + " | ".join(_summary_cells(e)) + " |")
+        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e)) + " |")
+    randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
+    if randoms:
+        lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
+                  "real ones:", ""] + [f"- {n}: {', '.join(parts)}" for n, parts in randoms]
     missing = [(n, m, why) for n, e in results["tokenizers"].items() for m, why in e.get("unavailable", {}).items()]
     if missing:
         lines += ["", "Unavailable:", ""] + [f"- {n} / {m}: {why}" for n, m, why in missing]
@@ -441,9 +459,9 @@ def render_csv(results: dict[str, Any]) -> str:
     cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["tokenizer", *cols])
+    w.writerow(["tokenizer", *cols, "random_parts"])
     for name, e in results["tokenizers"].items():
-        w.writerow([name, *[e["metrics"].get(c, "") for c in cols]])
+        w.writerow([name, *[e["metrics"].get(c, "") for c in cols], " ".join(e.get("random_parts") or [])])
     return buf.getvalue()
 
 

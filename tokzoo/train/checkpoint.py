@@ -11,9 +11,18 @@ A run folder holds ``checkpoints/<tag>/`` folders, each with
 A checkpoint is written into a temporary folder and renamed into place, then
 ``checkpoints/latest`` (a one-line file naming the tag) is replaced
 atomically. A kill at any instant leaves the previous checkpoint intact.
+
+Any module graph can be saved: a tensor reachable under several names (a
+submodule held twice, tied weights) is stored once and restored under every
+name. Frozen pretrained parts that a tokenizer declares
+(:meth:`tokzoo.api.Tokenizer.frozen_prefixes`) are stored once per run, in
+``frozen/<sha256>.safetensors`` named by the SHA-256 of their contents, and
+every checkpoint's metadata refers to that file by a path relative to the run
+folder, so the folder stays self-contained and movable.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tokzoo.errors import CheckpointError
+from tokzoo.pretrained import restoring
 
 FORMAT = "tokzoo-checkpoint-1"
 
@@ -39,8 +49,71 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _state_for_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def alias_map(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Key -> the first key naming the very same tensor (same storage, offset,
+    shape and strides), for every key that is such a second name."""
+    first: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    for k, v in state.items():
+        if v.device.type == "meta" or v.numel() == 0:
+            continue
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride(), v.dtype)
+        if ident in first:
+            aliases[k] = first[ident]
+        else:
+            first[ident] = k
+    return aliases
+
+
+def _state_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors safetensors can write: second names of one tensor dropped,
+    partial views of a shared storage copied."""
+    aliases = alias_map(state)
+    out, storages = {}, set()
+    for k, v in state.items():
+        if k in aliases:
+            continue
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in storages:
+            t = t.clone()
+        elif ptr is not None:
+            storages.add(ptr)
+        out[k] = t
+    return out
+
+
+def _content_sha256(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
+                     else t.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def split_frozen(state: dict[str, torch.Tensor], prefixes) -> tuple[dict, dict]:
+    """(trainable part, frozen part) of a state dict by key prefix."""
+    prefixes = tuple(prefixes or ())
+    frozen = {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)}
+    return {k: v for k, v in state.items() if k not in frozen}, frozen
+
+
+def _write_frozen(run_dir: Path, frozen: dict[str, torch.Tensor]) -> str:
+    """Store a frozen part once per run; its path relative to the run folder."""
+    digest = _content_sha256(frozen)
+    rel = f"frozen/{digest[:32]}.safetensors"
+    final = run_dir / rel
+    if not final.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
+        save_file(frozen, str(tmp), metadata={"format": FORMAT, "sha256": digest})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    return rel
 
 
 def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, config: dict,
@@ -51,11 +124,15 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-{tag}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    prefixes = tokenizer.frozen_prefixes() if hasattr(tokenizer, "frozen_prefixes") else ()
+    state, frozen = split_frozen(_state_for_save(tokenizer.state_dict()), prefixes)
     meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
-    save_file(_state_for_save(tokenizer), str(tmp / "model.safetensors"), metadata=meta)
+    if frozen:
+        meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
+    save_file(state, str(tmp / "model.safetensors"), metadata=meta)
     if ema_state is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"),
-                  metadata=meta)
+        ema, _ = split_frozen(_state_for_save(ema_state), prefixes)
+        save_file(ema, str(tmp / "ema.safetensors"), metadata=meta)
     torch.save(trainer_state, tmp / "trainer.pt")
     final = ckpt_root / tag
     if final.exists():
@@ -74,7 +151,32 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     for junk in ckpt_root.glob(".tmp-*"):
         if junk != tmp:
             shutil.rmtree(junk, ignore_errors=True)
+    _prune_frozen(Path(run_dir))
     return final
+
+
+def _frozen_refs(file: Path) -> list[str]:
+    """The frozen parts a weights file refers to (paths relative to the run folder)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return []
+    return json.loads(meta.get("tokzoo_frozen", "[]"))
+
+
+def _prune_frozen(run_dir: Path) -> None:
+    """Remove frozen parts no checkpoint of the run refers to any more."""
+    folder = run_dir / "frozen"
+    if not folder.is_dir():
+        return
+    used = {ref for ck in (run_dir / "checkpoints").iterdir() if ck.is_dir()
+            for name in ("model.safetensors", "ema.safetensors") for ref in _frozen_refs(ck / name)}
+    for f in folder.glob("*.safetensors"):
+        if f"frozen/{f.name}" not in used:
+            f.unlink(missing_ok=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -115,12 +217,39 @@ def read_config(ckpt: Path) -> dict:
     return json.loads(meta["tokzoo_config"])
 
 
-def load_weights(module: torch.nn.Module, file: Path) -> None:
-    """Load a safetensors file into ``module`` strictly, with a clear error on any mismatch."""
+def _load_file(file: Path) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(file))
+        return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{file} is corrupt or not a safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def read_state(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights file with the frozen parts it refers to merged in."""
+    file = Path(file)
+    state = _load_file(file)
+    run_dir = file.parent.parent.parent  # run/checkpoints/<tag>/model.safetensors
+    for rel in _frozen_refs(file):
+        part = run_dir / rel
+        if not part.is_file():
+            raise CheckpointError(f"{file} refers to the frozen part {part}, which is missing; a run folder must be "
+                                  "copied whole (checkpoints/ and frozen/)")
+        state.update(_load_file(part))
+    return state
+
+
+def read_module_state(module: torch.nn.Module, file: Path) -> dict[str, torch.Tensor]:
+    """:func:`read_state`, with every second name of a tensor of ``module`` filled in."""
+    state = read_state(file)
+    for key, first in alias_map(module.state_dict()).items():  # a tensor saved once under its first name
+        if key not in state and first in state:
+            state[key] = state[first]
+    return state
+
+
+def load_weights(module: torch.nn.Module, file: Path) -> None:
+    """Load a checkpoint's weights into ``module`` strictly, with a clear error on any mismatch."""
+    state = read_module_state(module, file)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -151,7 +280,7 @@ def build_model_from_config(config: dict):
     """The model a run config describes (a tokenizer, or e.g. an encoder for ``clip``)."""
     from tokzoo.registry import build
 
-    model = build(config.get("model_kind", "tokenizer"), config["model"])
+    model = build(config.get("model_kind", "tokenizer"), config["model"], where="model")
     model.config = config
     return model
 
@@ -166,7 +295,8 @@ def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True
     if config.get("model_kind", "tokenizer") != "tokenizer":
         raise CheckpointError(f"{ckpt} holds a trained {config.get('model_kind')} "
                               f"('{config['model'].get('name')}'), not a tokenizer")
-    tok = build_model_from_config(config)
+    with restoring(config.get("references")):  # every tensor comes from the checkpoint
+        tok = build_model_from_config(config)
     weights = ckpt / "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else ckpt / "model.safetensors"
     load_weights(tok, weights)
     tok.checkpoint_path = str(ckpt)

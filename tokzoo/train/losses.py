@@ -34,7 +34,11 @@ def load_lpips(net: str = "alex", weights_dir=None) -> nn.Module:
 
     key = {"alex": "alexnet", "vgg": "vgg16"}[net]
     path = find_weights(KNOWN_FILES[key], f"LPIPS ({net})", weights_dir)
-    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    import warnings
+
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`; the backbone is ours
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     backbone = getattr(torchvision.models, key)()
     from tokzoo.errors import WeightsNotFoundError
 

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from tokzoo.api import Tokenizer
+from tokzoo.errors import ConfigError
+from tokzoo.weights import KNOWN_FILES, find_weights
 from tokzoo.train import losses as L
 from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
 
@@ -46,6 +48,12 @@ class ReconstructionLosses:
         self.disc_weight, self.disc_start, self.adaptive = disc_weight, disc_start, adaptive_disc_weight
         self.disc = L.PatchDiscriminator(disc_channels, disc_layers) if disc_weight > 0 else None
         self.lpips: nn.Module | None = None
+        if perceptual_weight > 0:  # refuse now, before a run folder is written, if the backbone is missing
+            if perceptual_net not in ("alex", "vgg"):
+                raise ConfigError(f"recipe.perceptual_net must be 'alex' or 'vgg', not '{perceptual_net}'")
+            find_weights(KNOWN_FILES[{"alex": "alexnet", "vgg": "vgg16"}[perceptual_net]],
+                         f"the LPIPS loss (recipe.perceptual_weight={perceptual_weight}; set it to 0 to train "
+                         f"without it)")
 
     def setup(self, device: torch.device) -> None:
         if self.perceptual_weight > 0 and self.lpips is None:

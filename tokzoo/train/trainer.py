@@ -26,8 +26,10 @@ from tokzoo.config import load_run_config
 from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
+from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
-from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_trainer_state,
+from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_module_state,
+                                     read_trainer_state,
                                      resolve_checkpoint, save_checkpoint)
 from tokzoo.train.recipe import Recipe, Stage, StepContext
 
@@ -100,7 +102,10 @@ class Trainer:
         self.is_main = self.rank == 0
         self.run_dir = Path(config["run_dir"])
         torch.manual_seed(config["seed"])
-        self.tokenizer = build_model_from_config(config).to(self.device)
+        with recording_references() as refs:  # configs of checkpoints the model is built from
+            self.tokenizer = build_model_from_config(config).to(self.device)
+        config["references"] = refs  # stored with every checkpoint: the run rebuilds without them
+        self.frozen = tuple(self.tokenizer.frozen_prefixes()) if hasattr(self.tokenizer, "frozen_prefixes") else ()
         self.recipe: Recipe = build("recipe", config["recipe"])
         self.stages: list[Stage] = self.recipe.stages()
         cap = self.tcfg["max_steps"]
@@ -194,9 +199,8 @@ class Trainer:
                 self.disc_opt.load_state_dict(state["disc_optimizer"])
         self.recipe.load_state_dict(state["recipe"])
         if (ckpt / "ema.safetensors").is_file() and self.tcfg["ema_decay"] > 0:
-            from safetensors.torch import load_file
-
-            self.ema = {k: v.to(self.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+            ema = read_module_state(self.tokenizer, ckpt / "ema.safetensors")
+            self.ema = {k: ema[k].to(self.device) for k in self.tokenizer.state_dict()}
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -311,7 +315,7 @@ class Trainer:
                                              num_workers=self.tcfg["num_workers"],
                                              generator=torch.Generator().manual_seed(self.cfg["seed"]))
         it = iter(loader)
-        amp = self.tcfg["precision"] == "bf16" and self.device.type == "cuda"
+        amp = self.tcfg["precision"] == "bf16"  # on CPU too, so dtype errors surface without a GPU
         self.tokenizer.train()
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
@@ -407,6 +411,8 @@ class Trainer:
             return
         d = self.tcfg["ema_decay"]
         for k, v in self.tokenizer.state_dict().items():
+            if self.frozen and k.startswith(self.frozen):
+                continue  # a frozen pretrained part: its EMA is itself
             if v.dtype.is_floating_point:
                 self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tokzoo.api import Codes, CodeSpec, Tokenizer, TokenizerInfo, TokenizerOutput
+from tokzoo.api import (RANDOM, Codes, CodeSpec, Tokenizer, TokenizerInfo, TokenizerOutput, current_spec_path,
+                        is_restoring)
+from tokzoo.errors import WeightsNotFoundError
 from tokzoo.nn import ConvDecoder
 from tokzoo.registry import build
 from tokzoo.train import Recipe, Stage, StepResult
@@ -48,6 +50,15 @@ class VilaUTokenizer(Tokenizer):
     def __init__(self, resolution=256, tower=None, codebook_size=16384, depth=4, code_dim=256, decay=0.99,
                  restart_every=100, beta=0.25, decoder_ch=128, decoder_ch_mult=(1, 1, 2, 2, 4), decoder_res_blocks=2):
         super().__init__()
+        spec = dict(tower or {"name": "openclip"})
+        if (spec.get("name") == "openclip" and not spec.get("checkpoint") and spec.get("arch", "tiny") == "tiny"
+                and spec.get("pretrained") != RANDOM and not is_restoring()):
+            where = f"{current_spec_path()}.tower"
+            raise WeightsNotFoundError(
+                f"the VILA-U tower starts from a pretrained image-text model, and none was given: set "
+                f"{where}.checkpoint=RUN (a run of `tokzoo train clip`, e.g. runs/clip), or {where}.arch=NAME with "
+                f"{where}.pretrained=FILE (a local open_clip checkpoint). To start from a deliberately random "
+                f"tower, set {where}.pretrained={RANDOM} (recorded, and flagged in bench tables).")
         self.tower = build("encoder", tower or {"name": "openclip"})
         if not hasattr(self.tower, "embed_text"):
             from tokzoo.errors import ConfigError
@@ -100,6 +111,13 @@ class VilaUTokenizer(Tokenizer):
 
     def last_layer(self) -> Tensor:
         return self.decoder.last_layer()
+
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """The tower's text side (text transformer, embeddings, logit scale): the
+        recipe never trains it, so it is stored once per run."""
+        visual = {id(t) for t in [*self.tower.model.visual.parameters(), *self.tower.model.visual.buffers()]}
+        named = [*self.tower.named_parameters(), *self.tower.named_buffers()]
+        return tuple(f"tower.{n}" for n, t in named if id(t) not in visual)
 
     def trainable_groups(self):
         visual = list(self.tower.model.visual.parameters())

@@ -6,6 +6,12 @@ arch such as SigLIP with weights from a local file, or the tiny teacher from
 ViT and loads its weights from a local ``.safetensors`` / ``.pth`` file.
 Either way the teacher is frozen and in eval mode: images ``[B,3,H,W]`` in
 ``[0,1]`` -> features ``[B,C,g,g]``.
+
+The teacher is pretrained by definition: without ``checkpoint`` or
+``pretrained`` it refuses to be built, naming the parameter to set;
+``pretrained: random`` asks for a deliberately random teacher (recorded and
+flagged in bench tables). Its weights are a frozen part of SemHiTok, stored
+once per run folder; the text tower of an open_clip teacher is dropped.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tokzoo.api import Encoder
+from tokzoo.api import RANDOM, Encoder, current_spec_path, is_restoring, require_pretrained
 from tokzoo.errors import ConfigError, WeightsNotFoundError
 from tokzoo.registry import build
 
@@ -26,7 +32,7 @@ class TeacherConfig:
     source: str = "openclip"  # openclip | timm
     arch: str = "tiny"  # open_clip arch, or timm model name
     checkpoint: str = ""  # tokzoo run of `clip` (source=openclip)
-    pretrained: str = ""  # local weights file
+    pretrained: str = ""  # local weights file (required unless checkpoint is set), or "random"
     image_size: int = 0  # timm: input size (0: the model's default)
 
 
@@ -36,7 +42,14 @@ class SemanticTeacher(Encoder):
         super().__init__()
         self.source = source
         if source == "openclip":
-            spec = {"name": "openclip", "freeze": True}
+            if not checkpoint and arch == "tiny" and pretrained != RANDOM and not is_restoring():
+                where = current_spec_path()
+                raise WeightsNotFoundError(
+                    f"the semantic teacher is a pretrained network, and none was given: set {where}.checkpoint=RUN "
+                    f"(a run of `tokzoo train clip`, e.g. runs/clip), or {where}.arch=NAME with {where}.pretrained="
+                    f"FILE (a local open_clip checkpoint). To use a deliberately random teacher, set "
+                    f"{where}.pretrained={RANDOM} (recorded, and flagged in bench tables).")
+            spec = {"name": "openclip", "freeze": True, "text": False}
             if checkpoint:
                 spec["checkpoint"] = checkpoint
             else:
@@ -52,11 +65,9 @@ class SemanticTeacher(Encoder):
                 self.net = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
             except RuntimeError as exc:
                 raise ConfigError(f"semantic teacher: unknown timm model '{arch}' ({exc})") from None
-            if pretrained:
-                path = Path(pretrained).expanduser()
-                if not path.is_file():
-                    raise WeightsNotFoundError(f"semantic teacher '{arch}' needs its weights file {path}, which does "
-                                               "not exist")
+            path = require_pretrained(pretrained, what=f"the semantic teacher (timm '{arch}')",
+                                      expected=f"timm '{arch}' weights (.safetensors or .pth)")
+            if path is not None:
                 if path.suffix == ".safetensors":
                     from safetensors.torch import load_file
 

@@ -139,6 +139,9 @@ class SemHiTok(Tokenizer):
     def info(self) -> TokenizerInfo:
         return self._info
 
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        return ("teacher.",)  # the pretrained teacher: stored once per run
+
     # -- branches -----------------------------------------------------------------------------
     def semantic_forward(self, images: Tensor) -> tuple[Tensor, QuantizerOutput, Tensor]:
         """(teacher features, semantic quantizer output, reconstructed teacher features)."""

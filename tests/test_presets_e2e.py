@@ -1,0 +1,190 @@
+"""Every registered preset, end to end, the way a user runs it.
+
+Through the real CLI in subprocesses, from a working directory of the user's
+(relative ``runs/...`` folders, the tiny teacher at ``runs/clip`` as the
+presets expect): one training step per stage at batch 1 (bf16 autocast for
+the tiny presets, so dtype errors surface on CPU) -> ``--resume`` for one
+more step -> the run folder moved elsewhere, the teacher run deleted ->
+``load_tokenizer`` from another working directory gives the outputs of the
+run in place -> ``tokzoo bench`` on 2 images.
+
+The paper-size presets (marker ``paper``, run by ``make test-paper`` and CI)
+use locally made stand-in weight files of the real architectures (SigLIP
+ViT-L/16-256 and ViT-B/16-256 open_clip files, the AlexNet LPIPS backbone,
+the FID Inception) and a folder laid out like ImageNet.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_tokzoo
+
+TINY = ["clip", "vq-tiny", "vqgan-tiny", "semhitok-tiny", "vilau-tiny"]
+PAPER = ["vqgan", "vilau", "semhitok"]
+#: what a user adds to run each preset here (the teacher, data, weights); every preset needs a line
+NEEDS = {
+    "clip": [],
+    "vq-tiny": [],
+    "vqgan-tiny": [],
+    "semhitok-tiny": [],  # teacher: runs/clip, as in the preset
+    "vilau-tiny": [],  # tower: runs/clip, as in the preset
+    "vqgan": ["data.path={data}"],
+    "vilau": ["data.path={data}", "model.tower.pretrained={w}/ViT-B-16-SigLIP-256-standin.bin",
+              "model.tower.text_tokenizer={w}/siglip-tokenizer"],
+    "semhitok": ["data.path={data}", "model.teacher.pretrained={w}/ViT-L-16-SigLIP-256-standin.bin"],
+}
+ONE_STEP = ["trainer.max_steps=1", "trainer.batch_size=1", "trainer.eval_images=1", "trainer.log_every=1"]
+SMALL_DATA = ["data.train_size=16", "data.val_size=8"]  # shapes: a few images are enough for one step
+
+PROBE = r"""
+import sys, torch, tokzoo
+tok = tokzoo.load_tokenizer(sys.argv[1])
+g = torch.Generator().manual_seed(0)
+x = torch.rand(2, 3, tok.info.resolution, tok.info.resolution, generator=g)
+torch.save({"ids": tok.encode(x).token_ids(), "rec": tok.reconstruct(x)}, sys.argv[2])
+"""
+
+
+def test_every_registered_preset_is_covered():
+    from tokzoo.config import list_presets
+
+    assert sorted(list_presets()) == sorted(NEEDS), "add the new preset to NEEDS and TINY or PAPER"
+    assert sorted(TINY + PAPER) == sorted(NEEDS)
+
+
+def imagenet_like(root: Path, classes: int = 2, per_class: int = 3) -> Path:
+    """train/ and val/ with one folder per WordNet id, JPEG files named as ImageNet's."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"n0144{c:04d}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                h, w = rng.integers(300, 500, size=2)  # not square, larger than 256
+                img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+                name = f"n0144{c:04d}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{c * 10 + i:08d}.JPEG"
+                Image.fromarray(img).save(d / name, quality=90)
+    return root
+
+
+def _ok(proc: subprocess.CompletedProcess, what: str) -> str:
+    assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _probe(run: Path, out: Path, cwd: Path) -> dict:
+    import torch
+
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(run), str(out)], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    _ok(proc, f"load_tokenizer({run}) from {cwd}")
+    return torch.load(out, weights_only=True)
+
+
+def end_to_end(preset: str, work: Path, extra: list[str], env: dict[str, str], bench_data: str,
+               timings: dict | None = None) -> None:
+    """Train -> resume -> move -> load elsewhere -> bench, for one preset."""
+    import torch
+
+    t0 = time.perf_counter()
+    run = work / "runs" / preset
+    _ok(run_tokzoo("train", preset, *ONE_STEP, *extra, env=env, cwd=work, timeout=1800), f"train {preset}")
+    config = json.loads((run / "config.json").read_text())
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts and all(name.endswith("-final") for name in ckpts), ckpts
+    # --resume continues the last stage for one more step (optimiser state restored, checkpoint re-published)
+    out = _ok(run_tokzoo("train", preset, *[o.replace("max_steps=1", "max_steps=2") for o in ONE_STEP], *extra,
+                         "--resume", env=env, cwd=work, timeout=1800), f"resume {preset}")
+    assert "resumed from" in out
+    if timings is not None:
+        timings["train"] = time.perf_counter() - t0
+    if config.get("model_kind", "tokenizer") != "tokenizer":
+        return  # the teacher: a trained encoder, not a tokenizer to bench
+    in_place = _probe(run, work / "in_place.pt", work)
+    # the user moves the run folder and the teacher's run is gone: the run still loads and benches
+    moved = work.parent / f"moved-{preset}" / "run"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    teacher = work / "runs" / "clip"
+    hidden = work / "clip-hidden"
+    if teacher.exists():
+        teacher.rename(hidden)
+    try:
+        elsewhere = work.parent / f"elsewhere-{preset}"
+        elsewhere.mkdir()
+        again = _probe(moved, elsewhere / "moved.pt", elsewhere)
+        assert torch.equal(in_place["ids"], again["ids"])
+        assert torch.equal(in_place["rec"], again["rec"])
+        t1 = time.perf_counter()
+        bench = elsewhere / "bench"
+        _ok(run_tokzoo("bench", "--tokenizers", str(moved), "--data", bench_data, "--num-images", "2",
+                       "--batch-size", "2", "--probe-train-images", "4", "--out", str(bench), env=env, cwd=elsewhere,
+                       timeout=1800), f"bench {preset}")
+        results = json.loads((bench / "results.json").read_text())
+        (entry,) = results["tokenizers"].values()
+        assert entry["num_images"] == 2 and {"psnr", "ssim"} <= set(entry["metrics"])
+        if timings is not None:
+            timings["bench"] = time.perf_counter() - t1
+    finally:
+        if hidden.exists():
+            hidden.rename(teacher)
+
+
+@pytest.fixture(scope="module")
+def tiny_work(tmp_path_factory):
+    """A user's working directory with the tiny teacher trained at runs/clip."""
+    work = tmp_path_factory.mktemp("user") / "work"
+    work.mkdir()
+    return work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", TINY)  # clip first: the others use runs/clip
+def test_tiny_preset_end_to_end(preset, tiny_work):
+    if preset != "clip" and not (tiny_work / "runs" / "clip").exists():
+        _ok(run_tokzoo("train", "clip", *ONE_STEP, *SMALL_DATA, "recipe.probe_images=8", cwd=tiny_work),
+            "train clip")
+    extra = list(SMALL_DATA) + ["trainer.precision=bf16"]
+    if preset == "clip":
+        extra.append("recipe.probe_images=8")
+    end_to_end(preset, tiny_work, extra, {}, "shapes")
+
+
+@pytest.fixture(scope="module")
+def paper_setup(tmp_path_factory):
+    """Stand-in weight files at the real architectures, an ImageNet-like folder."""
+    from tokzoo.testing import (make_alexnet_weights, make_hf_text_tokenizer, make_inception_weights,
+                                make_openclip_weights)
+
+    root = tmp_path_factory.mktemp("paper")
+    weights = root / "weights"
+    make_alexnet_weights(weights)
+    make_inception_weights(weights)
+    make_openclip_weights("ViT-B-16-SigLIP-256", weights)
+    make_openclip_weights("ViT-L-16-SigLIP-256", weights)
+    make_hf_text_tokenizer(weights / "siglip-tokenizer")
+    data = imagenet_like(root / "imagenet")
+    return root, weights, data
+
+
+@pytest.mark.paper
+@pytest.mark.parametrize("preset", PAPER)
+def test_paper_preset_end_to_end(preset, paper_setup, tmp_path):
+    root, weights, data = paper_setup
+    work = tmp_path / "work"
+    work.mkdir()
+    extra = [o.format(data=data, w=weights) for o in NEEDS[preset]]
+    env = {"TOKZOO_WEIGHTS_DIR": str(weights)}
+    timings: dict[str, float] = {}
+    end_to_end(preset, work, extra, env, f"imagefolder:{data}", timings)
+    print(f"\n{preset}: train+resume {timings['train']:.0f} s, bench {timings['bench']:.0f} s")
