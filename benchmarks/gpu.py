@@ -16,7 +16,7 @@ bf16 autocast and torch.compile through the real trainer, and report
 
 Then ``tokzoo bench`` throughput (encode and decode images/s, plus PSNR/SSIM as
 the work a real bench does) on ``--bench-images`` synthetic images with the
-trained vqgan. Pretrained towers are random-initialised (``pretrained: ""``)
+trained vqgan. Pretrained towers are random-initialised (``pretrained: random``)
 and LPIPS uses a locally made AlexNet stand-in: the cost is the real one, the
 numbers mean nothing for quality.
 
@@ -38,9 +38,11 @@ from _common import stage_rates
 
 PAPER = {
     # name: (preset, overrides, stage steps override keys)
-    "semhitok": ("semhitok", ["recipe.stage1_steps={s1}", "recipe.stage2_steps={steps}", "recipe.disc_start=0"]),
+    "semhitok": ("semhitok", ["recipe.stage1_steps={s1}", "recipe.stage2_steps={steps}", "recipe.disc_start=0",
+                              "model.teacher.pretrained=random"]),
     "vqgan": ("vqgan", ["recipe.steps={steps}", "recipe.disc_start=0"]),
-    "vilau": ("vilau", ["recipe.steps={steps}", "recipe.disc_start=0"]),
+    "vilau": ("vilau", ["recipe.steps={steps}", "recipe.disc_start=0", "model.tower.pretrained=random",
+                        "model.tower.text_tokenizer={tokenizer}"]),
 }
 SMOKE = {
     "semhitok": ("semhitok-tiny", ["recipe.stage1_steps={s1}", "recipe.stage2_steps={steps}", "recipe.disc_start=0",
@@ -74,7 +76,12 @@ def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
 
     preset, extra = table[name]
     res = 32 if args.smoke else args.resolution
-    overrides = [o.format(steps=args.steps, s1=max(1, args.steps // 2), teacher=tmp / "clip") for o in extra] + [
+    if "{tokenizer}" in " ".join(extra):  # SigLIP's text tokenizer is on the Hub: a local stand-in
+        from tokzoo.testing import make_hf_text_tokenizer
+
+        make_hf_text_tokenizer(tmp / "siglip-tokenizer")
+    overrides = [o.format(steps=args.steps, s1=max(1, args.steps // 2), teacher=tmp / "clip",
+                          tokenizer=tmp / "siglip-tokenizer") for o in extra] + [
         f"data={{name: synthetic, resolution: {res}, train_size: 100000, val_size: 1000}}",
         f"trainer.batch_size={args.batch_size}", f"trainer.precision={'fp32' if args.smoke else 'bf16'}",
         f"trainer.compile={'false' if args.smoke else 'true'}", f"trainer.device={args.device}",

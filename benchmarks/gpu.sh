@@ -23,7 +23,6 @@ fi
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target "$SITE" \
   . plugins/semhitok plugins/baselines
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export TOKZOO_CONFIG_PATH="$PWD/configs${TOKZOO_CONFIG_PATH:+:$TOKZOO_CONFIG_PATH}"  # core presets
 cd /tmp  # import tokzoo from $SITE, not from the checkout
 $PY -c "import tokzoo, open_clip, omegaconf, lpips, torch_fidelity, torch; print('tokzoo', tokzoo.__version__, 'torch', torch.__version__)"
 exec $PY "$OLDPWD/benchmarks/gpu.py" "$@"

@@ -70,14 +70,43 @@ def test_broken_plugin_is_reported_and_everything_else_works(cli, tmp_path):
     assert listed.returncode == 0 and "vq" in listed.stdout
 
 
-def test_clashing_plugins_give_a_clear_error(cli, tmp_path):
+def test_a_clash_disables_only_the_newcomer_and_everything_keeps_working(cli, tmp_path):
     plugin = ("import tokzoo\n@tokzoo.hookimpl\ndef tokzoo_register_quantizers(register):\n"
               "    register('vq', object, 'clash')\n")
     make_dist(tmp_path, "tokzoo-clash", "1.0", {"clash": "clash_plugin"}, {"clash_plugin.py": plugin})
-    out = cli("list", env={"PYTHONPATH": str(tmp_path)})
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert "'tokzoo'" in out.stderr and "'tokzoo-clash'" in out.stderr and "registered twice" in out.stderr
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = cli("list", "quantizer", env=env)
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert re.search(r"vq\s.*tokzoo\s", out.stdout)
+    plugins = cli("plugins", env=env)
+    assert plugins.returncode == 0
+    text = " ".join(plugins.stdout.split())
+    assert "'tokzoo-clash'" in text and "'tokzoo'" in text and "disabled" in text
+
+
+def test_misspelled_hook_and_plugin_names_get_a_clear_word(cli, tmp_path):
+    plugin = ("import tokzoo\n@tokzoo.hookimpl\ndef tokzoo_register_quantizer(register):\n"
+              "    register('q1', object, 'typo')\n")
+    make_dist(tmp_path, "tokzoo-typo", "1.0", {"typo": "typo_plugin"}, {"typo_plugin.py": plugin})
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = cli("list", "quantizer", env=env)
+    assert listed.returncode == 0
+    assert "tokzoo_register_quantizer" in listed.stderr and "tokzoo_register_quantizers" in listed.stderr
+    plugins = cli("plugins", env=env)
+    assert "tokzoo_register_quantizers" in " ".join(plugins.stdout.split())
+    wrong = cli("list", env={**env, "TOKZOO_PLUGINS": "baseline"})
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "'baseline'" in wrong.stderr and "baselines" in wrong.stderr
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_marked_failed(cli, tmp_path):
+    make_dist(tmp_path, "tokzoo-exits", "1.0", {"exits": "exits_plugin"},
+              {"exits_plugin.py": "import sys\nsys.exit(0)\n"})
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = cli("list", "preset", env=env)
+    assert listed.returncode == 0 and "vq-tiny" in listed.stdout
+    plugins = cli("plugins", env=env)
+    assert "exits" in plugins.stdout and "failed" in plugins.stdout
 
 
 def test_unknown_preset_answers_with_close_matches(cli):

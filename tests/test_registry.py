@@ -105,12 +105,25 @@ def test_every_hook_is_documented(hook):
     assert f"`{hook}`" in doc, f"hook {hook} is not documented in docs/plugins.md"
 
 
-def test_duplicate_name_names_both_distributions():
+def test_duplicate_name_disables_only_the_newcomer_naming_both_distributions():
     reg = get_registry()
-    with pytest.raises(PluginError) as err:
-        reg.add_plugin(_plugin_for("tokzoo_register_quantizers", "vq", _factory), "clash", "tokzoo-clash", "1.0")
-    msg = str(err.value)
-    assert "quantizer 'vq'" in msg and "'tokzoo'" in msg and "'tokzoo-clash'" in msg
+    reg.add_plugin(_plugin_for("tokzoo_register_quantizers", "vq", _factory), "clash", "tokzoo-clash", "1.0")
+    info = reg.plugins["clash"]
+    assert not info.ok
+    assert "quantizer 'vq'" in info.error and "'tokzoo'" in info.error and "'tokzoo-clash'" in info.error
+    assert reg.get("quantizer", "vq").distribution == "tokzoo"  # core's vq still there
+
+
+def test_a_misspelled_hook_is_reported_with_the_real_name():
+    class Typo:
+        @tokzoo.hookimpl
+        def tokzoo_register_quantizer(self, register):  # missing "s"
+            register("never", _factory)
+
+    reg = get_registry()
+    reg.add_plugin(Typo(), "typo", "tokzoo-typo", "1.0")
+    (warning,) = reg.plugins["typo"].warnings
+    assert "tokzoo_register_quantizer" in warning and "did you mean 'tokzoo_register_quantizers'" in warning
 
 
 def test_plugin_whose_hook_raises_is_marked_failed():

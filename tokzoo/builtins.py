@@ -111,3 +111,10 @@ def tokzoo_register_metrics(register):
 
     for name, (cls, description) in CORE_METRICS.items():
         register(name, cls, description)
+
+
+@hookimpl
+def tokzoo_register_presets(register):
+    from pathlib import Path
+
+    register("tokzoo", Path(__file__).parent / "configs")  # vq-tiny, clip: shipped in the wheel

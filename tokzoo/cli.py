@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,7 +32,20 @@ def cmd_plugins(args) -> int:
         if not info.ok:
             console.print(f"[red]plugin '{info.name}' ({info.distribution}) failed to load:[/] {escape(info.error)}",
                           highlight=False, soft_wrap=True)
+        for w in info.warnings:
+            console.print(f"[yellow]plugin '{info.name}' ({info.distribution}):[/] {escape(w)}", highlight=False,
+                          soft_wrap=True)
     return 0
+
+
+def warn_plugins() -> None:
+    """One line on stderr per plugin warning (e.g. a misspelled hook name)."""
+    from tokzoo.registry import get_registry
+
+    for info in get_registry().plugins.values():
+        for w in info.warnings:
+            err_console.print(f"[yellow]warning:[/] plugin '{info.name}' ({info.distribution}): {escape(w)}",
+                              highlight=False, soft_wrap=True)
 
 
 def cmd_list(args) -> int:
@@ -44,8 +58,10 @@ def cmd_list(args) -> int:
     for col in ("kind", "name", "plugin", "description"):
         table.add_column(col)
     if kind in (None, "preset"):
+        owners = {Path(folder).resolve(): dist for _, folder, dist in reg.preset_dirs}
         for name, path in sorted(list_presets().items()):
-            table.add_row("preset", name, "", str(path))
+            owner = next((d for f, d in owners.items() if f in Path(path).resolve().parents), "TOKZOO_CONFIG_PATH")
+            table.add_row("preset", name, owner, path.name)
     if kind != "preset":
         for comp in reg.list(kind):
             table.add_row(comp.kind, comp.name, comp.distribution, comp.description)
@@ -142,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command in ("list", "train", "bench"):
+            warn_plugins()
         return int(args.func(args) or 0)
     except TokzooError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

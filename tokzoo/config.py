@@ -2,8 +2,9 @@
 
 A *preset* is a YAML file named after what it trains (``vqgan-tiny.yaml``).
 Presets are found, in order, in the folders of ``TOKZOO_CONFIG_PATH``
-(``os.pathsep``-separated), in the repository's ``configs/`` folder, and in
-folders that plugins register through ``tokzoo_register_presets``. A preset
+(``os.pathsep``-separated), then in the folders registered through
+``tokzoo_register_presets`` - core's own (``tokzoo/configs``, package data)
+first, like any plugin's. A preset
 may start from another with ``inherit: other-preset``.
 
 Configs are data: no key is ever resolved to an import path. Component names
@@ -127,9 +128,6 @@ def preset_dirs() -> list[Path]:
     from tokzoo.registry import get_registry
 
     dirs = [Path(p) for p in os.environ.get("TOKZOO_CONFIG_PATH", "").split(os.pathsep) if p]
-    repo_configs = Path(__file__).resolve().parent.parent / "configs"
-    if repo_configs.is_dir():
-        dirs.append(repo_configs)
     dirs += [d for _, d, _ in get_registry().preset_dirs]
     return dirs
 
@@ -153,8 +151,19 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_preset(name: str, _seen: tuple[str, ...] = ()) -> DictConfig:
-    """A preset by name (or a path to a YAML file), with ``inherit`` resolved."""
+def load_preset(name: str) -> DictConfig:
+    """A preset by name (or a path to a YAML file), with ``inherit`` resolved.
+
+    ``inherit: parent`` merges this preset over the parent's by the same rule
+    as command-line overrides (:func:`merge_specs`): a component spec with
+    another ``name`` replaces the parent's spec, the same ``name`` merges keys."""
+    data, path = _preset_data(name, ())
+    cfg = OmegaConf.create(data)
+    cfg.preset = path.stem
+    return cfg
+
+
+def _preset_data(name: str, seen: tuple[str, ...]) -> tuple[dict, Path]:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         path = Path(name)
     else:
@@ -164,14 +173,13 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> DictConfig:
         path = presets[name]
     data = _read_yaml(path)
     parent = data.pop("inherit", None)
-    cfg = OmegaConf.create(data)
     if parent:
-        if parent in _seen:
-            raise ConfigError(f"preset '{name}' inherits from itself through {' -> '.join(_seen)}")
-        cfg = OmegaConf.merge(load_preset(parent, _seen + (name,)), cfg)
-    if not _seen:
-        cfg.preset = path.stem
-    return cfg
+        if parent in seen or parent == name:
+            raise ConfigError(f"preset '{name}' inherits from itself through {' -> '.join(seen + (name, parent))}")
+        base, _ = _preset_data(parent, seen + (name,))
+        base.pop("preset", None)
+        data = merge_specs(base, data)
+    return data, path
 
 
 def parse_overrides(overrides: list[str]) -> DictConfig:

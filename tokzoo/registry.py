@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pluggy
 
 from tokzoo import hookspecs
-from tokzoo.errors import PluginError, UnknownNameError
+from tokzoo.errors import PluginError, UnknownNameError, closest
 from tokzoo.pretrained import spec_path
 
 ENTRY_POINT_GROUP = "tokzoo"
@@ -52,6 +52,7 @@ class PluginInfo:
     version: str
     hooks: list[str] = field(default_factory=list)
     error: str | None = None  # one-line reason when the plugin failed to load
+    warnings: list[str] = field(default_factory=list)  # e.g. a misspelled hook name
 
     @property
     def ok(self) -> bool:
@@ -84,14 +85,18 @@ class Registry:
         info.hooks = sorted(
             impl.name for impl in self.pm.get_hookcallers(plugin) or []
         )
+        for attr in sorted(a for a in dir(plugin) if a.startswith("tokzoo_") and a not in hookspecs.HOOK_KINDS):
+            hint = closest(attr, hookspecs.HOOK_KINDS)
+            info.warnings.append(f"'{attr}' is not a tokzoo hook and registers nothing"
+                                 + (f"; did you mean '{hint}'?" if hint else ""))
         try:
             self._collect(plugin, name)
-        except PluginError:
-            raise
-        except Exception as exc:  # a plugin whose hook raises is shown as failed
+        except BaseException as exc:  # a plugin whose hook raises (or clashes) is shown as failed, alone
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             self.pm.unregister(plugin)
             self._drop(name)
-            info.error = f"hook failed: {_one_line(exc)}"
+            info.error = str(exc) if isinstance(exc, PluginError) else f"hook failed: {_one_line(exc)}"
 
     def add_failed(self, name: str, distribution: str, version: str, exc: BaseException) -> None:
         self.plugins[name] = PluginInfo(name, distribution, version, error=_one_line(exc))
@@ -131,9 +136,9 @@ class Registry:
             if name in table:
                 other = table[name]
                 raise PluginError(
-                    f"{kind} '{name}' is registered twice: by distribution '{other.distribution}' "
-                    f"(plugin '{other.plugin}') and by distribution '{dist}' (plugin '{plugin_name}'). "
-                    f"Uninstall one of them, or restrict plugins with TOKZOO_PLUGINS."
+                    f"{kind} '{name}' is already registered by distribution '{other.distribution}' "
+                    f"(plugin '{other.plugin}'); distribution '{dist}' (plugin '{plugin_name}') is disabled. "
+                    f"Rename its {kind}, or restrict plugins with TOKZOO_PLUGINS."
                 )
             doc = description or (factory.__doc__ or "").strip().split("\n")[0]
             table[name] = Component(kind, name, factory, doc, plugin_name, dist, config)
@@ -232,14 +237,22 @@ def _allowed() -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
-def load_registry() -> Registry:
-    """Build a fresh registry: core built-ins, then every allowed entry point."""
+def load_registry(exclude: Any = None) -> Registry:
+    """Build a fresh registry: core built-ins, then every allowed entry point
+    (except one that loads the object ``exclude``: a plugin under test)."""
     from tokzoo import __version__, builtins
 
     reg = Registry()
     reg.add_plugin(builtins, CORE, CORE, __version__)
     allowed = _allowed()
-    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if allowed:
+        known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist is not None}
+        unknown = sorted(allowed - known)
+        if unknown:
+            raise PluginError(f"TOKZOO_PLUGINS names {', '.join(repr(u) for u in unknown)}, which is not installed. "
+                              f"Installed plugins: {', '.join(sorted(known)) or '(none)'}; or TOKZOO_PLUGINS=none")
+    for ep in eps:
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if allowed is not None and ep.name not in allowed and dist not in allowed:
@@ -248,8 +261,12 @@ def load_registry() -> Registry:
             continue  # the same distribution seen twice on sys.path
         try:
             plugin = ep.load()
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit at import too: that plugin fails, not tokzoo
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             reg.add_failed(ep.name, dist, version, exc)
+            continue
+        if exclude is not None and plugin is exclude:
             continue
         reg.add_plugin(plugin, ep.name, dist, version)
     return reg
