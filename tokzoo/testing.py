@@ -6,6 +6,7 @@ are only comparable with numbers measured with the same file.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -88,3 +89,49 @@ def make_hf_text_tokenizer(folder: str | Path, vocab_size: int = 1000) -> Path:
         "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
         "unk_token": "<unk>", "model_max_length": 64}))
     return out
+
+
+# -- testing a plugin -----------------------------------------------------------------
+@contextlib.contextmanager
+def registered_plugin(plugin, name: str | None = None, distribution: str = "(test)", version: str = "dev"):
+    """Register ``plugin`` (a module or object with ``@tokzoo.hookimpl`` hooks)
+    for the duration of a ``with`` block, on top of a freshly loaded registry,
+    and restore the previous registry afterwards.
+
+    Works whether or not the plugin is also installed: an installed entry point
+    that loads this very object is left out, so nothing is registered twice.
+    Yields the registry; a plugin that fails to register raises its error."""
+    from tokzoo import registry as R
+
+    name = name or getattr(plugin, "__name__", type(plugin).__name__)
+    with R._lock:
+        previous = R._registry
+    reg = R.load_registry(exclude=plugin)
+    reg.remove_plugin(name)
+    reg.add_plugin(plugin, name, distribution, version)
+    info = reg.plugins[name]
+    if info.error:
+        from tokzoo.errors import PluginError
+
+        raise PluginError(f"plugin '{name}' did not register: {info.error}")
+    with R._lock:
+        R._registry = reg
+    try:
+        yield reg
+    finally:
+        with R._lock:
+            R._registry = previous
+
+
+try:
+    import pytest as _pytest
+except ImportError:  # pragma: no cover - pytest is optional at run time
+    _pytest = None
+
+if _pytest is not None:
+    @_pytest.fixture
+    def tokzoo_plugin():
+        """Pytest fixture: ``tokzoo_plugin(my_plugin)`` registers a plugin for one
+        test (see :func:`registered_plugin`); import it into your conftest.py."""
+        with contextlib.ExitStack() as stack:
+            yield lambda plugin, **kw: stack.enter_context(registered_plugin(plugin, **kw))
