@@ -143,3 +143,30 @@ def test_broken_checkpoint_on_the_command_line(cli, tmp_path):
     out = cli("bench", "--tokenizers", str(ck), "--out", str(tmp_path / "b"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "is corrupt or not a safetensors file" in " ".join(out.stderr.split())
+
+
+def _docs_palette() -> tuple[str, str]:
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    section = doc[doc.index("## A ready-made tokenizer"):doc.index("## The hooks")]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    preset = re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
+    return code, preset
+
+
+def test_a_ready_made_tokenizer_from_the_docs_is_benched_not_trained(cli, tmp_path):
+    code, preset = _docs_palette()
+    code += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
+             "    from pathlib import Path\n    register('palette', Path(__file__).parent / 'configs')\n")
+    make_dist(tmp_path / "site", "tokzoo-palette", "0.1.0", {"palette": "tokzoo_palette"},
+              {"tokzoo_palette/__init__.py": code, "tokzoo_palette/configs/palette-32.yaml": preset})
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    train = cli("train", "palette-32", env=env, cwd=tmp_path)
+    assert train.returncode == 2 and "nothing to train" in train.stderr and "Traceback" not in train.stderr
+    assert not (tmp_path / "runs").exists()
+    bench = cli("bench", "--tokenizers", "palette-32", "--num-images", "8", "--metrics", "psnr,ssim,codebook",
+                "--out", str(tmp_path / "bench"), env=env, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr
+    import json
+
+    entry = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"]["palette-32"]
+    assert entry["num_images"] == 8 and entry["metrics"]["psnr"] > 10

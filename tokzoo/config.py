@@ -59,7 +59,7 @@ class RunConfig:
     model_kind: str = "tokenizer"  # registry kind of `model` (tokenizer; encoder for teachers)
     model: Any = None  # component spec {name: ..., **params}
     data: Any = field(default_factory=lambda: {"name": "shapes"})
-    recipe: Any = field(default_factory=lambda: {"name": "reconstruction"})
+    recipe: Any = None  # how to train it; a preset without one is a ready-made tokenizer (bench only)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     run_dir: str = ""
@@ -221,7 +221,8 @@ def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, 
         raise ConfigError(f"model_kind must be 'tokenizer' or 'encoder', not '{out['model_kind']}'")
     validate_spec(out["model_kind"], out["model"], "model")
     validate_spec("dataset", out["data"], "data")
-    validate_spec("recipe", out["recipe"], "recipe")
+    if out["recipe"] is not None:
+        validate_spec("recipe", out["recipe"], "recipe")
     if not out["run_dir"]:
         out["run_dir"] = str(Path("runs") / out["preset"])
     return out

@@ -112,7 +112,12 @@ def resolve_tokenizer(name: str, device: torch.device):
     presets = list_presets()
     if name not in presets:
         raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
-    run_dir = Path(load_run_config(name)["run_dir"])
+    config = load_run_config(name)
+    if not config.get("recipe"):  # a ready-made tokenizer: it loads its own weights (or has none)
+        from tokzoo.train.checkpoint import build_model_from_config
+
+        return build_model_from_config(config).to(device).eval()
+    run_dir = Path(config["run_dir"])
     try:
         return load_tokenizer(run_dir, map_location=str(device))
     except CheckpointError as exc:

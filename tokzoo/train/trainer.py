@@ -427,5 +427,8 @@ def run_training(name: str, overrides: list[str] | None = None, resume: bool = F
                  console: Console | None = None) -> dict[str, float]:
     """``tokzoo train NAME [overrides]``: load and validate the config, then train."""
     config = load_run_config(name, overrides or [])
+    if not config.get("recipe"):
+        raise ConfigError(f"'{name}' is a ready-made tokenizer (its preset has no recipe): there is nothing to "
+                          f"train. Bench it directly: tokzoo bench --tokenizers {name}")
     trainer = Trainer(config, console)
     return trainer.train(resume=resume, start_stage=stage)
