@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from tokzoo.api import BenchContext
 from tokzoo.bench.metrics import RFID
 from tokzoo.data import build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
@@ -83,7 +84,8 @@ def write_pngs(x: torch.Tensor, folder: Path) -> Path:
 
 
 def ours(a: torch.Tensor, b: torch.Tensor, wdir: Path, bs: int) -> float:
-    m = RFID(weights_dir=str(wdir))
+    m = RFID()
+    m.setup(BenchContext(weights_dir=str(wdir)))
     m.reset()
     for s in range(0, len(a), bs):
         m.update(a[s:s + bs], b[s:s + bs])

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from tokzoo.bench.harness import Bench, BenchOptions
+from tokzoo.api import BenchContext
 from tokzoo.bench.metrics import PSNR, RFID, SSIM
 from tokzoo.data import build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
@@ -61,8 +62,9 @@ def streaming(tok: str, n: int, bs: int, wdir: str, out: Path, device: str) -> f
 
 def bare_loop(tok, ds, n: int, bs: int, wdir: str, device: str) -> float:
     t = time.perf_counter()
-    metrics = [PSNR(), SSIM(), RFID(weights_dir=wdir, device=device)]
+    metrics = [PSNR(), SSIM(), RFID()]
     for m in metrics:
+        m.setup(BenchContext(device=device, weights_dir=wdir))
         m.reset(tok)
     with torch.no_grad():
         for s in range(0, n, bs):

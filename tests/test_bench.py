@@ -82,10 +82,12 @@ def test_frechet_distance_against_eigenvalue_reference():
 def test_rfid_equals_torch_fidelity(weights):
     import torch_fidelity
 
+    from tokzoo.api import BenchContext
     from tokzoo.bench.metrics import RFID
 
     a, b = _images(40, seed=3)
-    m = RFID(weights_dir=weights)
+    m = RFID()
+    m.setup(BenchContext(weights_dir=weights))
     m.reset()
     for i in range(0, 40, 16):
         m.update(a[i:i + 16], b[i:i + 16])

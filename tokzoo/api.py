@@ -191,6 +191,10 @@ class Decoder(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, quantized: Tensor) -> Tensor: ...
 
+    def last_layer(self) -> Tensor | None:
+        """Weight of the last layer (the adaptive GAN weight's reference), or None."""
+        return None
+
 
 @dataclass
 class TokenizerOutput:
@@ -238,8 +242,11 @@ class TokenizerInfo:
 class Tokenizer(nn.Module, abc.ABC):
     """A discrete image tokenizer.
 
-    Subclasses implement :meth:`forward` (training pass), :meth:`encode`,
-    :meth:`decode` and :attr:`info`. Images are ``[B,3,H,W]`` in ``[0,1]``.
+    Subclasses implement :attr:`info`, :meth:`forward` (training pass),
+    :meth:`encode` and :meth:`decode_codes`; :meth:`decode` and
+    :meth:`reconstruct` come with the base class. Optional, with defaults:
+    :meth:`probe_features`, :meth:`trainable_groups`, :meth:`frozen_prefixes`,
+    :meth:`last_layer`. Images are ``[B,3,H,W]`` in ``[0,1]``.
     """
 
     #: filled in by the trainer / checkpoint loader: the resolved config
@@ -287,6 +294,10 @@ class Tokenizer(nn.Module, abc.ABC):
         (``frozen/<sha256>.safetensors``) instead of in every checkpoint."""
         return ()
 
+    def last_layer(self) -> Tensor | None:
+        """Weight of the decoder's last layer, for the adaptive GAN weight; None: fixed weight."""
+        return None
+
 
 class ComposedTokenizer(Tokenizer):
     """Encoder + quantizer + decoder, each built from the registry.
@@ -322,43 +333,108 @@ class ComposedTokenizer(Tokenizer):
     def probe_features(self, images: Tensor) -> Tensor:
         return self.pre_quant(self.encoder(images))
 
-    def last_layer(self) -> Tensor:
+    def last_layer(self) -> Tensor | None:
         """Weight of the decoder's last layer (for the adaptive GAN weight)."""
-        return self.decoder.last_layer()
+        fn = getattr(self.decoder, "last_layer", None)
+        return fn() if fn is not None else None
 
 
 # -----------------------------------------------------------------------------
 # Benchmark metrics
 # -----------------------------------------------------------------------------
+@dataclass
+class BenchContext:
+    """What the bench host gives every metric through :meth:`Metric.setup`
+    (never as config parameters: those are the metric's own, e.g. LPIPS's ``net``).
+
+    - ``device``: where the tokenizer runs;
+    - ``weights_dir``: the ``--weights-dir`` folder (see :mod:`tokzoo.weights`);
+    - ``batch_size``: the bench batch size;
+    - ``num_images``: how many images are measured;
+    - ``probe_train_images``: how many train-split images a probe may use;
+    - :meth:`train_set`: the dataset's ``train`` split (built on first call).
+    """
+
+    device: Any = "cpu"
+    weights_dir: str | None = None
+    batch_size: int = 32
+    num_images: int = 0
+    probe_train_images: int = 1024
+    train_split: Any = None  # a zero-argument callable returning the train split
+    _train: Any = field(default=None, repr=False)
+
+    def train_set(self):
+        """The dataset's ``train`` split (samples as in ``tokzoo_register_datasets``)."""
+        if self._train is None:
+            if self.train_split is None:
+                raise ValueError("this bench has no train split")
+            self._train = self.train_split()
+        return self._train
+
+
 class Metric(abc.ABC):
     """A streaming benchmark metric.
 
-    ``update`` sees each batch once: originals and reconstructions as uint8
-    tensors ``[B,3,H,W]`` (quantized, as a saved image would be), the
-    tokenizer's codes, and the batch itself (``image`` in ``[0,1]``, ``label``,
-    and the harness's ``encode_s`` / ``decode_s`` timings). ``compute``
+    The host calls :meth:`setup` once (with a :class:`BenchContext`), then per
+    tokenizer :meth:`reset`, :meth:`update` for every batch, :meth:`reduce`
+    under ``torchrun``, and :meth:`compute`. ``update`` sees each batch once:
+    originals and reconstructions as uint8 tensors ``[B,3,H,W]`` (quantized, as
+    a saved image would be), the tokenizer's :class:`Codes`, and the batch
+    itself (``image`` in ``[0,1]``, ``label``, ``caption``, and the host's
+    ``encode_s`` / ``decode_s`` timings and ``warmup`` flag). ``compute``
     returns named float results; ``better`` says, per result, whether
     ``higher`` or ``lower`` is better (results not named there are
-    informational). Metrics whose state is a dict ``state`` of tensors that
-    add up are reduced across processes by summing; others implement
-    ``gather_(all_gather_object)``. ``weights`` maps each pretrained file the
-    metric used to its SHA-256 (recorded in the protocol).
+    informational). ``weights`` maps each pretrained file the metric used to
+    its SHA-256 (recorded in the protocol). A metric that cannot run (a missing
+    weights file) raises a :class:`tokzoo.errors.TokzooError` from ``setup``:
+    it is reported unavailable, with that message, and the rest runs.
     """
-
-    weights: dict[str, str] = {}
 
     name: str = "metric"
     #: "lower" or "higher": which direction is better, per result key
     better: dict[str, str] = {}
+    #: pretrained file -> SHA-256, recorded in the protocol
+    weights: dict[str, str] = {}
+    #: state that adds up across batches and processes (reduced by summing)
+    state: dict[str, Tensor]
+
+    def setup(self, context: BenchContext) -> None:
+        """Once, before the first tokenizer: load networks and weights here."""
+        self.context = context
 
     @abc.abstractmethod
-    def reset(self, tokenizer: Tokenizer) -> None: ...
+    def reset(self, tokenizer: Tokenizer) -> None:
+        """Start measuring ``tokenizer`` (forget the previous one's state)."""
 
     @abc.abstractmethod
-    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes, batch: dict) -> None: ...
+    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes, batch: dict) -> None:
+        """One batch: uint8 ``[B,3,H,W]`` originals and reconstructions, codes, the batch."""
 
     @abc.abstractmethod
-    def compute(self) -> dict[str, float]: ...
+    def compute(self) -> dict[str, float]:
+        """Named results (after :meth:`reduce` when several processes measured)."""
+
+    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        """Combine the processes' states under ``torchrun``. The default sums
+        every tensor of ``self.state`` in place with ``all_reduce_sum(tensor)``;
+        a metric with other state overrides this (``all_gather_object(list,
+        obj)`` gathers any picklable object)."""
+        for key in sorted(getattr(self, "state", {}) or {}):
+            all_reduce_sum(self.state[key])
+
+    def reference_identity(self) -> str | None:
+        """For a metric whose state on the *originals* alone may be cached across
+        runs (rFID's reference statistics): a string identifying how it is
+        computed (e.g. the extractor's SHA-256). The host adds the dataset
+        fingerprint, images, resolution and protocol. None: nothing cached."""
+        return None
+
+    def reference_state(self) -> dict[str, Tensor]:
+        """The cacheable state computed from the originals (see :meth:`reference_identity`)."""
+        return {}
+
+    def load_reference(self, state: dict[str, Tensor]) -> None:
+        """Use a cached reference state instead of computing it again."""
 
 
 # -----------------------------------------------------------------------------
@@ -387,5 +463,5 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 
 
 __all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
-           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "RANDOM", "require_pretrained",
+           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights"]

@@ -109,8 +109,8 @@ def tokzoo_register_recipes(register):
 def tokzoo_register_metrics(register):
     from tokzoo.bench.metrics import CORE_METRICS
 
-    for name, (cls, description) in CORE_METRICS.items():
-        register(name, cls, description)
+    for name, (cls, description, schema) in CORE_METRICS.items():
+        register(name, cls, description, config=schema)
 
 
 @hookimpl

@@ -79,13 +79,31 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from tokzoo.bench.harness import DEFAULT_METRICS, BenchOptions, run_bench
 
+    data_params, metric_params = bench_overrides(args.overrides)
     opts = BenchOptions(
+        data_params=data_params, metric_params=metric_params,
         tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
         data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
         num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
         out_dir=args.out, weights_dir=args.weights_dir, device=args.device)
     run_bench(opts, console)
     return 0
+
+
+def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
+    """``data.<param>=V`` and ``metrics.<metric>.<param>=V`` -> (data params, metric params)."""
+    from tokzoo.config import parse_overrides, to_container
+
+    tree = to_container(parse_overrides(list(overrides))) if overrides else {}
+    unknown = [k for k in tree if k not in ("data", "metrics")]
+    if unknown:
+        raise ConfigError(f"bench takes data.<param>=... and metrics.<metric>.<param>=... overrides, not "
+                          f"'{unknown[0]}' (e.g. data.path=/data/val metrics.lpips.net=vgg)")
+    data, metrics = tree.get("data") or {}, tree.get("metrics") or {}
+    if not isinstance(data, dict) or not isinstance(metrics, dict) or \
+            not all(isinstance(v, dict) for v in metrics.values()):
+        raise ConfigError("bench overrides are data.<param>=VALUE and metrics.<metric>.<param>=VALUE")
+    return data, metrics
 
 
 def cmd_compare(args) -> int:
@@ -127,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="benchmark tokenizers under one protocol")
     s.add_argument("--tokenizers", required=True, help="comma list of presets (their trained run) or checkpoint paths")
-    s.add_argument("--data", default="shapes", help="a dataset name (val split) or imagefolder:PATH")
+    s.add_argument("--data", default="shapes", help="a dataset name (its val split) or imagefolder:PATH")
+    s.add_argument("overrides", nargs="*", help="data.<param>=V and metrics.<metric>.<param>=V "
+                                                "(e.g. metrics.lpips.net=vgg)")
     s.add_argument("--metrics", default="", help="comma list (default: psnr,ssim,lpips,rfid,codebook,probe,throughput)")
     s.add_argument("--num-images", type=int, default=512, help="images to measure (part of the protocol)")
     s.add_argument("--batch-size", type=int, default=32)
@@ -150,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: tokzoo train NAME --stage 2 trainer.lr=1e-4
-        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        if getattr(args, "command", None) in ("train", "bench") and all("=" in e and not e.startswith("-")
+                                                                       for e in extra):
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -33,8 +33,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tokzoo.api import BenchContext
 from tokzoo.bench.probe import PROBE_PROTOCOL
-from tokzoo.data import SkipCounter, build_dataset, collate
+from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
 from tokzoo.pretrained import random_parts
@@ -59,6 +60,8 @@ class BenchOptions:
     weights_dir: str | None = None
     device: str = "auto"
     grid_images: int = 8
+    data_params: dict[str, Any] = field(default_factory=dict)  # data.<param>=... overrides
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
 
 
 # -- small helpers -------------------------------------------------------------------------
@@ -125,12 +128,22 @@ def resolve_tokenizer(name: str, device: torch.device):
                               f"`tokzoo train {name}`, or pass a checkpoint path ({exc})") from None
 
 
-def data_spec(data: str, resolution: int) -> dict[str, Any]:
+def data_spec(data: str, resolution: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dataset spec bench measures: ``--data NAME`` (any registered dataset)
+    or ``imagefolder:PATH``, with ``data.<param>=`` overrides; the host gives
+    ``resolution`` (the tokenizer's) and ``split``."""
+    params = dict(params or {})
+    if "resolution" in params or "split" in params:
+        raise ConfigError("bench sets the dataset's resolution (the tokenizer's) and split (val) itself; "
+                          "leave data.resolution / data.split out")
     if data.startswith("imagefolder:"):
-        return {"name": "imagefolder", "path": data.split(":", 1)[1], "resolution": resolution}
-    if ":" in data:
-        raise ConfigError(f"--data '{data}': use a dataset name (e.g. shapes) or imagefolder:PATH")
-    return {"name": data, "resolution": resolution}
+        spec = {"name": "imagefolder", "path": data.split(":", 1)[1]}
+    elif ":" in data:
+        raise ConfigError(f"--data '{data}': use a dataset name (see `tokzoo list dataset`) or imagefolder:PATH")
+    else:
+        get_registry().get("dataset", data)  # unknown names: close matches
+        spec = {"name": data}
+    return {**spec, **params, "resolution": resolution}
 
 
 def _sync(device: torch.device) -> None:
@@ -158,6 +171,14 @@ class Bench:
         reg = get_registry()
         for m in opts.metrics:
             reg.get("metric", m)  # unknown names fail before any work
+        for m in opts.metric_params:
+            if m not in opts.metrics:
+                raise ConfigError(f"metrics.{m}.*: '{m}' is not among the metrics measured ({', '.join(opts.metrics)})")
+            comp = reg.get("metric", m)
+            if comp.config is not None:
+                from tokzoo.config import validate_params
+
+                validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
         if not opts.tokenizers:
             raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
 
@@ -223,19 +244,19 @@ class Bench:
     # -- one tokenizer ---------------------------------------------------------------------------
     def _bench_one(self, name: str, tok) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         res = tok.info.resolution
-        spec = data_spec(self.o.data, res)
+        spec = data_spec(self.o.data, res, self.o.data_params)
         val = build_dataset(spec, "val")
         n = min(self.o.num_images, len(val))
         indices = list(range(n))[self.rank::self.world]
         metrics, unavailable, weights = {}, {}, {}
         reg = get_registry()
-        ctx = {"weights_dir": self.o.weights_dir, "device": self.device, "batch_size": self.o.batch_size,
-               "train_images": self.o.probe_train_images}
+        ctx = BenchContext(device=self.device, weights_dir=self.o.weights_dir, batch_size=self.o.batch_size,
+                           num_images=n, probe_train_images=self.o.probe_train_images,
+                           train_split=lambda: build_dataset(spec, "train"))
         for m in self.o.metrics:
             try:
-                if m == "probe":
-                    ctx["train_set"] = build_dataset(spec, "train")
-                metric = reg.create("metric", m, **ctx)
+                metric = reg.create("metric", m, **self.o.metric_params.get(m, {}))
+                metric.setup(ctx)
             except TokzooError as exc:
                 unavailable[m] = str(exc)
                 continue
@@ -245,9 +266,7 @@ class Bench:
             metric.reset(tok)
             weights.update(getattr(metric, "weights", {}) or {})
             metrics[m] = metric
-        rfid_key = None
-        if "rfid" in metrics:
-            rfid_key = self._rfid_reference(metrics["rfid"], val, n, res)
+        cached = {m: self._reference(m, metric, val, spec, n, res) for m, metric in metrics.items()}
         skips = SkipCounter(self.console)
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val, indices), batch_size=self.o.batch_size,
                                              collate_fn=collate, num_workers=0)
@@ -284,10 +303,7 @@ class Bench:
                 progress.update(task, advance=len(x))
         if self.world > 1:
             for metric in metrics.values():
-                if hasattr(metric, "merge_"):
-                    metric.merge_(lambda t: dist.all_reduce(t))
-                elif hasattr(metric, "gather_"):
-                    metric.gather_(dist.all_gather_object, self.world)
+                metric.reduce(lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
         values: dict[str, float] = {}
         better: dict[str, str] = {}
         for m, metric in metrics.items():
@@ -296,11 +312,12 @@ class Bench:
                 better.update(getattr(metric, "better", {}))
             except (NotImplementedError, ValueError) as exc:
                 unavailable[m] = str(exc)
-        if rfid_key and "rfid" in metrics and self.is_main and metrics["rfid"].reference is None:
-            self._save_reference(rfid_key, metrics["rfid"].reference_state())
+        for m, (key, loaded) in cached.items():
+            if key and not loaded and m in metrics and self.is_main:
+                self._save_reference(key, metrics[m].reference_state())
         entry = {
             "metrics": values, "better": better, "unavailable": unavailable, "info": tok.info.as_dict(),
-            "resolution": res, "num_images": n, "dataset": getattr(val, "fingerprint", lambda: spec["name"])(),
+            "resolution": res, "num_images": n, "dataset": fingerprint(val, spec),
             "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             "random_parts": random_parts((tok.config or {}).get("model")),
@@ -310,20 +327,23 @@ class Bench:
         k = self.o.grid_images
         return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k]
 
-    def _rfid_reference(self, rfid, val, n: int, res: int) -> str:
-        fp = getattr(val, "fingerprint", lambda: None)()
-        if fp is None:
-            return ""
-        key = hashlib.sha256(json.dumps([fp, n, res, PREPROCESSING, PROTOCOL_VERSION, rfid.weights]).encode()).hexdigest()[:24]
+    def _reference(self, m: str, metric, val, spec, n: int, res: int) -> tuple[str, bool]:
+        """(cache key, loaded?) of a metric's reference state over the originals."""
+        ident = metric.reference_identity()
+        if not ident:
+            return "", False
+        key = hashlib.sha256(json.dumps([m, ident, fingerprint(val, spec), n, res, PREPROCESSING,
+                                         PROTOCOL_VERSION]).encode()).hexdigest()[:24]
         path = _reference_cache_path(key)
         if path.is_file():
             from safetensors.torch import load_file
 
             try:
-                rfid.reference = load_file(str(path))
-            except Exception:
-                rfid.reference = None
-        return key
+                metric.load_reference(load_file(str(path)))
+                return key, True
+            except Exception:  # a damaged cache file is recomputed
+                pass
+        return key, False
 
     def _save_reference(self, key: str, state: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
@@ -394,10 +414,23 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
            ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
 
 
-def _summary_cells(e: dict[str, Any]) -> list[str]:
+def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table's columns: the core summary, then every other metric result
+    (a plugin's metric, LPIPS-VGG, ...) in first-seen order."""
+    covered = [key for _, key in SUMMARY]
+    extra: list[str] = []
+    for e in results["tokenizers"].values():
+        for k in e["metrics"]:
+            if not any(k == c or (c.endswith("/") and k.startswith(c)) for c in covered) and k not in extra:
+                extra.append(k)
+    present = [(t, k) for t, k in SUMMARY]
+    return present + [(k, k) for k in extra]
+
+
+def _summary_cells(e: dict[str, Any], columns=None) -> list[str]:
     m = e["metrics"]
     cells = []
-    for _, key in SUMMARY:
+    for _, key in columns or SUMMARY:
         if key.endswith("/"):
             parts = [f"{k[len(key):]} {_fmt(v)}" for k, v in m.items() if k.startswith(key)]
             cells.append(", ".join(parts) if parts else "n/a")
@@ -434,22 +467,27 @@ def label(name: str, e: dict[str, Any]) -> str:
 def render_table(results: dict[str, Any]) -> Table:
     table = Table(title="tokzoo bench")
     table.add_column("tokenizer")
-    for title, _ in SUMMARY:
-        table.add_column(title, justify="right")
+    columns = summary_columns(results)
+    rows = {name: _summary_cells(e, columns) for name, e in results["tokenizers"].items()}
+    keep = [i for i in range(len(columns)) if any(r[i] != "n/a" for r in rows.values())]  # no empty columns
+    for i in keep:
+        table.add_column(columns[i][0], justify="right")
     for name, e in results["tokenizers"].items():
-        table.add_row(label(name, e), *_summary_cells(e))
+        short = Path(name).name if os.sep in name else name  # a checkpoint path: its folder name
+        table.add_row(label(short, e), *[rows[name][i] for i in keep])
     return table
 
 
 def render_markdown(results: dict[str, Any]) -> str:
     p = results.get("protocol") or {}
+    columns = summary_columns(results)
     lines = ["# tokzoo bench results", "",
              f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
              f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
              "metrics on uint8 reconstructions.", "",
-             "| tokenizer | " + " | ".join(t for t, _ in SUMMARY) + " |", "|---" * (len(SUMMARY) + 1) + "|"]
+             "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e)) + " |")
+        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns)) + " |")
     randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "

@@ -8,6 +8,8 @@ and gives the numbers a single process gives.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,15 +21,21 @@ from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
 
+@dataclass
+class NoParams:
+    """A metric without parameters of its own."""
+
+
+@dataclass
+class LPIPSConfig:
+    net: str = "alex"  # alex | vgg
+
+
 class SumMetric(Metric):
-    """A metric whose state is a dict of float64 tensors that add up."""
+    """A metric whose state is a dict of float64 tensors that add up (the
+    default :meth:`Metric.reduce` sums them across processes)."""
 
     state: dict[str, Tensor]
-
-    def merge_(self, reduce) -> None:
-        """Apply ``reduce`` (e.g. ``dist.all_reduce``) to every state tensor in place."""
-        for k in sorted(self.state):
-            reduce(self.state[k])
 
 
 # -- PSNR ---------------------------------------------------------------------------
@@ -36,7 +44,7 @@ class MeanMetric(SumMetric):
 
     key = "score"
 
-    def __init__(self, **_):
+    def __init__(self):
         self.state = {}
 
     def reset(self, tokenizer=None):
@@ -115,13 +123,23 @@ class LPIPSMetric(MeanMetric):
     name = key = "lpips"
     better = {"lpips": "lower"}
 
-    def __init__(self, net: str = "alex", weights_dir=None, device="cpu", **_):
+    def __init__(self, net: str = "alex"):
+        if net not in ("alex", "vgg"):
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError(f"lpips: net must be 'alex' or 'vgg', not '{net}' (metrics.lpips.net=vgg)")
+        self.net_name = net
+        self.key = "lpips" if net == "alex" else "lpips_vgg"
+        self.better = {self.key: "lower"}
+        self.state = {}
+
+    def setup(self, context):
         from tokzoo.train.losses import load_lpips
 
-        self.net = load_lpips(net, weights_dir).to(device)
-        key = {"alex": "alexnet", "vgg": "vgg16"}[net]
-        self.weights = {f"lpips-{net}": sha256(find_weights(KNOWN_FILES[key], "LPIPS", weights_dir))}
-        self.state = {}
+        super().setup(context)
+        self.net = load_lpips(self.net_name, context.weights_dir).to(context.device)
+        key = {"alex": "alexnet", "vgg": "vgg16"}[self.net_name]
+        self.weights = {f"lpips-{self.net_name}": sha256(find_weights(KNOWN_FILES[key], "LPIPS", context.weights_dir))}
 
     @torch.no_grad()
     def per_image(self, originals, reconstructions):
@@ -168,17 +186,27 @@ class RFID(SumMetric):
     name = "rfid"
     better = {"rfid": "lower"}
 
-    def __init__(self, weights_dir=None, device="cpu", **_):
-        self.model, sha = load_inception(weights_dir, device)
-        self.weights = {"inception-2015-12-05": sha}
-        self.device = device
+    def __init__(self):
         self.state = {}
         self.reference: dict[str, Tensor] | None = None  # cached reference sums, when given
+
+    def setup(self, context):
+        super().setup(context)
+        self.model, sha = load_inception(context.weights_dir, context.device)
+        self.weights = {"inception-2015-12-05": sha}
+        self.device = context.device
+
+    def reference_identity(self):
+        return json.dumps(["rfid", self.weights])
+
+    def load_reference(self, state):
+        self.reference = state
 
     def reset(self, tokenizer=None):
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
         self.state = {"fake_sum": z(2048), "fake_outer": z(2048, 2048), "fake_n": z(()),
                       "real_sum": z(2048), "real_outer": z(2048, 2048), "real_n": z(())}
+        self.reference = None
 
     @torch.no_grad()
     def features(self, images_u8: Tensor) -> Tensor:
@@ -224,7 +252,7 @@ class CodebookUsage(SumMetric):
 
     name = "codebook"
 
-    def __init__(self, **_):
+    def __init__(self):
         self.state, self.better = {}, {}
 
     def reset(self, tokenizer: Tokenizer):
@@ -264,8 +292,9 @@ class LinearProbe(Metric):
     name = "probe"
     better = {"probe_top1": "higher"}
 
-    def __init__(self, train_set=None, train_images: int = 1024, batch_size: int = 64, device="cpu", **_):
-        self.train_set, self.train_images, self.batch_size, self.device = train_set, train_images, batch_size, device
+    def setup(self, context):
+        super().setup(context)
+        self.train_images, self.batch_size, self.device = context.probe_train_images, context.batch_size, context.device
 
     def reset(self, tokenizer):
         self.tokenizer = tokenizer
@@ -290,7 +319,7 @@ class LinearProbe(Metric):
         self.feats.append(f)
         self.labels.append(batch["label"].cpu())
 
-    def gather_(self, all_gather_object, world: int) -> None:
+    def reduce(self, all_reduce_sum, all_gather_object, world: int) -> None:
         mine = (torch.cat(self.feats) if self.feats else None, torch.cat(self.labels) if self.labels else None)
         parts = [None] * world
         all_gather_object(parts, mine)
@@ -307,9 +336,10 @@ class LinearProbe(Metric):
         if int((vy < 0).sum()):
             raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
         tx, ty = [], []
-        n = min(self.train_images, len(self.train_set))
+        train_set = self.context.train_set()
+        n = min(self.train_images, len(train_set))
         for start in range(0, n, self.batch_size):
-            batch = collate([self.train_set[i] for i in range(start, min(n, start + self.batch_size))])
+            batch = collate([train_set[i] for i in range(start, min(n, start + self.batch_size))])
             if "image" in batch:
                 tx.append(self._features(batch["image"]))
                 ty.append(batch["label"])
@@ -324,7 +354,7 @@ class Throughput(SumMetric):
     name = "throughput"
     better = {"encode_img_s": "higher", "decode_img_s": "higher"}
 
-    def __init__(self, **_):
+    def __init__(self):
         self.state = {}
 
     def reset(self, tokenizer):
@@ -349,13 +379,14 @@ class Throughput(SumMetric):
         return out
 
 
-#: registered by core
+#: registered by core: name -> (class, description, parameter schema)
 CORE_METRICS = {
-    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255"),
-    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255"),
-    "lpips": (LPIPSMetric, "LPIPS (AlexNet; net=vgg optional), weights from a local file"),
-    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
-    "codebook": (CodebookUsage, "codebook usage and perplexity per level"),
-    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)"),
-    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image"),
+    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255", NoParams),
+    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255", NoParams),
+    "lpips": (LPIPSMetric, "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file", LPIPSConfig),
+    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64", NoParams),
+    "codebook": (CodebookUsage, "codebook usage and perplexity per level", NoParams),
+    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)", NoParams),
+    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image",
+                   NoParams),
 }

@@ -78,4 +78,22 @@ def build_dataset(spec: Any, split: str):
     return comp.factory(split=split, **spec)
 
 
-__all__ = ["collate", "SkipCounter", "build_dataset", "PREPROCESSING", "center_crop_uint8", "to_tensor", "to_uint8"]
+def fingerprint(dataset, spec: Any) -> str:
+    """What identifies a dataset's images (recorded in results, keys the rFID
+    reference cache): ``dataset.fingerprint()`` when the dataset defines it
+    (a hash of its files, or of its generator's parameters), else a hash of its
+    spec and length - right for data made deterministically from its parameters."""
+    import hashlib
+    import json
+
+    fn = getattr(dataset, "fingerprint", None)
+    if callable(fn):
+        return str(fn())
+    from tokzoo.config import to_container
+
+    blob = json.dumps([to_container(spec), len(dataset)], sort_keys=True, default=str)
+    name = spec.get("name", "data") if isinstance(spec, dict) else str(spec)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+__all__ = ["fingerprint", "collate", "SkipCounter", "build_dataset", "PREPROCESSING", "center_crop_uint8", "to_tensor", "to_uint8"]
