@@ -42,18 +42,22 @@ def tokzoo_register_tokenizers(register):
 
 @hookspec
 def tokzoo_register_recipes(register):
-    """Register training recipes: factories returning ``tokzoo.api.Recipe``."""
+    """Register training recipes: factories returning ``tokzoo.train.Recipe``."""
 
 
 @hookspec
 def tokzoo_register_datasets(register):
-    """Register datasets: factories ``(split=..., **params) -> torch Dataset`` of
-    samples ``{"image": [3,H,W] in [0,1], "label": int, "caption": str}``."""
+    """Register datasets: factories ``(split, resolution, **params) -> torch Dataset``
+    of samples ``{"image": [3,H,W] in [0,1], "label": int, "caption": str, "index": int}``.
+    The host passes ``split`` and ``resolution``; an optional ``fingerprint()``
+    names the images (default: a hash of the parameters and length)."""
 
 
 @hookspec
 def tokzoo_register_metrics(register):
-    """Register benchmark metrics (subclasses of ``tokzoo.api.Metric``)."""
+    """Register benchmark metrics: factories (called with the metric's own
+    parameters) of ``tokzoo.api.Metric``; the host gives its context through
+    ``Metric.setup(tokzoo.api.BenchContext)``."""
 
 
 @hookspec

@@ -110,10 +110,11 @@ def resolve_tokenizer(name: str, device: torch.device):
     from tokzoo.train.checkpoint import load_tokenizer
 
     p = Path(name).expanduser()
-    if p.exists():
+    is_yaml = p.suffix in (".yaml", ".yml") and p.is_file()  # a preset file, as `tokzoo train FILE` takes
+    if p.exists() and not is_yaml:
         return load_tokenizer(p, map_location=str(device))
     presets = list_presets()
-    if name not in presets:
+    if name not in presets and not is_yaml:
         raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
     config = load_run_config(name)
     if not config.get("recipe"):  # a ready-made tokenizer: it loads its own weights (or has none)

@@ -7,6 +7,7 @@ read. :func:`collate` drops the skipped ones and counts them in the batch, and
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -71,11 +72,15 @@ def build_dataset(spec: Any, split: str):
             spec = {"name": spec}
     spec = dict(to_container(spec))
     comp = get_registry().get("dataset", spec.pop("name"))
+    host = {"split": split}  # what the host passes to every dataset: split, and resolution when known
+    if comp.config is None or "resolution" not in {f.name for f in dataclasses.fields(comp.config)}:
+        if spec.get("resolution") is not None:
+            host["resolution"] = spec.pop("resolution")
     if comp.config is not None:
         from tokzoo.config import validate_params
 
         spec = validate_params(spec, comp.config, where=f"dataset '{comp.name}'")
-    return comp.factory(split=split, **spec)
+    return comp.factory(**host, **spec)
 
 
 def fingerprint(dataset, spec: Any) -> str:

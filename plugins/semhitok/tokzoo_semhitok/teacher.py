@@ -16,7 +16,6 @@ once per run folder; the text tower of an open_clip teacher is dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
