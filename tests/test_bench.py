@@ -229,3 +229,37 @@ def test_codebook_usage_counts_hierarchical_children_over_the_whole_table():
     out = m.compute()
     assert out["usage/semantic"] == 0.5 and out["usage/pixel"] == 2 / 8
     assert out["perplexity/pixel"] == pytest.approx(2.0)
+
+
+def test_results_record_provenance_and_a_rebench_redoes_what_changed(tmp_path, capsys):
+    from test_hooks import Palette, _plugin
+
+    from tokzoo.bench.harness import Bench, BenchOptions
+    from tokzoo.testing import make_alexnet_weights, registered_plugin
+
+    def tokzoo_register_tokenizers(register):
+        register("palette-test", Palette, "mean colours")
+
+    preset = tmp_path / "palette-32.yaml"
+    preset.write_text("model: {name: palette-test, resolution: 32}\n")
+    out = tmp_path / "bench"
+    with registered_plugin(_plugin(tokzoo_register_tokenizers=tokzoo_register_tokenizers), "pal",
+                           distribution="tokzoo-palette", version="1.2.3"):
+        def bench(**kw):
+            opts = BenchOptions(tokenizers=[str(preset)], metrics=["psnr", "lpips"], num_images=4, device="cpu",
+                                out_dir=str(out), **kw)
+            return Bench(opts).run()
+
+        first = bench()
+        entry = first["tokenizers"][str(preset)]
+        assert "lpips" in entry["unavailable"] and first["protocol"]["plugins"]["tokzoo-palette"] == "1.2.3"
+        assert entry["identity"]["components"]["(tokenizer)"]["distribution"] == "tokzoo-palette"
+        capsys.readouterr()
+        bench()  # nothing changed: reused
+        assert "reusing finished results" in capsys.readouterr().out
+        weights = make_alexnet_weights(tmp_path / "w")
+        again = bench(weights_dir=str(weights.parent))  # the weights are there now: measured, not reused
+        assert "reusing" not in capsys.readouterr().out
+        assert "lpips" in again["tokenizers"][str(preset)]["metrics"]
+        bench(weights_dir=str(weights.parent), data_params={"captions": "shape"})
+        assert "reusing" not in capsys.readouterr().out

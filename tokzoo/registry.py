@@ -154,6 +154,10 @@ class Registry:
                 raise UnknownNameError("component kind", k, KINDS)
         return [c for k in kinds for c in sorted(self.components[k].values(), key=lambda c: c.name)]
 
+    def versions(self) -> dict[str, str]:
+        """Every loaded (not failed) plugin's distribution -> version, core included."""
+        return {info.distribution: info.version for info in self.plugins.values() if info.ok}
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
@@ -179,9 +183,16 @@ class Registry:
         token = _frame.set((path, params))
         try:
             with spec_path(path):
-                return comp.factory(**params)
+                obj = comp.factory(**params)
         finally:
             _frame.reset(token)
+        try:  # provenance: which distribution built this (results.json records it)
+            dist, version = self._dist_of.get(comp.plugin, (comp.distribution, "?"))
+            obj.tokzoo_component = {"kind": kind, "name": name, "plugin": comp.plugin, "distribution": dist,
+                                    "version": version}
+        except (AttributeError, TypeError):
+            pass
+        return obj
 
     def build(self, kind: str, spec: Any, where: str | None = None) -> Any:
         """Build a component from a spec: a name, or a mapping ``{name: ..., **params}``.

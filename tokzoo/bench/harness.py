@@ -129,6 +129,31 @@ def resolve_tokenizer(name: str, device: torch.device):
                               f"`tokzoo train {name}`, or pass a checkpoint path ({exc})") from None
 
 
+def components(tok) -> dict[str, dict[str, str]]:
+    """Module path -> the registered component (kind, name, distribution, version) built there."""
+    out = {}
+    for path, module in tok.named_modules():
+        info = getattr(module, "tokzoo_component", None)
+        if isinstance(info, dict):
+            out[path or "(tokenizer)"] = dict(info)
+    return out
+
+
+def _weight_files(weights_dir) -> dict[str, str | None]:
+    """Which known weight files are findable now (path, size, mtime): adding one changes the identity."""
+    from tokzoo.weights import KNOWN_FILES, find_weights
+
+    out = {}
+    for key, fname in KNOWN_FILES.items():
+        try:
+            p = find_weights(fname, key, weights_dir)
+            st = p.stat()
+            out[key] = f"{p}|{st.st_size}|{int(st.st_mtime)}"
+        except TokzooError:
+            out[key] = None
+    return out
+
+
 def data_spec(data: str, resolution: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dataset spec bench measures: ``--data NAME`` (any registered dataset)
     or ``imagefolder:PATH``, with ``data.<param>=`` overrides; the host gives
@@ -215,11 +240,14 @@ class Bench:
 
     # -- identity / protocol ------------------------------------------------------------------
     def _identity(self, tok) -> dict[str, Any]:
+        """Everything a finished result depends on: a re-bench reuses it only when all of it matches."""
         ckpt = getattr(tok, "checkpoint_path", None)
         sha = file_sha256(Path(ckpt) / "model.safetensors") if ckpt else None
         cfg_hash = hashlib.sha256(json.dumps(tok.config, sort_keys=True).encode()).hexdigest()[:16] if tok.config else None
         return {"checkpoint": ckpt, "checkpoint_sha256": sha, "config_sha256": cfg_hash,
-                "metrics": sorted(self.o.metrics)}
+                "metrics": sorted(self.o.metrics), "metric_params": self.o.metric_params,
+                "data_params": self.o.data_params, "weight_files": _weight_files(self.o.weights_dir),
+                "plugins": get_registry().versions(), "components": components(tok)}
 
     def _protocol_key(self, tok) -> str:
         return json.dumps([self.o.data, self.o.num_images, tok.info.resolution, PROTOCOL_VERSION,
@@ -375,6 +403,7 @@ class Bench:
             "world_size": self.world,
             "device": str(self.device),
             "packages": _versions(),
+            "plugins": get_registry().versions(),  # every loaded plugin distribution and its version
             "git_revision": _git_revision(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
