@@ -7,7 +7,6 @@ import inspect
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -95,12 +94,6 @@ class Palette(Tokenizer):
         return TokenizerOutput(rec, QuantizerOutput(rec, codes))
 
 
-@dataclass
-class NoiseConfig:
-    size: int = 8
-    amplitude: float = 1.0
-
-
 class Noise(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", resolution: int = 16, size: int = 8, amplitude: float = 1.0):
         self.split, self.resolution, self.size, self.amplitude = split, resolution, size, amplitude
@@ -112,11 +105,6 @@ class Noise(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(i + (1000 if self.split == "val" else 0))
         img = 0.5 + self.amplitude * (torch.rand(3, self.resolution, self.resolution, generator=g) - 0.5)
         return {"image": img, "label": i % 2, "caption": "noise", "index": i}
-
-
-@dataclass
-class MAEConfig:
-    scale: float = 1.0
 
 
 class MAE(Metric):
@@ -227,7 +215,7 @@ def test_hook_tokzoo_register_datasets():
     from tokzoo.data import build_dataset, fingerprint
 
     def tokzoo_register_datasets(register):
-        register("noise", Noise, "seeded noise", config=NoiseConfig)
+        register("noise", Noise, "seeded noise")
 
     with registered_plugin(_plugin(tokzoo_register_datasets=tokzoo_register_datasets), "data"):
         ds = build_dataset({"name": "noise", "resolution": 24, "amplitude": 0.0, "size": 3}, "val")
@@ -241,7 +229,7 @@ def test_hook_tokzoo_register_metrics(tmp_path):
     from tokzoo.bench.harness import Bench, BenchOptions, render_markdown
 
     def tokzoo_register_metrics(register):
-        register("mae", MAE, "mean absolute error", config=MAEConfig)
+        register("mae", MAE, "mean absolute error")
 
     def tokzoo_register_tokenizers(register):
         register("palette-test", Palette, "mean colours")
@@ -299,10 +287,10 @@ def test_a_plugin_metric_and_dataset_take_parameters_on_the_command_line(cli, tm
     module = "\n".join([
         "import torch", "import torch.nn.functional as F", "from dataclasses import dataclass", "import tokzoo",
         "from tokzoo.api import Codes, CodeSpec, Metric, QuantizerOutput, Tokenizer, TokenizerInfo, TokenizerOutput",
-        *[inspect.getsource(obj) for obj in (Palette, NoiseConfig, Noise, MAEConfig, MAE)],
+        *[inspect.getsource(obj) for obj in (Palette, Noise, MAE)],
         "@tokzoo.hookimpl\ndef tokzoo_register_tokenizers(register):\n    register('palette-test', Palette, 'p')",
-        "@tokzoo.hookimpl\ndef tokzoo_register_datasets(register):\n    register('noise', Noise, 'n', config=NoiseConfig)",
-        "@tokzoo.hookimpl\ndef tokzoo_register_metrics(register):\n    register('mae', MAE, 'm', config=MAEConfig)",
+        "@tokzoo.hookimpl\ndef tokzoo_register_datasets(register):\n    register('noise', Noise, 'n')",
+        "@tokzoo.hookimpl\ndef tokzoo_register_metrics(register):\n    register('mae', MAE, 'm')",
         "@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
         "    from pathlib import Path\n    register('extra', Path(__file__).parent / 'configs')",
     ])

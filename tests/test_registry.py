@@ -91,3 +91,39 @@ def test_create_validates_parameters():
 def test_build_from_spec():
     q = get_registry().build("quantizer", {"name": "vq", "codebook_size": 16, "dim": 4})
     assert q.vocab == {"code": 16} and q.dim == 4
+
+
+def test_every_component_has_one_source_of_parameters_and_defaults():
+    """A parameter's default lives in one place: the factory's signature (the schema is
+    derived from it), or a dataclass given as config= to a factory without defaults."""
+    import inspect
+
+    checked = 0
+    for comp in get_registry().list():
+        assert comp.config is not None, f"{comp.kind} '{comp.name}' has no readable parameter schema"
+        if comp.schema_source != "dataclass":
+            assert comp.schema_source == "signature"
+            continue
+        target = comp.factory.__init__ if inspect.isclass(comp.factory) else comp.factory
+        params = inspect.signature(target).parameters
+        twice = [f.name for f in dataclasses.fields(comp.config)
+                 if f.name in params and params[f.name].default is not inspect.Parameter.empty]
+        assert not twice, f"{comp.kind} '{comp.name}' ({comp.distribution}): defaults written twice: {twice}"
+        checked += 1
+    assert checked >= 3  # openclip and the recipes
+
+
+def test_schema_derived_from_a_signature_validates_names_types_and_nested_specs():
+    from tokzoo.config import load_run_config, schema_of
+
+    schema = schema_of(get_registry().get("tokenizer", "semhitok").factory)
+    defaults = {f.name: f for f in dataclasses.fields(schema)}
+    assert defaults["semantic_codebook_size"].default == 24576
+    assert defaults["decoder_ch_mult"].default_factory() == [1, 1, 2, 2, 4]
+    assert schema.__nested_specs__ == {"teacher": "encoder"}
+    with pytest.raises(ConfigError, match="did you mean 'sub_codebook_size'"):
+        load_run_config("semhitok-tiny", ["model.sub_codebok_size=4"])
+    with pytest.raises(ConfigError, match="sub_codebook_size"):
+        load_run_config("semhitok-tiny", ["model.sub_codebook_size=four"])
+    with pytest.raises(ConfigError, match="did you mean 'checkpoint'"):
+        load_run_config("semhitok-tiny", ["model.teacher.checkpont=x"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -50,7 +51,11 @@ def fresh_env(tmp_path_factory):
         (plugin / name).parent.mkdir(parents=True, exist_ok=True)
         (plugin / name).write_text(text)
     wheels = root / "dist"
-    for src in (REPO, plugin):
+    core = root / "tokzoo-src"  # a copy: building never writes build/ into the checkout
+    shutil.copytree(REPO / "tokzoo", core / "tokzoo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, core / name)
+    for src in (core, plugin):
         _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
               str(src)], cwd=root)
     env_dir = root / "venv"

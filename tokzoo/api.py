@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
+from tokzoo.config import Spec
 from tokzoo.pretrained import RANDOM, current_spec_path, is_restoring, random_parts, require_pretrained
 
 CodeLayout = Literal["grid", "residual", "hierarchical"]
@@ -463,5 +464,5 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 
 
 __all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
-           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "RANDOM", "require_pretrained",
+           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights"]

@@ -14,6 +14,7 @@ starts, naming the key and its closest valid spelling.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import typing
@@ -65,6 +66,91 @@ class RunConfig:
     run_dir: str = ""
     init_from: str = ""  # start from this checkpoint (fine-tuning a released model)
     references: Any = field(default_factory=dict)  # filled by the trainer: configs of checkpoints the model refers to
+
+
+class Spec:
+    """Annotation of a parameter that holds another component's spec, by kind:
+    ``teacher: Spec.encoder = {"name": "semantic-teacher"}``. Its value is a
+    ``{name: ..., **params}`` mapping (or a name), validated against that
+    component's own schema."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"Spec.{self.kind}"
+
+
+for _kind in ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric"):
+    setattr(Spec, _kind, Spec(_kind))
+
+
+#: parameters the host passes itself (never part of a component's schema)
+HOST_PARAMS = ("split",)
+
+
+def schema_of(factory: Any, name: str = "") -> type:
+    """A component's parameter schema, derived from its factory's signature:
+    one source of truth for names, types and defaults. Parameters annotated
+    :class:`Spec` are nested component specs; list/tuple defaults become lists;
+    a parameter without a default is required."""
+    import inspect
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    sig = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # an annotation that does not resolve: no type checking for it
+        hints = {}
+    fields, nested = [], {}
+    for pname, p in sig.parameters.items():
+        if pname == "self" or pname in HOST_PARAMS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation
+        if isinstance(ann, str):  # postponed annotations: Spec("...") is evaluated here
+            try:
+                ann = eval(ann, getattr(target, "__globals__", {}), {"Spec": Spec})
+            except Exception:
+                ann = hints.get(pname, Any)
+        if isinstance(ann, Spec):
+            nested[pname] = ann.kind
+            ann = Any
+        elif pname in hints:
+            ann = hints[pname]
+        else:
+            ann = Any
+        ann = _structured_type(ann)
+        default = p.default
+        if default is p.empty:
+            fields.append((pname, ann, field(default="???")))
+        elif isinstance(default, (list, tuple)):
+            if ann is Any or typing.get_origin(ann) not in (list,):
+                ann = list[Any] if ann is Any else ann
+            fields.append((pname, ann, field(default_factory=lambda d=default: list(d))))
+        elif isinstance(default, dict):
+            fields.append((pname, ann, field(default_factory=lambda d=default: dict(d))))
+        else:
+            fields.append((pname, ann, field(default=default)))
+    cls = dataclasses.make_dataclass(f"{name or getattr(factory, '__name__', 'Component')}Params", fields)
+    cls.__nested_specs__ = nested
+    cls.__derived_from__ = factory
+    return cls
+
+
+def _structured_type(ann: Any) -> Any:
+    """Map an annotation to one OmegaConf's structured configs accept."""
+    origin = typing.get_origin(ann)
+    if ann in (int, float, bool, str) or ann is Any:
+        return ann
+    if origin in (tuple, list, collections.abc.Sequence) or ann in (list, tuple):
+        args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+        inner = args[0] if args and args[0] in (int, float, bool, str) else Any
+        return list[inner]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1 and args[0] in (int, float, bool, str):
+            return typing.Optional[args[0]]
+    return Any
 
 
 def to_container(obj: Any) -> Any:

@@ -40,7 +40,8 @@ class Component:
     description: str
     plugin: str  # the plugin (entry-point name, or ``tokzoo`` for core)
     distribution: str  # the distribution that ships it
-    config: type | None = None  # parameter dataclass, if the plugin gave one
+    config: type | None = None  # the parameter schema (a dataclass): given, or derived from the factory
+    schema_source: str = "signature"  # "signature" (derived) or "dataclass" (given by the plugin)
 
 
 @dataclass
@@ -141,7 +142,15 @@ class Registry:
                     f"Rename its {kind}, or restrict plugins with TOKZOO_PLUGINS."
                 )
             doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-            table[name] = Component(kind, name, factory, doc, plugin_name, dist, config)
+            source = "dataclass"
+            if config is None:  # one source of truth: the factory's own signature
+                from tokzoo.config import schema_of
+
+                try:
+                    config, source = schema_of(factory, name), "signature"
+                except (TypeError, ValueError):
+                    config, source = None, "none"  # a factory whose signature cannot be read
+            table[name] = Component(kind, name, factory, doc, plugin_name, dist, config, source)
 
         return register
 

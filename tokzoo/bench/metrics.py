@@ -9,7 +9,6 @@ and gives the numbers a single process gives.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,16 +18,6 @@ from torch import Tensor
 from tokzoo.api import Codes, Metric, Tokenizer
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
-
-
-@dataclass
-class NoParams:
-    """A metric without parameters of its own."""
-
-
-@dataclass
-class LPIPSConfig:
-    net: str = "alex"  # alex | vgg
 
 
 class SumMetric(Metric):
@@ -379,14 +368,13 @@ class Throughput(SumMetric):
         return out
 
 
-#: registered by core: name -> (class, description, parameter schema)
+#: registered by core: name -> (class, description); parameters: the class's signature
 CORE_METRICS = {
-    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255", NoParams),
-    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255", NoParams),
-    "lpips": (LPIPSMetric, "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file", LPIPSConfig),
-    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64", NoParams),
-    "codebook": (CodebookUsage, "codebook usage and perplexity per level", NoParams),
-    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)", NoParams),
-    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image",
-                   NoParams),
+    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255"),
+    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255"),
+    "lpips": (LPIPSMetric, "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file"),
+    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
+    "codebook": (CodebookUsage, "codebook usage and perplexity per level"),
+    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)"),
+    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image"),
 }

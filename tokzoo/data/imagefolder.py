@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +21,6 @@ import torch
 from tokzoo.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from tokzoo.data.preprocess import center_crop_uint8, to_tensor
 from tokzoo.errors import DataError
-
-
-@dataclass
-class ImageFolderConfig:
-    path: str = ""
-    resolution: int = 256
-    val_fraction: float = 0.1
-    captions: str = "captions.jsonl"
 
 
 def _read_captions(files: list[Path]) -> dict[str, str]:

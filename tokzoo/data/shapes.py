@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,6 @@ COLORS = {
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg", "color.png", "ihc.png")
 TEXTURES = ("brick.png", "grass.png", "gravel.png")
-
-
-@dataclass
-class ShapesConfig:
-    resolution: int = 32
-    train_size: int = 4096
-    val_size: int = 512
-    seed: int = 0
-    captions: str = "full"  # full | object | shape (see `render`)
 
 
 @functools.lru_cache(maxsize=None)

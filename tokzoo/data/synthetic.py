@@ -7,21 +7,11 @@ measured on it say how fast a model trains or encodes, nothing about quality.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from tokzoo.data import split_index
-
-
-@dataclass
-class SyntheticConfig:
-    resolution: int = 256
-    train_size: int = 100_000
-    val_size: int = 10_000
-    num_classes: int = 10
-    seed: int = 0
 
 
 class SyntheticDataset(torch.utils.data.Dataset):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,27 +29,6 @@ from tokzoo.errors import ConfigError, WeightsNotFoundError
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass
-class OpenClipConfig:
-    arch: str = "tiny"
-    image_size: int = 32
-    patch_size: int = 4
-    width: int = 128
-    layers: int = 4
-    head_width: int = 32
-    text_width: int = 128
-    text_layers: int = 2
-    context_length: int = 32
-    embed_dim: int = 128
-    pool_type: str = "tok"  # tiny arch: "tok" (class token) or "avg" (mean of patch tokens)
-    stem: str = "patch"  # tiny arch: "patch" (ViT patchify) or "conv" (a small stride-`patch_size` conv stem)
-    pretrained: str = ""  # local open_clip weights file (required for a named arch), or "random"
-    checkpoint: str = ""  # a tokzoo run folder / checkpoint of a trained `openclip` encoder
-    freeze: bool = False
-    text: bool = True  # keep the text tower (false: image features only)
-    text_tokenizer: str = ""  # named archs: local folder of the HF text tokenizer (default: the HF cache)
 
 
 class OpenClipEncoder(Encoder):

@@ -40,19 +40,17 @@ class ReconstructionConfig(PixelLossConfig):
 class ReconstructionLosses:
     """The pixel-side losses shared by every recipe that reconstructs images."""
 
-    def __init__(self, recon: str = "l1", recon_weight: float = 1.0, perceptual_weight: float = 0.0,
-                 perceptual_net: str = "alex", disc_weight: float = 0.0, disc_start: int = 0,
-                 disc_channels: int = 64, disc_layers: int = 3, adaptive_disc_weight: bool = True):
-        self.recon, self.recon_weight = recon, recon_weight
-        self.perceptual_weight, self.perceptual_net = perceptual_weight, perceptual_net
-        self.disc_weight, self.disc_start, self.adaptive = disc_weight, disc_start, adaptive_disc_weight
-        self.disc = L.PatchDiscriminator(disc_channels, disc_layers) if disc_weight > 0 else None
+    def __init__(self, cfg: PixelLossConfig):
+        self.recon, self.recon_weight = cfg.recon, cfg.recon_weight
+        self.perceptual_weight, self.perceptual_net = cfg.perceptual_weight, cfg.perceptual_net
+        self.disc_weight, self.disc_start, self.adaptive = cfg.disc_weight, cfg.disc_start, cfg.adaptive_disc_weight
+        self.disc = L.PatchDiscriminator(cfg.disc_channels, cfg.disc_layers) if cfg.disc_weight > 0 else None
         self.lpips: nn.Module | None = None
-        if perceptual_weight > 0:  # refuse now, before a run folder is written, if the backbone is missing
-            if perceptual_net not in ("alex", "vgg"):
-                raise ConfigError(f"recipe.perceptual_net must be 'alex' or 'vgg', not '{perceptual_net}'")
-            find_weights(KNOWN_FILES[{"alex": "alexnet", "vgg": "vgg16"}[perceptual_net]],
-                         f"the LPIPS loss (recipe.perceptual_weight={perceptual_weight}; set it to 0 to train "
+        if cfg.perceptual_weight > 0:  # refuse now, before a run folder is written, if the backbone is missing
+            if cfg.perceptual_net not in ("alex", "vgg"):
+                raise ConfigError(f"recipe.perceptual_net must be 'alex' or 'vgg', not '{cfg.perceptual_net}'")
+            find_weights(KNOWN_FILES[{"alex": "alexnet", "vgg": "vgg16"}[cfg.perceptual_net]],
+                         f"the LPIPS loss (recipe.perceptual_weight={cfg.perceptual_weight}; set it to 0 to train "
                          f"without it)")
 
     def setup(self, device: torch.device) -> None:
@@ -88,11 +86,12 @@ def last_layer_of(tokenizer: Tokenizer) -> Tensor | None:
 
 
 class ReconstructionRecipe(Recipe):
-    """One stage training a tokenizer to reconstruct its input."""
+    """One stage training a tokenizer to reconstruct its input (parameters: :class:`ReconstructionConfig`)."""
 
-    def __init__(self, steps: int = 1000, train: list[str] | None = None, quant_weight: float = 1.0, **pixel):
-        self.steps, self.train, self.quant_weight = steps, list(train or ["all"]), quant_weight
-        self.pixel = ReconstructionLosses(**pixel)
+    def __init__(self, **params):
+        cfg = ReconstructionConfig(**params)
+        self.steps, self.train, self.quant_weight = cfg.steps, list(cfg.train), cfg.quant_weight
+        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self) -> list[Stage]:
         return [Stage("reconstruction", self.steps, self.train)]
@@ -114,14 +113,6 @@ class ReconstructionRecipe(Recipe):
     def discriminator_step(self, batch, recon, ctx):
         terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
         return None if terms is None else StepResult(sum(terms.values()), terms)
-
-
-@dataclass
-class ClipConfig:
-    steps: int = 500
-    loss: str = "clip"  # clip (softmax) | siglip (sigmoid)
-    prompt: str = "a photo of a {}"  # for class-labelled data without captions
-    probe_images: int = 512
 
 
 class ClipRecipe(Recipe):

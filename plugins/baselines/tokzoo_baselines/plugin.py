@@ -13,11 +13,11 @@ def tokzoo_register_quantizers(register):
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    from tokzoo_baselines.vilau import VilaUConfig, VilaUTokenizer
-    from tokzoo_baselines.vqgan import VQGANConfig, build_vqgan
+    from tokzoo_baselines.vilau import VilaUTokenizer
+    from tokzoo_baselines.vqgan import build_vqgan
 
-    register("vqgan", build_vqgan, "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)", config=VQGANConfig)
-    register("vilau", VilaUTokenizer, "VILA-U-style: open_clip tower + residual VQ + conv decoder", config=VilaUConfig)
+    register("vqgan", build_vqgan, "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)")
+    register("vilau", VilaUTokenizer, "VILA-U-style: open_clip tower + residual VQ + conv decoder")
 
 
 @tokzoo.hookimpl

@@ -10,13 +10,12 @@ against the frozen text tower) plus reconstruction (+ LPIPS + GAN), 1:1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from tokzoo.api import (RANDOM, Codes, CodeSpec, Tokenizer, TokenizerInfo, TokenizerOutput, current_spec_path,
+from tokzoo.api import (RANDOM, Codes, CodeSpec, Spec, Tokenizer, TokenizerInfo, TokenizerOutput, current_spec_path,
                         is_restoring)
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.nn import ConvDecoder
@@ -28,29 +27,14 @@ from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, captions
 from tokzoo_baselines.rvq import ResidualVQ
 
 
-@dataclass
-class VilaUConfig:
-    resolution: int = 256
-    tower: Any = field(default_factory=lambda: {"name": "openclip", "arch": "ViT-B-16-SigLIP-256"})
-    codebook_size: int = 16384
-    depth: int = 4
-    code_dim: int = 256
-    decay: float = 0.99
-    restart_every: int = 100
-    beta: float = 0.25
-    decoder_ch: int = 128
-    decoder_ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-    decoder_res_blocks: int = 2
-
-
-VilaUConfig.__nested_specs__ = {"tower": "encoder"}
-
-
 class VilaUTokenizer(Tokenizer):
-    def __init__(self, resolution=256, tower=None, codebook_size=16384, depth=4, code_dim=256, decay=0.99,
-                 restart_every=100, beta=0.25, decoder_ch=128, decoder_ch_mult=(1, 1, 2, 2, 4), decoder_res_blocks=2):
+    def __init__(self, resolution: int = 256,
+                 tower: Spec.encoder = {"name": "openclip", "arch": "ViT-B-16-SigLIP-256"},  # noqa: B006 (read only)
+                 codebook_size: int = 16384, depth: int = 4, code_dim: int = 256, decay: float = 0.99,
+                 restart_every: int = 100, beta: float = 0.25, decoder_ch: int = 128,
+                 decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), decoder_res_blocks: int = 2):
         super().__init__()
-        spec = dict(tower or {"name": "openclip"})
+        spec = {"name": tower} if isinstance(tower, str) else dict(tower)
         if (spec.get("name") == "openclip" and not spec.get("checkpoint") and spec.get("arch", "tiny") == "tiny"
                 and spec.get("pretrained") != RANDOM and not is_restoring()):
             where = f"{current_spec_path()}.tower"
@@ -59,7 +43,7 @@ class VilaUTokenizer(Tokenizer):
                 f"{where}.checkpoint=RUN (a run of `tokzoo train clip`, e.g. runs/clip), or {where}.arch=NAME with "
                 f"{where}.pretrained=FILE (a local open_clip checkpoint). To start from a deliberately random "
                 f"tower, set {where}.pretrained={RANDOM} (recorded, and flagged in bench tables).")
-        self.tower = build("encoder", tower or {"name": "openclip"})
+        self.tower = build("encoder", tower)
         if not hasattr(self.tower, "embed_text"):
             from tokzoo.errors import ConfigError
 
@@ -141,9 +125,10 @@ class VilaURecipeConfig(PixelLossConfig):
 class VilaURecipe(Recipe):
     """One joint stage: contrastive (text tower frozen) + reconstruction."""
 
-    def __init__(self, steps=1000, contrastive_weight=1.0, prompt="a photo of a {}", **pixel):
-        self.steps, self.cw, self.prompt = steps, contrastive_weight, prompt
-        self.pixel = ReconstructionLosses(**pixel)
+    def __init__(self, **params):
+        cfg = VilaURecipeConfig(**params)  # the one place the parameters and defaults live
+        self.steps, self.cw, self.prompt = cfg.steps, cfg.contrastive_weight, cfg.prompt
+        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self):
         return [Stage("joint", self.steps, ["vision", "quantizer", "decoder"])]

@@ -7,27 +7,13 @@ dimension 8 with l2-normalised codes, beta = 0.25. Trained by core's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from tokzoo.api import ComposedTokenizer
 from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
 
 
-@dataclass
-class VQGANConfig:
-    resolution: int = 256
-    ch: int = 128
-    ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-    num_res_blocks: int = 2
-    z_channels: int = 256
-    codebook_size: int = 16384
-    codebook_dim: int = 8
-    beta: float = 0.25
-    l2_norm: bool = True
-
-
-def build_vqgan(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
-                codebook_size=16384, codebook_dim=8, beta=0.25, l2_norm=True) -> ComposedTokenizer:
+def build_vqgan(resolution: int = 256, ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
+                num_res_blocks: int = 2, z_channels: int = 256, codebook_size: int = 16384, codebook_dim: int = 8,
+                beta: float = 0.25, l2_norm: bool = True) -> ComposedTokenizer:
     """A VQGAN: conv encoder -> 1x1 to ``codebook_dim`` -> VQ -> 1x1 -> conv decoder."""
     enc = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels)
     dec = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels)

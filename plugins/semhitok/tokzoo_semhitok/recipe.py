@@ -32,11 +32,13 @@ class SemHiTokRecipeConfig(PixelLossConfig):
 
 
 class SemHiTokRecipe(Recipe):
-    def __init__(self, stage1_steps=100000, stage2_steps=400000, stage1_lr=0.0, cosine_weight=1.0, l1_weight=1.0,
-                 **pixel):
-        self.s1, self.s2, self.s1_lr = stage1_steps, stage2_steps, stage1_lr or None
-        self.cw, self.l1w = cosine_weight, l1_weight
-        self.pixel = ReconstructionLosses(**pixel)
+    """Parameters: :class:`SemHiTokRecipeConfig` (the one place their defaults live)."""
+
+    def __init__(self, **params):
+        cfg = SemHiTokRecipeConfig(**params)
+        self.s1, self.s2, self.s1_lr = cfg.stage1_steps, cfg.stage2_steps, cfg.stage1_lr or None
+        self.cw, self.l1w = cfg.cosine_weight, cfg.l1_weight
+        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self):
         return [Stage("semantic", self.s1, ["semantic"], lr=self.s1_lr), Stage("pixel", self.s2, ["pixel"])]

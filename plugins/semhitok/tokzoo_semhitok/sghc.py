@@ -28,7 +28,7 @@ class SGHCQuantizer(Quantizer):
 
     layout = "hierarchical"
 
-    def __init__(self, num_semantic: int = 1024, sub_size: int = 8, dim: int = 8, beta: float = 0.25,
+    def __init__(self, num_semantic: int = 24576, sub_size: int = 8, dim: int = 8, beta: float = 0.25,
                  l2_norm: bool = True, ema: bool = True, decay: float = 0.99, restart_every: int = 100):
         super().__init__()
         self.K, self.m, self.dim, self.beta = num_semantic, sub_size, dim, beta

@@ -15,7 +15,6 @@ once per run folder; the text tower of an open_clip teacher is dropped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,18 +25,12 @@ from tokzoo.errors import ConfigError, WeightsNotFoundError
 from tokzoo.registry import build
 
 
-@dataclass
-class TeacherConfig:
-    source: str = "openclip"  # openclip | timm
-    arch: str = "tiny"  # open_clip arch, or timm model name
-    checkpoint: str = ""  # tokzoo run of `clip` (source=openclip)
-    pretrained: str = ""  # local weights file (required unless checkpoint is set), or "random"
-    image_size: int = 0  # timm: input size (0: the model's default)
-
-
 class SemanticTeacher(Encoder):
     def __init__(self, source: str = "openclip", arch: str = "tiny", checkpoint: str = "", pretrained: str = "",
                  image_size: int = 0):
+        """``source``: openclip | timm; ``arch``: open_clip arch or timm model name;
+        ``checkpoint``: a tokzoo run of ``clip`` (openclip); ``pretrained``: a local
+        weights file, or ``random``; ``image_size``: timm input size (0: its default)."""
         super().__init__()
         self.source = source
         if source == "openclip":

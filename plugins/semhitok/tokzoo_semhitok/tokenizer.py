@@ -13,13 +13,10 @@ One token per grid position: ``h = i * m + j``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from tokzoo.api import Codes, CodeSpec, QuantizerOutput, Tokenizer, TokenizerInfo, TokenizerOutput
+from tokzoo.api import Codes, CodeSpec, QuantizerOutput, Spec, Tokenizer, TokenizerInfo, TokenizerOutput
 from tokzoo.errors import ConfigError
 from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
 from tokzoo.nn.convnets import ResBlock
@@ -45,8 +42,8 @@ class SemanticCodec(nn.Module):
 class EnhanceDecoder(nn.Module):
     """[semantic features ; pixel quantized features] -> images ``[B,3,H,W]``, nominally in ``[0,1]``."""
 
-    def __init__(self, semantic_dim: int, pixel_dim: int, z_channels: int = 64, ch: int = 64,
-                 ch_mult: list[int] = (1, 2, 2), num_res_blocks: int = 1):
+    def __init__(self, semantic_dim: int = 64, pixel_dim: int = 8, z_channels: int = 256, ch: int = 128,
+                 ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2):
         super().__init__()
         self.in_channels = semantic_dim + pixel_dim
         self.fuse = nn.Conv2d(semantic_dim + pixel_dim, z_channels, 1)
@@ -60,40 +57,20 @@ class EnhanceDecoder(nn.Module):
         return self.decoder.last_layer()
 
 
-@dataclass
-class SemHiTokConfig:
-    resolution: int = 256
-    teacher: Any = field(default_factory=lambda: {"name": "semantic-teacher", "source": "openclip",
-                                                  "arch": "ViT-L-16-SigLIP-256"})
-    semantic_codebook_size: int = 24576  # K
-    semantic_code_dim: int = 32
-    semantic_hidden: int = 512
-    sub_codebook_size: int = 8  # m; K * m = 196,608 at paper size
-    pixel_code_dim: int = 8
-    pixel_ch: int = 128
-    pixel_ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-    pixel_res_blocks: int = 2
-    pixel_z_channels: int = 256
-    decoder_ch: int = 128
-    decoder_ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-    decoder_res_blocks: int = 2
-    decoder_z_channels: int = 256
-    semantic_feature_dim: int = 64  # semantic decoder features fed to the Enhance Decoder, after a 1x1
-    decay: float = 0.99
-    restart_every: int = 100
-
-
-SemHiTokConfig.__nested_specs__ = {"teacher": "encoder"}
-
-
 class SemHiTok(Tokenizer):
-    def __init__(self, resolution=256, teacher=None, semantic_codebook_size=24576, semantic_code_dim=32,
-                 semantic_hidden=512, sub_codebook_size=8, pixel_code_dim=8, pixel_ch=128,
-                 pixel_ch_mult=(1, 1, 2, 2, 4), pixel_res_blocks=2, pixel_z_channels=256, decoder_ch=128,
-                 decoder_ch_mult=(1, 1, 2, 2, 4), decoder_res_blocks=2, decoder_z_channels=256,
-                 semantic_feature_dim=64, decay=0.99, restart_every=100):
+    def __init__(self, resolution: int = 256,
+                 teacher: Spec.encoder = {"name": "semantic-teacher", "arch": "ViT-L-16-SigLIP-256"},  # noqa: B006
+                 semantic_codebook_size: int = 24576, semantic_code_dim: int = 32, semantic_hidden: int = 512,
+                 sub_codebook_size: int = 8, pixel_code_dim: int = 8, pixel_ch: int = 128,
+                 pixel_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), pixel_res_blocks: int = 2,
+                 pixel_z_channels: int = 256, decoder_ch: int = 128, decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
+                 decoder_res_blocks: int = 2, decoder_z_channels: int = 256, semantic_feature_dim: int = 64,
+                 decay: float = 0.99, restart_every: int = 100):
+        """K = ``semantic_codebook_size`` semantic codes, m = ``sub_codebook_size``
+        texture sub-codes each (K * m = 196,608 at paper size); the teacher is a
+        nested encoder spec (read only)."""
         super().__init__()
-        self.teacher = build("encoder", teacher or {"name": "semantic-teacher"})
+        self.teacher = build("encoder", teacher)
         self.teacher.requires_grad_(False)
         g = self.teacher.grid
         self.resolution = resolution
