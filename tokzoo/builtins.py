@@ -58,11 +58,11 @@ def tokzoo_register_datasets(register):
 
 @hookimpl
 def tokzoo_register_recipes(register):
-    from tokzoo.train.recipes import ClipRecipe, ReconstructionConfig, ReconstructionRecipe
+    from tokzoo.train.recipes import ClipRecipe, ReconstructionRecipe
 
     register("clip", ClipRecipe, "contrastive image-text training of an openclip model (the tiny teacher)")
     register("reconstruction", ReconstructionRecipe,
-             "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses", config=ReconstructionConfig)
+             "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses")
 
 
 @hookimpl

@@ -97,7 +97,10 @@ def schema_of(factory: Any, name: str = "") -> type:
     import inspect
 
     target = factory.__init__ if inspect.isclass(factory) else factory
-    sig = inspect.signature(target)
+    sig = inspect.signature(target) if target is not object.__init__ else inspect.Signature()  # no parameters
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        raise TypeError(f"{factory} takes **kwargs: its parameters cannot be read from its signature "
+                        "(give config=DataclassOfParams, or a config_class attribute)")
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # an annotation that does not resolve: no type checking for it

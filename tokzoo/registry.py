@@ -143,6 +143,8 @@ class Registry:
                 )
             doc = description or (factory.__doc__ or "").strip().split("\n")[0]
             source = "dataclass"
+            if config is None and dataclasses.is_dataclass(getattr(factory, "config_class", None)):
+                config = factory.config_class  # a **params factory (and its subclasses) naming its dataclass
             if config is None:  # one source of truth: the factory's own signature
                 from tokzoo.config import schema_of
 

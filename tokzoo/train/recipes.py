@@ -88,6 +88,8 @@ def last_layer_of(tokenizer: Tokenizer) -> Tensor | None:
 class ReconstructionRecipe(Recipe):
     """One stage training a tokenizer to reconstruct its input (parameters: :class:`ReconstructionConfig`)."""
 
+    config_class = ReconstructionConfig  # subclasses registered without config= inherit it
+
     def __init__(self, **params):
         cfg = ReconstructionConfig(**params)
         self.steps, self.train, self.quant_weight = cfg.steps, list(cfg.train), cfg.quant_weight

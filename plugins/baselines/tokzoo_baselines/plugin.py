@@ -22,9 +22,9 @@ def tokzoo_register_tokenizers(register):
 
 @tokzoo.hookimpl
 def tokzoo_register_recipes(register):
-    from tokzoo_baselines.vilau import VilaURecipe, VilaURecipeConfig
+    from tokzoo_baselines.vilau import VilaURecipe
 
-    register("vilau", VilaURecipe, "joint contrastive (frozen text tower) + reconstruction", config=VilaURecipeConfig)
+    register("vilau", VilaURecipe, "joint contrastive (frozen text tower) + reconstruction")
 
 
 @tokzoo.hookimpl

@@ -125,6 +125,8 @@ class VilaURecipeConfig(PixelLossConfig):
 class VilaURecipe(Recipe):
     """One joint stage: contrastive (text tower frozen) + reconstruction."""
 
+    config_class = VilaURecipeConfig
+
     def __init__(self, **params):
         cfg = VilaURecipeConfig(**params)  # the one place the parameters and defaults live
         self.steps, self.cw, self.prompt = cfg.steps, cfg.contrastive_weight, cfg.prompt

@@ -52,10 +52,9 @@ def tokzoo_register_tokenizers(register):
 
 @tokzoo.hookimpl
 def tokzoo_register_recipes(register):
-    from tokzoo_semhitok.recipe import SemHiTokRecipe, SemHiTokRecipeConfig
+    from tokzoo_semhitok.recipe import SemHiTokRecipe
 
-    register("semhitok", SemHiTokRecipe, "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)",
-             config=SemHiTokRecipeConfig)
+    register("semhitok", SemHiTokRecipe, "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)")
 
 
 @tokzoo.hookimpl

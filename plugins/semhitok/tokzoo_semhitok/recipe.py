@@ -34,6 +34,8 @@ class SemHiTokRecipeConfig(PixelLossConfig):
 class SemHiTokRecipe(Recipe):
     """Parameters: :class:`SemHiTokRecipeConfig` (the one place their defaults live)."""
 
+    config_class = SemHiTokRecipeConfig
+
     def __init__(self, **params):
         cfg = SemHiTokRecipeConfig(**params)
         self.s1, self.s2, self.s1_lr = cfg.stage1_steps, cfg.stage2_steps, cfg.stage1_lr or None
