@@ -446,8 +446,8 @@ def checkpoint_config(path: str) -> dict:
     component built from another run, e.g. a teacher trained by ``tokzoo train
     clip``). It is recorded with the run being trained, so that run rebuilds
     from its own folder after ``path`` is gone."""
+    from tokzoo.ckptio import read_config, resolve_checkpoint
     from tokzoo.pretrained import referenced_config
-    from tokzoo.train.checkpoint import read_config, resolve_checkpoint
 
     return referenced_config(str(path), lambda p: read_config(resolve_checkpoint(p)))
 
@@ -458,7 +458,7 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
     checkpoint holds every tensor)."""
     if is_restoring():
         return
-    from tokzoo.train.checkpoint import load_weights, resolve_checkpoint
+    from tokzoo.ckptio import load_weights, resolve_checkpoint
 
     load_weights(module, resolve_checkpoint(path) / "model.safetensors")
 

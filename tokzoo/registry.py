@@ -2,7 +2,7 @@
 
 Plugins are modules (or objects) implementing hooks from
 :mod:`tokzoo.hookspecs`. Core registers its own built-ins the same way
-(:mod:`tokzoo.builtins`); third parties, and the first-party SemHiTok and
+(the modules of :data:`DEFAULT_PLUGINS`); third parties, and the first-party SemHiTok and
 baselines distributions, are found through the ``tokzoo`` entry-point group.
 
 ``TOKZOO_PLUGINS`` restricts which entry-point plugins load: a comma list of
@@ -28,6 +28,9 @@ from tokzoo.pretrained import spec_path
 ENTRY_POINT_GROUP = "tokzoo"
 KINDS = ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric")
 CORE = "tokzoo"
+#: core's own components, each module registered like any plugin (datasette's DEFAULT_PLUGINS)
+DEFAULT_PLUGINS = ("tokzoo.nn.plugin", "tokzoo.data.plugin", "tokzoo.train.plugin", "tokzoo.bench.plugin",
+                   "tokzoo.configs")
 
 
 @dataclass
@@ -262,10 +265,13 @@ def _allowed() -> set[str] | None:
 def load_registry(exclude: Any = None) -> Registry:
     """Build a fresh registry: core built-ins, then every allowed entry point
     (except one that loads the object ``exclude``: a plugin under test)."""
-    from tokzoo import __version__, builtins
+    import importlib
+
+    from tokzoo import __version__
 
     reg = Registry()
-    reg.add_plugin(builtins, CORE, CORE, __version__)
+    for module in DEFAULT_PLUGINS:
+        reg.add_plugin(importlib.import_module(module), module, CORE, __version__)
     allowed = _allowed()
     eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
     if allowed:

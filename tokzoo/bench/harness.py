@@ -34,8 +34,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tokzoo.api import BenchContext
+from tokzoo.ckptio import atomic_write  # noqa: F401 (also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
-from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint
+from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
 from tokzoo.pretrained import random_parts
@@ -65,16 +66,6 @@ class BenchOptions:
 
 
 # -- small helpers -------------------------------------------------------------------------
-def atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("tokzoo", "torch", "torchvision", "torch-fidelity", "lpips", "scipy", "numpy"):
@@ -162,13 +153,8 @@ def data_spec(data: str, resolution: int, params: dict[str, Any] | None = None) 
     if "resolution" in params or "split" in params:
         raise ConfigError("bench sets the dataset's resolution (the tokenizer's) and split (val) itself; "
                           "leave data.resolution / data.split out")
-    if data.startswith("imagefolder:"):
-        spec = {"name": "imagefolder", "path": data.split(":", 1)[1]}
-    elif ":" in data:
-        raise ConfigError(f"--data '{data}': use a dataset name (see `tokzoo list dataset`) or imagefolder:PATH")
-    else:
-        get_registry().get("dataset", data)  # unknown names: close matches
-        spec = {"name": data}
+    spec = parse_data_arg(data)
+    get_registry().get("dataset", spec["name"])  # unknown names: close matches
     return {**spec, **params, "resolution": resolution}
 
 
@@ -185,7 +171,7 @@ def _reference_cache_path(key: str) -> Path:
 # -- the harness ----------------------------------------------------------------------------
 class Bench:
     def __init__(self, opts: BenchOptions, console: Console | None = None):
-        from tokzoo.train.trainer import dist_info, maybe_init_distributed, pick_device
+        from tokzoo.device import dist_info, maybe_init_distributed, pick_device
 
         self.o = opts
         self.console = console or Console()
@@ -272,64 +258,21 @@ class Bench:
 
     # -- one tokenizer ---------------------------------------------------------------------------
     def _bench_one(self, name: str, tok) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """One tokenizer, read top to bottom: data, metrics, one streaming pass, results."""
         res = tok.info.resolution
         spec = data_spec(self.o.data, res, self.o.data_params)
         val = build_dataset(spec, "val")
         n = min(self.o.num_images, len(val))
-        indices = list(range(n))[self.rank::self.world]
-        metrics, unavailable, weights = {}, {}, {}
-        reg = get_registry()
         ctx = BenchContext(device=self.device, weights_dir=self.o.weights_dir, batch_size=self.o.batch_size,
                            num_images=n, probe_train_images=self.o.probe_train_images,
                            train_split=lambda: build_dataset(spec, "train"))
-        for m in self.o.metrics:
-            try:
-                metric = reg.create("metric", m, **self.o.metric_params.get(m, {}))
-                metric.setup(ctx)
-            except TokzooError as exc:
-                unavailable[m] = str(exc)
-                continue
-            except ImportError as exc:  # a metric whose package is missing
-                unavailable[m] = f"needs a package that is not installed ({exc})"
-                continue
-            metric.reset(tok)
-            weights.update(getattr(metric, "weights", {}) or {})
-            metrics[m] = metric
+        metrics, unavailable, weights = self._make_metrics(tok, ctx)
         cached = {m: self._reference(m, metric, val, spec, n, res) for m, metric in metrics.items()}
+        # one pass over this rank's shard of the images: encode, decode, every metric sees each batch once
         skips = SkipCounter(self.console)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val, indices), batch_size=self.o.batch_size,
-                                             collate_fn=collate, num_workers=0)
-        grid_o, grid_r = [], []
-        progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=self.console, disable=not self.is_main)
-        tok.eval()
-        with progress, torch.no_grad():
-            task = progress.add_task(name, total=len(indices))
-            for b, batch in enumerate(loader):
-                skips.add(batch)
-                if "image" not in batch:
-                    continue
-                x = batch["image"].to(self.device)
-                _sync(self.device)
-                t0 = time.perf_counter()
-                codes = tok.encode(x)
-                _sync(self.device)
-                t1 = time.perf_counter()
-                rec = tok.decode(codes)
-                _sync(self.device)
-                t2 = time.perf_counter()
-                o8, r8 = to_uint8(x), to_uint8(rec)
-                batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
-                for m in list(metrics):
-                    try:
-                        metrics[m].update(o8, r8, codes, batch)
-                    except (ValueError, RuntimeError, NotImplementedError) as exc:  # one metric, not the bench
-                        unavailable[m] = f"failed: {str(exc).splitlines()[0]}"
-                        del metrics[m]
-                if sum(len(g) for g in grid_o) < self.o.grid_images:
-                    grid_o.append(o8.cpu())
-                    grid_r.append(r8.cpu())
-                progress.update(task, advance=len(x))
+        grid_o, grid_r = self._measure(name, tok, val, list(range(n))[self.rank::self.world], metrics, unavailable,
+                                       skips)
+        # combine the processes, compute, cache reference statistics
         if self.world > 1:
             for metric in metrics.values():
                 metric.reduce(lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
@@ -355,6 +298,64 @@ class Bench:
             self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
         k = self.o.grid_images
         return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k]
+
+    def _make_metrics(self, tok, ctx: BenchContext) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+        """(metrics ready for ``tok``, unavailable metric -> why, weight file -> SHA-256)."""
+        metrics, unavailable, weights = {}, {}, {}
+        reg = get_registry()
+        for m in self.o.metrics:
+            try:
+                metric = reg.create("metric", m, **self.o.metric_params.get(m, {}))
+                metric.setup(ctx)
+            except TokzooError as exc:
+                unavailable[m] = str(exc)
+                continue
+            except ImportError as exc:  # a metric whose package is missing
+                unavailable[m] = f"needs a package that is not installed ({exc})"
+                continue
+            metric.reset(tok)
+            weights.update(getattr(metric, "weights", {}) or {})
+            metrics[m] = metric
+        return metrics, unavailable, weights
+
+    @torch.no_grad()
+    def _measure(self, name: str, tok, val, indices: list[int], metrics: dict, unavailable: dict,
+                 skips: SkipCounter) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Stream the images through the tokenizer and the metrics; the first images for the grid."""
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val, indices), batch_size=self.o.batch_size,
+                                             collate_fn=collate, num_workers=0)
+        grid_o, grid_r = [], []
+        progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=self.console, disable=not self.is_main)
+        tok.eval()
+        with progress:
+            task = progress.add_task(name, total=len(indices))
+            for b, batch in enumerate(loader):
+                skips.add(batch)
+                if "image" not in batch:
+                    continue
+                x = batch["image"].to(self.device)
+                _sync(self.device)  # timings: synchronised on GPU
+                t0 = time.perf_counter()
+                codes = tok.encode(x)
+                _sync(self.device)
+                t1 = time.perf_counter()
+                rec = tok.decode(codes)
+                _sync(self.device)
+                t2 = time.perf_counter()
+                o8, r8 = to_uint8(x), to_uint8(rec)  # metrics see what a saved PNG would hold
+                batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
+                for m in list(metrics):
+                    try:
+                        metrics[m].update(o8, r8, codes, batch)
+                    except (ValueError, RuntimeError, NotImplementedError) as exc:  # one metric, not the bench
+                        unavailable[m] = f"failed: {str(exc).splitlines()[0]}"
+                        del metrics[m]
+                if sum(len(g) for g in grid_o) < self.o.grid_images:
+                    grid_o.append(o8.cpu())
+                    grid_r.append(r8.cpu())
+                progress.update(task, advance=len(x))
+        return grid_o, grid_r
 
     def _reference(self, m: str, metric, val, spec, n: int, res: int) -> tuple[str, bool]:
         """(cache key, loaded?) of a metric's reference state over the originals."""

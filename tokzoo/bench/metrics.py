@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokzoo.api import Codes, Metric, Tokenizer
+from tokzoo.nn.quantizers import perplexity
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
@@ -28,6 +29,13 @@ class SumMetric(Metric):
 
 
 # -- PSNR ---------------------------------------------------------------------------
+def psnr_per_image(originals: Tensor, reconstructions: Tensor) -> Tensor:
+    """PSNR of each uint8 image pair ``[B,3,H,W]``, ``data_range=255`` (float64 ``[B]``)."""
+    a, b = originals.double(), reconstructions.double()
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
+
+
 class MeanMetric(SumMetric):
     """Mean over images of a per-image score; subclasses give ``key`` and ``per_image``."""
 
@@ -58,9 +66,7 @@ class PSNR(MeanMetric):
     better = {"psnr": "higher"}
 
     def per_image(self, originals, reconstructions):
-        a, b = originals.double(), reconstructions.double()
-        mse = ((a - b) ** 2).flatten(1).mean(1)
-        return 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
+        return psnr_per_image(originals, reconstructions)
 
 
 # -- SSIM ---------------------------------------------------------------------------
@@ -267,9 +273,8 @@ class CodebookUsage(SumMetric):
     def compute(self):
         out = {}
         for lvl, counts in self.state.items():
-            p = counts / counts.sum().clamp(min=1)
             out[f"usage/{lvl}"] = float((counts > 0).double().mean())
-            out[f"perplexity/{lvl}"] = float(torch.exp(-(p * torch.log(p.clamp(min=1e-30))).sum()))
+            out[f"perplexity/{lvl}"] = perplexity(counts)
         return out
 
 

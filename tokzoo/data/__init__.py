@@ -60,16 +60,24 @@ class SkipCounter:
         return f"{len(self.skipped)} unreadable image(s) skipped"
 
 
+def parse_data_arg(arg: str) -> dict[str, Any]:
+    """``NAME`` or ``imagefolder:PATH`` (the command-line forms) -> a dataset spec."""
+    if arg.startswith("imagefolder:"):
+        return {"name": "imagefolder", "path": arg.split(":", 1)[1]}
+    if ":" in arg:
+        from tokzoo.errors import ConfigError
+
+        raise ConfigError(f"--data '{arg}': use a dataset name (see `tokzoo list dataset`) or imagefolder:PATH")
+    return {"name": arg}
+
+
 def build_dataset(spec: Any, split: str):
     """Dataset from a spec (``"shapes"``, ``"imagefolder:PATH"`` or ``{name, **params}``)."""
     from tokzoo.config import to_container
     from tokzoo.registry import get_registry
 
     if isinstance(spec, str):
-        if spec.startswith("imagefolder:"):
-            spec = {"name": "imagefolder", "path": spec.split(":", 1)[1]}
-        else:
-            spec = {"name": spec}
+        spec = parse_data_arg(spec)
     spec = dict(to_container(spec))
     comp = get_registry().get("dataset", spec.pop("name"))
     host = {"split": split}  # what the host passes to every dataset: split, and resolution when known

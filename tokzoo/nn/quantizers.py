@@ -15,11 +15,15 @@ from torch import Tensor, nn
 from tokzoo.api import Codes, QuantizerOutput, Quantizer
 
 
+def perplexity(counts: Tensor) -> float:
+    """exp(entropy) of a histogram of code counts (float64)."""
+    p = counts.double() / counts.double().sum().clamp(min=1)
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-30))).sum()))
+
+
 def batch_perplexity(codes: Tensor, n: int) -> float:
     """exp(entropy) of the code histogram of one batch."""
-    p = torch.bincount(codes.reshape(-1), minlength=n).float()
-    p = p / p.sum().clamp(min=1)
-    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+    return perplexity(torch.bincount(codes.reshape(-1), minlength=n))
 
 
 class VectorQuantizer(Quantizer):

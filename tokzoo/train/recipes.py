@@ -79,6 +79,11 @@ class ReconstructionLosses:
             return None
         return {"disc": L.hinge_d_loss(self.disc(target), self.disc(recon.detach()))}
 
+    def discriminator_step(self, batch: dict, recon: Tensor, step: int) -> StepResult | None:
+        """The discriminator's step for a recipe (None before ``disc_start`` or without a GAN)."""
+        terms = self.discriminator_terms(recon, batch["image"], step)
+        return None if terms is None else StepResult(sum(terms.values()), terms)
+
 
 def last_layer_of(tokenizer: Tokenizer) -> Tensor | None:
     fn = getattr(tokenizer, "last_layer", None)
@@ -113,8 +118,7 @@ class ReconstructionRecipe(Recipe):
         return StepResult(sum(terms.values()), terms, out.reconstruction)
 
     def discriminator_step(self, batch, recon, ctx):
-        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
-        return None if terms is None else StepResult(sum(terms.values()), terms)
+        return self.pixel.discriminator_step(batch, recon, ctx.step)
 
 
 class ClipRecipe(Recipe):

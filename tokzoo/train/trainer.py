@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,7 +21,9 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tokzoo.bench.metrics import psnr_per_image
 from tokzoo.config import load_run_config
+from tokzoo.device import dist_info, maybe_init_distributed, pick_device  # noqa: F401 (re-exported)
 from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
@@ -36,30 +37,6 @@ from tokzoo.train.recipe import Recipe, Stage, StepContext
 
 class NonFiniteLossError(TokzooError):
     exit_code = 3
-
-
-# -- distributed helpers -----------------------------------------------------------
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def maybe_init_distributed(device: torch.device) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but no CUDA device is available")
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device(name)
 
 
 # -- data order: deterministic in the step, so a resumed run sees the same batches ---
@@ -215,22 +192,19 @@ class Trainer:
         n = min(self.tcfg["eval_images"], len(self.val_set))
         was = self.tokenizer.training
         self.tokenizer.eval()
-        mse, count, first = 0.0, 0, None
+        psnr_sum, count, first = 0.0, 0, None
         for start in range(0, n, self.tcfg["batch_size"]):
             batch = collate([self.val_set[i] for i in range(start, min(n, start + self.tcfg["batch_size"]))])
             if "image" not in batch:
                 continue
             x = batch["image"].to(self.device)
             r = self.tokenizer.reconstruct(x)
-            a, b = to_uint8(x).double(), to_uint8(r).double()
-            mse_i = ((a - b) ** 2).flatten(1).mean(1)
-            psnr = 10 * torch.log10(255.0 ** 2 / mse_i.clamp(min=1e-10))
-            mse += float(psnr.sum())
+            psnr_sum += float(psnr_per_image(to_uint8(x), to_uint8(r)).sum())
             count += len(x)
             if first is None:
                 first = (x[:8].cpu(), r[:8].cpu())
         self.tokenizer.train(was)
-        result = {"eval/psnr": mse / max(1, count)}
+        result = {"eval/psnr": psnr_sum / max(1, count)}
         if first is not None and self.is_main:
             from torchvision.utils import save_image
 
@@ -300,6 +274,7 @@ class Trainer:
                                       f"now; start a new run_dir or use the saved config")
 
     def _run_stage(self) -> dict[str, float]:
+        """One stage, read top to bottom: evaluate, then the step loop, then evaluate and save."""
         stage = self.stages[self.stage_index]
         tag = f"stage{self.stage_index + 1}"
         if self.stage_step == 0:
@@ -308,81 +283,28 @@ class Trainer:
             if self.is_main:
                 self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {stage.name}[/] "
                                    f"({stage.steps} steps) - before: {_fmt(before)}")
-        accum = self.tcfg["grad_accum"]
-        sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
-                              self.stage_step * accum, stage.steps * accum, self.rank, self.world)
-        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=self.tcfg["num_workers"],
-                                             generator=torch.Generator().manual_seed(self.cfg["seed"]))
-        it = iter(loader)
+        batches = self._batches(stage)
         amp = self.tcfg["precision"] == "bf16"  # on CPU too, so dtype errors surface without a GPU
         self.tokenizer.train()
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                             disable=not self.is_main)
-        t_last, imgs = time.perf_counter(), 0
+        self._t_last, self._images = time.perf_counter(), 0
         with progress:
             task = progress.add_task(stage.name, total=stage.steps, completed=self.stage_step, info="")
             while self.stage_step < stage.steps:
                 ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
-                logs: dict[str, float] = {}
-                self.opt.zero_grad(set_to_none=True)
-                recons = []
-                batches = []
-                for _ in range(accum):
-                    batch = next(it)
-                    self.skips.add(batch)
-                    if "image" not in batch:
-                        continue
-                    batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                    batch["class_names"] = getattr(self.train_set, "classes", None)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                        res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
-                    self._check_finite(res.terms)
-                    (res.loss / accum).backward()
-                    for k, v in res.terms.items():
-                        logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
-                    recons.append(res.recon)
-                    batches.append(batch)
-                    imgs += len(batch["image"]) * self.world
-                if self.tcfg["grad_clip"] > 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
-                                                   self.tcfg["grad_clip"])
-                self.opt.step()
-                self.sched.step()
-                if self.disc_opt is not None:
-                    self.disc_opt.zero_grad(set_to_none=True)
-                    for batch, recon in zip(batches, recons):
-                        if recon is None:
-                            continue
-                        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                            d = self.recipe.discriminator_step(batch, recon.detach(), ctx)
-                        if d is None:
-                            continue
-                        self._check_finite(d.terms)
-                        (d.loss / accum).backward()
-                        for k, v in d.terms.items():
-                            logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
-                    disc = self.recipe.discriminator()
-                    if self.world > 1:
-                        for p in disc.parameters():
-                            if p.grad is not None:
-                                dist.all_reduce(p.grad)
-                                p.grad /= self.world
-                    self.disc_opt.step()
+                # forward, backward, update (tokenizer, then discriminator)
+                logs, used = self._generator_update(batches, ctx, amp)
+                logs.update(self._discriminator_update(used, ctx, amp))
                 self._update_ema()
                 self.step += 1
                 self.stage_step += 1
+                # timing and logging
                 if self.stage_step % self.tcfg["log_every"] == 0 or self.stage_step == stage.steps:
-                    logs = self._reduce(logs)
-                    now = time.perf_counter()
-                    rate = imgs / max(1e-9, now - t_last)
-                    t_last, imgs = now, 0
-                    self.log({"step": self.step, "stage": stage.name, "lr": self.sched.get_last_lr()[0],
-                              "images_per_s": rate, **logs})
-                    info = " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
-                    progress.update(task, info=info)
+                    progress.update(task, info=self._log_step(stage, logs))
                 progress.update(task, completed=self.stage_step)
+                # periodic checkpoint (the stage's final one is written below)
                 if self.stage_step % self.tcfg["ckpt_every"] == 0 and self.stage_step < stage.steps:
                     self.save(f"step-{self.step:08d}")
         after = self.evaluate(f"{tag}-end")
@@ -394,6 +316,80 @@ class Trainer:
             if self.skips.summary():
                 self.console.print(f"[yellow]{self.skips.summary()}[/]")
         return {f"{tag}/{k}": v for k, v in after.items()}
+
+    def _batches(self, stage: Stage) -> Iterator[dict]:
+        """This rank's batches for the rest of the stage, deterministic in the step (resumable)."""
+        accum = self.tcfg["grad_accum"]
+        sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
+                              self.stage_step * accum, stage.steps * accum, self.rank, self.world)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=self.tcfg["num_workers"],
+                                             generator=torch.Generator().manual_seed(self.cfg["seed"]))
+        return iter(loader)
+
+    def _generator_update(self, batches, ctx: StepContext, amp: bool) -> tuple[dict[str, float], list]:
+        """One optimiser step of the tokenizer over ``grad_accum`` batches; (logs, [(batch, recon)])."""
+        accum = self.tcfg["grad_accum"]
+        logs: dict[str, float] = {}
+        used = []
+        self.opt.zero_grad(set_to_none=True)
+        for _ in range(accum):
+            batch = next(batches)
+            self.skips.add(batch)
+            if "image" not in batch:
+                continue
+            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            batch["class_names"] = getattr(self.train_set, "classes", None)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
+            self._check_finite(res.terms)
+            (res.loss / accum).backward()
+            for k, v in res.terms.items():
+                logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
+            used.append((batch, res.recon))
+            self._images += len(batch["image"]) * self.world
+        if self.tcfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
+                                           self.tcfg["grad_clip"])
+        self.opt.step()
+        self.sched.step()
+        return logs, used
+
+    def _discriminator_update(self, used: list, ctx: StepContext, amp: bool) -> dict[str, float]:
+        """One optimiser step of the recipe's discriminator (if any) on this step's reconstructions."""
+        if self.disc_opt is None:
+            return {}
+        accum = self.tcfg["grad_accum"]
+        logs: dict[str, float] = {}
+        self.disc_opt.zero_grad(set_to_none=True)
+        for batch, recon in used:
+            if recon is None:
+                continue
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                d = self.recipe.discriminator_step(batch, recon.detach(), ctx)
+            if d is None:
+                continue
+            self._check_finite(d.terms)
+            (d.loss / accum).backward()
+            for k, v in d.terms.items():
+                logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
+        if self.world > 1:  # the discriminator is not wrapped in DDP: average its gradients by hand
+            for p in self.recipe.discriminator().parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+        self.disc_opt.step()
+        return logs
+
+    def _log_step(self, stage: Stage, logs: dict[str, float]) -> str:
+        """Append the step's losses (averaged over ranks) to metrics.jsonl; the progress-bar text."""
+        logs = self._reduce(logs)
+        now = time.perf_counter()
+        rate = self._images / max(1e-9, now - self._t_last)
+        self._t_last, self._images = now, 0
+        self.log({"step": self.step, "stage": stage.name, "lr": self.sched.get_last_lr()[0], "images_per_s": rate,
+                  **logs})
+        return " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         for name, value in terms.items():

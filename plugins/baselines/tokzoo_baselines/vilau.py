@@ -153,5 +153,4 @@ class VilaURecipe(Recipe):
         return StepResult(sum(terms.values()), terms, out.reconstruction)
 
     def discriminator_step(self, batch, recon, ctx):
-        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.step)
-        return None if terms is None else StepResult(sum(terms.values()), terms)
+        return self.pixel.discriminator_step(batch, recon, ctx.step)

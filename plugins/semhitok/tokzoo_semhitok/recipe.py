@@ -84,5 +84,4 @@ class SemHiTokRecipe(Recipe):
     def discriminator_step(self, batch, recon, ctx):
         if ctx.stage.name != "pixel":
             return None
-        terms = self.pixel.discriminator_terms(recon, batch["image"], ctx.stage_step)
-        return None if terms is None else StepResult(sum(terms.values()), terms)
+        return self.pixel.discriminator_step(batch, recon, ctx.stage_step)  # disc_start counts within stage 2

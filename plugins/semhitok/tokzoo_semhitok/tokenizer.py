@@ -18,8 +18,7 @@ from torch import Tensor, nn
 
 from tokzoo.api import Codes, CodeSpec, QuantizerOutput, Spec, Tokenizer, TokenizerInfo, TokenizerOutput
 from tokzoo.errors import ConfigError
-from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
-from tokzoo.nn.convnets import ResBlock
+from tokzoo.nn import ConvDecoder, ConvEncoder, ResBlock, VectorQuantizer
 from tokzoo.registry import build
 
 from tokzoo_semhitok.sghc import SGHCQuantizer

@@ -1,12 +1,10 @@
-"""Core's own components, registered through the same hooks as any plugin."""
+"""Core's networks - the conv encoder/decoder, the openclip encoder, VQ and the
+composed tokenizer - registered through the same hooks as any plugin."""
 from __future__ import annotations
 
 from tokzoo import hookimpl
 from tokzoo.api import ComposedTokenizer
-from tokzoo.config import Spec, schema_of  # Spec: also tokzoo.api.Spec
-from tokzoo.data.imagefolder import ImageFolderDataset
-from tokzoo.data.shapes import ShapesDataset
-from tokzoo.data.synthetic import SyntheticDataset
+from tokzoo.config import Spec, schema_of
 from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
 
 
@@ -47,34 +45,3 @@ def tokzoo_register_decoders(register):
 @hookimpl
 def tokzoo_register_tokenizers(register):
     register("composed", build_composed, "generic encoder + quantizer + decoder from the registry")
-
-
-@hookimpl
-def tokzoo_register_datasets(register):
-    register("shapes", ShapesDataset, "built-in procedural shapes on photo/texture backgrounds, 10 classes, captions")
-    register("imagefolder", ImageFolderDataset, "a folder of images (labels from sub-folders, captions.jsonl)")
-    register("synthetic", SyntheticDataset, "random smooth images made on the fly (throughput runs; no quality meaning)")
-
-
-@hookimpl
-def tokzoo_register_recipes(register):
-    from tokzoo.train.recipes import ClipRecipe, ReconstructionRecipe
-
-    register("clip", ClipRecipe, "contrastive image-text training of an openclip model (the tiny teacher)")
-    register("reconstruction", ReconstructionRecipe,
-             "one stage: L1/L2 + LPIPS + PatchGAN (adaptive weight) + quantizer losses")
-
-
-@hookimpl
-def tokzoo_register_metrics(register):
-    from tokzoo.bench.metrics import CORE_METRICS
-
-    for name, (cls, description) in CORE_METRICS.items():
-        register(name, cls, description)
-
-
-@hookimpl
-def tokzoo_register_presets(register):
-    from pathlib import Path
-
-    register("tokzoo", Path(__file__).parent / "configs")  # vq-tiny, clip: shipped in the wheel

@@ -1,0 +1,286 @@
+"""Checkpoint files: safe to kill at any instant, loadable without pickled code.
+
+This module does file I/O only and imports no other tokzoo module but
+``tokzoo.errors``; rebuilding a model from a checkpoint is
+:mod:`tokzoo.train.checkpoint`.
+
+A run folder holds ``checkpoints/<tag>/`` folders, each with
+
+- ``model.safetensors``: the tokenizer's weights; its metadata carries the
+  full resolved config, so :func:`load_tokenizer` needs nothing else;
+- ``ema.safetensors``: the EMA weights, when EMA is on;
+- ``trainer.pt``: optimisers (the discriminator's too), schedulers, recipe
+  state, step counters and RNG states, read with ``weights_only=True``.
+
+A checkpoint is written into a temporary folder and renamed into place, then
+``checkpoints/latest`` (a one-line file naming the tag) is replaced
+atomically. A kill at any instant leaves the previous checkpoint intact.
+
+Any module graph can be saved: a tensor reachable under several names (a
+submodule held twice, tied weights) is stored once and restored under every
+name. Frozen pretrained parts that a tokenizer declares
+(:meth:`tokzoo.api.Tokenizer.frozen_prefixes`) are stored once per run, in
+``frozen/<sha256>.safetensors`` named by the SHA-256 of their contents, and
+every checkpoint's metadata refers to that file by a path relative to the run
+folder, so the folder stays self-contained and movable.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tokzoo.errors import CheckpointError
+
+FORMAT = "tokzoo-checkpoint-1"
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new
+    one, never half: a temporary file in the same folder, fsynced, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def alias_map(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Key -> the first key naming the very same tensor (same storage, offset,
+    shape and strides), for every key that is such a second name."""
+    first: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    for k, v in state.items():
+        if v.device.type == "meta" or v.numel() == 0:
+            continue
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride(), v.dtype)
+        if ident in first:
+            aliases[k] = first[ident]
+        else:
+            first[ident] = k
+    return aliases
+
+
+def _state_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors safetensors can write: second names of one tensor dropped,
+    partial views of a shared storage copied."""
+    aliases = alias_map(state)
+    out, storages = {}, set()
+    for k, v in state.items():
+        if k in aliases:
+            continue
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in storages:
+            t = t.clone()
+        elif ptr is not None:
+            storages.add(ptr)
+        out[k] = t
+    return out
+
+
+def _content_sha256(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
+                     else t.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def split_frozen(state: dict[str, torch.Tensor], prefixes) -> tuple[dict, dict]:
+    """(trainable part, frozen part) of a state dict by key prefix."""
+    prefixes = tuple(prefixes or ())
+    frozen = {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)}
+    return {k: v for k, v in state.items() if k not in frozen}, frozen
+
+
+def _write_frozen(run_dir: Path, frozen: dict[str, torch.Tensor]) -> str:
+    """Store a frozen part once per run; its path relative to the run folder."""
+    digest = _content_sha256(frozen)
+    rel = f"frozen/{digest[:32]}.safetensors"
+    final = run_dir / rel
+    if not final.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
+        save_file(frozen, str(tmp), metadata={"format": FORMAT, "sha256": digest})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    return rel
+
+
+def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, config: dict,
+                    trainer_state: dict[str, Any], ema_state: dict[str, torch.Tensor] | None = None,
+                    keep: int = 2, protect_prefix: str = "stage") -> Path:
+    """Write checkpoint ``tag`` atomically and point ``latest`` at it."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".tmp-{tag}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    prefixes = tokenizer.frozen_prefixes() if hasattr(tokenizer, "frozen_prefixes") else ()
+    state, frozen = split_frozen(_state_for_save(tokenizer.state_dict()), prefixes)
+    meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
+    if frozen:
+        meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
+    save_file(state, str(tmp / "model.safetensors"), metadata=meta)
+    if ema_state is not None:
+        ema, _ = split_frozen(_state_for_save(ema_state), prefixes)
+        save_file(ema, str(tmp / "ema.safetensors"), metadata=meta)
+    torch.save(trainer_state, tmp / "trainer.pt")
+    final = ckpt_root / tag
+    if final.exists():
+        trash = ckpt_root / f".old-{tag}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    atomic_write(ckpt_root / "latest", tag + "\n")
+    # prune old step checkpoints (stage finals are kept)
+    steps = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in steps[:-keep]:
+        if old.name != tag:
+            shutil.rmtree(old, ignore_errors=True)
+    for junk in ckpt_root.glob(".tmp-*"):
+        if junk != tmp:
+            shutil.rmtree(junk, ignore_errors=True)
+    _prune_frozen(Path(run_dir))
+    return final
+
+
+def _frozen_refs(file: Path) -> list[str]:
+    """The frozen parts a weights file refers to (paths relative to the run folder)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return []
+    return json.loads(meta.get("tokzoo_frozen", "[]"))
+
+
+def _prune_frozen(run_dir: Path) -> None:
+    """Remove frozen parts no checkpoint of the run refers to any more."""
+    folder = run_dir / "frozen"
+    if not folder.is_dir():
+        return
+    used = {ref for ck in (run_dir / "checkpoints").iterdir() if ck.is_dir()
+            for name in ("model.safetensors", "ema.safetensors") for ref in _frozen_refs(ck / name)}
+    for f in folder.glob("*.safetensors"):
+        if f"frozen/{f.name}" not in used:
+            f.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder, checkpoint folder or ``model.safetensors`` -> the checkpoint folder."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix != ".safetensors":
+            raise CheckpointError(f"{p} is not a tokzoo checkpoint (expected a run folder or model.safetensors)")
+        return p.parent
+    if (p / "model.safetensors").is_file():
+        return p
+    latest = p / "checkpoints" / "latest"
+    if latest.is_file():
+        tag = latest.read_text().strip()
+        ck = p / "checkpoints" / tag
+        if (ck / "model.safetensors").is_file():
+            return ck
+        raise CheckpointError(f"{latest} names checkpoint '{tag}', which is missing")
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint at {p}: the path does not exist")
+    raise CheckpointError(f"no checkpoint in {p} (no model.safetensors and no checkpoints/latest); "
+                          "has this run saved one yet?")
+
+
+def read_config(ckpt: Path) -> dict:
+    """The resolved config stored inside ``model.safetensors``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'} is corrupt or not a safetensors file "
+                              f"({str(exc).splitlines()[0]})") from None
+    if meta.get("format") != FORMAT or "tokzoo_config" not in meta:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'} has no tokzoo config in its metadata; "
+                              "it was not written by tokzoo")
+    return json.loads(meta["tokzoo_config"])
+
+
+def _load_file(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file} is corrupt or not a safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def read_state(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights file with the frozen parts it refers to merged in."""
+    file = Path(file)
+    state = _load_file(file)
+    run_dir = file.parent.parent.parent  # run/checkpoints/<tag>/model.safetensors
+    for rel in _frozen_refs(file):
+        part = run_dir / rel
+        if not part.is_file():
+            raise CheckpointError(f"{file} refers to the frozen part {part}, which is missing; a run folder must be "
+                                  "copied whole (checkpoints/ and frozen/)")
+        state.update(_load_file(part))
+    return state
+
+
+def read_module_state(module: torch.nn.Module, file: Path) -> dict[str, torch.Tensor]:
+    """:func:`read_state`, with every second name of a tensor of ``module`` filled in."""
+    state = read_state(file)
+    for key, first in alias_map(module.state_dict()).items():  # a tensor saved once under its first name
+        if key not in state and first in state:
+            state[key] = state[first]
+    return state
+
+
+def load_weights(module: torch.nn.Module, file: Path) -> None:
+    """Load a checkpoint's weights into ``module`` strictly, with a clear error on any mismatch."""
+    state = read_module_state(module, file)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
+        raise CheckpointError(f"{file} does not fit this model: " + "; ".join(parts))
+    module.load_state_dict(state)
+
+
+def read_trainer_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt} has no trainer.pt: it can be loaded as a model but not resumed") from None
+    except Exception as exc:
+        raise CheckpointError(f"{ckpt / 'trainer.pt'} is corrupt ({str(exc).splitlines()[0]})") from None

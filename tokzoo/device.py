@@ -1,0 +1,32 @@
+"""Devices and torch.distributed: shared by the trainer and the bench harness."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from tokzoo.errors import ConfigError
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed(device: torch.device) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda but no CUDA device is available")
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
