@@ -170,3 +170,23 @@ def test_a_ready_made_tokenizer_from_the_docs_is_benched_not_trained(cli, tmp_pa
 
     entry = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"]["palette-32"]
     assert entry["num_images"] == 8 and entry["metrics"]["psnr"] > 10
+
+
+def test_a_component_breaking_the_contract_is_named_without_a_traceback(cli, tmp_path):
+    plugin = ("import torch, tokzoo\nfrom tokzoo.api import Quantizer\n"
+              "class Plain(Quantizer):\n    layout = 'grid'\n    dim = 8\n"
+              "    vocab = property(lambda self: {'code': 2})\n"
+              "    def forward(self, z):\n        return z  # a plain tensor: not a QuantizerOutput\n"
+              "    def lookup(self, codes):\n        return None\n"
+              "@tokzoo.hookimpl\ndef tokzoo_register_quantizers(register):\n    register('plain', Plain, 'broken')\n")
+    make_dist(tmp_path / "site", "tokzoo-plain", "0.4.0", {"plain": "plain_plugin"}, {"plain_plugin.py": plugin})
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    args = ["train", "vq-tiny", "model.quantizer={name: plain}", "recipe.steps=2", "data.train_size=8",
+            "data.val_size=4", "trainer.batch_size=4", f"run_dir={tmp_path / 'run'}"]
+    out = cli(*args, env=env, cwd=tmp_path)
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    msg = " ".join(out.stderr.split())
+    assert "quantizer 'plain'" in msg and "tokzoo-plain 0.4.0" in msg and "QuantizerOutput" in msg
+    assert not (tmp_path / "run").exists()  # no half run folder that looks like a run
+    debug = cli(*args, env={**env, "TOKZOO_DEBUG": "1"}, cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr

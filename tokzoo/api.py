@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tokzoo.config import Spec
+from tokzoo.errors import check_returns
 from tokzoo.pretrained import RANDOM, current_spec_path, is_restoring, random_parts, require_pretrained
 
 CodeLayout = Literal["grid", "residual", "hierarchical"]
@@ -321,12 +322,17 @@ class ComposedTokenizer(Tokenizer):
     def info(self) -> TokenizerInfo:
         return self._info
 
+    def _quantize(self, images: Tensor) -> QuantizerOutput:
+        feats = check_returns(self.encoder, "forward", self.encoder(images), Tensor, "features [B,C,h,w] (a Tensor)")
+        q = self.quantizer(self.pre_quant(feats))
+        return check_returns(self.quantizer, "forward", q, QuantizerOutput, "tokzoo.api.QuantizerOutput")
+
     def forward(self, images: Tensor) -> TokenizerOutput:
-        q = self.quantizer(self.pre_quant(self.encoder(images)))
+        q = self._quantize(images)
         return TokenizerOutput(self.decoder(self.post_quant(q.quantized)), q)
 
     def encode(self, images: Tensor) -> Codes:
-        return self.quantizer(self.pre_quant(self.encoder(images))).codes
+        return self._quantize(images).codes
 
     def decode_codes(self, codes: Codes) -> Tensor:
         return self.decoder(self.post_quant(self.quantizer.lookup(codes)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,12 +22,15 @@ def cmd_plugins(args) -> int:
 
     reg = get_registry()
     table = Table(title="tokzoo plugins")
-    for col in ("plugin", "distribution", "version", "hooks", "status"):
-        table.add_column(col)
+    table.add_column("plugin", overflow="fold")
+    table.add_column("distribution", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("hooks", overflow="fold")
+    table.add_column("status", no_wrap=True)
     for info in reg.plugins.values():
-        status = "[green]ok[/]" if info.ok else f"[red]failed[/]: {info.error}"
+        status = "[green]ok[/]" if info.ok else "[red]failed[/] (below)"
         hooks = ", ".join(h.replace("tokzoo_register_", "") for h in info.hooks)
-        table.add_row(info.name, info.distribution, info.version, hooks, status)
+        table.add_row(info.name.removesuffix(".plugin"), info.distribution, info.version, hooks, status)
     console.print(table)
     for info in reg.plugins.values():
         if not info.ok:
@@ -107,8 +111,6 @@ def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
 
 
 def cmd_compare(args) -> int:
-    import os
-
     from rich.markdown import Markdown
 
     from tokzoo.bench.compare import compare, has_regression, to_markdown
@@ -127,6 +129,7 @@ def cmd_compare(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokzoo", description="Train and benchmark discrete image tokenizers side by side.")
     p.add_argument("--version", action="version", version=f"tokzoo {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (also TOKZOO_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("plugins", help="list installed plugins, their versions and hooks")
@@ -168,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug_flag = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
     args, extra = parser.parse_known_args(argv)
+    args.debug = debug_flag
     if extra:  # overrides may follow options: tokzoo train NAME --stage 2 trainer.lr=1e-4
         if getattr(args, "command", None) in ("train", "bench") and all("=" in e and not e.startswith("-")
                                                                        for e in extra):
@@ -178,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    debug = bool(args.debug or os.environ.get("TOKZOO_DEBUG"))
     try:
         if args.command in ("list", "train", "bench"):
             warn_plugins()
         return int(args.func(args) or 0)
     except TokzooError as exc:
+        if debug:
+            raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -53,6 +53,29 @@ class WeightsNotFoundError(TokzooError):
     """A pretrained weights file that is not on this machine."""
 
 
+class ContractError(TokzooError):
+    """A component (often a plugin's) that broke the contract of :mod:`tokzoo.api` at run time."""
+
+    exit_code = 3
+
+
+def who(component) -> str:
+    """``quantizer 'lfq' (plugin 'lfq', distribution 'tokzoo-lfq 0.3.0')`` for a registry-built component."""
+    info = getattr(component, "tokzoo_component", None)
+    if not isinstance(info, dict):
+        return type(component).__name__
+    return (f"{info['kind']} '{info['name']}' (plugin '{info['plugin']}', distribution "
+            f"'{info['distribution']} {info['version']}')")
+
+
+def check_returns(component, method: str, value, expected: type, what: str):
+    """``value`` if it is an ``expected``, else a :class:`ContractError` naming the component."""
+    if not isinstance(value, expected):
+        raise ContractError(f"{who(component)}: {method}() returned {type(value).__name__}, but the contract "
+                            f"expects {what}")
+    return value
+
+
 class NotAvailableError(TokzooError):
     """A feature that is not built yet."""
 

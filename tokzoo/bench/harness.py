@@ -33,7 +33,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tokzoo.api import BenchContext
+from tokzoo.api import BenchContext, Codes
+from tokzoo.errors import check_returns
 from tokzoo.ckptio import atomic_write  # noqa: F401 (also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
@@ -337,7 +338,7 @@ class Bench:
                 x = batch["image"].to(self.device)
                 _sync(self.device)  # timings: synchronised on GPU
                 t0 = time.perf_counter()
-                codes = tok.encode(x)
+                codes = check_returns(tok, "encode", tok.encode(x), Codes, "tokzoo.api.Codes")
                 _sync(self.device)
                 t1 = time.perf_counter()
                 rec = tok.decode(codes)

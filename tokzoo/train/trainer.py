@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +33,8 @@ from tokzoo.registry import build
 from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_module_state,
                                      read_trainer_state,
                                      resolve_checkpoint, save_checkpoint)
-from tokzoo.train.recipe import Recipe, Stage, StepContext
+from tokzoo.errors import check_returns
+from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
 
 
 class NonFiniteLossError(TokzooError):
@@ -254,6 +256,16 @@ class Trainer:
         elif (self.run_dir / "checkpoints" / "latest").exists():
             raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
                               f"or set run_dir=... to start a new one (nothing was overwritten)")
+        fresh = not (self.run_dir / "checkpoints").exists()
+        try:
+            return self._train_stages()
+        except BaseException:
+            # a run that failed before its first checkpoint leaves no folder that looks like a run
+            if fresh and self.is_main and not (self.run_dir / "checkpoints").exists():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
         while self.stage_index < len(self.stages):
             if self.opt is None or self.stage_step == 0:
@@ -342,6 +354,7 @@ class Trainer:
             batch["class_names"] = getattr(self.train_set, "classes", None)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                 res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
+            check_returns(self.recipe, "generator_step", res, StepResult, "tokzoo.train.StepResult")
             self._check_finite(res.terms)
             (res.loss / accum).backward()
             for k, v in res.terms.items():
