@@ -16,6 +16,7 @@ the FID Inception) and a folder laid out like ImageNet.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,12 @@ def end_to_end(preset: str, work: Path, extra: list[str], env: dict[str, str], b
     t0 = time.perf_counter()
     run = work / "runs" / preset
     _ok(run_tokzoo("train", preset, *ONE_STEP, *extra, env=env, cwd=work, timeout=1800), f"train {preset}")
+    if timings is not None:
+        timings["one_step"] = time.perf_counter() - t0
+        timings["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
+        sizes = {p.relative_to(run): p.stat().st_size for p in run.rglob("*") if p.is_file()}
+        timings["checkpoint_mb"] = {str(k).replace("checkpoints/", ""): v / 2 ** 20
+                                    for k, v in sizes.items() if k.suffix in (".safetensors", ".pt")}
     config = json.loads((run / "config.json").read_text())
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
     assert ckpts and all(name.endswith("-final") for name in ckpts), ckpts
@@ -187,4 +194,7 @@ def test_paper_preset_end_to_end(preset, paper_setup, tmp_path):
     env = {"TOKZOO_WEIGHTS_DIR": str(weights)}
     timings: dict[str, float] = {}
     end_to_end(preset, work, extra, env, f"imagefolder:{data}", timings)
-    print(f"\n{preset}: train+resume {timings['train']:.0f} s, bench {timings['bench']:.0f} s")
+    files = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(timings["checkpoint_mb"].items()))
+    print(f"\n{preset}: one step per stage {timings['one_step']:.0f} s (peak RSS of the CLI processes so far "
+          f"{timings['peak_rss_gb']:.1f} GB), train+resume {timings['train']:.0f} s, bench {timings['bench']:.0f} s;"
+          f" files: {files}")
