@@ -8,10 +8,11 @@ STAMP := $(VENV)/.tokzoo-installed
 
 .PHONY: setup demo test test-paper clean
 
-$(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pyproject.toml
+$(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pyproject.toml plugins/zoo/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e "plugins/baselines[siglip]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e "plugins/baselines[siglip]" \
+		-e plugins/zoo
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,8 +40,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# every paper-size preset end to end on stand-in weights at the real
-# architectures (one step per stage, resume, load elsewhere, bench): minutes
+# every other preset end to end (the paper-size ones on stand-in weights at
+# the real architectures; the zoo's tiny ones): one step per stage, resume,
+# load elsewhere, bench. About 10 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py
 

@@ -29,20 +29,20 @@ def test_tokzoo_plugins_none_loads_no_entry_points(cli):
 
 def test_docs_example_plugin_is_found_through_its_entry_point(cli, tmp_path):
     src = _docs_plugin_source()
-    make_dist(tmp_path, "tokzoo-lfq", "0.3.0", {"lfq": "tokzoo_lfq"}, {
-        "tokzoo_lfq/__init__.py": src,
-        "tokzoo_lfq/configs/lfq-tiny.yaml": "inherit: vq-tiny\nmodel:\n  quantizer: {name: lfq, dim: 10}\n",
+    make_dist(tmp_path, "tokzoo-sign", "0.3.0", {"sign": "tokzoo_sign"}, {
+        "tokzoo_sign/__init__.py": src,
+        "tokzoo_sign/configs/sign-tiny.yaml": "inherit: vq-tiny\nmodel:\n  quantizer: {name: sign, dim: 10}\n",
     })
     env = {"PYTHONPATH": str(tmp_path)}
     out = cli("list", "quantizer", env=env)
     assert out.returncode == 0, out.stderr
-    assert "lfq" in out.stdout and "tokzoo-lfq" in out.stdout
+    assert "sign" in out.stdout and "tokzoo-sign" in out.stdout
     plugins = cli("plugins", env=env)
-    assert re.search(r"lfq\s.*tokzoo-lfq\s.*0\.3\.0", plugins.stdout)
+    assert re.search(r"sign\s.*tokzoo-sign\s.*0\.3\.0", plugins.stdout)
     presets = cli("list", "preset", env=env)
-    assert "lfq-tiny" in presets.stdout
+    assert "sign-tiny" in presets.stdout
     restricted = cli("list", "quantizer", env={**env, "TOKZOO_PLUGINS": "baselines"})
-    assert "lfq" not in restricted.stdout
+    assert "sign" not in restricted.stdout
 
 
 def test_docs_example_quantizer_works(tmp_path):
@@ -51,7 +51,7 @@ def test_docs_example_quantizer_works(tmp_path):
 
     namespace: dict = {}
     exec(compile(_docs_plugin_source(), "docs_example", "exec"), namespace)
-    q = namespace["LookupFreeQuantizer"](dim=6)
+    q = namespace["SignQuantizer"](dim=6)
     feats = torch.randn(2, 6, 4, 4)
     out = q(feats)
     assert out.codes.levels["code"].max() < 64

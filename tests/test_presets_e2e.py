@@ -30,7 +30,10 @@ from PIL import Image
 from conftest import run_tokzoo
 
 TINY = ["clip", "vq-tiny", "vqgan-tiny", "semhitok-tiny", "vilau-tiny"]
-PAPER = ["vqgan", "vilau", "semhitok"]
+PAPER = ["vqgan", "vilau", "semhitok", "fsq", "lfq"]
+#: tokzoo-zoo's tiny presets: run with the paper group (make test-paper), to keep `make test` under 10 minutes
+ZOO_TINY = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-fsq-tiny", "lfq-tiny", "bsq-tiny",
+            "simvq-tiny", "latent-quantize-tiny"]
 #: what a user adds to run each preset here (the teacher, data, weights); every preset needs a line
 NEEDS = {
     "clip": [],
@@ -42,6 +45,9 @@ NEEDS = {
     "vilau": ["data.path={data}", "model.tower.pretrained={w}/ViT-B-16-SigLIP-256-standin.bin",
               "model.tower.text_tokenizer={w}/siglip-tokenizer"],
     "semhitok": ["data.path={data}", "model.teacher.pretrained={w}/ViT-L-16-SigLIP-256-standin.bin"],
+    "fsq": ["data.path={data}"],
+    "lfq": ["data.path={data}"],
+    **{name: [] for name in ZOO_TINY},
 }
 ONE_STEP = ["trainer.max_steps=1", "trainer.batch_size=1", "trainer.eval_images=1", "trainer.log_every=1"]
 SMALL_DATA = ["data.train_size=16", "data.val_size=8"]  # shapes: a few images are enough for one step
@@ -59,7 +65,7 @@ def test_every_registered_preset_is_covered():
     from tokzoo.config import list_presets
 
     assert sorted(list_presets()) == sorted(NEEDS), "add the new preset to NEEDS and TINY or PAPER"
-    assert sorted(TINY + PAPER) == sorted(NEEDS)
+    assert sorted(TINY + PAPER + ZOO_TINY) == sorted(NEEDS)
 
 
 def imagenet_like(root: Path, classes: int = 2, per_class: int = 3) -> Path:
@@ -165,6 +171,14 @@ def test_tiny_preset_end_to_end(preset, tiny_work):
     if preset == "clip":
         extra.append("recipe.probe_images=8")
     end_to_end(preset, tiny_work, extra, {}, "shapes")
+
+
+@pytest.mark.paper
+@pytest.mark.parametrize("preset", ZOO_TINY)
+def test_zoo_tiny_preset_end_to_end(preset, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    end_to_end(preset, work, list(SMALL_DATA) + ["trainer.precision=bf16"], {}, "shapes")
 
 
 @pytest.fixture(scope="module")

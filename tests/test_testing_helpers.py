@@ -12,11 +12,11 @@ def _docs_snippet() -> tuple[str, str]:
     doc = (REPO / "docs" / "plugins.md").read_text()
     section = doc[doc.index("## Testing a plugin"):]
     code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
-    conftest, test = code.split("# test_lfq.py\n")
+    conftest, test = code.split("# test_sign.py\n")
     return conftest, test
 
 
-def _lfq_module() -> str:
+def _sign_module() -> str:
     doc = (REPO / "docs" / "plugins.md").read_text()
     return re.findall(r"```python\n(.*?)```", doc, re.S)[0]
 
@@ -26,17 +26,17 @@ def _run_snippet(tmp_path, installed: bool):
 
     pkg = tmp_path / "site"
     if installed:  # the plugin is also installed: its entry point must not clash with the test's copy
-        make_dist(pkg, "tokzoo-lfq", "0.1.0", {"lfq": "tokzoo_lfq"}, {"tokzoo_lfq/__init__.py": _lfq_module()})
+        make_dist(pkg, "tokzoo-sign", "0.1.0", {"sign": "tokzoo_sign"}, {"tokzoo_sign/__init__.py": _sign_module()})
     else:
-        (pkg / "tokzoo_lfq").mkdir(parents=True)
-        (pkg / "tokzoo_lfq" / "__init__.py").write_text(_lfq_module())
+        (pkg / "tokzoo_sign").mkdir(parents=True)
+        (pkg / "tokzoo_sign" / "__init__.py").write_text(_sign_module())
     tests = tmp_path / "plugin_tests"
     tests.mkdir()
     conftest, test = _docs_snippet()
     (tests / "conftest.py").write_text(conftest.replace("# conftest.py\n", ""))
-    (tests / "test_lfq.py").write_text(test + "\n\ndef test_registry_restored():\n"
+    (tests / "test_sign.py").write_text(test + "\n\ndef test_registry_restored():\n"
                                        "    from tokzoo.registry import get_registry\n"
-                                       "    assert 'lfq' not in get_registry().names('quantizer') or "
+                                       "    assert 'sign' not in get_registry().names('quantizer') or "
                                        f"{installed!r}\n")
     import os
 

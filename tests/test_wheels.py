@@ -28,8 +28,8 @@ def docs_blocks() -> dict[str, str]:
     """The worked example's files, by name, as docs/plugins.md shows them."""
     text = DOCS.read_text()
     files = {}
-    for name, lang in [("pyproject.toml", "toml"), ("tokzoo_lfq/__init__.py", "python"),
-                       ("tokzoo_lfq/configs/lfq-tiny.yaml", "yaml")]:
+    for name, lang in [("pyproject.toml", "toml"), ("tokzoo_sign/__init__.py", "python"),
+                       ("tokzoo_sign/configs/sign-tiny.yaml", "yaml")]:
         m = re.search(rf"`{re.escape(name)}`[^\n]*:\n\n```{lang}\n(.*?)```", text, re.S)
         assert m, f"docs/plugins.md no longer shows {name} as a ```{lang} block after its name"
         files[name] = m.group(1)
@@ -46,7 +46,7 @@ def _run(cmd, **kw):
 @pytest.fixture(scope="module")
 def fresh_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheels")
-    plugin = root / "tokzoo-lfq"
+    plugin = root / "tokzoo-sign"
     for name, text in docs_blocks().items():
         (plugin / name).parent.mkdir(parents=True, exist_ok=True)
         (plugin / name).write_text(text)
@@ -89,21 +89,21 @@ def test_core_presets_ship_in_the_wheel_and_the_docs_plugin_inherits_them(fresh_
     assert str(REPO) not in where and "site-packages" in where  # the wheel, not this checkout
     out = tokzoo(python, work, "list", "preset")
     assert out.returncode == 0, out.stderr
-    assert "vq-tiny" in out.stdout and "clip" in out.stdout and "lfq-tiny" in out.stdout
+    assert "vq-tiny" in out.stdout and "clip" in out.stdout and "sign-tiny" in out.stdout
     plugins = tokzoo(python, work, "plugins")
-    assert re.search(r"lfq\s.*tokzoo-lfq", plugins.stdout) and "failed" not in plugins.stdout
+    assert re.search(r"sign\s.*tokzoo-sign", plugins.stdout) and "failed" not in plugins.stdout
 
 
 @pytest.mark.slow
 def test_docs_worked_example_trains_and_benches_from_a_wheel(fresh_env):
     python, work = fresh_env
-    train = tokzoo(python, work, "train", "lfq-tiny", "recipe.steps=3", "trainer.batch_size=4", "trainer.eval_images=4",
+    train = tokzoo(python, work, "train", "sign-tiny", "recipe.steps=3", "trainer.batch_size=4", "trainer.eval_images=4",
                    "data.train_size=16", "data.val_size=8")
     assert train.returncode == 0, train.stderr[-3000:]
-    config = json.loads((work / "runs" / "lfq-tiny" / "config.json").read_text())
-    assert config["model"]["quantizer"] == {"name": "lfq", "dim": 10}  # replaced, not merged with vq's keys
-    bench = tokzoo(python, work, "bench", "--tokenizers", "lfq-tiny", "--num-images", "8", "--metrics",
+    config = json.loads((work / "runs" / "sign-tiny" / "config.json").read_text())
+    assert config["model"]["quantizer"] == {"name": "sign", "dim": 10}  # replaced, not merged with vq's keys
+    bench = tokzoo(python, work, "bench", "--tokenizers", "sign-tiny", "--num-images", "8", "--metrics",
                    "psnr,ssim,codebook", "--out", "bench")
     assert bench.returncode == 0, bench.stderr[-3000:]
     results = json.loads((work / "bench" / "results.json").read_text())
-    assert results["tokenizers"]["lfq-tiny"]["num_images"] == 8
+    assert results["tokenizers"]["sign-tiny"]["num_images"] == 8

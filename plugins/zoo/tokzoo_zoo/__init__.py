@@ -1,0 +1,1 @@
+"""tokzoo-zoo: vector-quantize-pytorch's quantizer families as tokzoo quantizers."""
