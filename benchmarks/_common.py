@@ -41,3 +41,30 @@ def stage_rates(run_dir: Path, skip_fraction: float = 0.0) -> dict[str, float]:
         skip = max(1, int(len(v) * skip_fraction)) if len(v) > 1 else 0
         out[stage] = statistics.median(v[skip:])
     return out
+
+
+def tokzoo(*args: str) -> float:
+    """Run the `tokzoo` command a user would type; its wall time in seconds."""
+    import subprocess
+    import sys
+    import time
+
+    t = time.perf_counter()
+    print("$ tokzoo " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "tokzoo.cli", *args], check=True)
+    return time.perf_counter() - t
+
+
+def finish_results(out: Path, extra: dict) -> dict:
+    """Rename a bench's rows from run folders to preset names, add ``extra``,
+    rewrite results.{json,md,csv} and print the Markdown table."""
+    from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
+
+    res = json.loads((out / "results.json").read_text())
+    res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
+    res.update(extra)
+    atomic_write(out / "results.json", json.dumps(res, indent=2))
+    atomic_write(out / "results.md", render_markdown(res))
+    atomic_write(out / "results.csv", render_csv(res))
+    print((out / "results.md").read_text())
+    return res

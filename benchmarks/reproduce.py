@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from _common import run_metrics
+from _common import finish_results, run_metrics, tokzoo
 
 BUDGETS = {
     # name: (clip steps, pixel steps, semhitok stage-1 steps, bench images, probe train images, train images)
     "full": (200, 300, 150, 512, 1024, 4096),  # the tiny presets' own budgets (what `make demo` trains)
     "fast": (120, 120, 60, 128, 512, 1024),
 }
-
-
-def tokzoo(*args: str) -> float:
-    t = time.perf_counter()
-    cmd = [sys.executable, "-m", "tokzoo.cli", *args]
-    print("$ tokzoo " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -66,22 +55,12 @@ def main() -> None:
     if (out / "results.json").exists():
         (out / "results.json").unlink()
     timings["bench"] = tokzoo(*bench)
-    # name the rows by preset rather than by run folder
-    import json
-
-    res = json.loads((out / "results.json").read_text())
-    res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
     probes = [r["eval/probe_top1"] for r in run_metrics(teacher) if "eval/probe_top1" in r]
-    res["teacher"] = {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]}
-    res["budget"] = {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
-                     "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}
-    from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
-
-    atomic_write(out / "results.json", json.dumps(res, indent=2))
-    atomic_write(out / "results.md", render_markdown(res))
-    atomic_write(out / "results.csv", render_csv(res))
+    finish_results(out, {
+        "teacher": {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]},
+        "budget": {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
+                   "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}})
     shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
-    print((out / "results.md").read_text())
     print(f"teacher (clip) linear probe top-1: {probes[0]:.3f} random-initialised -> {probes[-1]:.3f} trained")
     print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 

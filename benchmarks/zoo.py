@@ -16,12 +16,10 @@ Every step is the `tokzoo` command a user would type.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from _common import finish_results, tokzoo
 
 ZOO = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-fsq-tiny", "lfq-tiny", "bsq-tiny",
        "simvq-tiny", "latent-quantize-tiny"]
@@ -29,13 +27,6 @@ BUDGETS = {  # pixel steps, semhitok stage-1 steps, clip steps, bench images, pr
     "full": (300, 150, 200, 512, 1024, 4096),
     "fast": (60, 30, 60, 64, 256, 512),
 }
-
-
-def tokzoo(*args: str) -> float:
-    t = time.perf_counter()
-    print("$ tokzoo " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "tokzoo.cli", *args], check=True)
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -66,17 +57,10 @@ def main() -> None:
     bench = ["bench", "--tokenizers", ",".join(str(runs / n) for n in names), "--num-images", str(n_bench),
              "--probe-train-images", str(n_probe), "--out", str(out)]
     timings["bench"] = tokzoo(*bench, *(["--weights-dir", args.weights_dir] if args.weights_dir else []))
-    res = json.loads((out / "results.json").read_text())
-    res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}  # rows by preset name
-    res["budget"] = {"pixel_steps": steps, "semhitok_stage1_steps": s1, "clip_steps": clip_steps, "batch_size": 16,
-                     "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}
-    from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
-
-    atomic_write(out / "results.json", json.dumps(res, indent=2))
-    atomic_write(out / "results.md", render_markdown(res))
-    atomic_write(out / "results.csv", render_csv(res))
+    finish_results(out, {"budget": {"pixel_steps": steps, "semhitok_stage1_steps": s1, "clip_steps": clip_steps,
+                                    "batch_size": 16, "train_images": n_train,
+                                    "wall_s": {k: round(v, 1) for k, v in timings.items()}}})
     shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
-    print((out / "results.md").read_text())
     print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
 
