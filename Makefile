@@ -44,7 +44,7 @@ test: $(STAMP)
 # the real architectures; the zoo's tiny ones): one step per stage, resume,
 # load elsewhere, bench. About 10 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py tests/test_zoo.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -72,7 +72,7 @@ def test_codes_equal_the_librarys_own(preset):
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.slow
+@pytest.mark.paper  # trainings: run by `make test-paper` (CI), keeping `make test` under 10 minutes
 @pytest.mark.parametrize("preset", sorted(TINY))
 def test_twenty_steps_of_the_tiny_preset_improve_reconstruction(preset, tmp_path):
     from tokzoo.train.trainer import Trainer
