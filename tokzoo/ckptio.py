@@ -94,13 +94,13 @@ def _state_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _content_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of names, dtypes, shapes and bytes (CPU, contiguous tensors; read in place)."""
     h = hashlib.sha256()
     for k in sorted(state):
         t = state[k]
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
         if t.numel():
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
-                     else t.to(torch.uint8).numpy().tobytes())
+            h.update(memoryview((t if t.dtype != torch.bool else t.to(torch.uint8)).view(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 
@@ -111,8 +111,18 @@ def split_frozen(state: dict[str, torch.Tensor], prefixes) -> tuple[dict, dict]:
     return {k: v for k, v in state.items() if k not in frozen}, frozen
 
 
-def _write_frozen(run_dir: Path, frozen: dict[str, torch.Tensor]) -> str:
+#: (run folder, identity of the live frozen tensors) -> the file they were stored in: a frozen
+#: part is copied to the CPU and hashed at the first checkpoint of a run only, not at every one
+_FROZEN_STORED: dict[tuple, str] = {}
+
+
+def _write_frozen(run_dir: Path, live: dict[str, torch.Tensor]) -> str:
     """Store a frozen part once per run; its path relative to the run folder."""
+    ident = (str(run_dir.resolve()), tuple((k, v.data_ptr(), v._version, str(v.device)) for k, v in sorted(live.items())))
+    known = _FROZEN_STORED.get(ident)
+    if known and (run_dir / known).is_file():
+        return known
+    frozen = _state_for_save(live)
     digest = _content_sha256(frozen)
     rel = f"frozen/{digest[:32]}.safetensors"
     final = run_dir / rel
@@ -123,6 +133,7 @@ def _write_frozen(run_dir: Path, frozen: dict[str, torch.Tensor]) -> str:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    _FROZEN_STORED[ident] = rel
     return rel
 
 
@@ -135,14 +146,14 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     tmp = ckpt_root / f".tmp-{tag}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     prefixes = tokenizer.frozen_prefixes() if hasattr(tokenizer, "frozen_prefixes") else ()
-    state, frozen = split_frozen(_state_for_save(tokenizer.state_dict()), prefixes)
+    state, frozen = split_frozen(tokenizer.state_dict(), prefixes)
     meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
     if frozen:
         meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
-    save_file(state, str(tmp / "model.safetensors"), metadata=meta)
+    save_file(_state_for_save(state), str(tmp / "model.safetensors"), metadata=meta)
     if ema_state is not None:
-        ema, _ = split_frozen(_state_for_save(ema_state), prefixes)
-        save_file(ema, str(tmp / "ema.safetensors"), metadata=meta)
+        ema, _ = split_frozen(ema_state, prefixes)
+        save_file(_state_for_save(ema), str(tmp / "ema.safetensors"), metadata=meta)
     torch.save(trainer_state, tmp / "trainer.pt")
     final = ckpt_root / tag
     if final.exists():

@@ -142,8 +142,8 @@ class Trainer:
                 find_unused_parameters=True)
         if self.tcfg["compile"]:
             self.model = torch.compile(self.model)
-        if self.ema is None and self.tcfg["ema_decay"] > 0:
-            self.ema = {k: v.detach().clone() for k, v in self.tokenizer.state_dict().items()}
+        if self.ema is None and self.tcfg["ema_decay"] > 0:  # frozen pretrained parts: their EMA is themselves
+            self.ema = {k: v.detach().clone() for k, v in self.tokenizer.state_dict().items() if not self._is_frozen(k)}
 
     # -- checkpoints -------------------------------------------------------------
     def _trainer_state(self) -> dict[str, Any]:
@@ -179,7 +179,7 @@ class Trainer:
         self.recipe.load_state_dict(state["recipe"])
         if (ckpt / "ema.safetensors").is_file() and self.tcfg["ema_decay"] > 0:
             ema = read_module_state(self.tokenizer, ckpt / "ema.safetensors")
-            self.ema = {k: ema[k].to(self.device) for k in self.tokenizer.state_dict()}
+            self.ema = {k: ema[k].to(self.device) for k in self.tokenizer.state_dict() if not self._is_frozen(k)}
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -414,14 +414,17 @@ class Trainer:
                                          f"{self.step} (stage '{self.stages[self.stage_index].name}'); stopping. {kept}. "
                                          "Try a lower trainer.lr or trainer.grad_clip.")
 
+    def _is_frozen(self, key: str) -> bool:
+        return bool(self.frozen) and key.startswith(self.frozen)
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         if self.ema is None:
             return
         d = self.tcfg["ema_decay"]
-        for k, v in self.tokenizer.state_dict().items():
-            if self.frozen and k.startswith(self.frozen):
-                continue  # a frozen pretrained part: its EMA is itself
+        state = self.tokenizer.state_dict()
+        for k in self.ema:
+            v = state[k]
             if v.dtype.is_floating_point:
                 self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
