@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,6 @@ def schema_of(factory: Any, name: str = "") -> type:
             fields.append((pname, ann, field(default=default)))
     cls = dataclasses.make_dataclass(f"{name or getattr(factory, '__name__', 'Component')}Params", fields)
     cls.__nested_specs__ = nested
-    cls.__derived_from__ = factory
     return cls
 
 
@@ -149,7 +149,7 @@ def _structured_type(ann: Any) -> Any:
         args = [a for a in typing.get_args(ann) if a is not Ellipsis]
         inner = args[0] if args and args[0] in (int, float, bool, str) else Any
         return list[inner]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1 and args[0] in (int, float, bool, str):
             return typing.Optional[args[0]]

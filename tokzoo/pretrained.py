@@ -30,7 +30,8 @@ RANDOM = "random"
 
 _restoring: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tokzoo_restoring", default=None)
 _recording: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tokzoo_recording", default=None)
-_spec_path: contextvars.ContextVar[str] = contextvars.ContextVar("tokzoo_spec_path", default="")
+#: (config path, validated params) of the component whose factory is running (set by the registry)
+_frame: contextvars.ContextVar[tuple[str, dict | None]] = contextvars.ContextVar("tokzoo_frame", default=("", None))
 
 
 @contextlib.contextmanager
@@ -78,18 +79,24 @@ def referenced_config(path: str, read) -> Any:
 
 
 @contextlib.contextmanager
-def spec_path(path: str) -> Iterator[None]:
-    """Name the config path (``model.teacher``) of the component being built."""
-    token = _spec_path.set(path)
+def building(path: str, params: dict | None) -> Iterator[None]:
+    """The registry builds the component at config path ``path`` (``model.teacher``)
+    with ``params`` (None while its spec is being resolved)."""
+    token = _frame.set((path, params))
     try:
         yield
     finally:
-        _spec_path.reset(token)
+        _frame.reset(token)
+
+
+def current_frame() -> tuple[str, dict | None]:
+    """(config path, params) of the component being built; ("", None) outside a build."""
+    return _frame.get()
 
 
 def current_spec_path() -> str:
     """The config path of the component being built (``model`` when unknown)."""
-    return _spec_path.get() or "model"
+    return _frame.get()[0] or "model"
 
 
 def require_pretrained(value: str, *, what: str, expected: str, param: str = "pretrained",

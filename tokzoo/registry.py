@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
-import contextvars
 import os
 import threading
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pluggy
 
 from tokzoo import hookspecs
 from tokzoo.errors import PluginError, UnknownNameError, closest
-from tokzoo.pretrained import spec_path
+from tokzoo.pretrained import building, current_frame
 
 ENTRY_POINT_GROUP = "tokzoo"
 KINDS = ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric")
@@ -193,13 +192,9 @@ class Registry:
             from tokzoo.config import validate_params
 
             params = validate_params(params, comp.config, where=f"{kind} '{name}'")
-        path = _frame.get()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
-        token = _frame.set((path, params))
-        try:
-            with spec_path(path):
-                obj = comp.factory(**params)
-        finally:
-            _frame.reset(token)
+        path = current_frame()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
+        with building(path, params):
+            obj = comp.factory(**params)
         try:  # provenance: which distribution built this (results.json records it)
             dist, version = self._dist_of.get(comp.plugin, (comp.distribution, "?"))
             obj.tokzoo_component = {"kind": kind, "name": name, "plugin": comp.plugin, "distribution": dist,
@@ -217,8 +212,7 @@ class Registry:
         from tokzoo.config import to_container
 
         path = where if where is not None else _child_path(spec)
-        token = _frame.set((path, None))
-        try:
+        with building(path, None):
             if isinstance(spec, str):
                 return self.create(kind, spec)
             spec = dict(to_container(spec))
@@ -228,16 +222,11 @@ class Registry:
                 raise ConfigError(f"a {kind} spec needs a 'name' key (got keys: {sorted(spec)})")
             name = spec.pop("name")
             return self.create(kind, name, **spec)
-        finally:
-            _frame.reset(token)
-
-
-#: (config path, params) of the component whose factory is running
-_frame: contextvars.ContextVar[tuple[str, dict | None]] = contextvars.ContextVar("tokzoo_frame", default=("", None))
 
 
 def _child_path(spec: Any) -> str:
-    parent, params = _frame.get()
+    """A nested build's config path: its parent's path plus the key of the parameter holding its spec."""
+    parent, params = current_frame()
     if params:
         from tokzoo.config import to_container
 
