@@ -268,7 +268,8 @@ class Bench:
                            num_images=n, probe_train_images=self.o.probe_train_images,
                            train_split=lambda: build_dataset(spec, "train"))
         metrics, unavailable, weights = self._make_metrics(tok, ctx)
-        cached = {m: self._reference(m, metric, val, spec, n, res) for m, metric in metrics.items()}
+        dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
+        cached = {m: self._reference(m, metric, dataset, n, res) for m, metric in metrics.items()}
         # one pass over this rank's shard of the images: encode, decode, every metric sees each batch once
         skips = SkipCounter(self.console)
         grid_o, grid_r = self._measure(name, tok, val, list(range(n))[self.rank::self.world], metrics, unavailable,
@@ -290,7 +291,7 @@ class Bench:
                 self._save_reference(key, metrics[m].reference_state())
         entry = {
             "metrics": values, "better": better, "unavailable": unavailable, "info": tok.info.as_dict(),
-            "resolution": res, "num_images": n, "dataset": fingerprint(val, spec),
+            "resolution": res, "num_images": n, "dataset": dataset,
             "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             "random_parts": random_parts((tok.config or {}).get("model")),
@@ -358,12 +359,12 @@ class Bench:
                 progress.update(task, advance=len(x))
         return grid_o, grid_r
 
-    def _reference(self, m: str, metric, val, spec, n: int, res: int) -> tuple[str, bool]:
+    def _reference(self, m: str, metric, dataset: str, n: int, res: int) -> tuple[str, bool]:
         """(cache key, loaded?) of a metric's reference state over the originals."""
         ident = metric.reference_identity()
         if not ident:
             return "", False
-        key = hashlib.sha256(json.dumps([m, ident, fingerprint(val, spec), n, res, PREPROCESSING,
+        key = hashlib.sha256(json.dumps([m, ident, dataset, n, res, PREPROCESSING,
                                          PROTOCOL_VERSION]).encode()).hexdigest()[:24]
         path = _reference_cache_path(key)
         if path.is_file():
