@@ -1,0 +1,197 @@
+"""``webdataset``: images in sharded tar files, the WebDataset layout.
+
+A shard is a plain tar file whose members are grouped into samples by key:
+``n01440764_10026.jpg``, ``n01440764_10026.cls`` and ``n01440764_10026.txt``
+are one sample (key = the member path up to the first dot of its file name,
+the WebDataset convention). Recognised parts:
+
+- the image: the first of ``image_keys`` present (``jpg;jpeg;png;webp`` ...);
+- the label: ``label_key`` (``cls``: the integer as text), else -1;
+- the caption: ``caption_key`` (``txt``, UTF-8), else ``"a photo of a
+  {class}"`` when class names are known, else empty.
+
+Shards: ``path`` is a folder (every ``*.tar`` in it, sorted), a glob
+(``/data/imagenet/train-*.tar``) or a brace pattern
+(``/data/imagenet/train-{000000..000127}.tar``). Splits: a folder with
+``train/`` and ``val/`` sub-folders of shards uses them; ``val_path`` names the
+val shards explicitly; ``val_fraction > 0`` holds out that fraction of the
+samples by a hash of their key (deterministic). Otherwise ``path`` is the data
+of whichever split is asked for: ``tokzoo bench --data webdataset
+data.path=val-*.tar`` measures every sample of those shards (give a val
+source when training, so the trainer's evaluation images are held out).
+Class names, when wanted for captions, come from ``classes`` (a text file,
+one name per line, line ``k`` naming label ``k``).
+
+Reading: each shard's tar headers are indexed once when the dataset is built
+(the offset and size of every member; nothing is unpacked), then a sample is
+read by seeking to its members. The dataset is therefore indexable: the
+trainer's step-deterministic sampler splits every global batch across
+torchrun ranks and data-loader workers without duplicates, and a resumed run
+continues mid-epoch with exactly the samples it would have seen. Random order
+across shards means random reads: right for local disks and network file
+systems; shards on an object store are best copied to local disk first.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import re
+import tarfile
+from pathlib import Path
+
+import torch
+
+from tokzoo.data.images import BadImage, load_rgb
+from tokzoo.data.preprocess import center_crop_uint8, to_tensor
+from tokzoo.errors import DataError
+
+_KEY = re.compile(r"^((?:.*/)?[^/]*?)\.([^/]*)$")  # WebDataset: key up to the first dot of the name
+
+
+def expand_shards(pattern: str) -> list[Path]:
+    """A folder, glob or brace pattern -> the shard files, sorted (brace order kept)."""
+    p = Path(pattern).expanduser()
+    if p.is_dir():
+        return sorted(p.glob("*.tar"))
+    from braceexpand import braceexpand
+
+    out: list[Path] = []
+    for item in braceexpand(str(p)):
+        if any(c in item for c in "*?["):
+            out.extend(sorted(Path(m) for m in glob.glob(item)))
+        else:
+            out.append(Path(item))
+    return out
+
+
+def index_shard(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """``[(key, {ext: (offset, size)})]`` in the shard's order: consecutive
+    members with one key form a sample (as WebDataset reads them)."""
+    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                match = _KEY.match(m.name)
+                if not match:
+                    continue
+                key, ext = match.group(1), match.group(2).lower()
+                if not samples or samples[-1][0] != key:
+                    samples.append((key, {}))
+                samples[-1][1][ext] = (m.offset_data, m.size)
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"webdataset: cannot read shard {path}: {exc} "
+                        "(shards must be uncompressed tar files)") from None
+    return samples
+
+
+class WebDatasetDataset(torch.utils.data.Dataset):
+    """Samples ``{"image", "label", "caption", "index"}`` from tar shards; a
+    sample whose image is missing or undecodable yields ``{"skipped": ...}``."""
+
+    def __init__(self, split: str = "train", path: str = "", resolution: int = 256, val_path: str = "",
+                 val_fraction: float = 0.0, image_keys: str = "jpg;jpeg;png;webp;bmp;ppm",
+                 label_key: str = "cls", caption_key: str = "txt", classes: str = ""):
+        if not path:
+            raise DataError("webdataset: give data.path=SHARDS (a folder of .tar files, a glob or "
+                            "a brace pattern such as train-{000000..000127}.tar)")
+        if split not in ("train", "val"):
+            raise DataError(f"webdataset has splits ['train', 'val'], not '{split}'")
+        root = Path(path).expanduser()
+        by_hash = False
+        if val_path:
+            pattern = val_path if split == "val" else path
+        elif root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
+            pattern = str(root / split)
+        else:
+            pattern, by_hash = path, val_fraction > 0
+        shards = expand_shards(pattern)
+        missing = [s for s in shards if not s.is_file()]
+        if missing:
+            raise DataError(f"webdataset: shard {missing[0]} does not exist"
+                            + (f" ({len(missing)} of {len(shards)} missing)" if len(missing) > 1 else ""))
+        if not shards:
+            raise DataError(f"webdataset: no .tar shards match '{pattern}'")
+        self.split, self.resolution = split, resolution
+        self.image_keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
+        self.label_key, self.caption_key = label_key.lower(), caption_key.lower()
+        self.shards = shards
+        # (shard number, key, parts) per sample; the per-shard index is built once, here
+        self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        for s, shard in enumerate(shards):
+            for key, parts in index_shard(shard):
+                if by_hash and not self._in_split(key, split, val_fraction):
+                    continue
+                self.samples.append((s, key, parts))
+        if not self.samples:
+            raise DataError(f"webdataset: no samples for split '{split}' in {len(shards)} shard(s) of '{pattern}'")
+        self.classes: tuple[str, ...] = ()
+        if classes:
+            f = Path(classes).expanduser()
+            if not f.is_file():
+                raise DataError(f"webdataset: classes file {f} does not exist (one class name per line)")
+            self.classes = tuple(line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
+        self.num_classes = len(self.classes) or None
+        self._files: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    @staticmethod
+    def _in_split(key: str, split: str, val_fraction: float) -> bool:
+        h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return (h < val_fraction) == (split != "train")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read(self, shard: int, where: tuple[int, int]) -> bytes:
+        if self._pid != os.getpid():  # a forked data-loader worker opens its own files
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(shard)
+        if f is None:
+            if len(self._files) >= 64:  # bounded number of open files per process
+                self._files.pop(next(iter(self._files))).close()
+            f = self._files[shard] = open(self.shards[shard], "rb")
+        f.seek(where[0])
+        return f.read(where[1])
+
+    def __getitem__(self, index: int) -> dict:
+        shard, key, parts = self.samples[index]
+        where = f"{self.shards[shard].name}:{key}"
+        ext = next((k for k in self.image_keys if k in parts), None)
+        if ext is None:
+            return {"skipped": f"{where}: no image part (looked for {', '.join(self.image_keys)}; "
+                               f"has {', '.join(sorted(parts))})"}
+        try:
+            img = load_rgb(io.BytesIO(self._read(shard, parts[ext])))
+        except BadImage as exc:
+            return {"skipped": f"{where}.{ext}: {exc}"}
+        label = -1
+        if self.label_key in parts:
+            text = self._read(shard, parts[self.label_key]).decode("utf-8", "replace").strip()
+            try:
+                label = int(text)
+            except ValueError:
+                return {"skipped": f"{where}.{self.label_key}: label '{text[:20]}' is not an integer"}
+        caption = ""
+        if self.caption_key in parts:
+            caption = self._read(shard, parts[self.caption_key]).decode("utf-8", "replace").strip()
+        elif 0 <= label < len(self.classes):
+            caption = f"a photo of a {self.classes[label].replace('_', ' ')}"
+        arr = center_crop_uint8(img, self.resolution)
+        return {"image": to_tensor(arr), "label": label, "caption": caption, "index": index}
+
+    def __getstate__(self):  # open files stay with the process that opened them
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for s in self.shards:
+            st = s.stat()
+            h.update(f"{s.name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        h.update(f"{self.split}:{len(self.samples)}".encode())
+        return f"webdataset:{h.hexdigest()[:16]}:n={len(self.samples)}:res={self.resolution}"
