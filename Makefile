@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pypro
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e "plugins/baselines[siglip]" \
-		-e plugins/zoo
+		-e "plugins/zoo[diffusers]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -34,6 +34,9 @@ PAPER = ["vqgan", "vilau", "semhitok", "fsq", "lfq"]
 #: tokzoo-zoo's tiny presets: run with the paper group (make test-paper), to keep `make test` under 10 minutes
 ZOO_TINY = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-fsq-tiny", "lfq-tiny", "bsq-tiny",
             "simvq-tiny", "latent-quantize-tiny"]
+#: ready-made released tokenizers (nothing to train): tests/test_released.py benches them at their real
+#: shapes from files made in each release's layout (make test-paper)
+READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024"]
 #: what a user adds to run each preset here (the teacher, data, weights); every preset needs a line
 NEEDS = {
     "clip": [],
@@ -48,6 +51,7 @@ NEEDS = {
     "fsq": ["data.path={data}"],
     "lfq": ["data.path={data}"],
     **{name: [] for name in ZOO_TINY},
+    **{name: [] for name in READY},
 }
 ONE_STEP = ["trainer.max_steps=1", "trainer.batch_size=1", "trainer.eval_images=1", "trainer.log_every=1"]
 SMALL_DATA = ["data.train_size=16", "data.val_size=8"]  # shapes: a few images are enough for one step
@@ -65,7 +69,7 @@ def test_every_registered_preset_is_covered():
     from tokzoo.config import list_presets
 
     assert sorted(list_presets()) == sorted(NEEDS), "add the new preset to NEEDS and TINY or PAPER"
-    assert sorted(TINY + PAPER + ZOO_TINY) == sorted(NEEDS)
+    assert sorted(TINY + PAPER + ZOO_TINY + READY) == sorted(NEEDS)
 
 
 def imagenet_like(root: Path, classes: int = 2, per_class: int = 3) -> Path:

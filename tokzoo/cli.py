@@ -94,6 +94,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from tokzoo.train.importer import import_release
+
+    ckpt = import_release(args.preset, args.source, args.out, args.overrides, args.weights_dir)
+    console.print(f"imported {args.source} as {args.preset}: {ckpt}\n"
+                  f"bench it: tokzoo bench --tokenizers {args.out}", highlight=False)
+    return 0
+
+
 def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
     """``data.<param>=V`` and ``metrics.<metric>.<param>=V`` -> (data params, metric params)."""
     from tokzoo.config import parse_overrides, to_container
@@ -160,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_bench)
 
+    s = sub.add_parser("import", help="a released tokenizer's file -> a run folder: "
+                                      "tokzoo import llamagen-vq16 vq_ds16_c2i.pt --out runs/llamagen")
+    s.add_argument("preset", help="a ready-made tokenizer preset (e.g. llamagen-vq16, taming-f16-16384)")
+    s.add_argument("source", help="the released checkpoint file (a path, or a name in --weights-dir)")
+    s.add_argument("--out", required=True, help="the run folder to write")
+    s.add_argument("overrides", nargs="*", help="model.<param>=V overrides of the preset")
+    s.add_argument("--weights-dir", default=None, help="folder of released files (or TOKZOO_WEIGHTS_DIR)")
+    s.set_defaults(func=cmd_import)
+
     s = sub.add_parser("compare", help="regression table between two results.json files")
     s.add_argument("new", help="the new results.json")
     s.add_argument("--baseline", help="the baseline results.json")
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     args.debug = debug_flag
     if extra:  # overrides may follow options: tokzoo train NAME --stage 2 trainer.lr=1e-4
-        if getattr(args, "command", None) in ("train", "bench") and all("=" in e and not e.startswith("-")
+        if getattr(args, "command", None) in ("train", "bench", "import") and all("=" in e and not e.startswith("-")
                                                                        for e in extra):
             args.overrides = list(args.overrides) + extra
         else:
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = bool(args.debug or os.environ.get("TOKZOO_DEBUG"))
     try:
-        if args.command in ("list", "train", "bench"):
+        if args.command in ("list", "train", "bench", "import"):
             warn_plugins()
         return int(args.func(args) or 0)
     except TokzooError as exc:

@@ -13,13 +13,16 @@ be loaded:
 
 An empty value or a missing file raises :class:`WeightsNotFoundError` naming
 the parameter to set (its full config path, e.g. ``model.teacher.pretrained``)
-and the file expected. This module imports no other tokzoo module but
-``errors``.
+and the file expected. A bare file name (``vq_ds16_c2i.pt``) is looked up in
+the weight folders (``--weights-dir``, ``TOKZOO_WEIGHTS_DIR``, the torch hub
+cache; :mod:`tokzoo.weights`). This module imports no other tokzoo module but
+``errors`` and ``weights``.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -115,6 +118,11 @@ def require_pretrained(value: str, *, what: str, expected: str, param: str = "pr
             f"{expected}{other}. Nothing is downloaded. To train on a deliberately random network, set "
             f"{key}={RANDOM} (recorded, and flagged in bench tables).")
     path = Path(value).expanduser()
+    if not path.is_file() and os.sep not in value and not value.startswith("."):
+        # a bare file name: looked up in the weight folders (--weights-dir, TOKZOO_WEIGHTS_DIR, torch hub)
+        from tokzoo.weights import find_weights
+
+        return find_weights(value, f"{key}: {what}")
     if not path.is_file():
         raise WeightsNotFoundError(f"{key}: {what} needs its weights file {path}, which does not exist "
                                    f"(expected: {expected}).")

@@ -12,6 +12,8 @@ places it may go.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
@@ -33,10 +35,26 @@ def hub_dir() -> Path:
     return Path(torch_home) / "hub" / "checkpoints"
 
 
+#: the ``--weights-dir`` of the command running (bench, import): components
+#: built while it is set look their files up there first
+_WEIGHTS_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("tokzoo_weights_dir", default=None)
+
+
+@contextlib.contextmanager
+def using_weights_dir(weights_dir: str | os.PathLike | None):
+    """Within the block, :func:`search_dirs` starts with ``weights_dir``."""
+    token = _WEIGHTS_DIR.set(str(weights_dir) if weights_dir else None)
+    try:
+        yield
+    finally:
+        _WEIGHTS_DIR.reset(token)
+
+
 def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
     dirs = []
-    if weights_dir:
-        dirs.append(Path(weights_dir))
+    for d in (weights_dir, _WEIGHTS_DIR.get()):
+        if d and Path(d) not in dirs:
+            dirs.append(Path(d))
     if os.environ.get("TOKZOO_WEIGHTS_DIR"):
         dirs.append(Path(os.environ["TOKZOO_WEIGHTS_DIR"]))
     dirs.append(hub_dir())

@@ -37,6 +37,7 @@ from tokzoo.api import BenchContext, Codes
 from tokzoo.errors import check_returns
 from tokzoo.ckptio import atomic_write  # noqa: F401 (also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
+from tokzoo.weights import using_weights_dir
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
@@ -199,7 +200,8 @@ class Bench:
         results = self._load_previous()
         grid_rows: dict[str, torch.Tensor] = {}
         for name in self.o.tokenizers:
-            tok = resolve_tokenizer(name, self.device)
+            with using_weights_dir(self.o.weights_dir):  # ready-made tokenizers find released files there
+                tok = resolve_tokenizer(name, self.device)
             ident = self._identity(tok)
             prev = results["tokenizers"].get(name)
             if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok):

@@ -1,4 +1,5 @@
-"""Entry point of tokzoo-zoo: the quantizer families of vector-quantize-pytorch.
+"""Entry point of tokzoo-zoo: the quantizer families of vector-quantize-pytorch,
+and released tokenizers (taming VQGAN, LlamaGen VQ) rebuilt from local files.
 
 Written only against tokzoo's public API, as a stranger's plugin would be.
 Each family: (library class, what it forwards ``**kwargs`` to, loss name,
@@ -62,6 +63,13 @@ def _factory(family: str):
 def tokzoo_register_quantizers(register):
     for family, (_, _, _, _, _, description) in _families().items():
         register(family, _factory(family), description, config=_schema(family))
+
+
+@tokzoo.hookimpl
+def tokzoo_register_tokenizers(register):
+    from tokzoo_zoo.released import ReleasedVQ
+
+    register("released-vq", ReleasedVQ, "a released taming VQGAN / LlamaGen VQ from its local checkpoint file")
 
 
 @tokzoo.hookimpl

@@ -1,0 +1,46 @@
+"""``tokzoo import``: a released tokenizer -> a normal run folder.
+
+The preset must be a ready-made tokenizer (no recipe) whose model loads a
+released file through a ``checkpoint`` parameter. It is built once from the
+file, and written as a checkpoint (``model.safetensors`` + the full config,
+with the source file's name and SHA-256), so that ``load_tokenizer`` and
+``tokzoo bench`` read it from any directory without the original file, and a
+training preset can start from it with ``init_from``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokzoo.ckptio import atomic_write, save_checkpoint
+from tokzoo.config import load_run_config
+from tokzoo.errors import ConfigError
+from tokzoo.pretrained import recording_references
+from tokzoo.weights import find_weights, sha256, using_weights_dir
+
+
+def import_release(preset: str, source: str, out: str | Path, overrides: list[str] | None = None,
+                   weights_dir: str | None = None) -> Path:
+    out = Path(out)
+    if (out / "checkpoints").exists() or (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was changed)")
+    src = Path(source).expanduser()
+    with using_weights_dir(weights_dir):
+        if not src.is_file():
+            src = find_weights(source, f"tokzoo import {preset}", weights_dir)
+        config = load_run_config(preset, [*(overrides or []), f"model.checkpoint={src.resolve()}",
+                                          f"run_dir={out}"])
+        if config.get("recipe"):
+            raise ConfigError(f"'{preset}' is a training preset; import takes a ready-made tokenizer preset "
+                              "(no recipe), e.g. llamagen-vq16 or taming-f16-16384")
+        from tokzoo.train.checkpoint import build_model_from_config
+
+        with recording_references() as refs:
+            tok = build_model_from_config(config)
+    config["references"] = refs
+    config["imported_from"] = {"file": src.name, "sha256": sha256(src)}
+    tok.config = config
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = save_checkpoint(out, "imported", tok, config, {"imported": True})
+    atomic_write(out / "config.json", json.dumps(config, indent=2))
+    return ckpt
