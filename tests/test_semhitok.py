@@ -1,6 +1,7 @@
 """SemHiTok: SGHC lookup, decoupling guarantee, token round trip, paper-size build."""
 import time
 
+import pytest
 import torch
 
 import tokzoo
@@ -88,6 +89,8 @@ def test_two_stages_decouple_semantic_tokens(tiny_teacher, tmp_path):
     assert torch.equal(ids // 8, codes.levels["semantic"].reshape(8, -1))
     assert torch.equal(stage2.decode(ids), stage2.decode(codes))
     assert stage2.info.vocab == {"semantic": 32, "pixel": 8}
+    with pytest.raises(ValueError, match="semhitok takes 32x32 images.*not 64x64"):  # not an einsum crash
+        stage2.encode(torch.rand(1, 3, 64, 64))
 
 
 def test_stage_two_alone_starts_from_stage_one(tiny_teacher, tmp_path, cli):

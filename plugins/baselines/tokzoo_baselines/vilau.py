@@ -67,6 +67,9 @@ class VilaUTokenizer(Tokenizer):
         return self._info
 
     def _quantize(self, images: Tensor):
+        if tuple(images.shape[-2:]) != (self.resolution, self.resolution):
+            raise ValueError(f"vilau takes {self.resolution}x{self.resolution} images (its tower's position grid "
+                             f"is fixed at that size), not {images.shape[-2]}x{images.shape[-1]}")
         return self.quantizer(self.pre_quant(self.tower(images)))
 
     def forward(self, images: Tensor) -> TokenizerOutput:

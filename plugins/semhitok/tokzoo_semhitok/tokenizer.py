@@ -129,9 +129,15 @@ class SemHiTok(Tokenizer):
         qp = self.sghc(self.pixel_pre(self.pixel_encoder(images)), semantic_codes)
         return qp, self.enhance(self.semantic_proj(semantic_features), qp.quantized)
 
+    def _check_size(self, images: Tensor) -> None:
+        if tuple(images.shape[-2:]) != (self.resolution, self.resolution):
+            raise ValueError(f"semhitok takes {self.resolution}x{self.resolution} images (its teacher's position "
+                             f"grid and codes are fixed at that size), not {images.shape[-2]}x{images.shape[-1]}")
+
     def forward(self, images: Tensor, branch: str = "both") -> TokenizerOutput:
         """Training pass; ``branch="semantic"`` runs only the semantic branch (stage 1),
         with the reconstructed teacher features in ``extras`` and no image."""
+        self._check_size(images)
         t, qs, sem = self.semantic_forward(images)
         if branch == "semantic":
             return TokenizerOutput(None, qs, {"teacher": t, "semantic_recon": sem, "semantic_quant": qs})
@@ -157,6 +163,7 @@ class SemHiTok(Tokenizer):
 
     def encode_semantic(self, images: Tensor) -> Codes:
         """Semantic codes only (the semantic decoder is not run)."""
+        self._check_size(images)
         return self.semantic.quantizer(self.semantic.encoder(self.teacher(images))).codes
 
     def last_layer(self) -> Tensor:
