@@ -36,7 +36,7 @@ ZOO_TINY = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-
             "simvq-tiny", "latent-quantize-tiny"]
 #: ready-made released tokenizers (nothing to train): tests/test_released.py benches them at their real
 #: shapes from files made in each release's layout (make test-paper)
-READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024"]
+READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024", "diffusers-vq"]
 #: what a user adds to run each preset here (the teacher, data, weights); every preset needs a line
 NEEDS = {
     "clip": [],

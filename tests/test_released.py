@@ -476,3 +476,41 @@ def test_real_presets_bench_end_to_end(tmp_path, cli):
     out = cli("import", "taming-f16-16384", "vqgan_imagenet_f16_16384.ckpt", "--weights-dir", str(weights),
               "--out", str(user / "runs" / "taming"), cwd=user)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_diffusers_vq_folder_bench_import_and_reload(tmp_path, cli):
+    """A VQModel folder as save_pretrained writes it: codes and reconstructions are
+    diffusers' own; import records the folder's config, so the run rebuilds without it."""
+    a = SMALL
+    ref = diffusers_vq(a["ch"], a["ch_mult"], a["nrb"], a["z"], a["res"], 64, 16)
+    ref.load_state_dict(taming_to_diffusers(fill(taming_shapes(a["ch"], a["ch_mult"], a["nrb"], a["z"], a["res"],
+                                                               64, 16)), 5))
+    folder = tmp_path / "my-vq"
+    ref.save_pretrained(str(folder))
+    from tokzoo.registry import build
+
+    tok = build("tokenizer", {"name": "diffusers-vq", "path": str(folder)}).eval()
+    assert tok.info.resolution == 64 and tok.info.token_grid == (4, 4) and tok.info.vocab == {"code": 64}
+    x = _images(64)
+    with torch.no_grad():
+        h = ref.encode(x * 2 - 1).latents
+        _, _, (_, _, idx) = ref.quantize(h)
+        codes = tok.encode(x)
+        assert torch.equal(codes.levels["code"].reshape(-1), idx.reshape(-1))
+        q = ref.quantize.get_codebook_entry(idx.reshape(-1), (2, 4, 4, 16))
+        assert torch.equal(tok.decode_codes(codes), (ref.decode(q, force_not_quantize=True).sample + 1) / 2)
+    preset = tmp_path / "my-vq.yaml"
+    preset.write_text(f"inherit: diffusers-vq\nmodel: {{path: {folder}}}\n")
+    out = cli("bench", "--tokenizers", str(preset), "--num-images", "2", "--metrics", "psnr,codebook",
+              "--out", str(tmp_path / "bench"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = cli("import", "diffusers-vq", str(folder), "--out", str(tmp_path / "runs" / "vq"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    os.replace(folder, tmp_path / "gone")
+    import tokzoo
+
+    back = tokzoo.load_tokenizer(tmp_path / "runs" / "vq")
+    with torch.no_grad():
+        assert torch.equal(back.encode(x).levels["code"], codes.levels["code"])
+    out = cli("bench", "--tokenizers", str(preset), "--out", str(tmp_path / "b2"), cwd=tmp_path)
+    assert out.returncode == 2 and "not a diffusers model folder" in out.stderr

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from tokzoo.config import Spec
 from tokzoo.errors import check_returns
-from tokzoo.pretrained import RANDOM, current_spec_path, is_restoring, random_parts, require_pretrained
+from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
+                               require_pretrained)
 
 CodeLayout = Literal["grid", "residual", "hierarchical"]
 
@@ -471,4 +472,5 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 
 __all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
            "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
-           "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights"]
+           "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
+           "referenced_config"]

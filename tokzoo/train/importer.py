@@ -1,7 +1,7 @@
 """``tokzoo import``: a released tokenizer -> a normal run folder.
 
 The preset must be a ready-made tokenizer (no recipe) whose model loads a
-released file through a ``checkpoint`` parameter. It is built once from the
+released file or folder through a ``checkpoint`` (or ``path``) parameter. It is built once from the
 file, and written as a checkpoint (``model.safetensors`` + the full config,
 with the source file's name and SHA-256), so that ``load_tokenizer`` and
 ``tokzoo bench`` read it from any directory without the original file, and a
@@ -19,6 +19,21 @@ from tokzoo.pretrained import recording_references
 from tokzoo.weights import find_weights, sha256, using_weights_dir
 
 
+def _source_param(config: dict, preset: str) -> str:
+    """The model parameter that names the released file: ``checkpoint`` or ``path``."""
+    import dataclasses
+
+    from tokzoo.registry import get_registry
+
+    comp = get_registry().get("tokenizer", config["model"]["name"])
+    names = {f.name for f in dataclasses.fields(comp.config)} if comp.config else set()
+    for param in ("checkpoint", "path"):
+        if param in names:
+            return param
+    raise ConfigError(f"'{preset}' ({config['model']['name']}) takes no checkpoint or path parameter: "
+                      "nothing to import")
+
+
 def import_release(preset: str, source: str, out: str | Path, overrides: list[str] | None = None,
                    weights_dir: str | None = None) -> Path:
     out = Path(out)
@@ -26,10 +41,10 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
         raise ConfigError(f"{out} already holds a run; choose another --out (nothing was changed)")
     src = Path(source).expanduser()
     with using_weights_dir(weights_dir):
-        if not src.is_file():
+        if not src.exists():
             src = find_weights(source, f"tokzoo import {preset}", weights_dir)
-        config = load_run_config(preset, [*(overrides or []), f"model.checkpoint={src.resolve()}",
-                                          f"run_dir={out}"])
+        param = _source_param(load_run_config(preset, list(overrides or [])), preset)
+        config = load_run_config(preset, [*(overrides or []), f"model.{param}={src.resolve()}", f"run_dir={out}"])
         if config.get("recipe"):
             raise ConfigError(f"'{preset}' is a training preset; import takes a ready-made tokenizer preset "
                               "(no recipe), e.g. llamagen-vq16 or taming-f16-16384")
@@ -38,7 +53,9 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
         with recording_references() as refs:
             tok = build_model_from_config(config)
     config["references"] = refs
-    config["imported_from"] = {"file": src.name, "sha256": sha256(src)}
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+    digest = sha256(src) if src.is_file() else {str(p.relative_to(src)): sha256(p) for p in files}
+    config["imported_from"] = {"file": src.name, "sha256": digest}
     tok.config = config
     out.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(out, "imported", tok, config, {"imported": True})

@@ -365,3 +365,72 @@ class ReleasedVQ(Tokenizer):
 
     def last_layer(self) -> Tensor:
         return self.decoder.conv_out.weight
+
+
+# -- diffusers VQModel folders ---------------------------------------------------------
+class DiffusersVQ(Tokenizer):
+    """A diffusers ``VQModel`` from a local folder (``config.json`` + weights, as
+    ``save_pretrained`` writes it), run through diffusers itself.
+
+    ``path``: the folder (its ``config.json`` is recorded with an imported
+    run, which then rebuilds without the folder); ``arch``: a config to use
+    instead of the folder's; ``resolution``: the size it runs at (its ``sample_size`` by default)."""
+
+    def __init__(self, path: str = "", resolution: int = 0, arch: dict | None = None):
+        super().__init__()
+        try:
+            import diffusers
+        except ImportError:
+            raise CheckpointError("diffusers models need the diffusers library: "
+                                  "pip install 'tokzoo-zoo[diffusers]'") from None
+        from tokzoo.api import is_restoring, referenced_config
+
+        folder = Path(path).expanduser()
+
+        def read(p: str) -> dict:
+            if not path or not (folder / "config.json").is_file():
+                raise CheckpointError(f"model.path: '{path}' is not a diffusers model folder (no config.json); "
+                                      "give the local folder written by save_pretrained (nothing is downloaded)")
+            return {k: v for k, v in diffusers.VQModel.load_config(p).items()}
+
+        # the folder's config is recorded with a run (tokzoo import), which then rebuilds without the folder
+        arch = dict(arch or referenced_config(str(folder), read))
+        if arch.get("_class_name", "VQModel") != "VQModel":
+            raise CheckpointError(f"{folder} holds a diffusers {arch['_class_name']}, not a VQModel")
+        if is_restoring():
+            self.vq = diffusers.VQModel.from_config(arch)
+        else:
+            self.vq = diffusers.VQModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
+        self.arch = dict(self.vq.config)
+        res = resolution or int(self.arch.get("sample_size") or 256)
+        self.factor = 2 ** (len(self.arch["block_out_channels"]) - 1)
+        g = res // self.factor
+        self._info = TokenizerInfo(res, CodeSpec("grid", {"code": int(self.arch["num_vq_embeddings"])}, (g, g)))
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    def _indices(self, images: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        h = self.vq.encode(images * 2 - 1).latents
+        _, _, (_, _, idx) = self.vq.quantize(h)
+        b, c, hh, ww = h.shape
+        return idx.reshape(b, hh, ww), (b, hh, ww, c)
+
+    def encode(self, images: Tensor) -> Codes:
+        idx, _ = self._indices(images)
+        return Codes({"code": idx}, dict(self.info.vocab), "grid")
+
+    def decode_codes(self, codes: Codes) -> Tensor:
+        idx = codes.levels["code"]
+        b, hh, ww = idx.shape
+        q = self.vq.quantize.get_codebook_entry(idx.reshape(-1), (b, hh, ww, self.vq.quantize.vq_embed_dim))
+        return (self.vq.decode(q, force_not_quantize=True).sample + 1) / 2
+
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        h = self.vq.encode(images * 2 - 1).latents
+        q, loss, (_, _, idx) = self.vq.quantize(h)
+        b, _, hh, ww = h.shape
+        codes = Codes({"code": idx.reshape(b, hh, ww)}, dict(self.info.vocab), "grid")
+        recon = (self.vq.decode(q, force_not_quantize=True).sample + 1) / 2
+        return TokenizerOutput(recon, QuantizerOutput(q, codes, {"vq": loss}))
