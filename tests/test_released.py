@@ -394,6 +394,7 @@ def _small_presets(folder: Path, weights: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.paper
 def test_bench_and_import_end_to_end(tmp_path, cli):
     weights, presets, user = tmp_path / "weights", tmp_path / "presets", tmp_path / "user"
     for d in (weights, presets, user):

@@ -138,6 +138,7 @@ def test_clear_errors(tmp_path, spec, msg):
         build_dataset(_spec(**spec) if "path" not in spec else {"name": "webdataset", **spec}, "train")
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 2 workers on a 2-core machine: on purpose
 def test_loader_workers_split_batches_without_duplicates(tmp_path):
     from tokzoo.train.trainer import StepBatches
 
