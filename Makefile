@@ -45,7 +45,8 @@ test: $(STAMP)
 # load elsewhere, bench; the released tokenizers at their real shapes.
 # About 18 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py tests/test_zoo.py tests/test_released.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py tests/test_zoo.py tests/test_released.py \
+		tests/test_reliability.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -26,9 +26,11 @@ folder, so the folder stays self-contained and movable.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -137,26 +139,68 @@ def _write_frozen(run_dir: Path, live: dict[str, torch.Tensor]) -> str:
     return rel
 
 
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: written last into a checkpoint folder: everything before it is on disk
+COMPLETE = ".complete"
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _bytes_of(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
 def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, config: dict,
                     trainer_state: dict[str, Any], ema_state: dict[str, torch.Tensor] | None = None,
                     keep: int = 2, protect_prefix: str = "stage") -> Path:
-    """Write checkpoint ``tag`` atomically and point ``latest`` at it."""
+    """Write checkpoint ``tag`` and publish it: the files go to a temporary
+    folder, are synced, marked complete, renamed into place, and only then
+    does ``latest`` switch to it. A kill at any point leaves ``latest`` naming
+    a complete checkpoint (see :func:`resolve_checkpoint` for the one window
+    of a replaced tag). A full disk removes the partial folder and raises a
+    :class:`CheckpointError` naming the space needed."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-{tag}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     prefixes = tokenizer.frozen_prefixes() if hasattr(tokenizer, "frozen_prefixes") else ()
     state, frozen = split_frozen(tokenizer.state_dict(), prefixes)
-    meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
-    if frozen:
-        meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
-    save_file(_state_for_save(state), str(tmp / "model.safetensors"), metadata=meta)
-    if ema_state is not None:
-        ema, _ = split_frozen(ema_state, prefixes)
-        save_file(_state_for_save(ema), str(tmp / "ema.safetensors"), metadata=meta)
-    torch.save(trainer_state, tmp / "trainer.pt")
+    try:
+        tmp.mkdir()
+        meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
+        if frozen:
+            meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
+        save_file(_state_for_save(state), str(tmp / "model.safetensors"), metadata=meta)
+        if ema_state is not None:
+            ema, _ = split_frozen(ema_state, prefixes)
+            save_file(_state_for_save(ema), str(tmp / "ema.safetensors"), metadata=meta)
+        torch.save(trainer_state, tmp / "trainer.pt")
+        _fsync_tree(tmp)
+        (tmp / COMPLETE).write_text(tag + "\n")
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        need = _bytes_of(state) * (2 if ema_state is not None else 1) * 3  # weights, EMA, optimiser moments
+        free = shutil.disk_usage(ckpt_root).free
+        latest = ckpt_root / "latest"
+        kept = latest.read_text().strip() if latest.is_file() else None
+        raise CheckpointError(
+            f"no space left on the device of {ckpt_root} while writing checkpoint '{tag}': it needs about "
+            f"{need / 2**20:,.0f} MB, {free / 2**20:,.0f} MB are free. The partial checkpoint was removed; "
+            + (f"the previous one ('{kept}') is intact. Free space, then continue with --resume."
+               if kept else "no earlier checkpoint exists.")) from None
     final = ckpt_root / tag
-    if final.exists():
+    if final.exists():  # a re-saved tag: the old one stays complete under .old-* until the new one is in place
         trash = ckpt_root / f".old-{tag}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
         os.replace(tmp, final)
@@ -169,11 +213,107 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     for old in steps[:-keep]:
         if old.name != tag:
             shutil.rmtree(old, ignore_errors=True)
-    for junk in ckpt_root.glob(".tmp-*"):
-        if junk != tmp:
-            shutil.rmtree(junk, ignore_errors=True)
+    for junk in [*ckpt_root.glob(".tmp-*"), *ckpt_root.glob(".old-*")]:
+        shutil.rmtree(junk, ignore_errors=True)
     _prune_frozen(Path(run_dir))
     return final
+
+
+class RunLocked(CheckpointError):
+    """Another process holds the folder's lock."""
+
+    exit_code = 2
+
+
+class RunLock:
+    """``FOLDER/.tokzoo.lock``: one writer per run or results folder. Holds the
+    holder's pid, host and command; a lock whose process is gone (same host)
+    is stale and taken over."""
+
+    NAME = ".tokzoo.lock"
+
+    def __init__(self, folder: str | Path, what: str = "run folder"):
+        self.path, self.what, self.held = Path(folder) / self.NAME, what, False
+
+    def acquire(self) -> "RunLock":
+        import socket
+        import sys
+        import time
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join(["tokzoo", *sys.argv[1:]])[:300]}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    holder = {}
+                if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+                        and not _alive(holder["pid"]):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                if not holder:  # being written by its holder this instant, or unreadable
+                    time.sleep(0.2)
+                    continue
+                raise RunLocked(
+                    f"{self.path.parent} is in use by another tokzoo process (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {holder.get('since')}: {holder.get('command', '?')}). "
+                    f"Wait for it to finish; if that process is gone, remove {self.path}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            self.held = True
+            return self
+        raise RunLocked(f"cannot take the lock {self.path} of this {self.what}; remove it if no tokzoo runs there")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stranded(ckpt_root: Path, tag: str) -> Path | None:
+    """A complete checkpoint ``tag`` left under a temporary name by a kill
+    between the two renames of a replaced tag (the new one first)."""
+    for pattern in (f".tmp-{tag}-*", f".old-{tag}-*"):
+        for cand in sorted(ckpt_root.glob(pattern)):
+            if (cand / COMPLETE).is_file() and (cand / "model.safetensors").is_file():
+                return cand
+    return None
+
+
+def repair_latest(run_dir: str | Path) -> str | None:
+    """Put a stranded checkpoint back under the name ``latest`` gives it (a
+    writer calls this, holding the run's lock); the tag restored, or None."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    latest = ckpt_root / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    if not _TAG.fullmatch(tag) or (ckpt_root / tag / "model.safetensors").is_file():
+        return None
+    cand = _stranded(ckpt_root, tag)
+    if cand is None:
+        return None
+    os.replace(cand, ckpt_root / tag)
+    return tag
 
 
 def _frozen_refs(file: Path) -> list[str]:
@@ -212,9 +352,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     latest = p / "checkpoints" / "latest"
     if latest.is_file():
         tag = latest.read_text().strip()
+        if not _TAG.fullmatch(tag):  # a checkpoint is a folder inside the run's checkpoints/, nothing else
+            raise CheckpointError(f"{latest} names '{tag}', which is not a checkpoint of this run "
+                                  "(a tag is a plain folder name inside checkpoints/)")
         ck = p / "checkpoints" / tag
         if (ck / "model.safetensors").is_file():
             return ck
+        stranded = _stranded(p / "checkpoints", tag)
+        if stranded is not None:  # killed while replacing the tag: the complete copy is still here
+            return stranded
         raise CheckpointError(f"{latest} names checkpoint '{tag}', which is missing")
     if not p.exists():
         raise CheckpointError(f"no checkpoint at {p}: the path does not exist")

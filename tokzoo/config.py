@@ -308,6 +308,7 @@ def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, 
         raise ConfigError(f"preset '{name}' has no 'model' section")
     if out["model_kind"] not in ("tokenizer", "encoder"):
         raise ConfigError(f"model_kind must be 'tokenizer' or 'encoder', not '{out['model_kind']}'")
+    check_trainer(out["trainer"])
     validate_spec(out["model_kind"], out["model"], "model")
     validate_spec("dataset", out["data"], "data")
     if out["recipe"] is not None:
@@ -315,6 +316,37 @@ def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, 
     if not out["run_dir"]:
         out["run_dir"] = str(Path("runs") / out["preset"])
     return out
+
+
+#: trainer values that must be > 0, >= 0, or one of a set: checked before anything runs
+_POSITIVE = ("batch_size", "grad_accum", "log_every", "ckpt_every", "eval_images")
+_NON_NEGATIVE = ("lr", "weight_decay", "warmup_steps", "grad_clip", "num_workers")
+_CHOICES = {"precision": ("fp32", "bf16"), "device": ("auto", "cpu", "cuda", "mps")}
+
+
+def check_trainer(t: dict[str, Any]) -> None:
+    """One clear ConfigError for a trainer value that cannot work."""
+    import math
+
+    for key in _POSITIVE:
+        if t[key] <= 0:
+            raise ConfigError(f"trainer.{key} must be a positive integer, not {t[key]}")
+    for key in _NON_NEGATIVE:
+        if not t[key] >= 0 or (isinstance(t[key], float) and math.isinf(t[key])):
+            raise ConfigError(f"trainer.{key} must be a finite number >= 0, not {t[key]}")
+    if t["max_steps"] == 0 or t["max_steps"] < -1:
+        raise ConfigError(f"trainer.max_steps must be a positive cap on every stage's steps, or -1 for none "
+                          f"(the default), not {t['max_steps']}")
+    for key in ("beta1", "beta2", "ema_decay"):
+        if not 0 <= t[key] < 1:
+            raise ConfigError(f"trainer.{key} must be in [0, 1), not {t[key]}")
+    for key, allowed in _CHOICES.items():
+        value = str(t[key])
+        base = value.split(":")[0]
+        if base not in allowed:
+            hint = closest(value, allowed)
+            raise ConfigError(f"trainer.{key}={value} is not one of {', '.join(allowed)}"
+                              + (f" (did you mean '{hint}'?)" if hint else ""))
 
 
 def validate_spec(kind: str, spec: Any, where: str) -> None:

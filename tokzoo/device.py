@@ -29,4 +29,7 @@ def pick_device(name: str) -> torch.device:
             raise ConfigError("trainer.device=cuda but no CUDA device is available")
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
+    if name.startswith("mps") and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={name} but no Apple MPS device is available here; available: "
+                          + ", ".join(["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
     return torch.device(name)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +33,7 @@ from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
 from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
+from tokzoo.ckptio import RunLock, atomic_write, repair_latest
 from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_module_state,
                                      read_trainer_state,
                                      resolve_checkpoint, save_checkpoint)
@@ -39,6 +43,14 @@ from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
 
 class NonFiniteLossError(TokzooError):
     exit_code = 3
+
+
+class TrainingInterrupted(TokzooError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved at the current step."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 # -- data order: deterministic in the step, so a resumed run sees the same batches ---
@@ -155,7 +167,28 @@ class Trainer:
             "recipe": self.recipe.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "metrics_bytes": (self.run_dir / "metrics.jsonl").stat().st_size
+            if (self.run_dir / "metrics.jsonl").is_file() else 0,
         }
+
+    def _truncate_metrics(self, size: int | None) -> None:
+        """Cut metrics.jsonl back to what it held when the checkpoint was saved,
+        so every step the resumed run logs again appears once."""
+        f = self.run_dir / "metrics.jsonl"
+        if not f.is_file():
+            return
+        if size is None:  # checkpoints written before the size was recorded: keep records up to the step
+            keep = []
+            for line in f.read_text(errors="replace").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.step:
+                        keep.append(line)
+                except ValueError:
+                    continue
+            atomic_write(f, "".join(k + "\n" for k in keep))
+        elif f.stat().st_size > size:
+            with open(f, "r+b") as fh:
+                fh.truncate(size)
 
     def save(self, tag: str) -> None:
         if self.is_main:
@@ -169,6 +202,8 @@ class Trainer:
             return
         state = read_trainer_state(ckpt)
         self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
+        if self.is_main:
+            self._truncate_metrics(state.get("metrics_bytes"))
         if self.stage_index < len(self.stages):
             self._enter_stage(self.stage_index)
             if state["optimizer"] is not None:
@@ -230,10 +265,34 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:
-        if self.is_main:
+        created = not self.run_dir.exists()
+        lock = RunLock(self.run_dir)
+        if self.is_main:  # one writer per run folder; refused before anything is written
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg, indent=2))
+            try:
+                lock.acquire()
+            except BaseException:
+                if created:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
+        try:
+            self._start(resume, start_stage)
+            return self._train_stages()
+        except BaseException:
+            # a run that failed before its first checkpoint leaves no folder that looks like a run
+            if created and self.is_main and not (self.run_dir / "checkpoints").exists():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        finally:
+            lock.release()
+
+    def _start(self, resume: bool, start_stage: int | None) -> None:
+        """Every check that may refuse the command, then the run's config is written."""
         if resume:
+            if self.is_main:
+                repair_latest(self.run_dir)  # a kill while a tag was replaced: put it back
+            if self.world > 1:
+                dist.barrier()
             ckpt = resolve_checkpoint(self.run_dir)
             self._check_same_config(ckpt)
             self.restore(ckpt, full=True)
@@ -256,18 +315,19 @@ class Trainer:
         elif (self.run_dir / "checkpoints" / "latest").exists():
             raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
                               f"or set run_dir=... to start a new one (nothing was overwritten)")
-        fresh = not (self.run_dir / "checkpoints").exists()
-        try:
-            return self._train_stages()
-        except BaseException:
-            # a run that failed before its first checkpoint leaves no folder that looks like a run
-            if fresh and self.is_main and not (self.run_dir / "checkpoints").exists():
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
+        if self.is_main:
+            atomic_write(self.run_dir / "config.json", json.dumps(self.cfg, indent=2))
 
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
         while self.stage_index < len(self.stages):
+            done = self.run_dir / "checkpoints" / f"stage{self.stage_index + 1}-final"
+            if self.stage_step >= self.stages[self.stage_index].steps > 0 and (done / "model.safetensors").is_file():
+                # resumed from a finished stage: it is not evaluated or saved again
+                self.stage_index += 1
+                self.stage_step = 0
+                self.opt = None
+                continue
             if self.opt is None or self.stage_step == 0:
                 self._enter_stage(self.stage_index)
             results.update(self._run_stage())
@@ -302,9 +362,12 @@ class Trainer:
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                             disable=not self.is_main)
         self._t_last, self._images = time.perf_counter(), 0
-        with progress:
+        with progress, self._signals_caught():
             task = progress.add_task(stage.name, total=stage.steps, completed=self.stage_step, info="")
             while self.stage_step < stage.steps:
+                if self._stop_requested():
+                    progress.stop()
+                    self._save_and_stop(stage)
                 ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
                 # forward, backward, update (tokenizer, then discriminator)
                 logs, used = self._generator_update(batches, ctx, amp)
@@ -338,6 +401,51 @@ class Trainer:
                                              num_workers=self.tcfg["num_workers"],
                                              generator=torch.Generator().manual_seed(self.cfg["seed"]))
         return iter(loader)
+
+    # -- Ctrl-C and SIGTERM: save the current step, say how to resume ---------------
+    def _signals_caught(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def caught():
+            self._signal = 0
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def handler(signum, frame):
+                self._signal = signum
+            old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, h in old.items():
+                    signal.signal(sig, h)
+        return caught()
+
+    def _stop_requested(self) -> bool:
+        flag = self._signal
+        if self.world > 1:  # every rank stops after the same step
+            t = torch.tensor([flag], dtype=torch.long, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = int(t)
+        self._signal = flag
+        return bool(flag)
+
+    def _save_and_stop(self, stage: Stage) -> None:
+        tag = f"step-{self.step:08d}"
+        if self.stage_step > 0 and not (self.run_dir / "checkpoints" / tag / "model.safetensors").is_file():
+            self.save(tag)
+        name = signal.Signals(self._signal).name
+        where = self.run_dir / "checkpoints" / tag
+        saved = (f"saved checkpoint {where}" if (where / "model.safetensors").is_file()
+                 else "no checkpoint of this stage yet")
+        preset = self.cfg.get("preset") or "PRESET"
+        default = str(Path("runs") / preset)
+        run_arg = "" if str(self.run_dir) == default else f" run_dir={self.run_dir}"
+        raise TrainingInterrupted(f"{name} at step {self.step} of stage {self.stage_index + 1} ({stage.name}): "
+                                  f"{saved}. Continue with: tokzoo train {preset} --resume{run_arg}",
+                                  int(self._signal))
 
     def _generator_update(self, batches, ctx: StepContext, amp: bool) -> tuple[dict[str, float], list]:
         """One optimiser step of the tokenizer over ``grad_accum`` batches; (logs, [(batch, recon)])."""
