@@ -108,6 +108,7 @@ def test_kill_between_the_two_renames_loses_nothing(tmp_path):
     assert (ck / "stage1-final" / "model.safetensors").is_file() and not list(ck.glob(".tmp-*"))
 
 
+@pytest.mark.paper
 def test_latest_cannot_point_outside_the_run(tmp_path, cli):
     run = tmp_path / "run"
     assert _train(run, "recipe.steps=2").returncode == 0
@@ -121,6 +122,7 @@ def test_latest_cannot_point_outside_the_run(tmp_path, cli):
     _clean(out)
 
 
+@pytest.mark.paper
 def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -238,3 +240,172 @@ def test_cli_reports_disk_full_in_one_line(tmp_path):
     out = _train(tmp_path / "run", "recipe.steps=6", "trainer.ckpt_every=2", env=env)
     assert out.returncode == 2 and "no space left" in out.stderr and "is intact" in out.stderr, out.stderr[-1500:]
     _clean(out)
+
+
+# -- results: merged, locked, honest -----------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tokzoo.config import load_run_config
+    from tokzoo.registry import reset_registry
+    from tokzoo.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("rel-runs")
+    for name in ("a", "b"):
+        reset_registry()
+        Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"seed={len(name)}",
+                                                   f"run_dir={root / name}"])).train()
+    return root
+
+
+def _png(path: Path, value: int = 100, size: int = 24) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (value, value // 2, 255 - value)).save(path)
+
+
+@pytest.mark.paper
+def test_num_images_honesty_and_flat_folders(tmp_path, trained, cli):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(20):
+        _png(flat / f"img_{i:03d}.png", 10 * i)
+    base = ["bench", "--tokenizers", str(trained / "a"), "--data", f"imagefolder:{flat}", "--metrics", "psnr"]
+    out = cli(*base, "--num-images", "50", "--out", str(tmp_path / "b1"))
+    assert out.returncode == 2 and "has only 20 images" in out.stderr and "--num-images all" in out.stderr
+    _clean(out)
+    out = cli(*base, "--num-images", "all", "--out", str(tmp_path / "b2"))
+    assert out.returncode == 0, out.stderr[-1500:]
+    res = json.loads((tmp_path / "b2" / "results.json").read_text())
+    assert res["protocol"]["num_images"] == "all"
+    assert next(iter(res["tokenizers"].values()))["num_images"] == 20  # the whole flat folder, no hidden split
+    for flag in ("--num-images", "--batch-size", "--probe-train-images"):
+        out = cli("bench", "--tokenizers", str(trained / "a"), flag, "0", "--out", str(tmp_path / "b3"))
+        assert out.returncode == 2 and "must be a positive integer" in out.stderr, flag
+        _clean(out)
+
+
+@pytest.mark.paper
+def test_results_are_merged_and_the_grid_shows_everyone(tmp_path, trained, cli):
+    out_dir = tmp_path / "bench"
+    out_dir.mkdir()
+    (out_dir / ".results.json.dead.tmp").write_text("half")  # a bench killed mid-write
+    common = ["--num-images", "8", "--metrics", "psnr", "--out", str(out_dir)]
+    assert cli("bench", "--tokenizers", str(trained / "a"), *common).returncode == 0
+    assert cli("bench", "--tokenizers", str(trained / "b"), *common).returncode == 0
+    res = json.loads((out_dir / "results.json").read_text())
+    assert set(res["tokenizers"]) == {str(trained / "a"), str(trained / "b")}  # a's results kept
+    from safetensors.torch import load_file
+
+    rows = load_file(str(out_dir / "grid_samples.safetensors"))
+    assert set(rows) == {"originals", f"tok:{trained / 'a'}", f"tok:{trained / 'b'}"}
+    assert not list(out_dir.glob(".*.tmp")) and not (out_dir / ".tokzoo.lock").exists()
+    # another protocol: the old file is set aside whole, never mixed in
+    out = cli("bench", "--tokenizers", str(trained / "b"), "--num-images", "4", "--metrics", "psnr",
+              "--out", str(out_dir))
+    assert out.returncode == 0 and "held results under another protocol" in out.stdout
+    kept = [p for p in out_dir.glob("results.*.json")]
+    assert len(kept) == 1 and len(json.loads(kept[0].read_text())["tokenizers"]) == 2
+
+
+@pytest.mark.paper
+def test_a_second_bench_on_one_out_is_refused(tmp_path, trained, cli):
+    import socket
+
+    out_dir = tmp_path / "bench"
+    out_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out_dir / ".tokzoo.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                          "since": "now", "command": "tokzoo bench"}))
+        out = cli("bench", "--tokenizers", str(trained / "a"), "--num-images", "4", "--out", str(out_dir))
+        assert out.returncode == 2 and "in use by another tokzoo process" in out.stderr
+        _clean(out)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["tokenizers"]["x"].pop("metrics"), "has no 'metrics' mapping"),
+    (lambda r: r["tokenizers"]["x"]["metrics"].update(psnr="high"), "metric 'psnr' is not a number"),
+    (lambda r: r.update(tokenizers=[]), "not a tokzoo results.json"),
+])
+def test_compare_rejects_bad_files_with_exit_2(tmp_path, cli, mutate, message):
+    good = {"protocol": {}, "tokenizers": {"x": {"metrics": {"psnr": 20.0}, "better": {"psnr": "higher"}}}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    bad = json.loads(json.dumps(good))
+    mutate(bad)
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    out = cli("compare", str(tmp_path / "bad.json"), "--baseline", str(tmp_path / "good.json"))
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    _clean(out)
+
+
+def test_compare_folders_and_tolerances(tmp_path, cli):
+    good = {"protocol": {}, "tokenizers": {"x": {"metrics": {"psnr": 20.0}, "better": {"psnr": "higher"}}}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(good))
+    assert cli("compare", str(tmp_path / "run"), "--baseline", str(tmp_path / "run")).returncode == 0
+    out = cli("compare", str(tmp_path / "run"), "--baseline", str(tmp_path / "run"), "--tolerance", "psnr=nan")
+    assert out.returncode == 2 and "finite number" in out.stderr
+    out = cli("compare", str(tmp_path), "--baseline", str(tmp_path / "run"))
+    assert out.returncode == 2 and "without a results.json" in out.stderr
+
+
+# -- inputs -------------------------------------------------------------------------------
+@pytest.mark.paper
+def test_only_unreadable_images_is_an_error_in_train_and_bench(tmp_path, trained, cli):
+    junk = tmp_path / "junk"
+    (junk / "train" / "cls").mkdir(parents=True)
+    (junk / "val" / "cls").mkdir(parents=True)
+    for split in ("train", "val"):
+        for i in range(8):
+            (junk / split / "cls" / f"{i}.png").write_bytes(b"not a png")
+    model_only = [a for a in TINY if not a.startswith("data.")]
+    out = run_tokzoo("train", "vq-tiny", *model_only, f"data={{name: imagefolder, path: {junk}, resolution: 16}}",
+                     "recipe.steps=4", f"run_dir={tmp_path / 'run'}")
+    assert out.returncode == 2 and "no readable image in the training data" in out.stderr, out.stderr[-1500:]
+    _clean(out)
+    assert not (tmp_path / "run").exists()
+    out = cli("bench", "--tokenizers", str(trained / "a"), "--data", f"imagefolder:{junk}", "--num-images", "8",
+              "--out", str(tmp_path / "b"))
+    assert out.returncode == 2 and "none of the 8 images" in out.stderr and "8 skipped" in out.stderr
+    _clean(out)
+
+
+def test_exif_orientation_odd_names_and_captions(tmp_path):
+    from PIL import Image
+
+    from tokzoo.data import build_dataset
+    from tokzoo.data.images import load_rgb
+
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rot.jpg").size == (20, 40)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    weird = os.fsdecode(b"\xff\xfe-latin1-\xe9.png")  # not UTF-8: a surrogate-escaped name
+    _png(folder / weird)
+    _png(folder / "plain.png")
+    (folder / "captions.jsonl").write_bytes(b'{"file": "plain.png", "caption": "caf\xe9"}\n')
+    ds = build_dataset({"name": "imagefolder", "path": str(folder), "resolution": 16}, "val")
+    assert len(ds) == 2 and ds.fingerprint().startswith("imagefolder:")
+    assert "caf" in ds[[f.name for f in ds.files].index("plain.png")]["caption"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder: an unreadable folder cannot be made")
+def test_unreadable_subfolder_is_counted(tmp_path):
+    from tokzoo.data import build_dataset
+
+    (tmp_path / "ok").mkdir()
+    _png(tmp_path / "ok" / "a.png")
+    (tmp_path / "locked").mkdir()
+    _png(tmp_path / "locked" / "b.png")
+    os.chmod(tmp_path / "locked", 0)
+    try:
+        ds = build_dataset({"name": "imagefolder", "path": str(tmp_path), "resolution": 16}, "val")
+        assert len(ds) == 1 and len(ds.unreadable_folders) == 1
+    finally:
+        os.chmod(tmp_path / "locked", 0o755)

@@ -135,6 +135,20 @@ def cmd_compare(args) -> int:
     return 1 if has_regression(rows) else 0
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not '{text}'")
+    return value
+
+
+def _count_or_all(text: str) -> int | str:
+    return "all" if text == "all" else _count(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokzoo", description="Train and benchmark discrete image tokenizers side by side.")
     p.add_argument("--version", action="version", version=f"tokzoo {__version__}")
@@ -161,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="data.<param>=V and metrics.<metric>.<param>=V "
                                                 "(e.g. metrics.lpips.net=vgg)")
     s.add_argument("--metrics", default="", help="comma list (default: psnr,ssim,lpips,rfid,codebook,probe,throughput)")
-    s.add_argument("--num-images", type=int, default=512, help="images to measure (part of the protocol)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--probe-train-images", type=int, default=1024, help="train-split images for the linear probe")
+    s.add_argument("--num-images", type=_count_or_all, default=512,
+                   help="images to measure, or 'all' (part of the protocol; more than the split has is an error)")
+    s.add_argument("--batch-size", type=_count, default=32)
+    s.add_argument("--probe-train-images", type=_count, default=1024, help="train-split images for the linear probe")
     s.add_argument("--out", default="runs/bench", help="run folder for results.json/md/csv and recon_grid.png")
     s.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
     s.add_argument("--device", default="auto")

@@ -10,6 +10,7 @@ different protocols are refused, naming the field that differs.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,32 @@ def parse_tolerances(spec: str | None) -> dict[str, tuple[str, float]]:
             out[k.strip()] = ("rel", float(v[:-1]) / 100) if v.strip().endswith("%") else ("abs", float(v))
         except ValueError:
             raise ConfigError(f"--tolerance '{part}': '{v}' is not a number") from None
+        if not math.isfinite(out[k.strip()][1]) or out[k.strip()][1] < 0:
+            raise ConfigError(f"--tolerance '{part}': a tolerance is a finite number >= 0")
     return out
 
 
 def _load(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        if not (p / "results.json").is_file():
+            raise ConfigError(f"{p} is a folder without a results.json")
+        p = p / "results.json"
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{p} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
-    if not isinstance(data, dict) or "tokenizers" not in data or "protocol" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("tokenizers"), dict) or "protocol" not in data:
         raise ConfigError(f"{p} is not a tokzoo results.json (no 'tokenizers' / 'protocol')")
+    for name, entry in data["tokenizers"].items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict):
+            raise ConfigError(f"{p}: tokenizer '{name}' has no 'metrics' mapping")
+        bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r})")
     return data
 
 

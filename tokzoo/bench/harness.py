@@ -35,12 +35,12 @@ from rich.table import Table
 
 from tokzoo.api import BenchContext, Codes
 from tokzoo.errors import check_returns
-from tokzoo.ckptio import atomic_write  # noqa: F401 (also used by benchmarks/reproduce.py)
+from tokzoo.ckptio import RunLock, atomic_write  # noqa: F401 (atomic_write: also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
 from tokzoo.weights import using_weights_dir
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
-from tokzoo.errors import CheckpointError, ConfigError, TokzooError, UnknownNameError
+from tokzoo.errors import CheckpointError, ConfigError, DataError, TokzooError, UnknownNameError
 from tokzoo.pretrained import random_parts
 from tokzoo.registry import get_registry
 
@@ -56,7 +56,7 @@ class BenchOptions:
     tokenizers: list[str]
     data: str = "shapes"
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    num_images: int = 512
+    num_images: int | str = 512  # or "all": every image of the val split
     batch_size: int = 32
     probe_train_images: int = 1024
     out_dir: str = "runs/bench"
@@ -195,8 +195,25 @@ class Bench:
                 validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
         if not opts.tokenizers:
             raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
+        if opts.num_images != "all" and (not isinstance(opts.num_images, int) or opts.num_images <= 0):
+            raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")
+        for flag, value in (("--batch-size", opts.batch_size), ("--probe-train-images", opts.probe_train_images)):
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{flag} must be a positive integer, not {value}")
 
     def run(self) -> dict[str, Any]:
+        lock = RunLock(self.out, "results folder")
+        if self.is_main:  # one bench per --out at a time: results are merged, never overwritten by another
+            self.out.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write
+                junk.unlink(missing_ok=True)
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict[str, Any]:
         results = self._load_previous()
         grid_rows: dict[str, torch.Tensor] = {}
         for name in self.o.tokenizers:
@@ -255,8 +272,16 @@ class Bench:
             os.replace(path, backup)
             self.console.print(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
             return fresh
-        keep = {k: v for k, v in old["tokenizers"].items() if k in self.o.tokenizers}
-        old["tokenizers"] = keep
+        # other tokenizers measured under this same protocol are kept (merged); under another one the
+        # file is set aside whole, never mixed and never lost
+        now = self.protocol({"tokenizers": {}})
+        same = all((old.get("protocol") or {}).get(k) == now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
+        if not same and any(k not in self.o.tokenizers for k in old["tokenizers"]):
+            backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
+            os.replace(path, backup)
+            self.console.print(f"[yellow]note:[/] {path} held results under another protocol; "
+                               f"kept them as {backup}", highlight=False)
+            return fresh
         return old
 
     # -- one tokenizer ---------------------------------------------------------------------------
@@ -265,7 +290,11 @@ class Bench:
         res = tok.info.resolution
         spec = data_spec(self.o.data, res, self.o.data_params)
         val = build_dataset(spec, "val")
-        n = min(self.o.num_images, len(val))
+        n = len(val) if self.o.num_images == "all" else self.o.num_images
+        if n > len(val):
+            raise ConfigError(f"--num-images {n}: the val split of '{self.o.data}' has only {len(val)} images; "
+                              f"ask for --num-images {len(val)} or --num-images all (a number measured on fewer "
+                              "images than the protocol records would mislead)")
         ctx = BenchContext(device=self.device, weights_dir=self.o.weights_dir, batch_size=self.o.batch_size,
                            num_images=n, probe_train_images=self.o.probe_train_images,
                            train_split=lambda: build_dataset(spec, "train"))
@@ -276,6 +305,9 @@ class Bench:
         skips = SkipCounter(self.console)
         grid_o, grid_r = self._measure(name, tok, val, list(range(n))[self.rank::self.world], metrics, unavailable,
                                        skips)
+        if self.world == 1 and len(skips.skipped) >= n:
+            raise DataError(f"{name}: none of the {n} images of '{self.o.data}' could be read "
+                            f"({len(skips.skipped)} skipped as unreadable)")
         # combine the processes, compute, cache reference statistics
         if self.world > 1:
             for metric in metrics.values():
@@ -301,6 +333,8 @@ class Bench:
         for m, why in unavailable.items():
             self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
         k = self.o.grid_images
+        if not grid_o:
+            return entry, torch.zeros(0, 3, res, res, dtype=torch.uint8), torch.zeros(0, 3, res, res, dtype=torch.uint8)
         return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k]
 
     def _make_metrics(self, tok, ctx: BenchContext) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
@@ -418,8 +452,32 @@ class Bench:
         atomic_write(self.out / "results.json", json.dumps(results, indent=2))
         atomic_write(self.out / "results.md", render_markdown(results))
         atomic_write(self.out / "results.csv", render_csv(results))
-        if len(grid_rows) > 1:
-            atomic_write(self.out / "recon_grid.png", _grid_png(grid_rows))
+        # every tokenizer's grid row is kept (uint8) so the picture shows all of results.json, not this run's
+        samples = self.out / "grid_samples.safetensors"
+        rows: dict[str, torch.Tensor] = {}
+        if samples.is_file():
+            try:
+                from safetensors.torch import load_file
+
+                rows = {k: v for k, v in load_file(str(samples)).items()}
+            except Exception:  # an unreadable cache only costs the old rows of the picture
+                rows = {}
+        for name, row in grid_rows.items():
+            rows[_row_key(name)] = row.contiguous()
+        if rows:
+            from safetensors.torch import save as save_bytes
+
+            atomic_write(samples, save_bytes(rows))
+        ordered = {"originals": rows["originals"]} if "originals" in rows else {}
+        for name in results["tokenizers"]:
+            if _row_key(name) in rows:
+                ordered[name] = rows[_row_key(name)]
+        if len(ordered) > 1:
+            atomic_write(self.out / "recon_grid.png", _grid_png(ordered))
+
+
+def _row_key(name: str) -> str:
+    return "originals" if name == "originals" else "tok:" + name
 
 
 def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:

@@ -1,9 +1,11 @@
 """``imagefolder``: a folder of images, read recursively.
 
 - Splits: if the folder has ``train/`` and ``val/`` sub-folders they are the
-  splits; otherwise every image is assigned to ``val`` when a hash of its
-  relative path falls below ``val_fraction`` (deterministic, stable when
-  files are added), else to ``train``.
+  splits. Otherwise the whole folder is the data of whichever split is asked
+  for (``--data imagefolder:/data/imagenet/val`` measures every image in it),
+  unless ``val_fraction > 0`` holds that fraction out: an image goes to
+  ``val`` when a hash of its relative path falls below it (deterministic,
+  stable when files are added).
 - Labels: the first sub-folder under the split root names the class (sorted,
   numbered from 0); images directly in the root get label -1.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
@@ -28,7 +30,7 @@ def _read_captions(files: list[Path]) -> dict[str, str]:
     for f in files:
         if not f.is_file():
             continue
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -44,7 +46,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     file yields ``None`` (dropped and counted by :func:`tokzoo.data.collate`)."""
 
     def __init__(self, split: str = "train", path: str = "", resolution: int = 256,
-                 val_fraction: float = 0.1, captions: str = "captions.jsonl"):
+                 val_fraction: float = 0.0, captions: str = "captions.jsonl"):
         root = Path(path).expanduser()
         if not path or not root.is_dir():
             raise DataError(f"imagefolder: '{path}' is not a folder (give data.path=/path/to/images)")
@@ -56,7 +58,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 raise DataError(f"imagefolder: {root} has train/ and val/ but no {split}/")
             files = self._scan(split_root)
         else:
-            files = [f for f in self._scan(root) if self._in_split(f.relative_to(root), split, val_fraction)]
+            files = self._scan(root)
+            if val_fraction > 0:
+                files = [f for f in files if self._in_split(f.relative_to(root), split, val_fraction)]
         if not files:
             raise DataError(f"imagefolder: no images for split '{split}' under {split_root} "
                             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -74,9 +78,21 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             self.captions = [c or f"a photo of a {self.classes[l].replace('_', ' ')}" if l >= 0 else c
                              for c, l in zip(self.captions, self.labels)]
 
-    @staticmethod
-    def _scan(root: Path) -> list[Path]:
-        return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    def _scan(self, root: Path) -> list[Path]:
+        """Every image under ``root``; folders that cannot be listed are counted and reported."""
+        import os
+
+        unreadable: list[str] = []
+        found = []
+        for folder, _, names in os.walk(root, onerror=lambda e: unreadable.append(str(e.filename))):
+            found += [Path(folder) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        if unreadable:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/] {len(unreadable)} folder(s) under {root} could not be "
+                                       f"read and were skipped: {', '.join(unreadable[:3])}", highlight=False)
+        self.unreadable_folders = unreadable
+        return sorted(p for p in found if p.is_file())
 
     @staticmethod
     def _in_split(rel: Path, split: str, val_fraction: float) -> bool:
@@ -99,5 +115,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         h = hashlib.sha256()
         for f in self.files:
             st = f.stat()
-            h.update(f"{f.relative_to(self.root)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+            # file names in any encoding: undecodable bytes stay as surrogate escapes, hashed as their bytes
+            h.update(f"{f.relative_to(self.root)}:{st.st_size}:{int(st.st_mtime)}\n".encode("utf-8", "surrogateescape"))
         return f"imagefolder:{h.hexdigest()[:16]}:n={len(self.files)}:res={self.resolution}"

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
@@ -55,7 +55,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 img.load()
-                return to_rgb(img)
+                return to_rgb(ImageOps.exif_transpose(img))  # a phone photo's EXIF orientation, applied
     except UnidentifiedImageError:
         raise BadImage("not an image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

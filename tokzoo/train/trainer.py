@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import threading
@@ -106,6 +105,7 @@ class Trainer:
         self.train_set = build_dataset(config["data"], "train")
         self.val_set = build_dataset(config["data"], "val")
         self.skips = SkipCounter(self.console)
+        self._images_seen = 0  # readable training images this process has used
         self.step = 0  # global optimiser steps done
         self.stage_index, self.stage_step = 0, 0
         self.ema: dict[str, torch.Tensor] | None = None
@@ -469,6 +469,13 @@ class Trainer:
                 logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
             used.append((batch, res.recon))
             self._images += len(batch["image"]) * self.world
+            self._images_seen += len(batch["image"])
+        if not used:  # every sample of this step was unreadable
+            if self._images_seen == 0:
+                from tokzoo.errors import DataError
+
+                raise DataError(f"no readable image in the training data so far ({len(self.skips.skipped)} "
+                                f"skipped as unreadable, see the warnings above); check data.path")
         if self.tcfg["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
                                            self.tcfg["grad_clip"])
