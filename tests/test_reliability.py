@@ -409,3 +409,20 @@ def test_unreadable_subfolder_is_counted(tmp_path):
         assert len(ds) == 1 and len(ds.unreadable_folders) == 1
     finally:
         os.chmod(tmp_path / "locked", 0o755)
+
+
+@pytest.mark.paper
+def test_unfinished_preset_run_is_flagged(tmp_path, cli):
+    assert cli("train", "vq-tiny", *TINY, "recipe.steps=4", "trainer.ckpt_every=2", cwd=tmp_path).returncode == 0
+    ck = tmp_path / "runs" / "vq-tiny" / "checkpoints"
+    assert (ck / "finished").read_text().strip() == "stage1-final"
+    out = cli("bench", "--tokenizers", "vq-tiny", "--num-images", "4", "--metrics", "psnr", cwd=tmp_path)
+    assert out.returncode == 0 and "has not finished" not in out.stdout
+    (ck / "finished").unlink()  # as after a kill: the last checkpoint is all there is
+    (ck / "latest").write_text("step-00000002\n")
+    out = cli("bench", "--tokenizers", "vq-tiny", "--num-images", "4", "--metrics", "psnr", "--out", "runs/b2",
+              cwd=tmp_path)
+    said = " ".join(out.stdout.split())  # the terminal wraps at 80 columns
+    assert out.returncode == 0 and "run has not finished; benched from its checkpoint 'step-00000002'" in said
+    md = (tmp_path / "runs" / "b2" / "results.md").read_text()
+    assert "vq-tiny (unfinished: step-00000002)" in md

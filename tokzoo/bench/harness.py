@@ -116,10 +116,15 @@ def resolve_tokenizer(name: str, device: torch.device):
         return build_model_from_config(config).to(device).eval()
     run_dir = Path(config["run_dir"])
     try:
-        return load_tokenizer(run_dir, map_location=str(device))
+        tok = load_tokenizer(run_dir, map_location=str(device))
     except CheckpointError as exc:
         raise CheckpointError(f"no trained weights for '{name}' in {run_dir}: train it first with "
                               f"`tokzoo train {name}`, or pass a checkpoint path ({exc})") from None
+    finished = run_dir / "checkpoints" / "finished"
+    used = Path(tok.checkpoint_path).name
+    if not finished.is_file() or finished.read_text().strip() != used:
+        tok.unfinished = used  # a preset's run that never finished: benched from its last checkpoint, visibly
+    return tok
 
 
 def components(tok) -> dict[str, dict[str, str]]:
@@ -329,7 +334,12 @@ class Bench:
             "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             "random_parts": random_parts((tok.config or {}).get("model")),
+            # a preset whose run never finished: the checkpoint it was benched from
+            "unfinished": getattr(tok, "unfinished", None),
         }
+        if entry["unfinished"]:
+            self.console.print(f"[bold yellow]note:[/] {name}'s run has not finished; benched from its checkpoint "
+                               f"'{entry['unfinished']}'", highlight=False)
         for m, why in unavailable.items():
             self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
         k = self.o.grid_images
@@ -554,7 +564,8 @@ def _fmt(v: float | None) -> str:
 def label(name: str, e: dict[str, Any]) -> str:
     """A tokenizer's name, flagged when a pretrained part of it was random."""
     parts = e.get("random_parts") or []
-    return f"{name} (RANDOM {', '.join(parts)})" if parts else name
+    name = f"{name} (RANDOM {', '.join(parts)})" if parts else name
+    return f"{name} (unfinished: {e['unfinished']})" if e.get("unfinished") else name
 
 
 def render_table(results: dict[str, Any]) -> Table:

@@ -334,6 +334,8 @@ class Trainer:
             self.stage_index += 1
             self.stage_step = 0
             self.opt = None
+        if self.is_main:  # every stage done: bench may take this run as finished
+            atomic_write(self.run_dir / "checkpoints" / "finished", f"stage{len(self.stages)}-final\n")
         if self.world > 1:
             dist.barrier()
         return results
