@@ -426,3 +426,15 @@ def test_unfinished_preset_run_is_flagged(tmp_path, cli):
     assert out.returncode == 0 and "run has not finished; benched from its checkpoint 'step-00000002'" in said
     md = (tmp_path / "runs" / "b2" / "results.md").read_text()
     assert "vq-tiny (unfinished: step-00000002)" in md
+
+
+def test_a_plugin_calling_sys_exit_at_import_fails_alone(tmp_path, cli):
+    from conftest import make_dist
+
+    make_dist(tmp_path, "tokzoo-quitter", "0.0.1", {"quitter": "quitter_plugin"},
+              {"quitter_plugin.py": "import sys\nsys.exit(0)\n"})
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = cli("plugins", env=env)
+    assert out.returncode == 0 and "failed" in out.stdout and "SystemExit" in out.stdout, out.stdout
+    listed = cli("list", "quantizer", env=env)
+    assert listed.returncode == 0 and "vq" in listed.stdout  # every other command still does its work
