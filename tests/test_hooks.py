@@ -300,7 +300,7 @@ def test_a_plugin_metric_and_dataset_take_parameters_on_the_command_line(cli, tm
                "tokzoo_extra/configs/palette-16.yaml": "model: {name: palette-test, resolution: 16}\n"})
     env = {"PYTHONPATH": str(tmp_path / "site")}
     out = cli("bench", "--tokenizers", "palette-16", "--data", "noise", "data.amplitude=0.0", "data.size=6",
-              "--metrics", "psnr,mae", "metrics.mae.scale=3", "--out", str(tmp_path / "b"), env=env, cwd=tmp_path)
+              "--num-images", "6", "--metrics", "psnr,mae", "metrics.mae.scale=3", "--out", str(tmp_path / "b"), env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     entry = json.loads((tmp_path / "b" / "results.json").read_text())["tokenizers"]["palette-16"]
     assert entry["num_images"] == 6 and "mae" in entry["metrics"]
