@@ -42,11 +42,11 @@ test: $(STAMP)
 
 # every other preset end to end (the paper-size ones on stand-in weights at
 # the real architectures; the zoo's tiny ones): one step per stage, resume,
-# load elsewhere, bench; the released tokenizers at their real shapes.
-# About 18 minutes; CI runs it after `make test`.
+# load elsewhere, bench; the released tokenizers at their real shapes; the
+# longer reliability, webdataset and CLI end-to-end checks (every test marked
+# `paper`). About 20 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper tests/test_presets_e2e.py tests/test_zoo.py tests/test_released.py \
-		tests/test_reliability.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper
 
 clean:
 	rm -rf $(VENV) runs

@@ -479,6 +479,7 @@ def test_real_presets_bench_end_to_end(tmp_path, cli):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+@pytest.mark.paper
 def test_diffusers_vq_folder_bench_import_and_reload(tmp_path, cli):
     """A VQModel folder as save_pretrained writes it: codes and reconstructions are
     diffusers' own; import records the folder's config, so the run rebuilds without it."""

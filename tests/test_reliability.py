@@ -67,6 +67,7 @@ def test_bad_trainer_values_through_the_cli_write_nothing(tmp_path, override, me
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.paper
 def test_refused_train_leaves_the_run_untouched(tmp_path):
     run = tmp_path / "run"
     assert _train(run, "recipe.steps=2").returncode == 0
@@ -80,6 +81,7 @@ def test_refused_train_leaves_the_run_untouched(tmp_path):
     assert after == before  # config.json included: nothing rewritten by a refused command
 
 
+@pytest.mark.paper
 def test_finished_stage_is_not_saved_again_on_resume(tmp_path):
     run = tmp_path / "run"
     assert _train(run, "recipe.steps=4").returncode == 0
@@ -227,6 +229,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert steps == sorted(set(steps))
 
 
+@pytest.mark.paper
 def test_cli_reports_disk_full_in_one_line(tmp_path):
     """The same through the real CLI: a sitecustomize makes the second checkpoint hit ENOSPC."""
     hook = tmp_path / "hook"

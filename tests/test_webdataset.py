@@ -220,6 +220,7 @@ def test_resume_mid_epoch_sees_the_same_samples(tmp_path, monkeypatch):
     assert cut[3] == full[2]
 
 
+@pytest.mark.paper
 def test_bench_reads_shards(tmp_path, cli):
     write_shards(tmp_path / "shards" / "train", [16])
     write_shards(tmp_path / "shards" / "val", [5, 5], seed=4)
@@ -238,7 +239,7 @@ def test_bench_reads_shards(tmp_path, cli):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nothing" in out.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_two_process_gloo_training_sees_every_sample_once_per_epoch(tmp_path):
     root = make_dist(tmp_path / "site", "tokzoo-record", "0.1", {"record": "record_plugin"},
                      {"record_plugin.py": RECORD})
