@@ -441,3 +441,52 @@ def test_a_plugin_calling_sys_exit_at_import_fails_alone(tmp_path, cli):
     assert out.returncode == 0 and "failed" in out.stdout and "SystemExit" in out.stdout, out.stdout
     listed = cli("list", "quantizer", env=env)
     assert listed.returncode == 0 and "vq" in listed.stdout  # every other command still does its work
+
+
+def test_results_json_that_is_not_a_mapping_is_set_aside(tmp_path, monkeypatch):
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "results.json").write_text("[]")
+    bench = Bench(BenchOptions(tokenizers=["x"], out_dir=str(out), device="cpu"))
+    assert bench._load_previous()["tokenizers"] == {}
+    assert list(out.glob("results.unreadable-*.json"))
+
+
+def test_unwritable_out_is_refused_before_measuring(tmp_path, monkeypatch):
+    """A read-only --out (fault injection: root may write anywhere)."""
+    import tokzoo.ckptio as ckptio
+    from tokzoo.bench.harness import Bench, BenchOptions
+    from tokzoo.errors import ConfigError
+
+    real_open = os.open
+
+    def denied(path, flags, *a):
+        if str(path).endswith(".tokzoo.lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(ckptio.os, "open", denied)
+    with pytest.raises(ConfigError, match="cannot write there"):
+        Bench(BenchOptions(tokenizers=["vq-tiny"], out_dir=str(tmp_path / "ro"), device="cpu")).run()
+
+
+def test_unreadable_subfolder_is_counted_by_fault_injection(tmp_path, monkeypatch):
+    """The same as the chmod test, for root (who reads every folder): os.walk reports the error."""
+    from tokzoo.data import build_dataset
+
+    (tmp_path / "ok").mkdir()
+    _png(tmp_path / "ok" / "a.png")
+    (tmp_path / "locked").mkdir()
+    _png(tmp_path / "locked" / "b.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    ds = build_dataset({"name": "imagefolder", "path": str(tmp_path), "resolution": 16}, "val")
+    assert len(ds) == 1 and ds.unreadable_folders == [str(tmp_path / "locked")]

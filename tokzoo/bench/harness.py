@@ -209,8 +209,16 @@ class Bench:
     def run(self) -> dict[str, Any]:
         lock = RunLock(self.out, "results folder")
         if self.is_main:  # one bench per --out at a time: results are merged, never overwritten by another
-            self.out.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+                probe = self.out / f".write-test-{os.getpid()}"
+                probe.write_bytes(b"")  # a folder we cannot write to fails now, before any measuring
+                probe.unlink()
+            except PermissionError as exc:
+                lock.release()
+                raise ConfigError(f"--out {self.out}: cannot write there ({exc.strerror}); "
+                                  "choose a folder you can write to") from None
             for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write
                 junk.unlink(missing_ok=True)
         try:
@@ -271,8 +279,8 @@ class Bench:
             return fresh
         try:
             old = json.loads(path.read_text())
-            assert isinstance(old.get("tokenizers"), dict)
-        except (json.JSONDecodeError, AssertionError, OSError):
+            assert isinstance(old, dict) and isinstance(old.get("tokenizers"), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, OSError):
             backup = path.with_name(f"results.unreadable-{int(time.time())}.json")
             os.replace(path, backup)
             self.console.print(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
