@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,25 @@ def test_results_record_provenance_and_a_rebench_redoes_what_changed(tmp_path, c
         assert "lpips" in again["tokenizers"][str(preset)]["metrics"]
         bench(weights_dir=str(weights.parent), data_params={"captions": "shape"})
         assert "reusing" not in capsys.readouterr().out
+
+
+def test_terminal_table_fits_80_columns():
+    """The end of `make demo` in an 80-column terminal: no crushed '…' cells; what
+    does not fit is named under the table."""
+    from rich.console import Console
+
+    from tokzoo.bench.harness import render_table
+
+    repo = Path(__file__).resolve().parent.parent
+    results = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
+    for width in (80, 100):
+        console = Console(width=width, record=True, force_terminal=False)
+        console.print(render_table(results, width=width))
+        text = console.export_text()
+        assert all(len(line) <= width for line in text.splitlines())
+        assert "…" not in text and "PSNR" in text and "semhitok-tiny" in text
+        assert "not shown at this width" in " ".join(text.split())
+    wide = Console(width=400, record=True)
+    wide.print(render_table(results, width=400))
+    text = wide.export_text()
+    assert "not shown" not in text and "perplexity" in text

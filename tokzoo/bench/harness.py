@@ -248,7 +248,7 @@ class Bench:
             dist.barrier()
         if self.is_main:
             self._write(results, grid_rows)
-            self.console.print(render_table(results))
+            self.console.print(render_table(results, width=self.console.width))
             for tname, e in results["tokenizers"].items():
                 if e.get("random_parts"):
                     self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
@@ -576,17 +576,41 @@ def label(name: str, e: dict[str, Any]) -> str:
     return f"{name} (unfinished: {e['unfinished']})" if e.get("unfinished") else name
 
 
-def render_table(results: dict[str, Any]) -> Table:
-    table = Table(title="tokzoo bench")
-    table.add_column("tokenizer")
+#: which summary columns a narrow terminal keeps first (the rest are in results.md)
+NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bits", "enc img/s", "dec img/s",
+                   "usage", "perplexity")
+
+
+def render_table(results: dict[str, Any], width: int | None = None) -> Table:
+    """The terminal table; given a ``width``, the columns that fit it, most
+    important first, and a caption naming the ones left to results.md."""
     columns = summary_columns(results)
     rows = {name: _summary_cells(e, columns) for name, e in results["tokenizers"].items()}
     keep = [i for i in range(len(columns)) if any(r[i] != "n/a" for r in rows.values())]  # no empty columns
+    names = {name: label(Path(name).name if os.sep in name else name, e)  # a checkpoint path: its folder name
+             for name, e in results["tokenizers"].items()}
+    dropped: list[str] = []
+    if width:
+        def need(i: int) -> int:
+            return max([len(columns[i][0])] + [len(r[i]) for r in rows.values()]) + 3
+
+        used = max([len("tokenizer")] + [len(n) for n in names.values()]) + 4
+        order = sorted(keep, key=lambda i: NARROW_PRIORITY.index(columns[i][0])
+                       if columns[i][0] in NARROW_PRIORITY else len(NARROW_PRIORITY))
+        chosen = []
+        for i in order:
+            if used + need(i) <= width:
+                chosen.append(i)
+                used += need(i)
+        dropped = [columns[i][0] for i in keep if i not in chosen]
+        keep = [i for i in keep if i in chosen]
+    table = Table(title="tokzoo bench",
+                  caption=f"not shown at this width: {', '.join(dropped)} (see results.md)" if dropped else None)
+    table.add_column("tokenizer")
     for i in keep:
         table.add_column(columns[i][0], justify="right")
-    for name, e in results["tokenizers"].items():
-        short = Path(name).name if os.sep in name else name  # a checkpoint path: its folder name
-        table.add_row(label(short, e), *[rows[name][i] for i in keep])
+    for name in results["tokenizers"]:
+        table.add_row(names[name], *[rows[name][i] for i in keep])
     return table
 
 
