@@ -46,6 +46,10 @@ from tokzoo.registry import get_registry
 
 PROTOCOL_VERSION = 1
 DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
+#: InceptionV3 pool3 feature dimensions: rFID on fewer images has a singular covariance
+FID_DIMS = 2048
+RANK_NOTE = "† rFID rank-deficient: fewer images than the 2048 Inception feature dimensions (singular covariance)"
+
 #: protocol fields that must match for two results to be compared
 PROTOCOL_KEYS = ("version", "preprocessing", "quantization", "dataset", "num_images", "reference", "extractors",
                  "probe")
@@ -345,6 +349,9 @@ class Bench:
             # a preset whose run never finished: the checkpoint it was benched from
             "unfinished": getattr(tok, "unfinished", None),
         }
+        measured = n - len(skips.skipped)
+        if "rfid" in values and measured < FID_DIMS:  # the 2048x2048 feature covariance cannot have full rank
+            entry["rfid_rank_deficient"] = measured
         if entry["unfinished"]:
             self.console.print(f"[bold yellow]note:[/] {name}'s run has not finished; benched from its checkpoint "
                                f"'{entry['unfinished']}'", highlight=False)
@@ -546,7 +553,10 @@ def _summary_cells(e: dict[str, Any], columns=None) -> list[str]:
             parts = [f"{k[len(key):]} {_fmt(v)}" for k, v in m.items() if k.startswith(key)]
             cells.append(", ".join(parts) if parts else "n/a")
         else:
-            cells.append(_fmt(m.get(key)))
+            cell = _fmt(m.get(key))
+            if key == "rfid" and e.get("rfid_rank_deficient") and cell != "n/a":
+                cell += " †"  # N < 2048: see RANK_NOTE
+            cells.append(cell)
     return cells
 
 
@@ -604,8 +614,11 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
                 used += need(i)
         dropped = [columns[i][0] for i in keep if i not in chosen]
         keep = [i for i in keep if i in chosen]
-    table = Table(title="tokzoo bench",
-                  caption=f"not shown at this width: {', '.join(dropped)} (see results.md)" if dropped else None)
+    notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
+    if any(e.get("rfid_rank_deficient") for e in results["tokenizers"].values()) and \
+            any(columns[i][0] == "rFID" for i in keep):
+        notes.append(RANK_NOTE)
+    table = Table(title="tokzoo bench", caption="\n".join(notes) or None)
     table.add_column("tokenizer")
     for i in keep:
         table.add_column(columns[i][0], justify="right")
@@ -624,6 +637,10 @@ def render_markdown(results: dict[str, Any]) -> str:
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
         lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns)) + " |")
+    deficient = [(n, e["rfid_rank_deficient"]) for n, e in results["tokenizers"].items()
+                 if e.get("rfid_rank_deficient")]
+    if deficient:
+        lines += ["", RANK_NOTE + ": " + ", ".join(f"{n} (N = {k} < 2048)" for n, k in deficient) + "."]
     randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
@@ -638,9 +655,10 @@ def render_csv(results: dict[str, Any]) -> str:
     cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["tokenizer", *cols, "random_parts"])
+    w.writerow(["tokenizer", *cols, "random_parts", "rfid_rank_deficient_n"])
     for name, e in results["tokenizers"].items():
-        w.writerow([name, *[e["metrics"].get(c, "") for c in cols], " ".join(e.get("random_parts") or [])])
+        w.writerow([name, *[e["metrics"].get(c, "") for c in cols], " ".join(e.get("random_parts") or []),
+                    e.get("rfid_rank_deficient") or ""])
     return buf.getvalue()
 
 
