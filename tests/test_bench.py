@@ -138,11 +138,11 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
         assert key in a["metrics"], key
     assert a["metrics"]["tokens_per_image"] == 64 and a["unavailable"] == {}
     # 16 images < 2048 feature dimensions: the rFID is flagged wherever it is shown
-    assert a["rfid_rank_deficient"] == 16
+    assert a["flags"]["rfid"].startswith("rank-deficient: N = 16 < 2048")
     md = (out / "results.md").read_text()
-    assert "rank-deficient" in md and "(N = 16 < 2048)" in md and " †" in md
+    assert "rank-deficient: N = 16 < 2048" in md and " †" in md
     assert "rank-deficient" in " ".join(run.stdout.split()) and "LinAlgWarning" not in run.stderr
-    assert (out / "results.csv").read_text().splitlines()[0].endswith("rfid_rank_deficient_n")
+    assert "rfid: rank-deficient" in (out / "results.csv").read_text()
     p = res["protocol"]
     assert p["preprocessing"] == {"name": "adm-center-crop", "version": 1} and p["num_images"] == 16
     assert len(p["extractors"]["inception-2015-12-05"]) == 64 and "lpips-alex" in p["extractors"]

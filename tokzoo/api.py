@@ -422,6 +422,12 @@ class Metric(abc.ABC):
     def compute(self) -> dict[str, float]:
         """Named results (after :meth:`reduce` when several processes measured)."""
 
+    def flags(self) -> dict[str, str]:
+        """After :meth:`compute`: result name -> why that number may mislead
+        (e.g. ``{"rfid": "rank-deficient: N = 16 < 2048 ..."}``). Every output
+        marks a flagged number with ``†`` and prints the reason. Default: none."""
+        return {}
+
     def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
         """Combine the processes' states under ``torchrun``. The default sums
         every tensor of ``self.state`` in place with ``all_reduce_sum(tensor)``;

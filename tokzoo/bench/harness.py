@@ -46,10 +46,6 @@ from tokzoo.registry import get_registry
 
 PROTOCOL_VERSION = 1
 DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
-#: InceptionV3 pool3 feature dimensions: rFID on fewer images has a singular covariance
-FID_DIMS = 2048
-RANK_NOTE = "† rFID rank-deficient: fewer images than the 2048 Inception feature dimensions (singular covariance)"
-
 #: protocol fields that must match for two results to be compared
 PROTOCOL_KEYS = ("version", "preprocessing", "quantization", "dataset", "num_images", "reference", "extractors",
                  "probe")
@@ -331,10 +327,12 @@ class Bench:
                 metric.reduce(lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
         values: dict[str, float] = {}
         better: dict[str, str] = {}
+        flags: dict[str, str] = {}
         for m, metric in metrics.items():
             try:
                 values.update(metric.compute())
                 better.update(getattr(metric, "better", {}))
+                flags.update(metric.flags() if hasattr(metric, "flags") else {})
             except (NotImplementedError, ValueError) as exc:
                 unavailable[m] = str(exc)
         for m, (key, loaded) in cached.items():
@@ -349,9 +347,8 @@ class Bench:
             # a preset whose run never finished: the checkpoint it was benched from
             "unfinished": getattr(tok, "unfinished", None),
         }
-        measured = n - len(skips.skipped)
-        if "rfid" in values and measured < FID_DIMS:  # the 2048x2048 feature covariance cannot have full rank
-            entry["rfid_rank_deficient"] = measured
+        if flags:  # numbers that may mislead, with the reason, shown wherever they are
+            entry["flags"] = {k: why for k, why in flags.items() if k in values}
         if entry["unfinished"]:
             self.console.print(f"[bold yellow]note:[/] {name}'s run has not finished; benched from its checkpoint "
                                f"'{entry['unfinished']}'", highlight=False)
@@ -554,8 +551,8 @@ def _summary_cells(e: dict[str, Any], columns=None) -> list[str]:
             cells.append(", ".join(parts) if parts else "n/a")
         else:
             cell = _fmt(m.get(key))
-            if key == "rfid" and e.get("rfid_rank_deficient") and cell != "n/a":
-                cell += " †"  # N < 2048: see RANK_NOTE
+            if key in (e.get("flags") or {}) and cell != "n/a":
+                cell += " †"  # a flagged number: the reason is printed with the table
             cells.append(cell)
     return cells
 
@@ -591,6 +588,12 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bi
                    "usage", "perplexity")
 
 
+def _flag_lines(results: dict[str, Any], keys: set[str] | None = None) -> list[str]:
+    """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
+    return [f"{Path(n).name if os.sep in n else n} / {k}: {why}" for n, e in results["tokenizers"].items()
+            for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
+
+
 def render_table(results: dict[str, Any], width: int | None = None) -> Table:
     """The terminal table; given a ``width``, the columns that fit it, most
     important first, and a caption naming the ones left to results.md."""
@@ -615,9 +618,8 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
         dropped = [columns[i][0] for i in keep if i not in chosen]
         keep = [i for i in keep if i in chosen]
     notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
-    if any(e.get("rfid_rank_deficient") for e in results["tokenizers"].values()) and \
-            any(columns[i][0] == "rFID" for i in keep):
-        notes.append(RANK_NOTE)
+    shown = {columns[i][1] for i in keep}
+    notes += ["† " + line for line in _flag_lines(results, shown)]
     table = Table(title="tokzoo bench", caption="\n".join(notes) or None)
     table.add_column("tokenizer")
     for i in keep:
@@ -637,10 +639,9 @@ def render_markdown(results: dict[str, Any]) -> str:
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
         lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns)) + " |")
-    deficient = [(n, e["rfid_rank_deficient"]) for n, e in results["tokenizers"].items()
-                 if e.get("rfid_rank_deficient")]
-    if deficient:
-        lines += ["", RANK_NOTE + ": " + ", ".join(f"{n} (N = {k} < 2048)" for n, k in deficient) + "."]
+    flagged = _flag_lines(results)
+    if flagged:
+        lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
     randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
@@ -655,10 +656,10 @@ def render_csv(results: dict[str, Any]) -> str:
     cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["tokenizer", *cols, "random_parts", "rfid_rank_deficient_n"])
+    w.writerow(["tokenizer", *cols, "random_parts", "flags"])
     for name, e in results["tokenizers"].items():
         w.writerow([name, *[e["metrics"].get(c, "") for c in cols], " ".join(e.get("random_parts") or []),
-                    e.get("rfid_rank_deficient") or ""])
+                    "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())])
     return buf.getvalue()
 
 

@@ -158,6 +158,10 @@ def load_inception(weights_dir=None, device="cpu"):
     return model.eval().to(device), sha256(path)
 
 
+#: InceptionV3 pool3 feature dimensions: on fewer images the covariance is singular
+FID_DIMS = 2048
+
+
 def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 (scipy's sqrtm)."""
     import scipy.linalg
@@ -239,6 +243,13 @@ class RFID(SumMetric):
         mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
         mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
         return {"rfid": frechet_distance(mu1, s1, mu2, s2)}
+
+    def flags(self) -> dict[str, str]:
+        n = int(float(self.state["fake_n"]))
+        if n < FID_DIMS:
+            return {"rfid": f"rank-deficient: N = {n} < {FID_DIMS} images, fewer than the Inception feature "
+                            "dimensions (singular covariance; compare only at equal N)"}
+        return {}
 
 
 # -- codebook usage -----------------------------------------------------------------
