@@ -328,6 +328,7 @@ def test_a_second_bench_on_one_out_is_refused(tmp_path, trained, cli):
         holder.wait()
 
 
+@pytest.mark.paper
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r["tokenizers"]["x"].pop("metrics"), "has no 'metrics' mapping"),
     (lambda r: r["tokenizers"]["x"]["metrics"].update(psnr="high"), "metric 'psnr' is not a number"),
@@ -344,6 +345,7 @@ def test_compare_rejects_bad_files_with_exit_2(tmp_path, cli, mutate, message):
     _clean(out)
 
 
+@pytest.mark.paper
 def test_compare_folders_and_tolerances(tmp_path, cli):
     good = {"protocol": {}, "tokenizers": {"x": {"metrics": {"psnr": 20.0}, "better": {"psnr": "higher"}}}}
     (tmp_path / "run").mkdir()
@@ -431,6 +433,7 @@ def test_unfinished_preset_run_is_flagged(tmp_path, cli):
     assert "vq-tiny (unfinished: step-00000002)" in md
 
 
+@pytest.mark.paper
 def test_a_plugin_calling_sys_exit_at_import_fails_alone(tmp_path, cli):
     from conftest import make_dist
 
