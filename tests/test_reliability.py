@@ -1,5 +1,6 @@
 """Run folders and results under kills, concurrency, full disks and bad input,
 through the real CLI where a user would meet them (issue: integrity)."""
+import contextlib
 import errno
 import json
 import os
@@ -24,6 +25,22 @@ TINY = ["model.resolution=16", "data.resolution=16", "data.train_size=256", "dat
 
 def _clean(out):
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+@contextlib.contextmanager
+def _lock_held_by_a_live_process(folder: Path, command: str):
+    """``folder/.tokzoo.lock`` naming a running process of this host (its pid is yielded)."""
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / ".tokzoo.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                         "since": "now", "command": command}))
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _train(run, *extra, **kw):
@@ -127,20 +144,11 @@ def test_latest_cannot_point_outside_the_run(tmp_path, cli):
 @pytest.mark.paper
 def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        import socket
-
-        (run / ".tokzoo.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                      "since": "now", "command": "tokzoo train vq-tiny"}))
+    with _lock_held_by_a_live_process(run, "tokzoo train vq-tiny") as pid:
         out = _train(run, "recipe.steps=2")
-        assert out.returncode == 2 and f"in use by another tokzoo process (pid {holder.pid}" in out.stderr
+        assert out.returncode == 2 and f"in use by another tokzoo process (pid {pid}" in out.stderr
         _clean(out)
         assert (run / ".tokzoo.lock").exists() and not (run / "config.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     out = _train(run, "recipe.steps=2")  # the holder is gone: the lock is stale
     assert out.returncode == 0, out.stderr[-1500:]
     assert not (run / ".tokzoo.lock").exists()
@@ -312,20 +320,11 @@ def test_results_are_merged_and_the_grid_shows_everyone(tmp_path, trained, cli):
 
 @pytest.mark.paper
 def test_a_second_bench_on_one_out_is_refused(tmp_path, trained, cli):
-    import socket
-
     out_dir = tmp_path / "bench"
-    out_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (out_dir / ".tokzoo.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                          "since": "now", "command": "tokzoo bench"}))
+    with _lock_held_by_a_live_process(out_dir, "tokzoo bench"):
         out = cli("bench", "--tokenizers", str(trained / "a"), "--num-images", "4", "--out", str(out_dir))
         assert out.returncode == 2 and "in use by another tokzoo process" in out.stderr
         _clean(out)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.paper

@@ -465,6 +465,16 @@ def checkpoint_config(path: str) -> dict:
     return referenced_config(str(path), lambda p: read_config(resolve_checkpoint(p)))
 
 
+def load_state_strict(module: nn.Module, state: dict[str, Tensor], source: str, hint: str = "") -> None:
+    """Load a state dict (e.g. a released checkpoint's, renamed) into ``module``
+    strictly: a key of ``source`` left unused, a parameter left unset or a
+    shape mismatch is one :class:`~tokzoo.errors.CheckpointError` naming the
+    first ones, with ``hint`` (what to check) appended."""
+    from tokzoo.ckptio import load_state_strict as load
+
+    load(module, state, source, hint)
+
+
 def load_checkpoint_weights(module: nn.Module, path: str) -> None:
     """Load the weights of the tokzoo run or checkpoint at ``path`` into
     ``module`` strictly; nothing is read while restoring (the outer
@@ -479,4 +489,4 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 __all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
            "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
-           "referenced_config"]
+           "referenced_config", "load_state_strict"]

@@ -414,24 +414,30 @@ def read_module_state(module: torch.nn.Module, file: Path) -> dict[str, torch.Te
     return state
 
 
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, hint: str = "") -> None:
+    """Load ``state`` into ``module``: every key of the source used, every
+    parameter of the module set, shapes equal; else one CheckpointError naming
+    the first of each (``hint``: what to check, appended to the message)."""
+    own = module.state_dict()
+    unused = [k for k in state if k not in own]
+    unset = [k for k in own if k not in state]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    parts = []
+    if unused:
+        parts.append(f"{len(unused)} key(s) of the file unused (e.g. {', '.join(unused[:3])})")
+    if unset:
+        parts.append(f"{len(unset)} parameter(s) not in the file (e.g. {', '.join(unset[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})")
+    if parts:
+        raise CheckpointError(f"{source} does not fit this model: " + "; ".join(parts) + (f". {hint}" if hint else ""))
+    module.load_state_dict(state)
+
+
 def load_weights(module: torch.nn.Module, file: Path) -> None:
     """Load a checkpoint's weights into ``module`` strictly, with a clear error on any mismatch."""
-    state = read_module_state(module, file)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
-        raise CheckpointError(f"{file} does not fit this model: " + "; ".join(parts))
-    module.load_state_dict(state)
+    load_state_strict(module, read_module_state(module, file), str(file))
 
 
 def read_trainer_state(ckpt: Path) -> dict[str, Any]:

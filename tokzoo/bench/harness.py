@@ -228,7 +228,8 @@ class Bench:
 
     def _run(self) -> dict[str, Any]:
         results = self._load_previous()
-        grid_rows: dict[str, torch.Tensor] = {}
+        grid_rows = self._stored_rows()  # every tokenizer's grid row measured into this --out before
+        originals_now = False
         for name in self.o.tokenizers:
             with using_weights_dir(self.o.weights_dir):  # ready-made tokenizers find released files there
                 tok = resolve_tokenizer(name, self.device)
@@ -240,8 +241,9 @@ class Bench:
             entry, originals, recons = self._bench_one(name, tok)
             entry["identity"] = ident
             results["tokenizers"][name] = entry
-            grid_rows.setdefault("originals", originals)
-            grid_rows[name] = recons
+            if not originals_now:  # the first row: this run's originals
+                grid_rows["originals"], originals_now = originals, True
+            grid_rows[_row_key(name)] = recons.contiguous()
             if self.is_main:
                 self._write(results, grid_rows)
         if self.world > 1:
@@ -470,32 +472,34 @@ class Bench:
         }
 
     def _write(self, results: dict[str, Any], grid_rows: dict[str, torch.Tensor]) -> None:
+        """results.json/md/csv, the stored grid rows (keyed by :func:`_row_key`) and the grid picture."""
         results["protocol"] = self.protocol(results)
         atomic_write(self.out / "results.json", json.dumps(results, indent=2))
         atomic_write(self.out / "results.md", render_markdown(results))
         atomic_write(self.out / "results.csv", render_csv(results))
         # every tokenizer's grid row is kept (uint8) so the picture shows all of results.json, not this run's
-        samples = self.out / "grid_samples.safetensors"
-        rows: dict[str, torch.Tensor] = {}
-        if samples.is_file():
-            try:
-                from safetensors.torch import load_file
-
-                rows = {k: v for k, v in load_file(str(samples)).items()}
-            except Exception:  # an unreadable cache only costs the old rows of the picture
-                rows = {}
-        for name, row in grid_rows.items():
-            rows[_row_key(name)] = row.contiguous()
-        if rows:
+        if grid_rows:
             from safetensors.torch import save as save_bytes
 
-            atomic_write(samples, save_bytes(rows))
-        ordered = {"originals": rows["originals"]} if "originals" in rows else {}
+            atomic_write(self.out / "grid_samples.safetensors", save_bytes(grid_rows))
+        ordered = {"originals": grid_rows["originals"]} if "originals" in grid_rows else {}
         for name in results["tokenizers"]:
-            if _row_key(name) in rows:
-                ordered[name] = rows[_row_key(name)]
+            if _row_key(name) in grid_rows:
+                ordered[name] = grid_rows[_row_key(name)]
         if len(ordered) > 1:
             atomic_write(self.out / "recon_grid.png", _grid_png(ordered))
+
+    def _stored_rows(self) -> dict[str, torch.Tensor]:
+        """The grid rows kept in ``--out`` by earlier benches (keys: :func:`_row_key`)."""
+        samples = self.out / "grid_samples.safetensors"
+        if not samples.is_file():
+            return {}
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(str(samples))
+        except Exception:  # an unreadable cache only costs the old rows of the picture
+            return {}
 
 
 def _row_key(name: str) -> str:

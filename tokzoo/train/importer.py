@@ -43,8 +43,8 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
     with using_weights_dir(weights_dir):
         if not src.exists():
             src = find_weights(source, f"tokzoo import {preset}", weights_dir)
-        param = _source_param(load_run_config(preset, list(overrides or [])), preset)
-        config = load_run_config(preset, [*(overrides or []), f"model.{param}={src.resolve()}", f"run_dir={out}"])
+        config = load_run_config(preset, [*(overrides or []), f"run_dir={out}"])
+        config["model"][_source_param(config, preset)] = str(src.resolve())
         if config.get("recipe"):
             raise ConfigError(f"'{preset}' is a training preset; import takes a ready-made tokenizer preset "
                               "(no recipe), e.g. llamagen-vq16 or taming-f16-16384")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokzoo.api import (Codes, CodeSpec, QuantizerOutput, Tokenizer, TokenizerInfo, TokenizerOutput,
-                        require_pretrained)
+                        load_state_strict, require_pretrained)
 from tokzoo.errors import CheckpointError
 
 
@@ -136,26 +136,6 @@ def llamagen_state(ckpt: dict[str, Any], levels: int) -> dict[str, Tensor]:
 FORMATS = {"taming": lambda ckpt, levels: taming_state(ckpt), "llamagen": llamagen_state}
 
 
-def load_strict(module: nn.Module, sd: dict[str, Tensor], source: str) -> None:
-    """Load ``sd`` into ``module``; every file key used, every parameter set, shapes equal."""
-    own = module.state_dict()
-    unused = sorted(set(sd) - set(own))
-    unset = sorted(set(own) - set(sd))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
-    problems = []
-    if unused:
-        problems.append(f"{len(unused)} key(s) of the file unused (e.g. {', '.join(unused[:3])})")
-    if unset:
-        problems.append(f"{len(unset)} parameter(s) not in the file (e.g. {', '.join(unset[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})")
-    if problems:
-        raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(problems)
-                              + ". Check the preset's parameters (codebook_size, embed_dim, ch_mult) against the release.")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
-
-
 # -- the network (taming's module names) ----------------------------------------------
 def _norm(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, c, eps=1e-6, affine=True)
@@ -207,6 +187,16 @@ class _Up(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _through(level: nn.Module, h: Tensor, resample: str) -> Tensor:
+    """One resolution level: each ResNet block (then its attention block, where
+    the level has them), then the level's down- or upsampling if it has one."""
+    for j, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[j](h)
+    return getattr(level, resample)(h) if hasattr(level, resample) else h
+
+
 def _mid(c: int) -> nn.Module:
     mid = nn.Module()
     mid.block_1, mid.attn_1, mid.block_2 = _Resnet(c, c), _Attn(c), _Resnet(c, c)
@@ -237,12 +227,7 @@ class TamingEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = _through(level, h, "downsample")
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -272,12 +257,7 @@ class TamingDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for level in reversed(self.up):
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = _through(level, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -313,7 +293,8 @@ class ReleasedVQ(Tokenizer):
                                   expected="the release's checkpoint file (see docs/zoo.md)", param="checkpoint")
         if path is not None:
             sd = FORMATS[format](read_release(path), len(ch_mult))
-            load_strict(self, sd, str(path))
+            load_state_strict(self, sd, str(path), hint="Check the preset's parameters (codebook_size, embed_dim, "
+                              "ch_mult) against the release.")
 
     @property
     def info(self) -> TokenizerInfo:
@@ -339,8 +320,9 @@ class ReleasedVQ(Tokenizer):
         z = h.permute(0, 2, 3, 1).reshape(-1, c)
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
-        idx = torch.cdist(z, self.codebook()).argmin(dim=1)
-        q = self.codebook()[idx].reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+        cb = self.codebook()
+        idx = torch.cdist(z, cb).argmin(dim=1)
+        q = cb[idx].reshape(b, hh, ww, c).permute(0, 3, 1, 2)
         return idx.reshape(b, hh, ww), q
 
     def encode(self, images: Tensor) -> Codes:
