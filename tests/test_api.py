@@ -93,4 +93,5 @@ def test_composed_tokenizer_contract():
     tok.train()
     out = tok(x)
     assert out.reconstruction.shape == x.shape and "commitment" in out.quant.losses
-    assert tok.probe_features(x).shape == (2, 4, 8, 8)
+    assert torch.equal(tok.token_features(codes), tok.quantizer.lookup(codes))  # from the codes alone
+    assert tok.encoder_features(x).shape == (2, 4, 8, 8)

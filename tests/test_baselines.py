@@ -59,7 +59,8 @@ def test_vilau_tiny_round_trip(tiny_teacher, tmp_path):
     ids = codes.token_ids()
     assert ids.shape == (2, 8 * 8 * 4) and int(ids.max()) < 1024
     assert torch.equal(tok.decode(ids), tok.decode(codes))
-    assert tok.probe_features(x).shape[:2] == (2, 32)
+    assert tok.token_features(codes).shape[:2] == (2, 32)  # from the residual tokens alone
+    assert tok.encoder_features(x).shape[0] == 2
     with pytest.raises(ValueError, match="vilau takes 32x32 images.*not 64x64"):  # not a silent 32-px output
         tok.encode(torch.rand(1, 3, 64, 64))
 

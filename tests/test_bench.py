@@ -1,6 +1,7 @@
 """The benchmark harness and compare: correctness against reference implementations,
 outputs, missing weights, interruption, torchrun equality, regression tables."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -149,6 +150,15 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert p["packages"]["torch"] and "git_revision" in p
     assert a["identity"]["checkpoint_sha256"] and a["identity"]["config_sha256"]
     assert "rFID" in (out / "results.md").read_text()
+    # every mean over images carries its bootstrap 95 % interval: in results.json, as ± in results.md, in the csv
+    assert set(a["intervals"]) == {"psnr", "ssim", "lpips", "probe_top1"}
+    for key, (lo, hi) in a["intervals"].items():
+        assert lo <= a["metrics"][key] <= hi and hi > lo, key
+    assert p["intervals"]["resamples"] == 1000 and p["probe"]["version"] == 2
+    assert a["token_features"] == "codebook embeddings (quantizer.lookup)"
+    half = (a["intervals"]["psnr"][1] - a["intervals"]["psnr"][0]) / 2
+    assert f"{a['metrics']['psnr']:.4g} ± {half:.4g}" in md
+    assert "psnr_lo95" in (out / "results.csv").read_text().splitlines()[0]
 
     # re-run: finished tokenizers are reused, numbers unchanged
     again = cli(*args)
@@ -160,7 +170,7 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS" in ok.stdout
     worse = json.loads(json.dumps(res))
-    worse["tokenizers"][str(trained["a"])]["metrics"]["psnr"] -= 1.0
+    worse["tokenizers"][str(trained["a"])]["metrics"]["psnr"] -= 5.0  # far outside its noise band
     worse["tokenizers"][str(trained["b"])]["metrics"]["rfid"] *= 1.5
     (tmp_path / "worse.json").write_text(json.dumps(worse))
     summary = tmp_path / "summary.md"
@@ -169,8 +179,10 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert bad.returncode == 1
     text = summary.read_text()
     assert text.count("REGRESSION") == 2 and "FAIL, 2 regression(s)" in text
+    assert re.search(r"\| psnr \|[^\n]*\| noise ±[0-9.]+ \| ❌ REGRESSION", text)  # the rule used, per row
+    assert re.search(r"\| rfid \|[^\n]*\| default ±5% \| ❌ REGRESSION", text)  # no interval: default
     loose = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
-                "--tolerance", "psnr=2,rfid=60%")
+                "--tolerance", "psnr=6,rfid=60%")
     assert loose.returncode == 0
     other = json.loads(json.dumps(res))
     other["protocol"]["num_images"] = 50000
@@ -219,6 +231,10 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     for k in ("psnr", "ssim", "usage/code", "perplexity/code"):
         assert r2[k] == pytest.approx(r1[k], rel=1e-9), k
     assert abs(r2["probe_top1"] - r1["probe_top1"]) <= 1 / 24 + 1e-9
+    i1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
+    i2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
+    for k in ("psnr", "ssim"):  # every process's per-image values reach the bootstrap
+        assert i2[k] == pytest.approx(i1[k], rel=1e-9), k
 
 
 def test_codebook_usage_counts_hierarchical_children_over_the_whole_table():

@@ -32,7 +32,9 @@ def test_every_optional_method_the_docs_name_exists(base):
     text = section(SECTIONS[base])
     named = set(re.findall(r"`(\w+)(?:\(|`)", text))
     public = {n for n in dir(base) if not n.startswith("_")}
-    claimed = {n for n in named if n in {"probe_features", "trainable_groups", "frozen_prefixes", "last_layer",
+    claimed = {n for n in named if n in {"token_features", "encoder_features", "token_features_kind",
+                                         "per_image_values", "flags", "trainable_groups", "frozen_prefixes",
+                                         "last_layer",
                                          "setup", "reset", "update", "reduce", "compute", "lookup", "encode",
                                          "decode_codes", "forward", "info", "vocab"}}
     assert claimed <= public | {"forward", "info", "vocab", "lookup", "encode", "decode_codes"}, claimed - public

@@ -77,7 +77,7 @@ def test_two_stages_decouple_semantic_tokens(tiny_teacher, tmp_path):
     with torch.no_grad():
         s1, s2 = stage1.encode_semantic(x), stage2.encode_semantic(x)
         assert torch.equal(s1.levels["semantic"], s2.levels["semantic"])
-        assert torch.equal(stage1.probe_features(x), stage2.probe_features(x))
+        assert torch.equal(stage1.token_features(s1), stage2.token_features(s2))
     for k, v in stage1.semantic.state_dict().items():
         assert torch.equal(v, stage2.semantic.state_dict()[k]), k
     # stage 2 did train the pixel branch

@@ -248,9 +248,14 @@ class Tokenizer(nn.Module, abc.ABC):
     Subclasses implement :attr:`info`, :meth:`forward` (training pass),
     :meth:`encode` and :meth:`decode_codes`; :meth:`decode` and
     :meth:`reconstruct` come with the base class. Optional, with defaults:
-    :meth:`probe_features`, :meth:`trainable_groups`, :meth:`frozen_prefixes`,
+    :meth:`token_features` (with :attr:`token_features_kind`),
+    :meth:`encoder_features`, :meth:`trainable_groups`, :meth:`frozen_prefixes`,
     :meth:`last_layer`. Images are ``[B,3,H,W]`` in ``[0,1]``.
     """
+
+    #: how :meth:`token_features` turns codes into features, in a few words
+    #: (recorded with every probe result, e.g. "codebook embeddings")
+    token_features_kind: str = ""
 
     #: filled in by the trainer / checkpoint loader: the resolved config
     config: dict | None = None
@@ -282,8 +287,17 @@ class Tokenizer(nn.Module, abc.ABC):
         """Images in ``[0,1]`` -> reconstructions in ``[0,1]`` (eval mode, no grad)."""
         return self.decode(self.encode(images))
 
-    def probe_features(self, images: Tensor) -> Tensor | None:
-        """Features for the linear probe (``[B,C]`` or ``[B,C,h,w]``), or None."""
+    def token_features(self, codes: Codes) -> Tensor | None:
+        """Features computed from the discrete codes alone (what a language model
+        receives), for the linear probe: ``[B,C]``, ``[B,N,C]`` or ``[B,C,h,w]``
+        (mean-pooled by the probe). Each tokenizer decides how its codes become
+        features (codebook embeddings, a semantic decoder, a sum of residual
+        levels) and names it in :attr:`token_features_kind`. None: no token probe."""
+        return None
+
+    def encoder_features(self, images: Tensor) -> Tensor | None:
+        """Continuous features before quantization (images in ``[0,1]``), for the
+        separate ``probe-encoder`` metric only; never the token probe. None: not offered."""
         return None
 
     def trainable_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -338,7 +352,13 @@ class ComposedTokenizer(Tokenizer):
     def decode_codes(self, codes: Codes) -> Tensor:
         return self.decoder(self.post_quant(self.quantizer.lookup(codes)))
 
-    def probe_features(self, images: Tensor) -> Tensor:
+    token_features_kind = "codebook embeddings (quantizer.lookup)"
+
+    def token_features(self, codes: Codes) -> Tensor:
+        """The quantized features the codes stand for (a residual quantizer's levels summed)."""
+        return self.quantizer.lookup(codes)
+
+    def encoder_features(self, images: Tensor) -> Tensor:
         return self.pre_quant(self.encoder(images))
 
     def last_layer(self) -> Tensor | None:
@@ -426,6 +446,12 @@ class Metric(abc.ABC):
         """After :meth:`compute`: result name -> why that number may mislead
         (e.g. ``{"rfid": "rank-deficient: N = 16 < 2048 ..."}``). Every output
         marks a flagged number with ``†`` and prints the reason. Default: none."""
+        return {}
+
+    def per_image_values(self) -> dict[str, Tensor]:
+        """After :meth:`compute`: result name -> the per-image values ``[N]`` whose
+        mean the result is (all processes' images after :meth:`reduce`). The
+        host gives each such result a bootstrap 95 % interval. Default: none."""
         return {}
 
     def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:

@@ -1,11 +1,20 @@
 """``tokzoo compare NEW.json --baseline OLD.json``: a regression table.
 
 Each tokenizer x metric present in the baseline gets old, new, delta and a
-verdict, using the metric's direction (recorded in the results) and a
-tolerance: ``ok`` within it, ``better`` / ``REGRESSION`` beyond it, ``missing``
-when the new results lack it. Throughput is informational unless given a
-tolerance explicitly (shared machines are noisy). Results measured under
-different protocols are refused, naming the field that differs.
+verdict, using the metric's direction (recorded in the results) and one
+rule, printed with the row: ``ok`` within it, ``better`` / ``REGRESSION``
+beyond it, ``missing`` when the new results lack it. The rule is, in order:
+
+1. a tolerance given with ``--tolerance`` for that metric;
+2. the noise band, when both results carry a bootstrap 95 % interval for the
+   metric: a change counts only when ``|new - old| > sqrt(h_old² + h_new²)``,
+   ``h`` being each interval's half-width (the 95 % interval of a difference
+   of two independent means; conservative for the same images);
+3. the default tolerance of the metric's family (``DEFAULT_TOLERANCES``).
+
+Throughput is informational unless given a tolerance explicitly (shared
+machines are noisy). Results measured under different protocols are
+refused, naming the field that differs.
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tokzoo.bench.harness import PROTOCOL_KEYS
+from tokzoo.bench.stats import half_width
 from tokzoo.errors import ConfigError, TokzooError
 
 #: default tolerances: ("abs" | "rel", amount)
@@ -37,15 +47,17 @@ class Row:
     old: float | None
     new: float | None
     verdict: str
+    rule: str = ""
 
     @property
     def delta(self) -> float | None:
         return None if self.old is None or self.new is None else self.new - self.old
 
 
-def parse_tolerances(spec: str | None) -> dict[str, tuple[str, float]]:
-    """``"psnr=0.2,rfid=10%"`` -> {psnr: (abs, 0.2), rfid: (rel, 0.10)}."""
-    out = dict(DEFAULT_TOLERANCES)
+def parse_tolerances(spec: str | None, defaults: bool = True) -> dict[str, tuple[str, float]]:
+    """``"psnr=0.2,rfid=10%"`` -> {psnr: (abs, 0.2), rfid: (rel, 0.10)} (over the
+    defaults unless ``defaults=False``)."""
+    out = dict(DEFAULT_TOLERANCES) if defaults else {}
     if not spec:
         return out
     for part in spec.split(","):
@@ -107,10 +119,26 @@ def _tolerance(metric: str, tol: dict[str, tuple[str, float]]) -> tuple[str, flo
     return tol.get(family, ("abs", 0.0))
 
 
+def _allowed(metric: str, ov: float, o: dict, n: dict, explicit: dict, tol: dict) -> tuple[float, str] | None:
+    """(the change that still counts as no change, the rule that says so), None: informational."""
+    mine = explicit.get(metric) or explicit.get(metric.split("/")[0])
+    if mine is None:
+        ho, hn = (half_width((e.get("intervals") or {}).get(metric)) for e in (o, n))
+        if ho is not None and hn is not None:
+            band = math.hypot(ho, hn)
+            return band, f"noise ±{band:.3g}"
+    t = mine or _tolerance(metric, tol)
+    if t is None:
+        return None
+    allowed = t[1] * abs(ov) if t[0] == "rel" else t[1]
+    source = "tolerance" if mine else "default"
+    return allowed, f"{source} ±{t[1] * 100:g}%" if t[0] == "rel" else f"{source} ±{t[1]:g}"
+
+
 def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
     new, old = _load(new_path), _load(baseline_path)
     check_protocols(new, old)
-    tol = parse_tolerances(tolerance)
+    tol, explicit = parse_tolerances(tolerance), parse_tolerances(tolerance, defaults=False)
     rows: list[Row] = []
     for name, o in old["tokenizers"].items():
         n = new["tokenizers"].get(name)
@@ -121,14 +149,14 @@ def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
                 rows.append(Row(name, metric, ov, None, "missing"))
                 continue
             direction = better.get(metric)
-            t = _tolerance(metric, tol)
-            if direction is None or t is None:
+            rule = _allowed(metric, ov, o, n, explicit, tol)
+            if direction is None or rule is None:
                 rows.append(Row(name, metric, ov, nv, "info"))
                 continue
-            allowed = t[1] * abs(ov) if t[0] == "rel" else t[1]
+            allowed, why = rule
             gain = (nv - ov) if direction == "higher" else (ov - nv)
             verdict = "ok" if abs(gain) <= allowed else ("better" if gain > 0 else "REGRESSION")
-            rows.append(Row(name, metric, ov, nv, verdict))
+            rows.append(Row(name, metric, ov, nv, verdict, why))
     return rows
 
 
@@ -136,15 +164,20 @@ def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+RULES = ("rules: 'tolerance' = given with --tolerance; 'noise' = outside the bootstrap 95 % noise band "
+         "sqrt(h_old² + h_new²) of the two results' intervals; 'default' = the metric's default tolerance "
+         "(no interval on both sides)")
+
+
 def to_markdown(rows: list[Row]) -> str:
     regress = sum(r.verdict in ("REGRESSION", "missing") for r in rows)
     head = f"**tokzoo compare: {'FAIL, ' + str(regress) + ' regression(s)' if regress else 'PASS'}**\n\n"
-    lines = ["| tokenizer | metric | baseline | new | delta | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| tokenizer | metric | baseline | new | delta | rule | verdict |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
-        lines.append(f"| {r.tokenizer} | {r.metric} | {_f(r.old)} | {_f(r.new)} | {delta} | {mark} |")
-    return head + "\n".join(lines) + "\n"
+        lines.append(f"| {r.tokenizer} | {r.metric} | {_f(r.old)} | {_f(r.new)} | {delta} | {r.rule} | {mark} |")
+    return head + "\n".join(lines) + "\n\n" + RULES + "\n"
 
 
 def has_regression(rows: list[Row]) -> bool:

@@ -37,6 +37,7 @@ from tokzoo.api import BenchContext, Codes
 from tokzoo.errors import check_returns
 from tokzoo.ckptio import RunLock, atomic_write  # noqa: F401 (atomic_write: also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
+from tokzoo.bench.stats import BOOTSTRAP, bootstrap_interval, half_width
 from tokzoo.weights import using_weights_dir
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
@@ -44,7 +45,7 @@ from tokzoo.errors import CheckpointError, ConfigError, DataError, TokzooError, 
 from tokzoo.pretrained import random_parts
 from tokzoo.registry import get_registry
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the probe on features from the tokens alone; bootstrap intervals
 DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
 #: protocol fields that must match for two results to be compared
 PROTOCOL_KEYS = ("version", "preprocessing", "quantization", "dataset", "num_images", "reference", "extractors",
@@ -330,6 +331,7 @@ class Bench:
         values: dict[str, float] = {}
         better: dict[str, str] = {}
         flags: dict[str, str] = {}
+        intervals: dict[str, list[float]] = {}
         for m, metric in metrics.items():
             try:
                 values.update(metric.compute())
@@ -337,11 +339,18 @@ class Bench:
                 flags.update(metric.flags() if hasattr(metric, "flags") else {})
             except (NotImplementedError, ValueError) as exc:
                 unavailable[m] = str(exc)
+                continue
+            per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
+            for key, v in (per_image or {}).items():
+                ci = bootstrap_interval(v) if key in values else None
+                if ci is not None:
+                    intervals[key] = [ci[0], ci[1]]
         for m, (key, loaded) in cached.items():
             if key and not loaded and m in metrics and self.is_main:
                 self._save_reference(key, metrics[m].reference_state())
         entry = {
-            "metrics": values, "better": better, "unavailable": unavailable, "info": tok.info.as_dict(),
+            "metrics": values, "intervals": intervals, "better": better, "unavailable": unavailable,
+            "info": tok.info.as_dict(), "token_features": getattr(tok, "token_features_kind", "") or None,
             "resolution": res, "num_images": n, "dataset": dataset,
             "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
@@ -461,6 +470,7 @@ class Bench:
             "reference": "preprocessed originals of the same images",
             "extractors": extractors,
             "probe": dict(PROBE_PROTOCOL, train_images=self.o.probe_train_images),
+            "intervals": dict(BOOTSTRAP),
             "fid": "torch-fidelity InceptionV3 pool3 (2048), TF-compatible bilinear resize to 299, float64 statistics",
             "psnr_ssim": "uint8, data_range=255; SSIM Gaussian 11x11 sigma 1.5",
             "world_size": self.world,
@@ -546,7 +556,8 @@ def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     return present + [(k, k) for k in extra]
 
 
-def _summary_cells(e: dict[str, Any], columns=None) -> list[str]:
+def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> list[str]:
+    """One row's cells; with ``intervals``, a mean's bootstrap 95 % half-width as ``± h``."""
     m = e["metrics"]
     cells = []
     for _, key in columns or SUMMARY:
@@ -555,6 +566,9 @@ def _summary_cells(e: dict[str, Any], columns=None) -> list[str]:
             cells.append(", ".join(parts) if parts else "n/a")
         else:
             cell = _fmt(m.get(key))
+            h = half_width((e.get("intervals") or {}).get(key)) if intervals else None
+            if h is not None and cell != "n/a":
+                cell += f" ± {_fmt(h)}"
             if key in (e.get("flags") or {}) and cell != "n/a":
                 cell += " †"  # a flagged number: the reason is printed with the table
             cells.append(cell)
@@ -639,10 +653,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = ["# tokzoo bench results", "",
              f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
              f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
-             "metrics on uint8 reconstructions.", "",
+             "metrics on uint8 reconstructions; ± is half the bootstrap 95 % interval over the images "
+             "(1,000 resamples); the probe uses features from the tokens alone.", "",
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns)) + " |")
+        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns, intervals=True)) + " |")
     flagged = _flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
@@ -660,9 +675,13 @@ def render_csv(results: dict[str, Any]) -> str:
     cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["tokenizer", *cols, "random_parts", "flags"])
+    spread = [c for c in cols if any(c in (e.get("intervals") or {}) for e in results["tokenizers"].values())]
+    w.writerow(["tokenizer", *cols, *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts",
+                "flags"])
     for name, e in results["tokenizers"].items():
-        w.writerow([name, *[e["metrics"].get(c, "") for c in cols], " ".join(e.get("random_parts") or []),
+        ci = e.get("intervals") or {}
+        w.writerow([name, *[e["metrics"].get(c, "") for c in cols],
+                    *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
                     "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())])
     return buf.getvalue()
 

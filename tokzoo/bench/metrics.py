@@ -46,17 +46,28 @@ class MeanMetric(SumMetric):
 
     def reset(self, tokenizer=None):
         self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
+        self.values: list[Tensor] = []
 
     def per_image(self, originals: Tensor, reconstructions: Tensor) -> Tensor:
         raise NotImplementedError
 
     def update(self, originals, reconstructions, codes=None, batch=None):
-        s = self.per_image(originals, reconstructions)
-        self.state["sum"] += s.double().sum().cpu()
+        s = self.per_image(originals, reconstructions).double().cpu()
+        self.state["sum"] += s.sum()
         self.state["n"] += len(s)
+        self.values.append(s)
+
+    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        super().reduce(all_reduce_sum, all_gather_object, world_size)
+        parts = [None] * world_size
+        all_gather_object(parts, torch.cat(self.values) if self.values else torch.zeros(0, dtype=torch.float64))
+        self.values = [p for p in parts if p is not None]
 
     def compute(self):
         return {self.key: float(self.state["sum"] / self.state["n"])}
+
+    def per_image_values(self) -> dict[str, Tensor]:
+        return {self.key: torch.cat(self.values)} if self.values else {}
 
 
 class PSNR(MeanMetric):
@@ -293,12 +304,14 @@ class CodebookUsage(SumMetric):
         return out
 
 
-# -- linear probe ---------------------------------------------------------------------
+# -- linear probes ----------------------------------------------------------------------
 class LinearProbe(Metric):
-    """Top-1 of a linear classifier on frozen, pooled ``probe_features``
-    (train split -> val split), recipe in :mod:`tokzoo.bench.probe`."""
+    """Top-1 of a linear classifier on frozen, pooled features computed from the
+    tokens alone (``Tokenizer.token_features(codes)``; train split -> val split),
+    recipe in :mod:`tokzoo.bench.probe`."""
 
     name = "probe"
+    result = "probe_top1"
     better = {"probe_top1": "higher"}
 
     def setup(self, context):
@@ -309,21 +322,35 @@ class LinearProbe(Metric):
         self.tokenizer = tokenizer
         self.feats: list[Tensor] = []
         self.labels: list[Tensor] = []
-        self.supported = True
+        self.correct: Tensor | None = None
+        self.why_not = self._unsupported(tokenizer)
+
+    @staticmethod
+    def _unsupported(tokenizer) -> str:
+        """Why ``tokenizer`` offers no token features ('' when it does)."""
+        if type(tokenizer).token_features is not Tokenizer.token_features:
+            return ""
+        if hasattr(tokenizer, "probe_features"):  # written against the first contract
+            return (f"{type(tokenizer).__name__} defines probe_features(images), which the contract replaced by "
+                    "token_features(codes) (features from the codes alone) and encoder_features(images) "
+                    "(the probe-encoder metric); see docs/plugins.md")
+        return f"{type(tokenizer).__name__} has no token_features(codes)"
 
     @torch.no_grad()
-    def _features(self, images: Tensor) -> Tensor | None:
+    def _features(self, images: Tensor, codes=None) -> Tensor | None:
         from tokzoo.bench.probe import pool
 
-        f = self.tokenizer.probe_features(images.to(self.device))
+        if codes is None:
+            codes = self.tokenizer.encode(images.to(self.device))
+        f = self.tokenizer.token_features(codes)
         return None if f is None else pool(f).cpu()
 
     def update(self, originals, reconstructions, codes, batch=None):
-        if not self.supported:
+        if self.why_not:
             return
-        f = self._features(batch["image"])
+        f = self._features(batch["image"], codes)
         if f is None:
-            self.supported = False
+            self.why_not = f"{type(self.tokenizer).__name__}.token_features returned None"
             return
         self.feats.append(f)
         self.labels.append(batch["label"].cpu())
@@ -339,8 +366,8 @@ class LinearProbe(Metric):
         from tokzoo.bench.probe import linear_probe
         from tokzoo.data import collate
 
-        if not self.supported:
-            raise NotImplementedError("this tokenizer has no probe_features")
+        if self.why_not:
+            raise NotImplementedError(self.why_not)
         vx, vy = torch.cat(self.feats), torch.cat(self.labels)
         if int((vy < 0).sum()):
             raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
@@ -352,7 +379,34 @@ class LinearProbe(Metric):
             if "image" in batch:
                 tx.append(self._features(batch["image"]))
                 ty.append(batch["label"])
-        return {"probe_top1": linear_probe(torch.cat(tx), torch.cat(ty), vx, vy)}
+        self.correct = linear_probe(torch.cat(tx), torch.cat(ty), vx, vy, per_image=True)
+        return {self.result: float(self.correct.double().mean())}
+
+    def per_image_values(self) -> dict[str, Tensor]:
+        return {} if self.correct is None else {self.result: self.correct}
+
+
+class EncoderProbe(LinearProbe):
+    """The same probe on continuous features taken *before* quantization
+    (``Tokenizer.encoder_features(images)``): information the tokens may not
+    carry. Its own column (``probe_encoder_top1``), never the token probe's."""
+
+    name = "probe-encoder"
+    result = "probe_encoder_top1"
+    better = {"probe_encoder_top1": "higher"}
+
+    @staticmethod
+    def _unsupported(tokenizer) -> str:
+        if type(tokenizer).encoder_features is not Tokenizer.encoder_features:
+            return ""
+        return f"{type(tokenizer).__name__} has no encoder_features(images)"
+
+    @torch.no_grad()
+    def _features(self, images: Tensor, codes=None) -> Tensor | None:
+        from tokzoo.bench.probe import pool
+
+        f = self.tokenizer.encoder_features(images.to(self.device))
+        return None if f is None else pool(f).cpu()
 
 
 # -- throughput -----------------------------------------------------------------------
@@ -395,6 +449,7 @@ CORE_METRICS = {
     "lpips": (LPIPSMetric, "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file"),
     "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
     "codebook": (CodebookUsage, "codebook usage and perplexity per level"),
-    "probe": (LinearProbe, "linear-probe top-1 on frozen probe_features (train -> val)"),
+    "probe": (LinearProbe, "linear-probe top-1 on features from the tokens alone (token_features)"),
+    "probe-encoder": (EncoderProbe, "linear-probe top-1 on continuous pre-quantization features"),
     "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image"),
 }

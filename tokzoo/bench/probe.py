@@ -1,7 +1,8 @@
 """The linear probe: how much class information frozen features carry.
 
-Fixed recipe (part of the measurement protocol, ``linear-probe`` v1):
-features are pooled to ``[N, C]`` (mean over the token grid), standardised
+Fixed recipe (part of the measurement protocol, ``linear-probe`` v2):
+features computed from the discrete tokens alone (``token_features(codes)``;
+v1 let a tokenizer give continuous pre-quantization features) are pooled to ``[N, C]`` (mean over the token grid), standardised
 with the training set's mean and std, and a multinomial logistic regression
 with L2 penalty ``1e-4`` is fit by full-batch L-BFGS (100 iterations, float64,
 seed 0). Reported: top-1 accuracy on the validation features.
@@ -11,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PROBE_PROTOCOL = {"name": "linear-probe", "version": 1, "l2": 1e-4, "iterations": 100, "optimizer": "lbfgs"}
+PROBE_PROTOCOL = {"name": "linear-probe", "version": 2, "features": "token_features(codes): from the tokens alone",
+                  "l2": 1e-4, "iterations": 100, "optimizer": "lbfgs"}
 
 
 def pool(features: Tensor) -> Tensor:
@@ -24,8 +26,9 @@ def pool(features: Tensor) -> Tensor:
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, num_classes: int | None = None,
-                 l2: float = 1e-4, iterations: int = 100, seed: int = 0) -> float:
-    """Top-1 accuracy (0..1) of a logistic-regression probe trained on ``train_x``."""
+                 l2: float = 1e-4, iterations: int = 100, seed: int = 0, per_image: bool = False) -> float | Tensor:
+    """Top-1 accuracy (0..1) of a logistic-regression probe trained on ``train_x``;
+    with ``per_image``, each validation image's 0/1 correctness (``[N]``) instead."""
     torch.manual_seed(seed)
     train_x, val_x = train_x.double(), val_x.double()
     mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
@@ -44,4 +47,5 @@ def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
     opt.step(closure)
     with torch.no_grad():
         pred = (xv @ w + b).argmax(1)
-    return float((pred == val_y).double().mean())
+    correct = (pred == val_y).double()
+    return correct if per_image else float(correct.mean())

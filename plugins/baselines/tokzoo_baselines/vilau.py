@@ -83,9 +83,15 @@ class VilaUTokenizer(Tokenizer):
     def decode_codes(self, codes: Codes) -> Tensor:
         return self.decoder(self.post_quant(self.quantizer.lookup(codes)))
 
-    def probe_features(self, images: Tensor) -> Tensor:
-        """The quantized tokens a language model would be given, as features."""
-        return self.post_quant(self.quantizer.lookup(self.encode(images)))
+    token_features_kind = "residual levels summed, through post_quant (the tower's feature space)"
+
+    def token_features(self, codes: Codes) -> Tensor:
+        """The residual tokens' embeddings summed, in the tower's feature space."""
+        return self.post_quant(self.quantizer.lookup(codes))
+
+    def encoder_features(self, images: Tensor) -> Tensor:
+        """The tower's continuous features, before the residual quantizer."""
+        return self.pre_quant(self.tower(images))
 
     def image_embedding(self, feats: Tensor) -> Tensor:
         """Quantized features ``[B,C,g,g]`` -> the tower's projected embedding space."""

@@ -157,9 +157,16 @@ class SemHiTok(Tokenizer):
     def decode_codes(self, codes: Codes) -> Tensor:
         return self.enhance(self.semantic_proj(self.semantic_features(codes)), self.sghc.lookup(codes))
 
-    def probe_features(self, images: Tensor) -> Tensor:
-        """The semantic branch: teacher features reconstructed from the semantic tokens."""
-        return self.semantic_features(self.encode_semantic(images))
+    token_features_kind = "semantic decoder on the semantic codes (teacher features rebuilt)"
+
+    def token_features(self, codes: Codes) -> Tensor:
+        """Teacher features rebuilt by the semantic decoder from the semantic codes."""
+        return self.semantic_features(codes)
+
+    def encoder_features(self, images: Tensor) -> Tensor:
+        """The frozen teacher's own features (what the semantic codebook quantizes)."""
+        self._check_size(images)
+        return self.teacher(images)
 
     def encode_semantic(self, images: Tensor) -> Codes:
         """Semantic codes only (the semantic decoder is not run)."""

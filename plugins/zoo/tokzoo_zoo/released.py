@@ -342,8 +342,13 @@ class ReleasedVQ(Tokenizer):
         codes = Codes({"code": idx}, dict(self.info.vocab), "grid")
         return TokenizerOutput((self.decoder(self.post_quant_conv(q)) + 1) / 2, QuantizerOutput(q, codes, losses))
 
-    def probe_features(self, images: Tensor) -> Tensor:
-        return self.codebook()[self.encode(images).levels["code"]].permute(0, 3, 1, 2)
+    token_features_kind = "codebook embeddings"
+
+    def token_features(self, codes: Codes) -> Tensor:
+        return self.codebook()[codes.levels["code"]].permute(0, 3, 1, 2)
+
+    def encoder_features(self, images: Tensor) -> Tensor:
+        return self._features(images)
 
     def last_layer(self) -> Tensor:
         return self.decoder.conv_out.weight
@@ -403,11 +408,21 @@ class DiffusersVQ(Tokenizer):
         idx, _ = self._indices(images)
         return Codes({"code": idx}, dict(self.info.vocab), "grid")
 
-    def decode_codes(self, codes: Codes) -> Tensor:
+    def _embeddings(self, codes: Codes) -> Tensor:
         idx = codes.levels["code"]
         b, hh, ww = idx.shape
-        q = self.vq.quantize.get_codebook_entry(idx.reshape(-1), (b, hh, ww, self.vq.quantize.vq_embed_dim))
-        return (self.vq.decode(q, force_not_quantize=True).sample + 1) / 2
+        return self.vq.quantize.get_codebook_entry(idx.reshape(-1), (b, hh, ww, self.vq.quantize.vq_embed_dim))
+
+    def decode_codes(self, codes: Codes) -> Tensor:
+        return (self.vq.decode(self._embeddings(codes), force_not_quantize=True).sample + 1) / 2
+
+    token_features_kind = "codebook embeddings"
+
+    def token_features(self, codes: Codes) -> Tensor:
+        return self._embeddings(codes)
+
+    def encoder_features(self, images: Tensor) -> Tensor:
+        return self.vq.encode(images * 2 - 1).latents
 
     def forward(self, images: Tensor) -> TokenizerOutput:
         h = self.vq.encode(images * 2 - 1).latents
