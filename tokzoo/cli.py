@@ -89,8 +89,22 @@ def cmd_bench(args) -> int:
         tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
         data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
         num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
-        out_dir=args.out, weights_dir=args.weights_dir, device=args.device)
+        out_dir=args.out, weights_dir=args.weights_dir, device=args.device, baseline=args.baseline)
     run_bench(opts, console)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tokzoo.bench.report import write_report
+    from tokzoo.bench.compare import load_results
+    from tokzoo.ckptio import atomic_write
+
+    results = load_results(args.results)
+    out = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    grid = out / "recon_grid.png"
+    for path in write_report(out, results, grid.read_bytes() if grid.is_file() else None, args.baseline,
+                             atomic_write):
+        console.print(f"{path.name:13s} {path}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -182,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/bench", help="run folder for results.json/md/csv and recon_grid.png")
     s.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--baseline", default=None, help="a results.json to compare against in report.html")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("report", help="write tradeoff.png and report.html beside a results.json")
+    s.add_argument("results", help="a results.json, or the folder holding it")
+    s.add_argument("--baseline", default=None, help="a results.json to compare against")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("import", help="a released tokenizer's file -> a run folder: "
                                       "tokzoo import llamagen-vq16 vq_ds16_c2i.pt --out runs/llamagen")

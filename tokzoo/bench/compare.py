@@ -73,7 +73,8 @@ def parse_tolerances(spec: str | None, defaults: bool = True) -> dict[str, tuple
     return out
 
 
-def _load(path: str | Path) -> dict[str, Any]:
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A results.json (or a folder holding one), checked; ConfigError (exit 2) otherwise."""
     p = Path(path)
     if p.is_dir():
         if not (p / "results.json").is_file():
@@ -136,7 +137,11 @@ def _allowed(metric: str, ov: float, o: dict, n: dict, explicit: dict, tol: dict
 
 
 def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
-    new, old = _load(new_path), _load(baseline_path)
+    return compare_results(load_results(new_path), load_results(baseline_path), tolerance)
+
+
+def compare_results(new: dict[str, Any], old: dict[str, Any], tolerance: str | None = None) -> list[Row]:
+    """The rows of ``new`` against the baseline ``old`` (both loaded results)."""
     check_protocols(new, old)
     tol, explicit = parse_tolerances(tolerance), parse_tolerances(tolerance, defaults=False)
     rows: list[Row] = []

@@ -37,6 +37,7 @@ from tokzoo.api import BenchContext, Codes
 from tokzoo.errors import check_returns
 from tokzoo.ckptio import RunLock, atomic_write  # noqa: F401 (atomic_write: also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
+from tokzoo.bench.report import write_report
 from tokzoo.bench.stats import BOOTSTRAP, bootstrap_interval, half_width
 from tokzoo.weights import using_weights_dir
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
@@ -64,6 +65,7 @@ class BenchOptions:
     weights_dir: str | None = None
     device: str = "auto"
     grid_images: int = 8
+    baseline: str | None = None  # a results.json whose compare rows go into report.html
     data_params: dict[str, Any] = field(default_factory=dict)  # data.<param>=... overrides
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
 
@@ -206,6 +208,10 @@ class Bench:
         for flag, value in (("--batch-size", opts.batch_size), ("--probe-train-images", opts.probe_train_images)):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{flag} must be a positive integer, not {value}")
+        if opts.baseline:  # a baseline that cannot be read fails now, not after the measuring
+            from tokzoo.bench.compare import load_results
+
+            load_results(opts.baseline)
 
     def run(self) -> dict[str, Any]:
         lock = RunLock(self.out, "results folder")
@@ -257,7 +263,9 @@ class Bench:
                     self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
                                        f"pretrained parts ({', '.join(e['random_parts'])}): not comparable with a "
                                        "real one", highlight=False)
-            self.console.print(f"results: {self.out / 'results.json'}")
+            shown = ["results.json", "results.md", "tradeoff.png", "report.html"]
+            for f in [f for f in shown if (self.out / f).is_file()]:
+                self.console.print(f"{f:13s} {self.out / f}", highlight=False, soft_wrap=True)
         return results
 
     # -- identity / protocol ------------------------------------------------------------------
@@ -496,8 +504,10 @@ class Bench:
         for name in results["tokenizers"]:
             if _row_key(name) in grid_rows:
                 ordered[name] = grid_rows[_row_key(name)]
-        if len(ordered) > 1:
-            atomic_write(self.out / "recon_grid.png", _grid_png(ordered))
+        grid_png = _grid_png(ordered) if len(ordered) > 1 else None
+        if grid_png:
+            atomic_write(self.out / "recon_grid.png", grid_png)
+        write_report(self.out, results, grid_png, self.o.baseline, atomic_write)
 
     def _stored_rows(self) -> dict[str, torch.Tensor]:
         """The grid rows kept in ``--out`` by earlier benches (keys: :func:`_row_key`)."""

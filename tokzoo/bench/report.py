@@ -1,0 +1,246 @@
+"""What a person looks at: the trade-off picture and a self-contained report.
+
+- :func:`tradeoff_png`: probe top-1 (understanding) against PSNR and, when
+  measured, rFID (generation), one point per tokenizer, marker area by bits
+  per image, the Pareto frontier drawn (matplotlib, Agg backend).
+- :func:`render_html`: ``report.html``, one file with no network access: the
+  results table (with bootstrap intervals and flags), the trade-off plot and
+  the reconstruction grid inlined as PNG data, codebook usage per level, the
+  protocol block and, given a baseline, the compare rows.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROBE = "probe_top1"
+AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
+
+
+def short_name(name: str) -> str:
+    """A checkpoint path's run-folder name; a preset's own name."""
+    return Path(name).name if os.sep in name else name
+
+
+def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
+    """Indices of the points no other point beats on both probe (y, higher is
+    better) and x (higher or lower is better), ordered along x."""
+    sign = 1.0 if higher_x else -1.0
+    front = []
+    for i, (x, y) in enumerate(points):
+        beaten = any((sign * xo >= sign * x and yo >= y) and (sign * xo > sign * x or yo > y)
+                     for j, (xo, yo) in enumerate(points) if j != i)
+        if not beaten:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def tradeoff_points(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per tokenizer that has a probe result: name, probe, psnr, rfid, bits."""
+    out = []
+    for name, e in results.get("tokenizers", {}).items():
+        m = e.get("metrics") or {}
+        if m.get(PROBE) is None:
+            continue
+        out.append({"name": short_name(name), "probe": m[PROBE], "psnr": m.get("psnr"), "rfid": m.get("rfid"),
+                    "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
+                    "flags": e.get("flags") or {}})
+    return out
+
+
+def tradeoff_png(results: dict[str, Any], title: str = "understanding vs reconstruction") -> bytes | None:
+    """The trade-off picture as PNG bytes; None when no tokenizer has both a
+    probe and a PSNR or rFID result."""
+    from adjustText import adjust_text
+    from matplotlib.figure import Figure
+
+    pts = tradeoff_points(results)
+    axes = [(key, label, hi) for key, label, hi in AXES if sum(p[key] is not None for p in pts) >= 1]
+    if not pts or not axes:
+        return None
+    fig = Figure(figsize=(6.2 * len(axes), 4.8), dpi=110, layout="constrained")
+    bits = [p["bits"] for p in pts if p["bits"]]
+    top = max(bits) if bits else 1.0
+    for k, (key, xlabel, higher_x) in enumerate(axes):
+        ax = fig.add_subplot(1, len(axes), k + 1)
+        mine = [p for p in pts if p[key] is not None]
+        xy = [(p[key], p["probe"]) for p in mine]
+        sizes = [40 + 360 * ((p["bits"] or top) / top) for p in mine]
+        front = pareto(xy, higher_x)
+        colors = ["tab:red" if i in front else "tab:blue" for i in range(len(mine))]
+        dots = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=sizes, c=colors, alpha=0.6, edgecolors="black",
+                   linewidths=0.6, zorder=3)
+        if len(front) > 1:
+            ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red", lw=1.2, ls="--",
+                    zorder=2, label="Pareto frontier")
+            ax.legend(loc="best", fontsize=8, frameon=False)
+        if not higher_x:
+            ax.invert_xaxis()  # better to the right on both panels
+        ax.set_xlabel(xlabel + ("" if higher_x else " (axis reversed)"))
+        ax.set_ylabel("linear-probe top-1 on tokens")
+        ax.grid(True, alpha=0.3)
+        ax.margins(0.18)
+        texts = [ax.text(x, y, f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
+                         if p["bits"] else p["name"], fontsize=8,
+                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+                 for p, (x, y) in zip(mine, xy)]
+        # labels moved apart so none hides another (adjustText), each tied to its point by a thin line
+        adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax, objects=dots, expand=(1.3, 1.6),
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+    fig.suptitle(f"{title}  (marker area: bits per image; red: on the frontier)", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# -- report.html ------------------------------------------------------------------------
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead { background: #f2f2f2; }
+img { max-width: 100%; border: 1px solid #ddd; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
+.bar { display: inline-block; height: 10px; background: #4a7ebb; vertical-align: middle; margin-right: 6px; }
+.bad { color: #b00020; font-weight: bold; } .good { color: #2e7d32; } .note { color: #555; font-size: 13px; }
+"""
+
+
+def _img(png: bytes | None, ident: str, alt: str) -> str:
+    if not png:
+        return f'<p class="note">{html.escape(alt)}: not available.</p>'
+    data = base64.b64encode(png).decode()
+    return f'<img id="{ident}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _results_table(results: dict[str, Any]) -> str:
+    from tokzoo.bench.harness import _summary_cells, label, summary_columns
+
+    columns = summary_columns(results)
+    cells = {name: _summary_cells(e, columns, intervals=True) for name, e in results["tokenizers"].items()}
+    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]  # no empty columns
+    head = "".join(f"<th>{html.escape(columns[i][0])}</th>" for i in keep)
+    rows = []
+    for name, e in results["tokenizers"].items():
+        tds = "".join(f"<td>{html.escape(cells[name][i])}</td>" for i in keep)
+        rows.append(f"<tr><td>{html.escape(label(short_name(name), e))}</td>{tds}</tr>")
+    return (f'<table id="results"><thead><tr><th>tokenizer</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _usage_table(results: dict[str, Any]) -> str:
+    rows = []
+    for name, e in results["tokenizers"].items():
+        m = e.get("metrics") or {}
+        for key in sorted(k for k in m if k.startswith("usage/")):
+            level = key[len("usage/"):]
+            usage, ppl = m[key], m.get(f"perplexity/{level}")
+            vocab = ((e.get("info") or {}).get("vocab") or {}).get(level)
+            rows.append(f"<tr><td>{html.escape(short_name(name))}</td><td>{html.escape(level)}</td>"
+                        f"<td>{vocab if vocab is not None else 'n/a'}</td>"
+                        f'<td><span class="bar" style="width:{max(0.0, min(1.0, usage)) * 120:.0f}px"></span>'
+                        f"{usage:.3f}</td><td>{'n/a' if ppl is None else f'{ppl:.1f}'}</td></tr>")
+    if not rows:
+        return '<p class="note">No codebook statistics were measured.</p>'
+    return ('<table id="usage"><thead><tr><th>tokenizer</th><th>level</th><th>codes</th><th>usage</th>'
+            f"<th>perplexity</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _compare_table(rows, error: str | None) -> str:
+    if error:
+        return f'<p class="note">Not compared with the baseline: {html.escape(error)}</p>'
+    if rows is None:
+        return '<p class="note">No baseline given (<code>--baseline results.json</code>).</p>'
+    from tokzoo.bench.compare import RULES, has_regression
+
+    out = []
+    for r in rows:
+        cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
+        delta = "" if r.delta is None else f"{r.delta:+.4g}"
+        fmt = (lambda v: "n/a" if v is None else f"{v:.4g}")  # noqa: E731
+        out.append(f"<tr><td>{html.escape(short_name(r.tokenizer))}</td><td>{html.escape(r.metric)}</td>"
+                   f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{html.escape(r.rule)}</td>"
+                   f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
+    verdict = "FAIL" if has_regression(rows) else "PASS"
+    return (f"<p><b>compare: {verdict}</b></p>"
+            '<table id="compare"><thead><tr><th>tokenizer</th><th>metric</th><th>baseline</th><th>new</th>'
+            f"<th>delta</th><th>rule</th><th>verdict</th></tr></thead><tbody>{''.join(out)}</tbody></table>"
+            f'<p class="note">{html.escape(RULES)}</p>')
+
+
+def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff: bytes | None = None,
+                compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report") -> str:
+    """The whole report as one HTML string (images inlined; no scripts, no network)."""
+    from tokzoo.bench.harness import _flag_lines
+
+    p = results.get("protocol") or {}
+    flags = _flag_lines(results)
+    notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
+    missing: dict[tuple[str, str], list[str]] = {}  # one line per reason, naming the tokenizers it hit
+    for n, e in results["tokenizers"].items():
+        for m, why in (e.get("unavailable") or {}).items():
+            missing.setdefault((m, why), []).append(short_name(n))
+    notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
+              for (m, why), names in missing.items()]
+    kinds: dict[str, list[str]] = {}
+    for n, e in results["tokenizers"].items():
+        if e.get("token_features"):
+            kinds.setdefault(e["token_features"], []).append(short_name(n))
+    notes += [f"<li>probe features from the tokens, {html.escape(kind)}: {html.escape(', '.join(names))}</li>"
+              for kind, names in kinds.items()]
+    summary = (f"{html.escape(str(p.get('dataset')))}, {html.escape(str(p.get('num_images')))} images, "
+               f"protocol v{html.escape(str(p.get('version')))}; ± is half the bootstrap 95 % interval over "
+               "the images; the probe sees features computed from the tokens alone.")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<style>{CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{summary}</p>
+<h2>Results</h2>
+{_results_table(results)}
+<ul class="note">{''.join(notes)}</ul>
+<h2>Understanding vs reconstruction</h2>
+{_img(tradeoff, "tradeoff", "trade-off plot")}
+<h2>Reconstructions</h2>
+<p class="note">First row: the originals; then one row per tokenizer.</p>
+{_img(grid_png, "grid", "reconstruction grid")}
+<h2>Codebook usage per level</h2>
+{_usage_table(results)}
+<h2>Compared with the baseline</h2>
+{_compare_table(compare_rows, compare_error)}
+<h2>Protocol</h2>
+<pre id="protocol">{html.escape(json.dumps(p, indent=2))}</pre>
+</body></html>
+"""
+
+
+def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, baseline: str | None,
+                 atomic_write) -> list[Path]:
+    """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
+    returns the paths written."""
+    from tokzoo.bench.compare import compare_results, load_results
+    from tokzoo.errors import TokzooError
+
+    written = []
+    png = tradeoff_png(results)
+    if png:
+        atomic_write(out / "tradeoff.png", png)
+        written.append(out / "tradeoff.png")
+    rows, error = None, None
+    if baseline:
+        try:
+            rows = compare_results(results, load_results(baseline))
+        except TokzooError as exc:
+            error = str(exc)
+    atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error))
+    written.append(out / "report.html")
+    return written
