@@ -118,12 +118,38 @@ def measure(name: str, device: str, repeats: int, backward: bool, queue) -> None
     queue.put({"name": name, "backward": backward, "median_s": statistics.median(times), "peak_mb": peak / 2 ** 20})
 
 
+def report(rows: list[dict], device: str, repeats: int) -> None:
+    print(f"{N_IMAGES} images x {TOKENS} tokens, dim {DIM}, device {device}, median of {repeats}")
+    print(f"{'quantizer':34s} {'pass':9s} {'median ms':>10s} {'peak MB':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} failed (exit {r['error']})")
+            continue
+        print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} {r['median_s'] * 1e3:10.2f} {r['peak_mb']:9.1f}")
+    by = {(r["name"], r["backward"]): r["median_s"] for r in rows if "error" not in r}
+    print("\nratios, end to end (a SemHiTok token = semantic search among K codes")
+    print("+ search in the chosen code's m sub-codes):")
+    print(f"  {'':36s} {'fwd':>8s} {'fwd+bwd':>8s}")
+    for label, num, den in (("flat-196608 / SGHC", "flat-196608", END_TO_END),
+                            ("SGHC / flat-16384", END_TO_END, "flat-16384"),
+                            ("SGHC / vqpytorch-VectorQuantize", END_TO_END, "vqpytorch-VectorQuantize-16384")):
+        print(f"  {label:36s} " + " ".join(f"{by[(num, b)] / by[(den, b)]:7.2f}x" for b in (False, True)))
+    print("partial, not a token's cost: the sub-codebook step alone takes")
+    print(f"  {'':36s} " + " ".join(f"{by[(PARTIAL, b)] / by[(END_TO_END, b)]:8.1%}" for b in (False, True)))
+    print("  of the end-to-end time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None, help="also write the measurements here")
+    ap.add_argument("--from-json", default=None, help="print the report of measurements written by --json")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            report(json.load(f), args.device, args.repeats)
+        return
     names = [END_TO_END, PARTIAL, "flat-196608", "flat-16384", "vqpytorch-VectorQuantize-16384",
              "vqpytorch-ResidualVQ-4x16384"]
     ctx = mp.get_context("spawn")
@@ -135,24 +161,7 @@ def main() -> None:
             p.start()
             p.join()
             rows.append(q.get() if p.exitcode == 0 else {"name": name, "backward": backward, "error": p.exitcode})
-    print(f"{N_IMAGES} images x {TOKENS} tokens, dim {DIM}, device {args.device}, median of {args.repeats}")
-    print(f"{'quantizer':34s} {'pass':9s} {'median ms':>10s} {'peak MB':>9s}")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} failed (exit {r['error']})")
-            continue
-        print(f"{r['name']:34s} {'fwd+bwd' if r['backward'] else 'fwd':9s} {r['median_s'] * 1e3:10.2f} {r['peak_mb']:9.1f}")
-    by = {(r["name"], r["backward"]): r["median_s"] for r in rows if "error" not in r}
-    print("\nratios, end to end (a SemHiTok token = semantic search + sub-codebook search):")
-    for bwd in (False, True):
-        tag = "fwd+bwd" if bwd else "fwd"
-        s = by[(END_TO_END, bwd)]
-        print(f"  {tag:8s} flat-196608 / SGHC = {by[('flat-196608', bwd)] / s:6.2f}x   "
-              f"SGHC / flat-16384 = {s / by[('flat-16384', bwd)]:5.2f}x   "
-              f"SGHC / vqpytorch-VectorQuantize = {s / by[('vqpytorch-VectorQuantize-16384', bwd)]:5.2f}x")
-    print("partial, not a token's cost: the sub-codebook step alone takes")
-    for b in (False, True):
-        print(f"  {'fwd+bwd' if b else 'fwd':8s} {by[(PARTIAL, b)] / by[(END_TO_END, b)]:.1%} of the end-to-end time")
+    report(rows, args.device, args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -1,4 +1,4 @@
-"""The ``tokzoo`` command line: plugins, list, train, bench, compare."""
+"""The ``tokzoo`` command line: plugins, list, train, bench, sweep, compare, report, import."""
 from __future__ import annotations
 
 import argparse
@@ -80,17 +80,31 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from tokzoo.bench.harness import DEFAULT_METRICS, BenchOptions, run_bench
+def bench_options(args):
+    """Parsed ``tokzoo bench`` arguments -> :class:`tokzoo.bench.harness.BenchOptions`."""
+    from tokzoo.bench.harness import DEFAULT_METRICS, BenchOptions
 
     data_params, metric_params = bench_overrides(args.overrides)
-    opts = BenchOptions(
+    return BenchOptions(
         data_params=data_params, metric_params=metric_params,
         tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
         data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
         num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
         out_dir=args.out, weights_dir=args.weights_dir, device=args.device, baseline=args.baseline)
-    run_bench(opts, console)
+
+
+def cmd_bench(args) -> int:
+    from tokzoo.bench.harness import run_bench
+
+    run_bench(bench_options(args), console)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from tokzoo.sweep import Sweep
+
+    Sweep(args.name, args.grid, args.out, jobs=args.jobs, torchrun=args.torchrun, bench_args=args.bench_args,
+          console=console).run()
     return 0
 
 
@@ -199,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default=None, help="a results.json to compare against in report.html")
     s.set_defaults(func=cmd_bench)
 
+    from tokzoo.sweep import sweep_parser
+
+    sweep_parser(sub)
+    sub.choices["sweep"].set_defaults(func=cmd_sweep)
+
     s = sub.add_parser("report", help="write tradeoff.png and report.html beside a results.json")
     s.add_argument("results", help="a results.json, or the folder holding it")
     s.add_argument("--baseline", default=None, help="a results.json to compare against")
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = bool(args.debug or os.environ.get("TOKZOO_DEBUG"))
     try:
-        if args.command in ("list", "train", "bench", "import"):
+        if args.command in ("list", "train", "bench", "import", "sweep"):
             warn_plugins()
         return int(args.func(args) or 0)
     except TokzooError as exc:

@@ -194,7 +194,16 @@ class Registry:
             params = validate_params(params, comp.config, where=f"{kind} '{name}'")
         path = current_frame()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
         with building(path, params):
-            obj = comp.factory(**params)
+            try:
+                obj = comp.factory(**params)
+            except (ValueError, ZeroDivisionError) as exc:  # a value the component cannot be built with
+                from tokzoo.errors import ConfigError, TokzooError
+
+                if isinstance(exc, TokzooError):
+                    raise
+                given = ", ".join(f"{k}={v!r}" for k, v in params.items() if not isinstance(v, (dict, list)))
+                raise ConfigError(f"{kind} '{name}' at '{path}' cannot be built with {given or 'its parameters'}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         try:  # provenance: which distribution built this (results.json records it)
             dist, version = self._dist_of.get(comp.plugin, (comp.distribution, "?"))
             obj.tokzoo_component = {"kind": kind, "name": name, "plugin": comp.plugin, "distribution": dist,

@@ -66,6 +66,7 @@ class BenchOptions:
     device: str = "auto"
     grid_images: int = 8
     baseline: str | None = None  # a results.json whose compare rows go into report.html
+    swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tokenizer -> its values in a sweep
     data_params: dict[str, Any] = field(default_factory=dict)  # data.<param>=... overrides
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
 
@@ -247,6 +248,8 @@ class Bench:
                 continue
             entry, originals, recons = self._bench_one(name, tok)
             entry["identity"] = ident
+            if name in self.o.swept:
+                entry["swept"] = self.o.swept[name]
             results["tokenizers"][name] = entry
             if not originals_now:  # the first row: this run's originals
                 grid_rows["originals"], originals_now = originals, True
@@ -263,9 +266,8 @@ class Bench:
                     self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
                                        f"pretrained parts ({', '.join(e['random_parts'])}): not comparable with a "
                                        "real one", highlight=False)
-            shown = ["results.json", "results.md", "tradeoff.png", "report.html"]
-            for f in [f for f in shown if (self.out / f).is_file()]:
-                self.console.print(f"{f:13s} {self.out / f}", highlight=False, soft_wrap=True)
+            for f in [self.out / "results.json", self.out / "results.md", *self.report_files]:
+                self.console.print(f"{f.name:13s} {f}", highlight=False, soft_wrap=True)
         return results
 
     # -- identity / protocol ------------------------------------------------------------------
@@ -507,7 +509,7 @@ class Bench:
         grid_png = _grid_png(ordered) if len(ordered) > 1 else None
         if grid_png:
             atomic_write(self.out / "recon_grid.png", grid_png)
-        write_report(self.out, results, grid_png, self.o.baseline, atomic_write)
+        self.report_files = write_report(self.out, results, grid_png, self.o.baseline, atomic_write)
 
     def _stored_rows(self) -> dict[str, torch.Tensor]:
         """The grid rows kept in ``--out`` by earlier benches (keys: :func:`_row_key`)."""
@@ -553,17 +555,23 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
            ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
 
 
+SWEPT = "swept:"  # column key prefix of a sweep's values
+
+
 def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     """The table's columns: the core summary, then every other metric result
     (a plugin's metric, LPIPS-VGG, ...) in first-seen order."""
     covered = [key for _, key in SUMMARY]
+    swept: list[str] = []  # a sweep's values first, as columns
+    for e in results["tokenizers"].values():
+        swept += [k for k in (e.get("swept") or {}) if k not in swept]
     extra: list[str] = []
     for e in results["tokenizers"].values():
         for k in e["metrics"]:
             if not any(k == c or (c.endswith("/") and k.startswith(c)) for c in covered) and k not in extra:
                 extra.append(k)
     present = [(t, k) for t, k in SUMMARY]
-    return present + [(k, k) for k in extra]
+    return [(k, SWEPT + k) for k in swept] + present + [(k, k) for k in extra]
 
 
 def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> list[str]:
@@ -571,7 +579,10 @@ def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> 
     m = e["metrics"]
     cells = []
     for _, key in columns or SUMMARY:
-        if key.endswith("/"):
+        if key.startswith(SWEPT):
+            v = (e.get("swept") or {}).get(key[len(SWEPT):])
+            cells.append("n/a" if v is None else str(v))
+        elif key.endswith("/"):
             parts = [f"{k[len(key):]} {_fmt(v)}" for k, v in m.items() if k.startswith(key)]
             cells.append(", ".join(parts) if parts else "n/a")
         else:
@@ -636,8 +647,9 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
             return max([len(columns[i][0])] + [len(r[i]) for r in rows.values()]) + 3
 
         used = max([len("tokenizer")] + [len(n) for n in names.values()]) + 4
-        order = sorted(keep, key=lambda i: NARROW_PRIORITY.index(columns[i][0])
-                       if columns[i][0] in NARROW_PRIORITY else len(NARROW_PRIORITY))
+        order = sorted(keep, key=lambda i: -1 if columns[i][1].startswith(SWEPT) else
+                       NARROW_PRIORITY.index(columns[i][0]) if columns[i][0] in NARROW_PRIORITY
+                       else len(NARROW_PRIORITY))
         chosen = []
         for i in order:
             if used + need(i) <= width:
@@ -686,11 +698,13 @@ def render_csv(results: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     spread = [c for c in cols if any(c in (e.get("intervals") or {}) for e in results["tokenizers"].values())]
-    w.writerow(["tokenizer", *cols, *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts",
+    swept = [k for _, k in summary_columns(results) if k.startswith(SWEPT)]
+    w.writerow(["tokenizer", *[k[len(SWEPT):] for k in swept], *cols, *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts",
                 "flags"])
     for name, e in results["tokenizers"].items():
         ci = e.get("intervals") or {}
-        w.writerow([name, *[e["metrics"].get(c, "") for c in cols],
+        w.writerow([name, *[(e.get("swept") or {}).get(k[len(SWEPT):], "") for k in swept],
+                    *[e["metrics"].get(c, "") for c in cols],
                     *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
                     "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())])
     return buf.getvalue()

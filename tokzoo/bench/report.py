@@ -98,6 +98,59 @@ def tradeoff_png(results: dict[str, Any], title: str = "understanding vs reconst
     return buf.getvalue()
 
 
+SWEEP_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("rfid", "rFID"), ("lpips", "LPIPS"),
+                 ("probe_top1", "probe top-1 on tokens"))
+
+
+def sweep_png(results: dict[str, Any], aliases: list[str]) -> bytes | None:
+    """A sweep's picture: per metric, the metric against the first swept value,
+    one line per combination of the others, bootstrap 95 % intervals as error
+    bars. None when the results hold no swept entries."""
+    from matplotlib.figure import Figure
+
+    entries = [e for e in results.get("tokenizers", {}).values() if e.get("swept")]
+    metrics = [(k, t) for k, t in SWEEP_METRICS if any(k in e.get("metrics", {}) for e in entries)]
+    if not entries or not metrics or not aliases:
+        return None
+    x_name, rest = aliases[0], aliases[1:]
+    xs = sorted({e["swept"].get(x_name) for e in entries}, key=_order)
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in xs)
+    lines: dict[tuple, list[dict]] = {}
+    for e in entries:
+        lines.setdefault(tuple(e["swept"].get(a) for a in rest), []).append(e)
+    fig = Figure(figsize=(4.2 * len(metrics), 3.8), dpi=110, layout="constrained")
+    for k, (key, title) in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        for combo, group in sorted(lines.items(), key=lambda kv: [_order(v) for v in kv[0]]):
+            group = sorted((e for e in group if key in e["metrics"]), key=lambda e: _order(e["swept"].get(x_name)))
+            if not group:
+                continue
+            x = [e["swept"][x_name] if numeric else xs.index(e["swept"][x_name]) for e in group]
+            y = [e["metrics"][key] for e in group]
+            ci = [(e.get("intervals") or {}).get(key) for e in group]
+            err = [[yy - c[0] if c else 0 for yy, c in zip(y, ci)], [c[1] - yy if c else 0 for yy, c in zip(y, ci)]]
+            name = ", ".join(f"{a}={v}" for a, v in zip(rest, combo)) or None
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+        if numeric:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
+        else:
+            ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_xlabel(x_name)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if rest and k == 0:
+            ax.legend(fontsize=8, frameon=False)
+    fig.suptitle("sweep: " + " x ".join(aliases) + "  (error bars: bootstrap 95 % over images)", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _order(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
 # -- report.html ------------------------------------------------------------------------
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -175,7 +228,8 @@ def _compare_table(rows, error: str | None) -> str:
 
 
 def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff: bytes | None = None,
-                compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report") -> str:
+                compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
+                sweep: bytes | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
     from tokzoo.bench.harness import _flag_lines
 
@@ -210,6 +264,7 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
 <ul class="note">{''.join(notes)}</ul>
 <h2>Understanding vs reconstruction</h2>
 {_img(tradeoff, "tradeoff", "trade-off plot")}
+{"<h2>Sweep</h2>" + _img(sweep, "sweep", "sweep plot") if sweep else ""}
 <h2>Reconstructions</h2>
 <p class="note">First row: the originals; then one row per tokenizer.</p>
 {_img(grid_png, "grid", "reconstruction grid")}
@@ -235,12 +290,19 @@ def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, bas
     if png:
         atomic_write(out / "tradeoff.png", png)
         written.append(out / "tradeoff.png")
+    aliases: list[str] = []
+    for e in results.get("tokenizers", {}).values():
+        aliases += [a for a in (e.get("swept") or {}) if a not in aliases]
+    sweep = sweep_png(results, aliases) if aliases else None
+    if sweep:
+        atomic_write(out / "sweep.png", sweep)
+        written.append(out / "sweep.png")
     rows, error = None, None
     if baseline:
         try:
             rows = compare_results(results, load_results(baseline))
         except TokzooError as exc:
             error = str(exc)
-    atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error))
+    atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep))
     written.append(out / "report.html")
     return written

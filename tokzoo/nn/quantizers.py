@@ -40,6 +40,8 @@ class VectorQuantizer(Quantizer):
                  ema: bool = False, decay: float = 0.99, restart_unused: bool = False,
                  restart_every: int = 100, level: str = "code"):
         super().__init__()
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"codebook_size and dim must be >= 1 (got {codebook_size}, {dim})")
         self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
         self.l2_norm, self.ema, self.decay = l2_norm, ema, decay
         self.restart_unused, self.restart_every, self.level = restart_unused, restart_every, level

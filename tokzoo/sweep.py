@@ -1,0 +1,312 @@
+"""``tokzoo sweep PRESET key=a,b [key2=x,y]``: train and bench every point of a grid.
+
+Every point is one ``tokzoo train PRESET key=a key2=x run_dir=OUT/points/NAME``
+(a subprocess, as a user would type it; ``--torchrun ARGS`` launches it
+through ``torch.distributed.run``), then one bench of all points under one
+protocol into ``OUT/results.json``, each entry carrying its swept values
+(``swept``), which every table shows as columns.
+
+Resumable: ``OUT/sweep.json`` records the grid; running the same command
+again skips every point whose run has finished (``checkpoints/finished``),
+resumes a point that was interrupted (``--resume``), and reuses every bench
+result already measured. A different grid into the same ``OUT`` is refused.
+A point's training is stopped with SIGTERM (it saves and exits) if the
+sweep process dies (Linux), so a killed sweep leaves no orphan holding a
+run folder's lock.
+
+A swept key may carry a short alias for tables and folder names:
+``m:model.sub_codebook_size=4,8,16``. A value in brackets is one value
+(``model.ch_mult=[1,2],[1,2,2]`` sweeps two lists).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tokzoo.ckptio import RunLock, atomic_write
+from tokzoo.errors import ConfigError, TokzooError
+
+
+class SweepFailed(TokzooError):
+    """Some points could not be trained (the others were benched)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Axis:
+    alias: str
+    key: str
+    values: list[str]
+
+
+@dataclass
+class Point:
+    name: str
+    values: dict[str, Any]  # alias -> value (parsed as YAML: 4 -> int)
+    overrides: list[str]  # key=value, one per axis
+    run_dir: Path = field(default=Path())
+
+
+def split_values(text: str) -> list[str]:
+    """``"a,b,[1,2]"`` -> ``["a", "b", "[1,2]"]``: commas inside brackets or braces stay."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [v.strip() for v in out]
+
+
+def parse_grid(args: list[str]) -> tuple[list[Axis], list[str]]:
+    """Command-line ``key=...`` words -> (swept axes, fixed overrides)."""
+    axes, fixed = [], []
+    for word in args:
+        if "=" not in word:
+            raise ConfigError(f"'{word}' is not key=value or key=a,b,c (e.g. model.sub_codebook_size=4,8)")
+        key, text = word.split("=", 1)
+        values = split_values(text)
+        alias, _, real = key.rpartition(":")
+        alias, key = (alias or real.rsplit(".", 1)[-1]), real
+        if not key or any(v == "" for v in values):
+            raise ConfigError(f"'{word}': an empty key or value")
+        if len(values) == 1:
+            fixed.append(f"{key}={values[0]}")
+            continue
+        if len(set(values)) != len(values):
+            raise ConfigError(f"'{word}' names a value twice")
+        if alias in {a.alias for a in axes}:
+            raise ConfigError(f"two swept keys are both called '{alias}': give one an alias (alias:{key}=...)")
+        axes.append(Axis(alias, key, values))
+    if not axes:
+        raise ConfigError("nothing to sweep: give at least one key with two or more values, e.g. "
+                          "model.sub_codebook_size=4,8,16")
+    return axes, fixed
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9=._-]+", "", text.replace("/", "-"))[:60] or "x"
+
+
+def grid_points(axes: list[Axis]) -> list[Point]:
+    points, seen = [], set()
+    for combo in itertools.product(*[a.values for a in axes]):
+        name = ",".join(_safe(f"{a.alias}={v}") for a, v in zip(axes, combo))
+        if name in seen:
+            name = f"{name},{len(points)}"
+        seen.add(name)
+        values = {a.alias: _yaml_value(v) for a, v in zip(axes, combo)}
+        points.append(Point(name, values, [f"{a.key}={v}" for a, v in zip(axes, combo)]))
+    return points
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, str, bool, list)) else text
+
+
+def _last_line(log: Path) -> str:
+    """The last line a failed training printed (its error message)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "?"
+    return lines[-1][:300] if lines else "?"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the sweep process dies (Linux), so the
+    trainer saves its step and exits instead of running on as an orphan."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Sweep:
+    def __init__(self, preset: str, words: list[str], out: str | None, jobs: int = 1, torchrun: str = "",
+                 bench_args: str = "", console: Console | None = None):
+        from tokzoo.config import load_preset
+
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be a positive integer, not {jobs}")
+        load_preset(preset)  # an unknown preset fails now, with its closest names
+        self.preset, self.jobs, self.console = preset, jobs, console or Console()
+        self.axes, self.fixed = parse_grid(words)
+        self.points = grid_points(self.axes)
+        self.out = Path(out or Path("runs") / f"sweep-{preset}")
+        self.torchrun = shlex.split(torchrun)
+        self.bench_args = shlex.split(bench_args)
+        self.bench_opts = self._bench_options()  # bad bench arguments fail now, before any training
+        for p in self.points:
+            p.run_dir = self.out / "points" / p.name
+        self._check_configs()
+
+    # -- checks that may refuse the command: all before anything is written ---------------------
+    def _bench_options(self):
+        from tokzoo.cli import bench_options, build_parser
+
+        parser = build_parser()
+        try:  # argparse prints what is wrong, then this refuses the sweep
+            args = parser.parse_args(["bench", "--tokenizers", "sweep", *self.bench_args])
+        except SystemExit:
+            raise ConfigError(f"--bench-args '{' '.join(self.bench_args)}' is not valid") from None
+        if "--tokenizers" in self.bench_args or "--out" in self.bench_args:
+            raise ConfigError("--bench-args: the sweep sets --tokenizers and --out itself")
+        return bench_options(args)
+
+    def _check_configs(self) -> None:
+        from tokzoo.config import load_run_config
+
+        for p in self.points:  # a key that does not exist, a value that cannot work: refused before training
+            try:
+                load_run_config(self.preset, [*self.fixed, *p.overrides, f"run_dir={p.run_dir}"])
+            except ConfigError as exc:
+                raise ConfigError(f"point {p.name}: {exc}") from None
+
+    def manifest(self) -> dict[str, Any]:
+        return {"preset": self.preset, "axes": [{"alias": a.alias, "key": a.key, "values": a.values} for a in self.axes],
+                "fixed": self.fixed, "bench_args": self.bench_args,
+                "points": [{"name": p.name, "values": p.values, "overrides": p.overrides} for p in self.points]}
+
+    def _check_manifest(self) -> None:
+        path = self.out / "sweep.json"
+        if not path.is_file():
+            return
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise ConfigError(f"{path} is unreadable; move it away or use another --out") from None
+        mine = self.manifest()
+        for key in ("preset", "axes", "fixed", "bench_args"):
+            if old.get(key) != mine[key]:
+                raise ConfigError(f"{self.out} holds another sweep ({key} differs: was {json.dumps(old.get(key))}); "
+                                  "run the same command to continue it, or give another --out")
+
+    # -- the sweep ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        lock = RunLock(self.out / "points", "sweep folder")
+        self._check_manifest()
+        (self.out / "points").mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        try:
+            atomic_write(self.out / "sweep.json", json.dumps(self.manifest(), indent=2))
+            failed = self._train_all()
+            results = self._bench([p for p in self.points if p.name not in failed])
+        finally:
+            lock.release()
+        if failed:
+            lines = [f"{name}: exit {rc}: {_last_line(self.out / 'logs' / (name + '.log'))}\n    "
+                     f"(log: {self.out / 'logs' / (name + '.log')})" for name, rc in failed.items()]
+            raise SweepFailed(f"{len(failed)} of {len(self.points)} points failed to train (the rest are "
+                              "benched; run the same command again to retry them):\n  " + "\n  ".join(lines))
+        return results
+
+    def _state(self, p: Point) -> str:
+        ckpts = p.run_dir / "checkpoints"
+        if (ckpts / "finished").is_file():
+            return "finished"
+        return "resume" if (ckpts / "latest").exists() else "new"
+
+    def _command(self, p: Point, resume: bool) -> list[str]:
+        launch = ([sys.executable, "-m", "torch.distributed.run", *self.torchrun] if self.torchrun
+                  else [sys.executable])
+        return [*launch, "-m", "tokzoo.cli", "train", self.preset, *self.fixed, *p.overrides,
+                f"run_dir={p.run_dir}", *(["--resume"] if resume else [])]
+
+    def _train_one(self, p: Point) -> int:
+        state = self._state(p)
+        if state == "finished":
+            return 0
+        log = self.out / "logs" / f"{p.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # points side by side share the cores
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        with open(log, "a") as f:
+            f.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self._command(p, state == 'resume'))}\n")
+            f.flush()
+            proc = subprocess.Popen(self._command(p, state == "resume"), stdout=f, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                return proc.wait()
+            except BaseException:  # Ctrl-C / SIGTERM of the sweep: the point saves and stops too
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                raise
+
+    def _train_all(self) -> dict[str, int]:
+        todo = [p for p in self.points if self._state(p) != "finished"]
+        done = len(self.points) - len(todo)
+        if done:
+            self.console.print(f"{done} of {len(self.points)} points already trained (skipped)", highlight=False)
+        failed: dict[str, int] = {}
+        progress = Progress(TextColumn("[bold]training points"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=self.console)
+        with progress:
+            task = progress.add_task("points", total=len(self.points), completed=done)
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = {p.name: pool.submit(self._train_one, p) for p in todo}
+                for name, fut in futures.items():
+                    rc = fut.result()
+                    if rc != 0:
+                        failed[name] = rc
+                        progress.console.print(f"[red]{name}: training failed (exit {rc})[/], log: "
+                                               f"{self.out / 'logs' / (name + '.log')}", highlight=False)
+                    else:
+                        progress.console.print(f"{name}: trained", highlight=False)
+                    progress.advance(task)
+        return failed
+
+    def _bench(self, points: list[Point]) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from tokzoo.bench.harness import Bench
+
+        if not points:
+            return {}
+        opts = replace(self.bench_opts, tokenizers=[str(p.run_dir) for p in points], out_dir=str(self.out),
+                       swept={str(p.run_dir): p.values for p in points})  # the swept values, as columns
+        return Bench(opts, self.console).run()
+
+
+def sweep_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="train and bench every point of a grid: "
+                                     "tokzoo sweep semhitok-tiny m:model.sub_codebook_size=4,8,16",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("name", help="preset name (see `tokzoo list preset`) or a YAML file")
+    s.add_argument("grid", nargs="+", help="key=a,b,c to sweep ([alias:]key), key=v to fix")
+    s.add_argument("--out", default=None, help="the sweep folder (default runs/sweep-PRESET)")
+    s.add_argument("--jobs", type=int, default=1, help="points trained side by side (worker processes)")
+    s.add_argument("--torchrun", default="", help="launch each point with torch.distributed.run and these "
+                                                  "arguments, e.g. \"--nproc_per_node 4\"")
+    s.add_argument("--bench-args", default="", help="tokzoo bench options for the sweep's bench, e.g. "
+                                                    "\"--num-images 256 --probe-train-images 512\"")
