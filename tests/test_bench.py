@@ -130,7 +130,7 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
             "--probe-train-images", "64", "--out", str(out), "--weights-dir", str(weights)]
     run = cli(*args)
     assert run.returncode == 0, run.stderr
-    for f in ("results.json", "results.md", "results.csv", "recon_grid.png"):
+    for f in ("results.json", "results.md", "results.csv", "recon_grid.png", "tradeoff.png", "report.html"):
         assert (out / f).is_file(), f
     res = json.loads((out / "results.json").read_text())
     a = res["tokenizers"][str(trained["a"])]

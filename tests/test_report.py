@@ -85,7 +85,36 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-@pytest.mark.slow
+def _check_page(browser, path: Path, rows: int, compare: bool) -> None:
+    browser.get(path.as_uri())
+    assert len(browser.find_elements("css selector", "#results tbody tr")) == rows
+    for ident in ("tradeoff", "grid"):
+        w, h = browser.execute_script(
+            f"const i = document.getElementById('{ident}'); return [i.complete && i.naturalWidth, i.naturalHeight];")
+        assert w > 100 and h > 100, ident
+    if compare:
+        assert len(browser.find_elements("css selector", "#compare tbody tr")) > 4
+        assert "compare: PASS" in browser.find_element("tag name", "body").text
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_the_report_of_committed_results_renders_in_a_real_browser(tmp_path, cli):
+    """`tokzoo report` on the zoo's committed results (11 tokenizers), compared with
+    themselves: loads without console errors, one row per tokenizer, pictures decoded."""
+    for f in ("results.json", "recon_grid.png"):
+        shutil.copy2(ZOO.parent / f, tmp_path / f)
+    run = cli("report", str(tmp_path), "--baseline", str(ZOO))
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "tradeoff.png").is_file()
+    browser = _browser()
+    try:
+        _check_page(browser, tmp_path / "report.html", len(_results()["tokenizers"]), compare=True)
+    finally:
+        browser.quit()
+
+
+@pytest.mark.paper
 def test_bench_report_renders_in_a_real_browser(trained, tmp_path, cli):
     """The report a bench writes: loads without console errors, one row per
     tokenizer, every picture decoded (non-zero natural size), compare rows shown."""
@@ -102,16 +131,6 @@ def test_bench_report_renders_in_a_real_browser(trained, tmp_path, cli):
     assert again.returncode == 0, again.stderr
     browser = _browser()
     try:
-        browser.get((out / "report.html").as_uri())
-        rows = browser.find_elements("css selector", "#results tbody tr")
-        assert len(rows) == 2
-        for ident in ("tradeoff", "grid"):
-            w, h = browser.execute_script(
-                f"const i = document.getElementById('{ident}'); return [i.complete && i.naturalWidth, i.naturalHeight];")
-            assert w > 100 and h > 100, ident
-        assert len(browser.find_elements("css selector", "#compare tbody tr")) > 4
-        assert "PASS" in browser.find_element("tag name", "body").text
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, errors
+        _check_page(browser, out / "report.html", 2, compare=True)
     finally:
         browser.quit()

@@ -39,7 +39,7 @@ def _sweep(cli, out, *extra, timeout=600):
                "--out", str(out), f"--bench-args={BENCH}", *extra, timeout=timeout)
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_sweep_trains_benches_and_resumes(cli, tmp_path):
     out = tmp_path / "sw"
     # a value the model cannot be built with: that point fails with its reason, the others are benched
