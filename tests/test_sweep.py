@@ -132,3 +132,31 @@ def test_each_point_can_run_under_torchrun(cli, tmp_path):
     cfg = json.loads((out / "points" / "q=16" / "config.json").read_text())
     assert cfg["model"]["quantizer"]["codebook_size"] == 16
     assert len(json.loads((out / "results.json").read_text())["tokenizers"]) == 2
+
+
+@pytest.mark.paper
+def test_points_can_span_two_machines(tmp_path):
+    """Two 'machines' (two sweep processes, node ranks 0 and 1, one shared folder):
+    each point is one 2-process torchrun job across them; machine 0 benches."""
+    out = tmp_path / "sw"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def sweep(rank: int) -> subprocess.Popen:
+        launch = f"--torchrun=--nnodes 2 --node_rank {rank} --nproc_per_node 1 --master_addr 127.0.0.1 " \
+                 "--master_port 29577"
+        return subprocess.Popen([sys.executable, "-m", "tokzoo.cli", "sweep", "vq-tiny",
+                                 "q:model.quantizer.codebook_size=16,32", *TINY, "recipe.steps=2", "--out", str(out),
+                                 f"--bench-args={BENCH}", launch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env)
+
+    first, second = sweep(0), sweep(1)
+    out0, _ = first.communicate(timeout=600)
+    out1, _ = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, out0[-2000:] + out1[-2000:]
+    assert "machine 0 benches them" in out1
+    for point in ("q=16", "q=32"):
+        log = (out / "logs" / f"{point}.node1.log").read_text()
+        assert "--node_rank 1" in log
+        assert (out / "points" / point / "checkpoints" / "finished").is_file()
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(Path(k).name for k in res["tokenizers"]) == ["q=16", "q=32"]

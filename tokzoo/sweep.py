@@ -14,6 +14,13 @@ A point's training is stopped with SIGTERM (it saves and exits) if the
 sweep process dies (Linux), so a killed sweep leaves no orphan holding a
 run folder's lock.
 
+Across machines: every machine runs the same ``tokzoo sweep`` command over
+one shared ``--out`` folder, its own ``--node_rank`` in ``--torchrun``
+(``"--nnodes 2 --node_rank 1 --nproc_per_node 8 --master_addr HOST0
+--master_port 29500"``). Machines of rank > 0 only join each point's
+training, in the grid's order; machine 0 keeps the sweep's lock, skips and
+resumes points, and benches.
+
 A swept key may carry a short alias for tables and folder names:
 ``m:model.sub_codebook_size=4,8,16``. A value in brackets is one value
 (``model.ch_mult=[1,2],[1,2,2]`` sweeps two lists).
@@ -131,6 +138,23 @@ def _yaml_value(text: str) -> Any:
     return value if isinstance(value, (int, float, str, bool, list)) else text
 
 
+def _node_rank(torchrun: list[str]) -> int:
+    """The ``--node_rank`` / ``--node-rank`` given to torchrun (0 when absent)."""
+    for i, word in enumerate(torchrun):
+        for flag in ("--node_rank", "--node-rank"):
+            if word == flag and i + 1 < len(torchrun):
+                value = torchrun[i + 1]
+            elif word.startswith(flag + "="):
+                value = word.split("=", 1)[1]
+            else:
+                continue
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"--torchrun: {flag} '{value}' is not a number") from None
+    return 0
+
+
 def _last_line(log: Path) -> str:
     """The last line a failed training printed (its error message)."""
     try:
@@ -164,6 +188,10 @@ class Sweep:
         self.points = grid_points(self.axes)
         self.out = Path(out or Path("runs") / f"sweep-{preset}")
         self.torchrun = shlex.split(torchrun)
+        self.node_rank = _node_rank(self.torchrun)
+        if self.node_rank and jobs > 1:
+            raise ConfigError("--jobs must be 1 when points span machines (every machine trains the points in "
+                              "the grid's order)")
         self.bench_args = shlex.split(bench_args)
         self.bench_opts = self._bench_options()  # bad bench arguments fail now, before any training
         for p in self.points:
@@ -213,8 +241,15 @@ class Sweep:
 
     # -- the sweep ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        lock = RunLock(self.out / "points", "sweep folder")
         self._check_manifest()
+        if self.node_rank:  # another machine of each point's torchrun: train, nothing else
+            failed = self._train_all()
+            if failed:
+                raise SweepFailed(f"{len(failed)} points failed on this machine (node rank {self.node_rank}); "
+                                  f"see {self.out / 'logs'}")
+            self.console.print("every point trained; machine 0 benches them", highlight=False)
+            return {}
+        lock = RunLock(self.out / "points", "sweep folder")
         (self.out / "points").mkdir(parents=True, exist_ok=True)
         lock.acquire()
         try:
@@ -246,7 +281,7 @@ class Sweep:
         state = self._state(p)
         if state == "finished":
             return 0
-        log = self.out / "logs" / f"{p.name}.log"
+        log = self.out / "logs" / (f"{p.name}.log" if not self.node_rank else f"{p.name}.node{self.node_rank}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # points side by side share the cores
