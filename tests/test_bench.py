@@ -157,7 +157,7 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert p["intervals"]["resamples"] == 1000 and p["probe"]["version"] == 2
     assert a["token_features"] == "codebook embeddings (quantizer.lookup)"
     half = (a["intervals"]["psnr"][1] - a["intervals"]["psnr"][0]) / 2
-    assert f"{a['metrics']['psnr']:.4g} ± {half:.4g}" in md
+    assert f"{a['metrics']['psnr']:.4g} ± {half:.2g}" in md
     assert "psnr_lo95" in (out / "results.csv").read_text().splitlines()[0]
 
     # re-run: finished tokenizers are reused, numbers unchanged

@@ -109,15 +109,20 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tokzoo.bench.report import write_report
     from tokzoo.bench.compare import load_results
+    from tokzoo.bench.harness import render_csv, render_markdown
+    from tokzoo.bench.report import write_report
     from tokzoo.ckptio import atomic_write
 
     results = load_results(args.results)
     out = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    if args.baseline:
+        load_results(args.baseline)  # an unreadable baseline: exit 2 before anything is written
     grid = out / "recon_grid.png"
-    for path in write_report(out, results, grid.read_bytes() if grid.is_file() else None, args.baseline,
-                             atomic_write):
+    atomic_write(out / "results.md", render_markdown(results))
+    atomic_write(out / "results.csv", render_csv(results))
+    written = write_report(out, results, grid.read_bytes() if grid.is_file() else None, args.baseline, atomic_write)
+    for path in [out / "results.md", out / "results.csv", *written]:
         console.print(f"{path.name:13s} {path}", highlight=False, soft_wrap=True)
     return 0
 
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser(sub)
     sub.choices["sweep"].set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("report", help="write tradeoff.png and report.html beside a results.json")
+    s = sub.add_parser("report", help="write results.md/csv, tradeoff.png and report.html again from a results.json")
     s.add_argument("results", help="a results.json, or the folder holding it")
     s.add_argument("--baseline", default=None, help="a results.json to compare against")
     s.set_defaults(func=cmd_report)

@@ -589,7 +589,7 @@ def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> 
             cell = _fmt(m.get(key))
             h = half_width((e.get("intervals") or {}).get(key)) if intervals else None
             if h is not None and cell != "n/a":
-                cell += f" ± {_fmt(h)}"
+                cell += f" ± {h:.2g}"
             if key in (e.get("flags") or {}) and cell != "n/a":
                 cell += " †"  # a flagged number: the reason is printed with the table
             cells.append(cell)
@@ -618,6 +618,8 @@ def _fmt(v: float | None) -> str:
 def label(name: str, e: dict[str, Any]) -> str:
     """A tokenizer's name, flagged when a pretrained part of it was random."""
     parts = e.get("random_parts") or []
+    if e.get("swept"):  # a sweep's point: its folder's name (the swept values) is unique in the sweep
+        name = Path(name).name
     name = f"{name} (RANDOM {', '.join(parts)})" if parts else name
     return f"{name} (unfinished: {e['unfinished']})" if e.get("unfinished") else name
 
@@ -672,6 +674,9 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
 def render_markdown(results: dict[str, Any]) -> str:
     p = results.get("protocol") or {}
     columns = summary_columns(results)
+    cells = {name: _summary_cells(e, columns, intervals=True) for name, e in results["tokenizers"].items()}
+    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]  # no empty columns
+    columns = [columns[i] for i in keep]
     lines = ["# tokzoo bench results", "",
              f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
              f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
@@ -679,7 +684,7 @@ def render_markdown(results: dict[str, Any]) -> str:
              "(1,000 resamples); the probe uses features from the tokens alone.", "",
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {label(name, e)} | " + " | ".join(_summary_cells(e, columns, intervals=True)) + " |")
+        lines.append(f"| {label(name, e)} | " + " | ".join(cells[name][i] for i in keep) + " |")
     flagged = _flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
@@ -687,9 +692,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
                   "real ones:", ""] + [f"- {n}: {', '.join(parts)}" for n, parts in randoms]
-    missing = [(n, m, why) for n, e in results["tokenizers"].items() for m, why in e.get("unavailable", {}).items()]
+    missing: dict[tuple[str, str], list[str]] = {}  # one line per reason, naming the tokenizers it hit
+    for n, e in results["tokenizers"].items():
+        for m, why in (e.get("unavailable") or {}).items():
+            missing.setdefault((m, why), []).append(label(n, e))
     if missing:
-        lines += ["", "Unavailable:", ""] + [f"- {n} / {m}: {why}" for n, m, why in missing]
+        lines += ["", "Unavailable:", ""] + [f"- {m} for {', '.join(names)}: {why}"
+                                             for (m, why), names in missing.items()]
     return "\n".join(lines) + "\n"
 
 
