@@ -163,13 +163,16 @@ def test_a_ready_made_tokenizer_from_the_docs_is_benched_not_trained(cli, tmp_pa
     train = cli("train", "palette-32", env=env, cwd=tmp_path)
     assert train.returncode == 2 and "nothing to train" in train.stderr and "Traceback" not in train.stderr
     assert not (tmp_path / "runs").exists()
-    bench = cli("bench", "--tokenizers", "palette-32", "--num-images", "8", "--metrics", "psnr,ssim,codebook",
-                "--out", str(tmp_path / "bench"), env=env, cwd=tmp_path)
+    bench = cli("bench", "--tokenizers", "palette-32", "--num-images", "8", "--metrics", "psnr,ssim,codebook,probe",
+                "--probe-train-images", "16", "--out", str(tmp_path / "bench"), env=env, cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr
     import json
 
     entry = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"]["palette-32"]
     assert entry["num_images"] == 8 and entry["metrics"]["psnr"] > 10
+    # the probe runs on the example's token features and the result says how they were made
+    assert "probe_top1" in entry["metrics"] and entry["unavailable"] == {}
+    assert entry["token_features"] == "the codes' palette colours"
 
 
 def test_a_component_breaking_the_contract_is_named_without_a_traceback(cli, tmp_path):
