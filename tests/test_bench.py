@@ -202,6 +202,9 @@ def test_missing_weights_mark_metrics_unavailable_and_the_rest_runs(trained, tmp
     assert "psnr" in res["metrics"] and "rfid" not in res["metrics"] and "lpips" not in res["metrics"]
     assert "weights-inception-2015-12-05-6726825d.pth" in res["unavailable"]["rfid"]
     assert "alexnet-owt-7be5be79.pth" in res["unavailable"]["lpips"]
+    said = " ".join(run.stdout.split())  # once per reason, after the table, naming the tokenizers
+    assert said.count("lpips unavailable (") == 1 and said.count("rfid unavailable (") == 1
+    assert said.index("tokzoo bench") < said.index("lpips unavailable (")
 
 
 def test_bench_bad_input(cli, tmp_path):

@@ -191,6 +191,8 @@ class Bench:
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self.out = Path(opts.out_dir)
+        self.unavailable: dict[tuple[str, str], list[str]] = {}  # (metric, why) -> tokenizers measured now
+        self.report_files: list[Path] = []
         reg = get_registry()
         for m in opts.metrics:
             reg.get("metric", m)  # unknown names fail before any work
@@ -261,6 +263,9 @@ class Bench:
         if self.is_main:
             self._write(results, grid_rows)
             self.console.print(render_table(results, width=self.console.width))
+            for (m, why), names in self.unavailable.items():
+                who = ", ".join(Path(n).name if os.sep in n else n for n in names)
+                self.console.print(f"[yellow]{m} unavailable[/] ({who}): {why}", highlight=False)
             for tname, e in results["tokenizers"].items():
                 if e.get("random_parts"):
                     self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
@@ -373,8 +378,8 @@ class Bench:
         if entry["unfinished"]:
             self.console.print(f"[bold yellow]note:[/] {name}'s run has not finished; benched from its checkpoint "
                                f"'{entry['unfinished']}'", highlight=False)
-        for m, why in unavailable.items():
-            self.console.print(f"[yellow]{name}: {m} unavailable:[/] {why}", highlight=False)
+        for m, why in unavailable.items():  # said once per reason, after the table
+            self.unavailable.setdefault((m, why), []).append(name)
         k = self.o.grid_images
         if not grid_o:
             return entry, torch.zeros(0, 3, res, res, dtype=torch.uint8), torch.zeros(0, 3, res, res, dtype=torch.uint8)
