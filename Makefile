@@ -44,7 +44,7 @@ test: $(STAMP)
 # the real architectures; the zoo's tiny ones): one step per stage, resume,
 # load elsewhere, bench; the released tokenizers at their real shapes; the
 # longer reliability, webdataset and CLI end-to-end checks (every test marked
-# `paper`). About 20 minutes; CI runs it after `make test`.
+# `paper`). About 25 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -s -m paper
 

@@ -81,6 +81,7 @@ def test_frechet_distance_against_eigenvalue_reference():
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.paper  # 35 s: with the paper group (CI runs it), keeping make test under 10 minutes
 def test_rfid_equals_torch_fidelity(weights):
     import torch_fidelity
 
