@@ -37,7 +37,6 @@ from tokzoo.api import BenchContext, Codes
 from tokzoo.errors import check_returns
 from tokzoo.ckptio import RunLock, atomic_write  # noqa: F401 (atomic_write: also used by benchmarks/reproduce.py)
 from tokzoo.bench.probe import PROBE_PROTOCOL
-from tokzoo.bench.report import write_report
 from tokzoo.bench.stats import BOOTSTRAP, bootstrap_interval, half_width
 from tokzoo.weights import using_weights_dir
 from tokzoo.data import SkipCounter, build_dataset, collate, fingerprint, parse_data_arg
@@ -264,7 +263,7 @@ class Bench:
             self._write(results, grid_rows)
             self.console.print(render_table(results, width=self.console.width))
             for (m, why), names in self.unavailable.items():
-                who = ", ".join(Path(n).name if os.sep in n else n for n in names)
+                who = ", ".join(short_name(n) for n in names)
                 self.console.print(f"[yellow]{m} unavailable[/] ({who}): {why}", highlight=False)
             for tname, e in results["tokenizers"].items():
                 if e.get("random_parts"):
@@ -514,6 +513,8 @@ class Bench:
         grid_png = _grid_png(ordered) if len(ordered) > 1 else None
         if grid_png:
             atomic_write(self.out / "recon_grid.png", grid_png)
+        from tokzoo.bench.report import write_report  # the upper layer: it imports this module
+
         self.report_files = write_report(self.out, results, grid_png, self.o.baseline, atomic_write)
 
     def _stored_rows(self) -> dict[str, torch.Tensor]:
@@ -547,7 +548,7 @@ def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
-        label = Path(name).name if os.sep in name else name  # a checkpoint path: its run folder's name
+        label = short_name(name)  # a checkpoint path: its run folder's name
         draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
@@ -561,6 +562,30 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
 
 
 SWEPT = "swept:"  # column key prefix of a sweep's values
+
+
+def short_name(name: str) -> str:
+    """A checkpoint path's run-folder name; a preset's own name."""
+    return Path(name).name if os.sep in name else name
+
+
+def unavailable_by_reason(results: dict[str, Any], name=lambda key, entry: short_name(key)
+                          ) -> dict[tuple[str, str], list[str]]:
+    """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``:
+    one line per reason in every output instead of one per tokenizer."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for n, e in results["tokenizers"].items():
+        for m, why in (e.get("unavailable") or {}).items():
+            out.setdefault((m, why), []).append(name(n, e))
+    return out
+
+
+def summary_cells(results: dict[str, Any], intervals: bool) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """(columns, tokenizer -> cells) of the summary, without the columns no tokenizer has."""
+    columns = summary_columns(results)
+    cells = {name: _summary_cells(e, columns, intervals) for name, e in results["tokenizers"].items()}
+    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]
+    return [columns[i] for i in keep], {name: [c[i] for i in keep] for name, c in cells.items()}
 
 
 def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -636,18 +661,16 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bi
 
 def _flag_lines(results: dict[str, Any], keys: set[str] | None = None) -> list[str]:
     """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
-    return [f"{Path(n).name if os.sep in n else n} / {k}: {why}" for n, e in results["tokenizers"].items()
+    return [f"{short_name(n)} / {k}: {why}" for n, e in results["tokenizers"].items()
             for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
 
 
 def render_table(results: dict[str, Any], width: int | None = None) -> Table:
     """The terminal table; given a ``width``, the columns that fit it, most
     important first, and a caption naming the ones left to results.md."""
-    columns = summary_columns(results)
-    rows = {name: _summary_cells(e, columns) for name, e in results["tokenizers"].items()}
-    keep = [i for i in range(len(columns)) if any(r[i] != "n/a" for r in rows.values())]  # no empty columns
-    names = {name: label(Path(name).name if os.sep in name else name, e)  # a checkpoint path: its folder name
-             for name, e in results["tokenizers"].items()}
+    columns, rows = summary_cells(results, intervals=False)  # no empty columns
+    keep = list(range(len(columns)))
+    names = {name: label(short_name(name), e) for name, e in results["tokenizers"].items()}
     dropped: list[str] = []
     if width:
         def need(i: int) -> int:
@@ -678,10 +701,7 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
 
 def render_markdown(results: dict[str, Any]) -> str:
     p = results.get("protocol") or {}
-    columns = summary_columns(results)
-    cells = {name: _summary_cells(e, columns, intervals=True) for name, e in results["tokenizers"].items()}
-    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]  # no empty columns
-    columns = [columns[i] for i in keep]
+    columns, cells = summary_cells(results, intervals=True)
     lines = ["# tokzoo bench results", "",
              f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
              f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
@@ -689,7 +709,7 @@ def render_markdown(results: dict[str, Any]) -> str:
              "(1,000 resamples); the probe uses features from the tokens alone.", "",
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {label(name, e)} | " + " | ".join(cells[name][i] for i in keep) + " |")
+        lines.append(f"| {label(name, e)} | " + " | ".join(cells[name]) + " |")
     flagged = _flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
@@ -697,10 +717,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
                   "real ones:", ""] + [f"- {n}: {', '.join(parts)}" for n, parts in randoms]
-    missing: dict[tuple[str, str], list[str]] = {}  # one line per reason, naming the tokenizers it hit
-    for n, e in results["tokenizers"].items():
-        for m, why in (e.get("unavailable") or {}).items():
-            missing.setdefault((m, why), []).append(label(n, e))
+    missing = unavailable_by_reason(results, name=label)
     if missing:
         lines += ["", "Unavailable:", ""] + [f"- {m} for {', '.join(names)}: {why}"
                                              for (m, why), names in missing.items()]

@@ -14,17 +14,13 @@ import base64
 import html
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tokzoo.bench.harness import short_name
+
 PROBE = "probe_top1"
 AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
-
-
-def short_name(name: str) -> str:
-    """A checkpoint path's run-folder name; a preset's own name."""
-    return Path(name).name if os.sep in name else name
 
 
 def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
@@ -173,15 +169,13 @@ def _img(png: bytes | None, ident: str, alt: str) -> str:
 
 
 def _results_table(results: dict[str, Any]) -> str:
-    from tokzoo.bench.harness import _summary_cells, label, summary_columns
+    from tokzoo.bench.harness import label, summary_cells
 
-    columns = summary_columns(results)
-    cells = {name: _summary_cells(e, columns, intervals=True) for name, e in results["tokenizers"].items()}
-    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]  # no empty columns
-    head = "".join(f"<th>{html.escape(columns[i][0])}</th>" for i in keep)
+    columns, cells = summary_cells(results, intervals=True)  # no empty columns
+    head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
     rows = []
     for name, e in results["tokenizers"].items():
-        tds = "".join(f"<td>{html.escape(cells[name][i])}</td>" for i in keep)
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells[name])
         rows.append(f"<tr><td>{html.escape(label(short_name(name), e))}</td>{tds}</tr>")
     return (f'<table id="results"><thead><tr><th>tokenizer</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
@@ -231,17 +225,13 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
                 compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
                 sweep: bytes | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
-    from tokzoo.bench.harness import _flag_lines
+    from tokzoo.bench.harness import _flag_lines, unavailable_by_reason
 
     p = results.get("protocol") or {}
     flags = _flag_lines(results)
     notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
-    missing: dict[tuple[str, str], list[str]] = {}  # one line per reason, naming the tokenizers it hit
-    for n, e in results["tokenizers"].items():
-        for m, why in (e.get("unavailable") or {}).items():
-            missing.setdefault((m, why), []).append(short_name(n))
     notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
-              for (m, why), names in missing.items()]
+              for (m, why), names in unavailable_by_reason(results).items()]
     kinds: dict[str, list[str]] = {}
     for n, e in results["tokenizers"].items():
         if e.get("token_features"):
