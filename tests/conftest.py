@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,6 +11,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKZOO_WEIGHTS_DIR", str(Path(__file__).parent / "_no_weights_here"))
 os.environ["TOKZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="tokzoo-test-cache-")  # never the user's cache
+atexit.register(shutil.rmtree, os.environ["TOKZOO_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 

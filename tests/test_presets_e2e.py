@@ -201,7 +201,8 @@ def paper_setup(tmp_path_factory):
     make_openclip_weights("ViT-L-16-SigLIP-256", weights)
     make_hf_text_tokenizer(weights / "siglip-tokenizer")
     data = imagenet_like(root / "imagenet")
-    return root, weights, data
+    yield root, weights, data
+    shutil.rmtree(root, ignore_errors=True)  # ~3.6 GB of stand-in weights: not kept past this module
 
 
 @pytest.mark.paper

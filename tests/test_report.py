@@ -63,8 +63,9 @@ def test_report_html_is_self_contained():
     assert page.count("<tr><td>") >= len(res["tokenizers"]) * 2  # the results and usage tables
 
 
-def _browser():
-    """A headless Debian Chromium through selenium, or a skip (a failure when TOKZOO_REQUIRE_BROWSER=1, as in CI)."""
+def _browser(profile: Path):
+    """A headless Debian Chromium through selenium, or a skip (a failure when TOKZOO_REQUIRE_BROWSER=1, as in CI).
+    Its profile lives in `profile` (the test's tmp_path), not in a /tmp folder Chromium would leave behind."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     try:
         from selenium import webdriver
@@ -81,6 +82,7 @@ def _browser():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-quic"):
         opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile / 'chromium-profile'}")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=opts)
 
@@ -107,7 +109,7 @@ def test_the_report_of_committed_results_renders_in_a_real_browser(tmp_path, cli
     run = cli("report", str(tmp_path), "--baseline", str(ZOO))
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "tradeoff.png").is_file()
-    browser = _browser()
+    browser = _browser(tmp_path)
     try:
         _check_page(browser, tmp_path / "report.html", len(_results()["tokenizers"]), compare=True)
     finally:
@@ -129,7 +131,7 @@ def test_bench_report_renders_in_a_real_browser(trained, tmp_path, cli):
         assert any(line.startswith(f) and line.rstrip().endswith(str(out / f)) for line in lines), f
     again = cli("report", str(out), "--baseline", str(out / "results.json"))  # the report with compare rows
     assert again.returncode == 0, again.stderr
-    browser = _browser()
+    browser = _browser(tmp_path)
     try:
         _check_page(browser, out / "report.html", 2, compare=True)
     finally:
