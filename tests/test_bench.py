@@ -312,3 +312,31 @@ def test_terminal_table_fits_80_columns():
     wide.print(render_table(results, width=400))
     text = wide.export_text()
     assert "not shown" not in text and "perplexity" in text
+
+
+def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
+    """`tokzoo bench --tokenizers runs/a/checkpoints/stage1-final,runs/b/checkpoints/stage1-final`:
+    the table, the report, the trade-off points and the unavailable lines name each run."""
+    from rich.console import Console
+
+    from tokzoo.bench.harness import render_table, short_names, unavailable_by_reason
+    from tokzoo.bench.report import render_html, tradeoff_points
+
+    repo = Path(__file__).resolve().parent.parent
+    zoo = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
+    (one, *_), entries = zoo["tokenizers"], list(zoo["tokenizers"].values())
+    a, b = "runs/a/checkpoints/stage1-final", "runs/b/checkpoints/stage1-final"
+    results = {**zoo, "tokenizers": {a: {**entries[0], "unavailable": {"lpips": "no weights"}},
+                                     b: {**entries[1], "unavailable": {"lpips": "no weights"}}, one: entries[2]}}
+    assert short_names(results["tokenizers"]) == {a: "a/stage1-final", b: "b/stage1-final", one: one}
+    assert short_names(["runs/x/checkpoints/final", "x/checkpoints/final"]) == {
+        "runs/x/checkpoints/final": "runs/x/final", "x/checkpoints/final": "x/final"}
+    assert short_names(["vq-tiny", "runs/vq-tiny"]) == {"vq-tiny": "vq-tiny", "runs/vq-tiny": "runs/vq-tiny"}
+    console = Console(width=200, record=True)
+    console.print(render_table(results, width=200))
+    text = console.export_text()
+    assert "a/stage1-final" in text and "b/stage1-final" in text
+    assert {p["name"] for p in tradeoff_points(results)} >= {"a/stage1-final", "b/stage1-final"}
+    assert unavailable_by_reason(results)[("lpips", "no weights")] == ["a/stage1-final", "b/stage1-final"]
+    page = render_html(results)
+    assert "<td>a/stage1-final</td>" in page and "<td>b/stage1-final</td>" in page

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -263,7 +264,7 @@ class Bench:
             self._write(results, grid_rows)
             self.console.print(render_table(results, width=self.console.width))
             for (m, why), names in self.unavailable.items():
-                who = ", ".join(short_name(n) for n in names)
+                who = ", ".join(short_name(n, results["tokenizers"]) for n in names)
                 self.console.print(f"[yellow]{m} unavailable[/] ({who}): {why}", highlight=False)
             for tname, e in results["tokenizers"].items():
                 if e.get("random_parts"):
@@ -548,7 +549,7 @@ def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
-        label = short_name(name)  # a checkpoint path: its run folder's name
+        label = short_name(name, names)  # a checkpoint path: its run folder's name
         draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
@@ -564,19 +565,41 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
 SWEPT = "swept:"  # column key prefix of a sweep's values
 
 
-def short_name(name: str) -> str:
-    """A checkpoint path's run-folder name; a preset's own name."""
-    return Path(name).name if os.sep in name else name
+def short_name(name: str, among: Iterable[str] = ()) -> str:
+    """How outputs name a tokenizer: a preset's own name; a path's last folder,
+    with its run folder when it is a checkpoint (``run/stage1-final``), and
+    more of the path while it would read the same as another of ``among``."""
+    return short_names([name, *among])[name]
 
 
-def unavailable_by_reason(results: dict[str, Any], name=lambda key, entry: short_name(key)
-                          ) -> dict[tuple[str, str], list[str]]:
-    """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``:
-    one line per reason in every output instead of one per tokenizer."""
+def short_names(names: Iterable[str]) -> dict[str, str]:
+    """:func:`short_name` of each of ``names``, each label told apart from the others'."""
+    names = list(dict.fromkeys(names))
+    parts, size = {}, {}
+    for n in names:
+        path = Path(n)
+        parts[n] = ([p for p in path.parts if p not in ("checkpoints", path.anchor)] or [n]) if os.sep in n else [n]
+        size[n] = 2 if len(parts[n]) > 1 and path.parent.name == "checkpoints" else 1
+    while True:
+        labels = {n: "/".join(parts[n][-size[n]:]) for n in names}
+        seen: dict[str, list[str]] = {}
+        for n, lab in labels.items():
+            seen.setdefault(lab, []).append(n)
+        grow = [n for same in seen.values() if len(same) > 1 for n in same if size[n] < len(parts[n])]
+        if not grow:
+            return labels
+        for n in grow:
+            size[n] += 1
+
+
+def unavailable_by_reason(results: dict[str, Any], name=None) -> dict[tuple[str, str], list[str]]:
+    """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``
+    (their :func:`short_names` by default): one line per reason in every output instead of one per tokenizer."""
     out: dict[tuple[str, str], list[str]] = {}
+    short = short_names(results["tokenizers"])
     for n, e in results["tokenizers"].items():
         for m, why in (e.get("unavailable") or {}).items():
-            out.setdefault((m, why), []).append(name(n, e))
+            out.setdefault((m, why), []).append(short[n] if name is None else name(n, e))
     return out
 
 
@@ -661,7 +684,8 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bi
 
 def _flag_lines(results: dict[str, Any], keys: set[str] | None = None) -> list[str]:
     """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
-    return [f"{short_name(n)} / {k}: {why}" for n, e in results["tokenizers"].items()
+    short = short_names(results["tokenizers"])
+    return [f"{short[n]} / {k}: {why}" for n, e in results["tokenizers"].items()
             for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
 
 
@@ -670,7 +694,8 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
     important first, and a caption naming the ones left to results.md."""
     columns, rows = summary_cells(results, intervals=False)  # no empty columns
     keep = list(range(len(columns)))
-    names = {name: label(short_name(name), e) for name, e in results["tokenizers"].items()}
+    short = short_names(results["tokenizers"])
+    names = {name: label(short[name], e) for name, e in results["tokenizers"].items()}
     dropped: list[str] = []
     if width:
         def need(i: int) -> int:

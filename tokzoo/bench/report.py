@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokzoo.bench.harness import short_name
+from tokzoo.bench.harness import short_names
 
 PROBE = "probe_top1"
 AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
@@ -39,11 +39,12 @@ def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
 def tradeoff_points(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per tokenizer that has a probe result: name, probe, psnr, rfid, bits."""
     out = []
+    short = short_names(results.get("tokenizers", {}))
     for name, e in results.get("tokenizers", {}).items():
         m = e.get("metrics") or {}
         if m.get(PROBE) is None:
             continue
-        out.append({"name": short_name(name), "probe": m[PROBE], "psnr": m.get("psnr"), "rfid": m.get("rfid"),
+        out.append({"name": short[name], "probe": m[PROBE], "psnr": m.get("psnr"), "rfid": m.get("rfid"),
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
                     "flags": e.get("flags") or {}})
     return out
@@ -174,22 +175,24 @@ def _results_table(results: dict[str, Any]) -> str:
     columns, cells = summary_cells(results, intervals=True)  # no empty columns
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
     rows = []
+    short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells[name])
-        rows.append(f"<tr><td>{html.escape(label(short_name(name), e))}</td>{tds}</tr>")
+        rows.append(f"<tr><td>{html.escape(label(short[name], e))}</td>{tds}</tr>")
     return (f'<table id="results"><thead><tr><th>tokenizer</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _usage_table(results: dict[str, Any]) -> str:
     rows = []
+    short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
         m = e.get("metrics") or {}
         for key in sorted(k for k in m if k.startswith("usage/")):
             level = key[len("usage/"):]
             usage, ppl = m[key], m.get(f"perplexity/{level}")
             vocab = ((e.get("info") or {}).get("vocab") or {}).get(level)
-            rows.append(f"<tr><td>{html.escape(short_name(name))}</td><td>{html.escape(level)}</td>"
+            rows.append(f"<tr><td>{html.escape(short[name])}</td><td>{html.escape(level)}</td>"
                         f"<td>{vocab if vocab is not None else 'n/a'}</td>"
                         f'<td><span class="bar" style="width:{max(0.0, min(1.0, usage)) * 120:.0f}px"></span>'
                         f"{usage:.3f}</td><td>{'n/a' if ppl is None else f'{ppl:.1f}'}</td></tr>")
@@ -207,11 +210,12 @@ def _compare_table(rows, error: str | None) -> str:
     from tokzoo.bench.compare import RULES, has_regression
 
     out = []
+    short = short_names(r.tokenizer for r in rows)
     for r in rows:
         cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         fmt = (lambda v: "n/a" if v is None else f"{v:.4g}")  # noqa: E731
-        out.append(f"<tr><td>{html.escape(short_name(r.tokenizer))}</td><td>{html.escape(r.metric)}</td>"
+        out.append(f"<tr><td>{html.escape(short[r.tokenizer])}</td><td>{html.escape(r.metric)}</td>"
                    f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{html.escape(r.rule)}</td>"
                    f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
     verdict = "FAIL" if has_regression(rows) else "PASS"
@@ -233,9 +237,10 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
     notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
     kinds: dict[str, list[str]] = {}
+    short = short_names(results["tokenizers"])
     for n, e in results["tokenizers"].items():
         if e.get("token_features"):
-            kinds.setdefault(e["token_features"], []).append(short_name(n))
+            kinds.setdefault(e["token_features"], []).append(short[n])
     notes += [f"<li>probe features from the tokens, {html.escape(kind)}: {html.escape(', '.join(names))}</li>"
               for kind, names in kinds.items()]
     summary = (f"{html.escape(str(p.get('dataset')))}, {html.escape(str(p.get('num_images')))} images, "
