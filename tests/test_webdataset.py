@@ -76,6 +76,50 @@ def test_reads_every_sample_exactly(tmp_path):
     assert ds.fingerprint() != build_dataset(_spec(tmp_path), "val").fingerprint()
 
 
+def test_shard_index_is_cached_and_redone_when_a_shard_changes(tmp_path, monkeypatch):
+    """The second build reads each shard's index from the cache (no tar walk); a
+    rewritten shard, a corrupt cache entry or index_cache=false walk again; an
+    unwritable cache folder only costs the walk."""
+    import tokzoo.data.webdataset as wds
+
+    monkeypatch.setenv("TOKZOO_CACHE_DIR", str(tmp_path / "cache"))
+    walked = []
+    real = wds.index_shard
+    monkeypatch.setattr(wds, "index_shard", lambda path: walked.append(path.name) or real(path))
+
+    def pixels(ds):
+        return [(ds[i]["image"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy() for i in range(len(ds))]
+
+    images = write_shards(tmp_path / "data", [5, 3, 4])
+    first = build_dataset(_spec(tmp_path / "data"), "train")
+    assert len(walked) == 3 and len(list((tmp_path / "cache" / "webdataset-index").glob("*.json"))) == 3
+    walked.clear()
+    again = build_dataset(_spec(tmp_path / "data"), "train")
+    assert walked == [] and again.samples == first.samples
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(again), images))
+    assert [again[i]["caption"] for i in range(12)] == [first[i]["caption"] for i in range(12)]
+
+    # shard 1 rewritten with other images (and one more sample): only it is walked again
+    other = write_shards(tmp_path / "new", [5, 4, 4], seed=7)
+    (tmp_path / "new" / "shard-000001.tar").replace(tmp_path / "data" / "shard-000001.tar")
+    changed = build_dataset(_spec(tmp_path / "data"), "train")
+    assert walked == ["shard-000001.tar"] and len(changed) == 13
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(changed)[5:9], other[5:9]))
+
+    for f in (tmp_path / "cache" / "webdataset-index").glob("*.json"):
+        f.write_text('{"version": 1, "shard"')  # cut short
+    walked.clear()
+    assert build_dataset(_spec(tmp_path / "data"), "train").samples == changed.samples and len(walked) == 3
+    walked.clear()
+    build_dataset(_spec(tmp_path / "data", index_cache=False), "train")
+    assert len(walked) == 3
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("TOKZOO_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    walked.clear()
+    assert build_dataset(_spec(tmp_path / "data"), "train").samples == changed.samples and len(walked) == 3
+
+
 def test_long_names_gnu_and_ustar_and_class_names(tmp_path):
     long = "a" * 150 + "/" + "b" * 120  # needs a PAX or GNU long-name record
     for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):

@@ -29,6 +29,12 @@ KNOWN_FILES = {
 }
 
 
+def cache_dir() -> Path:
+    """Where tokzoo keeps what it can rebuild (FID reference statistics, shard
+    indexes): ``$TOKZOO_CACHE_DIR``, default ``~/.cache/tokzoo``."""
+    return Path(os.environ.get("TOKZOO_CACHE_DIR") or Path.home() / ".cache" / "tokzoo")
+
+
 def hub_dir() -> Path:
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")

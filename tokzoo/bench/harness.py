@@ -175,8 +175,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _reference_cache_path(key: str) -> Path:
-    root = Path(os.environ.get("TOKZOO_CACHE_DIR", Path.home() / ".cache" / "tokzoo"))
-    return root / "fid-reference" / f"{key}.safetensors"
+    from tokzoo.weights import cache_dir
+
+    return cache_dir() / "fid-reference" / f"{key}.safetensors"
 
 
 # -- the harness ----------------------------------------------------------------------------

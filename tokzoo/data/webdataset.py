@@ -22,9 +22,14 @@ source when training, so the trainer's evaluation images are held out).
 Class names, when wanted for captions, come from ``classes`` (a text file,
 one name per line, line ``k`` naming label ``k``).
 
-Reading: each shard's tar headers are indexed once when the dataset is built
-(the offset and size of every member; nothing is unpacked), then a sample is
-read by seeking to its members. The dataset is therefore indexable: the
+Reading: each shard's tar headers are indexed when the dataset is built (the
+offset and size of every member; nothing is unpacked), then a sample is read
+by seeking to its members. A shard's index is kept in tokzoo's cache
+(``$TOKZOO_CACHE_DIR/webdataset-index``, default ``~/.cache/tokzoo``) under
+the shard's absolute path, size and modification time, so the next run, rank
+or bench reads it back instead of walking the tar headers again (at ImageNet
+scale a walk costs about a minute per process on a local disk); a changed
+shard is indexed anew; ``index_cache=false`` neither reads nor writes it. The dataset is therefore indexable: the
 trainer's step-deterministic sampler splits every global batch across
 torchrun ranks and data-loader workers without duplicates, and a resumed run
 continues mid-epoch with exactly the samples it would have seen. Random order
@@ -36,9 +41,11 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 
 import torch
@@ -88,13 +95,53 @@ def index_shard(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     return samples
 
 
+INDEX_VERSION = 1  # of the cached index's layout
+
+
+def _index_cache_file(path: Path) -> Path:
+    from tokzoo.weights import cache_dir
+
+    st = path.stat()
+    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{INDEX_VERSION}"
+    return cache_dir() / "webdataset-index" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def cached_index(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """:func:`index_shard`, kept in tokzoo's cache under the shard's absolute
+    path, size and mtime; an unreadable cache entry is rebuilt and an
+    unwritable cache folder only costs the next run the walk."""
+    try:
+        cache = _index_cache_file(path)
+    except OSError:
+        return index_shard(path)  # the shard itself is unreadable: index_shard says so
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if data.get("version") == INDEX_VERSION and data.get("shard") == str(path.resolve()):
+            return [(k, {ext: (int(o), int(n)) for ext, (o, n) in parts.items()}) for k, parts in data["samples"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    samples = index_shard(path)
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": INDEX_VERSION, "shard": str(path.resolve()), "samples": samples}, f,
+                      separators=(",", ":"))
+        os.replace(tmp, cache)  # atomic: ranks indexing the same shard at once never see half a file
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return samples
+
+
 class WebDatasetDataset(torch.utils.data.Dataset):
     """Samples ``{"image", "label", "caption", "index"}`` from tar shards; a
     sample whose image is missing or undecodable yields ``{"skipped": ...}``."""
 
     def __init__(self, split: str = "train", path: str = "", resolution: int = 256, val_path: str = "",
                  val_fraction: float = 0.0, image_keys: str = "jpg;jpeg;png;webp;bmp;ppm",
-                 label_key: str = "cls", caption_key: str = "txt", classes: str = ""):
+                 label_key: str = "cls", caption_key: str = "txt", classes: str = "", index_cache: bool = True):
         if not path:
             raise DataError("webdataset: give data.path=SHARDS (a folder of .tar files, a glob or "
                             "a brace pattern such as train-{000000..000127}.tar)")
@@ -119,10 +166,11 @@ class WebDatasetDataset(torch.utils.data.Dataset):
         self.image_keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
         self.label_key, self.caption_key = label_key.lower(), caption_key.lower()
         self.shards = shards
-        # (shard number, key, parts) per sample; the per-shard index is built once, here
+        # (shard number, key, parts) per sample; the per-shard index is built (or read from the cache) here
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        index = cached_index if index_cache else index_shard
         for s, shard in enumerate(shards):
-            for key, parts in index_shard(shard):
+            for key, parts in index(shard):
                 if by_hash and not self._in_split(key, split, val_fraction):
                     continue
                 self.samples.append((s, key, parts))
