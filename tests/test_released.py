@@ -443,6 +443,18 @@ def test_bench_and_import_end_to_end(tmp_path, cli):
     assert torch.equal(tok.encode(x).levels["code"], ref.encode(x).levels["code"])
     assert torch.equal(tok.reconstruct(x), ref.reconstruct(x))
     assert tok.config["imported_from"]["file"] == "llamagen-small.bin"
+    # docs/zoo.md's fine-tuning: a preset inheriting the ready-made one adds a recipe, and
+    # `model.checkpoint=random init_from=RUN` starts from the imported run (lr=0: it comes out equal)
+    ft = presets / "lg-ft.yaml"
+    ft.write_text(f"inherit: {files['llamagen-small']}\ndata: {{name: shapes, resolution: 64}}\n"
+                  "recipe: {name: reconstruction, steps: 1, recon: l2, perceptual_weight: 0.0, disc_weight: 0.0}\n"
+                  "trainer: {batch_size: 2, eval_images: 4, lr: 0.0}\n")
+    out = cli("train", str(ft), "model.checkpoint=random", f"init_from={moved}", f"run_dir={user / 'runs' / 'ft'}",
+              cwd=user)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tuned = tokzoo.load_tokenizer(user / "runs" / "ft").eval()
+    assert torch.equal(tuned.encode(x).levels["code"], ref.encode(x).levels["code"])
+    assert torch.equal(tuned.reconstruct(x), ref.reconstruct(x))
 
 
 @pytest.mark.paper

@@ -153,6 +153,22 @@ def test_load_tokenizer_round_trip_and_bad_checkpoints(tmp_path, cli):
     assert (ck / "model.safetensors").read_bytes() == data  # nothing was lost
 
 
+def test_fine_tuning_starts_from_the_run_and_never_overwrites_one(tmp_path, cli):
+    """`init_from=RUN` (the docs' fine-tuning path): the new run starts from RUN's
+    weights (with lr=0 they come out unchanged) and the same command again is
+    refused instead of writing over the fine-tuned run."""
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"run_dir={base}"])).train()
+    args = [*TINY, "recipe.steps=1", "trainer.lr=0", f"init_from={base}", f"run_dir={tuned}"]
+    Trainer(load_run_config("vq-tiny", args)).train()
+    start, end = _weights(base), _weights(tuned)
+    assert set(start) == set(end) and all(torch.equal(start[k], end[k]) for k in start)
+    files = {f: f.read_bytes() for f in (tuned / "checkpoints" / "stage1-final").iterdir()}
+    again = cli("train", "vq-tiny", *args)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    assert {f: f.read_bytes() for f in files} == files  # nothing was written over
+
+
 def test_resume_with_changed_model_config_is_refused(tmp_path):
     run = tmp_path / "r"
     Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"run_dir={run}"])).train()

@@ -308,13 +308,13 @@ class Trainer:
                 self.stage_index = start_stage - 1
                 self.step = sum(s.steps for s in self.stages[: self.stage_index])
                 self.console.print(f"stage {start_stage} starts from {ckpt}")
+        elif (self.run_dir / "checkpoints" / "latest").exists():  # also when fine-tuning: never over a run
+            raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
+                              f"or set run_dir=... to start a new one (nothing was overwritten)")
         elif self.cfg.get("init_from"):
             ckpt = resolve_checkpoint(self.cfg["init_from"])
             self.restore(ckpt, full=False)
             self.console.print(f"fine-tuning from {ckpt}")
-        elif (self.run_dir / "checkpoints" / "latest").exists():
-            raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
-                              f"or set run_dir=... to start a new one (nothing was overwritten)")
         if self.is_main:
             atomic_write(self.run_dir / "config.json", json.dumps(self.cfg, indent=2))
 
