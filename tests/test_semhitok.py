@@ -103,7 +103,10 @@ def test_stage_two_alone_starts_from_stage_one(tiny_teacher, tmp_path, cli):
     second = cli("train", *common, "--stage", "2", f"run_dir={run}")
     assert second.returncode == 0, second.stderr
     assert "stage 2 starts from" in second.stdout
-    assert (run / "checkpoints" / "stage2-final" / "model.safetensors").is_file()
+    done = (run / "checkpoints" / "stage2-final" / "model.safetensors").read_bytes()
+    again = cli("train", *common, "--stage", "2", f"run_dir={run}")  # stage 2 is done: not trained over
+    assert again.returncode == 2 and "already holds checkpoints past stage 1 (latest: stage2-final)" in again.stderr
+    assert (run / "checkpoints" / "stage2-final" / "model.safetensors").read_bytes() == done
 
 
 def test_paper_size_preset_builds_and_runs_without_downloads():

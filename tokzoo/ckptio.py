@@ -440,9 +440,11 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
     load_state_strict(module, read_module_state(module, file), str(file))
 
 
-def read_trainer_state(ckpt: Path) -> dict[str, Any]:
+def read_trainer_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
+    """The trainer's state of checkpoint ``ckpt``; ``mmap`` to read a few entries
+    (step, stage) without reading the optimiser moments from disk."""
     try:
-        return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+        return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt} has no trainer.pt: it can be loaded as a model but not resumed") from None
     except Exception as exc:

@@ -302,6 +302,11 @@ class Trainer:
                 raise ConfigError(f"--stage must be between 1 and {len(self.stages)}")
             if start_stage > 1:
                 prev = self.run_dir / "checkpoints" / f"stage{start_stage - 1}-final"
+                if self._stage_started(start_stage - 1):
+                    here = (self.run_dir / "checkpoints" / "latest").read_text().strip()
+                    raise ConfigError(f"{self.run_dir} already holds checkpoints past stage {start_stage - 1} "
+                                      f"(latest: {here}); use --resume to continue, or set run_dir=... to run "
+                                      f"stage {start_stage} again in a new folder (nothing was overwritten)")
                 init = self.cfg.get("init_from") or prev
                 ckpt = resolve_checkpoint(init)
                 self.restore(ckpt, full=False)
@@ -317,6 +322,19 @@ class Trainer:
             self.console.print(f"fine-tuning from {ckpt}")
         if self.is_main:
             atomic_write(self.run_dir / "config.json", json.dumps(self.cfg, indent=2))
+
+    def _stage_started(self, index: int) -> bool:
+        """Whether this run folder's latest checkpoint is past the start of stage
+        ``index`` (0-based): a step of it or of a later stage was trained."""
+        latest = self.run_dir / "checkpoints" / "latest"
+        if not latest.is_file():
+            return False
+        ckpt = resolve_checkpoint(self.run_dir)
+        if ckpt.name == f"stage{index}-final":
+            return False  # exactly where the stage starts
+        state = read_trainer_state(ckpt, mmap=True)
+        at, step = int(state.get("stage_index", 0)), int(state.get("stage_step", 0))
+        return at > index or (at == index and step > 0)
 
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
