@@ -340,3 +340,37 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     assert unavailable_by_reason(results)[("lpips", "no weights")] == ["a/stage1-final", "b/stage1-final"]
     page = render_html(results)
     assert "<td>a/stage1-final</td>" in page and "<td>b/stage1-final</td>" in page
+
+
+def test_probe_never_trains_on_the_images_it_scores(trained, tmp_path, cli):
+    """A class folder without train/ and val/ (`--data imagefolder:/data/imagenet/val`):
+    the probe trains on the images after the measured ones, says when that is fewer
+    than asked, and is unavailable (with the reason) when every image is measured."""
+    from PIL import Image
+
+    from tokzoo.bench.harness import probe_train_split
+    from tokzoo.data import build_dataset
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "owl"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "val" / c / f"{i}.png")
+    spec = {"name": "imagefolder", "path": str(tmp_path / "val"), "resolution": 32}
+    measured = build_dataset(spec, "val").files[:24]
+    rest = probe_train_split(spec, 24, "imagefolder")
+    assert len(rest) == 12 and not {rest.data.files[rest.skip + i] for i in range(12)} & set(measured)
+
+    common = ["--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'val'}", "--metrics", "psnr,probe",
+              "--probe-train-images", "64", "--batch-size", "8"]
+    run = cli("bench", *common, "--num-images", "24", "--out", str(tmp_path / "b1"))
+    assert run.returncode == 0, run.stderr
+    (entry,) = json.loads((tmp_path / "b1" / "results.json").read_text())["tokenizers"].values()
+    assert "probe_top1" in entry["metrics"]
+    assert "trained on 12 images, fewer than the 64 asked" in entry["flags"]["probe_top1"]
+    assert "fewer than the 64 asked" in (tmp_path / "b1" / "results.md").read_text()
+    run = cli("bench", *common, "--num-images", "all", "--out", str(tmp_path / "b2"))
+    assert run.returncode == 0, run.stderr
+    (entry,) = json.loads((tmp_path / "b2" / "results.json").read_text())["tokenizers"].values()
+    assert "probe_top1" not in entry["metrics"] and "no held-out split" in entry["unavailable"]["probe"]
+    assert "no held-out split" in " ".join(run.stdout.split())

@@ -168,3 +168,29 @@ def test_bad_captions_file(odd_folder):
     (odd_folder / "captions.jsonl").write_text("not json\n")
     with pytest.raises(DataError, match="captions.jsonl:1"):
         build_dataset(f"imagefolder:{odd_folder}", "train")
+
+
+def _class_folder(root, classes, per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        for i in range(per_class):
+            _save(Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)), root / c / f"{c}_{i:04d}.png")
+
+
+def test_imagefolder_order_samples_every_class_and_numbers_classes_alike_in_both_splits(tmp_path):
+    """ImageNet as people lay it out (class folders, sorted names): the first N images
+    are a sample of every class, not the first classes; a class numbers the same in
+    train/ and val/ even when val holds only some classes."""
+    _class_folder(tmp_path / "in" / "train", [f"n{k:08d}" for k in range(10)], 30)
+    _class_folder(tmp_path / "in" / "val", ["n00000003", "n00000007"], 5, seed=1)
+    train = build_dataset(f"imagefolder:{tmp_path / 'in'}", "train")
+    val = build_dataset(f"imagefolder:{tmp_path / 'in'}", "val")
+    assert len({train.labels[i] for i in range(30)}) >= 8  # sorted order: the first 30 were all class 0
+    assert val.classes == train.classes and set(val.labels) == {3, 7}
+    for i in range(len(val)):
+        assert val.classes[val.labels[i]] == val.files[i].parent.name
+    assert not train.same_for_every_split
+    flat = build_dataset(f"imagefolder:{tmp_path / 'in' / 'train'}", "val")
+    assert flat.same_for_every_split and len({flat.labels[i] for i in range(30)}) >= 8
+    again = build_dataset(f"imagefolder:{tmp_path / 'in' / 'train'}", "val")
+    assert again.files == flat.files  # a fixed order

@@ -380,7 +380,9 @@ class BenchContext:
     - ``batch_size``: the bench batch size;
     - ``num_images``: how many images are measured;
     - ``probe_train_images``: how many train-split images a probe may use;
-    - :meth:`train_set`: the dataset's ``train`` split (built on first call).
+    - :meth:`train_set`: the dataset's ``train`` split (built on first call);
+      for data without a held-out split (``same_for_every_split``), the
+      images after the ``num_images`` measured ones.
     """
 
     device: Any = "cpu"

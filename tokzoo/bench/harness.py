@@ -180,6 +180,36 @@ def _reference_cache_path(key: str) -> Path:
     return cache_dir() / "fid-reference" / f"{key}.safetensors"
 
 
+class HeldOut(torch.utils.data.Dataset):
+    """The images of ``data`` after its first ``skip`` (the ones bench measures)."""
+
+    def __init__(self, data, skip: int):
+        self.data, self.skip = data, skip
+        self.num_classes = getattr(data, "num_classes", None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.data) - self.skip)
+
+    def __getitem__(self, index: int):
+        return self.data[self.skip + index]
+
+
+def probe_train_split(spec: dict[str, Any], measured: int, name: str):
+    """The probe's train images: the ``train`` split, or, when the data has no
+    held-out split (``same_for_every_split``: a flat folder, shards without a
+    val source), the images after the ``measured`` ones, so the probe never
+    trains on an image it is scored on."""
+    train = build_dataset(spec, "train")
+    if not getattr(train, "same_for_every_split", False):
+        return train
+    rest = HeldOut(train, measured)
+    if len(rest) == 0:
+        raise ValueError(f"'{name}' has no held-out split and all its {len(train)} images are measured: the probe "
+                         "would train on the images it is scored on (give train/ and val/ folders, "
+                         "data.val_fraction=..., or fewer --num-images)")
+    return rest
+
+
 # -- the harness ----------------------------------------------------------------------------
 class Bench:
     def __init__(self, opts: BenchOptions, console: Console | None = None):
@@ -329,7 +359,7 @@ class Bench:
                               "images than the protocol records would mislead)")
         ctx = BenchContext(device=self.device, weights_dir=self.o.weights_dir, batch_size=self.o.batch_size,
                            num_images=n, probe_train_images=self.o.probe_train_images,
-                           train_split=lambda: build_dataset(spec, "train"))
+                           train_split=lambda: probe_train_split(spec, n, self.o.data))
         metrics, unavailable, weights = self._make_metrics(tok, ctx)
         dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
         cached = {m: self._reference(m, metric, dataset, n, res) for m, metric in metrics.items()}

@@ -323,6 +323,7 @@ class LinearProbe(Metric):
         self.feats: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.correct: Tensor | None = None
+        self.trained_on = 0
         self.why_not = self._unsupported(tokenizer)
 
     @staticmethod
@@ -379,8 +380,15 @@ class LinearProbe(Metric):
             if "image" in batch:
                 tx.append(self._features(batch["image"]))
                 ty.append(batch["label"])
+        self.trained_on = sum(len(y) for y in ty)
         self.correct = linear_probe(torch.cat(tx), torch.cat(ty), vx, vy, per_image=True)
         return {self.result: float(self.correct.double().mean())}
+
+    def flags(self) -> dict[str, str]:
+        if self.correct is None or self.trained_on >= self.train_images:
+            return {}
+        return {self.result: f"trained on {self.trained_on} images, fewer than the {self.train_images} asked "
+                             "(--probe-train-images): all the train split had to give"}
 
     def per_image_values(self) -> dict[str, Tensor]:
         return {} if self.correct is None else {self.result: self.correct}

@@ -6,8 +6,14 @@
   unless ``val_fraction > 0`` holds that fraction out: an image goes to
   ``val`` when a hash of its relative path falls below it (deterministic,
   stable when files are added).
+- Order: images are listed in a fixed pseudo-random order (a hash of each
+  relative path), not sorted: the first N (``tokzoo bench --num-images N``,
+  the probe's train images) are a sample of every class, not the first
+  classes of a class-sorted folder, and adding files does not reorder the rest.
 - Labels: the first sub-folder under the split root names the class (sorted,
-  numbered from 0); images directly in the root get label -1.
+  numbered from 0; with ``train/`` and ``val/`` the classes of both, so a
+  class numbers the same in either split); images directly in the root get
+  label -1.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
   one ``{"file": relative/path.jpg, "caption": "..."}`` per line.
 - Unreadable files are skipped with a counted warning, never a crash.
@@ -52,6 +58,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise DataError(f"imagefolder: '{path}' is not a folder (give data.path=/path/to/images)")
         self.resolution, self.split = resolution, split
         split_root = root
+        #: True when every split asked for is the same images (no held-out split): bench's probe
+        #: then trains on images it does not measure
+        self.same_for_every_split = False
         if (root / "train").is_dir() and (root / "val").is_dir():
             split_root = root / split
             if not split_root.is_dir():
@@ -61,12 +70,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             files = self._scan(root)
             if val_fraction > 0:
                 files = [f for f in files if self._in_split(f.relative_to(root), split, val_fraction)]
+            else:
+                self.same_for_every_split = True
         if not files:
             raise DataError(f"imagefolder: no images for split '{split}' under {split_root} "
                             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.root = split_root
+        files.sort(key=lambda f: self._order_key(f.relative_to(split_root)))
         rel = [f.relative_to(split_root) for f in files]
         class_names = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
+        if split_root != root:  # train/ and val/: one numbering for both (every folder of either)
+            class_names = sorted(self._class_folders(root / "train") | self._class_folders(root / "val"))
         self.classes = tuple(class_names)
         self.num_classes = len(class_names)
         index = {c: i for i, c in enumerate(class_names)}
@@ -93,6 +107,20 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                                        f"read and were skipped: {', '.join(unreadable[:3])}", highlight=False)
         self.unreadable_folders = unreadable
         return sorted(p for p in found if p.is_file())
+
+    @staticmethod
+    def _order_key(rel: Path) -> bytes:
+        return hashlib.sha1(rel.as_posix().encode("utf-8", "surrogateescape")).digest()
+
+    @staticmethod
+    def _class_folders(root: Path) -> set[str]:
+        """A split's class folders (a listing, not a walk)."""
+        import os
+
+        try:
+            return {e.name for e in os.scandir(root) if e.is_dir()}
+        except OSError:
+            return set()
 
     @staticmethod
     def _in_split(rel: Path, split: str, val_fraction: float) -> bool:

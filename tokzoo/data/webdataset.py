@@ -19,6 +19,8 @@ samples by a hash of their key (deterministic). Otherwise ``path`` is the data
 of whichever split is asked for: ``tokzoo bench --data webdataset
 data.path=val-*.tar`` measures every sample of those shards (give a val
 source when training, so the trainer's evaluation images are held out).
+Samples keep the shards' order (WebDataset writers shuffle them):
+``--num-images N`` measures the first N.
 Class names, when wanted for captions, come from ``classes`` (a text file,
 one name per line, line ``k`` naming label ``k``).
 
@@ -155,6 +157,7 @@ class WebDatasetDataset(torch.utils.data.Dataset):
             pattern = str(root / split)
         else:
             pattern, by_hash = path, val_fraction > 0
+        whole = not val_path and pattern == path and not by_hash  # no held-out split
         shards = expand_shards(pattern)
         missing = [s for s in shards if not s.is_file()]
         if missing:
@@ -163,6 +166,9 @@ class WebDatasetDataset(torch.utils.data.Dataset):
         if not shards:
             raise DataError(f"webdataset: no .tar shards match '{pattern}'")
         self.split, self.resolution = split, resolution
+        #: the same samples whichever split is asked for (no held-out split): bench's probe then
+        #: trains on samples it does not measure
+        self.same_for_every_split = whole
         self.image_keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
         self.label_key, self.caption_key = label_key.lower(), caption_key.lower()
         self.shards = shards
