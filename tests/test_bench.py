@@ -14,6 +14,7 @@ import torch
 from tokzoo.bench.metrics import PSNR, SSIM, frechet_distance, ssim_per_image
 from tokzoo.bench.probe import linear_probe
 from tokzoo.config import load_run_config
+from tokzoo.errors import DataError
 from tokzoo.testing import make_alexnet_weights, make_inception_weights
 from tokzoo.train.trainer import Trainer
 
@@ -374,3 +375,46 @@ def test_probe_never_trains_on_the_images_it_scores(trained, tmp_path, cli):
     (entry,) = json.loads((tmp_path / "b2" / "results.json").read_text())["tokenizers"].values()
     assert "probe_top1" not in entry["metrics"] and "no held-out split" in entry["unavailable"]["probe"]
     assert "no held-out split" in " ".join(run.stdout.split())
+
+
+def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path, cli):
+    """train/WNID/*.JPEG, a flat val/ and LOC_val_solution.csv (header, 'id,WNID x y w h ...'):
+    val images get train's numbering from the file; bad files are clear errors; bench probes."""
+    from PIL import Image
+
+    from tokzoo.data import build_dataset
+
+    rng = np.random.default_rng(0)
+    wnids = [f"n{k:08d}" for k in range(3)]
+    for w in wnids:
+        (tmp_path / "in" / "train" / w).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "in" / "train" / w / f"{w}_{i}.JPEG", format="JPEG")
+    (tmp_path / "in" / "val").mkdir()
+    rows = ["ImageId,PredictionString"]
+    for j in range(12):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "in" / "val" / f"ILSVRC2012_val_{j:08d}.JPEG", format="JPEG")
+        rows.append(f"ILSVRC2012_val_{j:08d},{wnids[j % 3]} 1 2 30 31 {wnids[j % 3]} 4 5 20 21")
+    (tmp_path / "in" / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    spec = {"name": "imagefolder", "path": str(tmp_path / "in"), "labels": "LOC_val_solution.csv"}
+    train, val = build_dataset(spec, "train"), build_dataset(spec, "val")
+    assert train.classes == val.classes == tuple(wnids)
+    assert [val.classes[val.labels[i]] for i in range(12)] == [wnids[int(f.stem[-8:]) % 3] for f in val.files]
+    assert build_dataset({**spec, "labels": ""}, "val").labels == [-1] * 12  # without the file: no labels
+
+    for text, msg in (("", "names one of the 12 images"), ("a.png,n1\nbroken-line\n", ":2: each line must be"),
+                      ("x.png n1\n", "first line names 'x.png'")):
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(DataError, match=msg):
+            build_dataset({**spec, "labels": str(tmp_path / "bad.csv")}, "val")
+    with pytest.raises(DataError, match="labels file .*nope.csv does not exist"):
+        build_dataset({**spec, "labels": "nope.csv"}, "val")
+
+    run = cli("bench", "--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'in'}",
+              "data.labels=LOC_val_solution.csv", "--num-images", "12", "--metrics", "probe",
+              "--probe-train-images", "30", "--batch-size", "6", "--out", str(tmp_path / "b"))
+    assert run.returncode == 0, run.stderr
+    (entry,) = json.loads((tmp_path / "b" / "results.json").read_text())["tokenizers"].values()
+    assert "probe_top1" in entry["metrics"] and not entry.get("flags")

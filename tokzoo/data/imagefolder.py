@@ -14,6 +14,14 @@
   numbered from 0; with ``train/`` and ``val/`` the classes of both, so a
   class numbers the same in either split); images directly in the root get
   label -1.
+- A labels file (``labels=FILE``, relative to the folder or absolute) names
+  the class of images that sit directly in a split (ImageNet's flat ``val/``
+  as the Kaggle download lays it out, with ``LOC_val_solution.csv``): one
+  line per image, ``image,class`` (comma, tab or spaces), the image by its
+  relative path, file name or file name without extension, the class by the
+  first word of the second field (a folder name of ``train/``, e.g. a wnid);
+  a first line that names no image is a header. Classes named there join
+  the folders' numbering in both splits.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
   one ``{"file": relative/path.jpg, "caption": "..."}`` per line.
 - Unreadable files are skipped with a counted warning, never a crash.
@@ -47,12 +55,33 @@ def _read_captions(files: list[Path]) -> dict[str, str]:
     return out
 
 
+def _read_labels(file: Path) -> dict[str, str]:
+    """``{image key: class name}`` from a labels file (see the module's docstring)."""
+    out: dict[str, str] = {}
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"imagefolder: cannot read the labels file {file}: {exc.strerror}") from None
+    import re
+
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    for n, line in lines:
+        fields = line.split(",", 1) if "," in line else line.split(None, 1)
+        if n == lines[0][0] and len(fields) == 2 and all(re.fullmatch(r"[A-Za-z][A-Za-z_ ]*", f.strip())
+                                                         for f in fields):
+            continue  # a header of column names (ImageId,PredictionString)
+        if len(fields) < 2 or not fields[1].split():
+            raise DataError(f"{file}:{n}: each line must be 'image,class' (got '{line[:60]}')")
+        out[fields[0].strip()] = fields[1].split()[0]
+    return out
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Samples ``{"image": [3,R,R] in [0,1], "label", "caption", "index"}``; a bad
     file yields ``None`` (dropped and counted by :func:`tokzoo.data.collate`)."""
 
     def __init__(self, split: str = "train", path: str = "", resolution: int = 256,
-                 val_fraction: float = 0.0, captions: str = "captions.jsonl"):
+                 val_fraction: float = 0.0, captions: str = "captions.jsonl", labels: str = ""):
         root = Path(path).expanduser()
         if not path or not root.is_dir():
             raise DataError(f"imagefolder: '{path}' is not a folder (give data.path=/path/to/images)")
@@ -78,14 +107,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.root = split_root
         files.sort(key=lambda f: self._order_key(f.relative_to(split_root)))
         rel = [f.relative_to(split_root) for f in files]
-        class_names = sorted({r.parts[0] for r in rel if len(r.parts) > 1})
+        named, listed = self._labels_file(root, labels, rel) if labels else ({}, set())
+        class_names = {r.parts[0] for r in rel if len(r.parts) > 1}
         if split_root != root:  # train/ and val/: one numbering for both (every folder of either)
-            class_names = sorted(self._class_folders(root / "train") | self._class_folders(root / "val"))
+            class_names = self._class_folders(root / "train") | self._class_folders(root / "val")
+        class_names = sorted(class_names | listed)  # the labels file's classes count in both splits
         self.classes = tuple(class_names)
         self.num_classes = len(class_names)
         index = {c: i for i, c in enumerate(class_names)}
         self.files = files
-        self.labels = [index[r.parts[0]] if len(r.parts) > 1 else -1 for r in rel]
+        self.labels = [index[named[r]] if r in named else index[r.parts[0]] if len(r.parts) > 1 else -1
+                       for r in rel]
         caps = _read_captions([root / captions, split_root / captions])
         self.captions = [caps.get(r.as_posix(), caps.get(f.relative_to(root).as_posix(), "")) for r, f in zip(rel, files)]
         if self.num_classes:
@@ -107,6 +139,29 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                                        f"read and were skipped: {', '.join(unreadable[:3])}", highlight=False)
         self.unreadable_folders = unreadable
         return sorted(p for p in found if p.is_file())
+
+    @staticmethod
+    def _labels_file(root: Path, labels: str, rel: list[Path]) -> tuple[dict[Path, str], set[str]]:
+        """``{relative path: class}`` for this split's images named in the labels file,
+        and every class the file names."""
+        file = Path(labels).expanduser()
+        file = file if file.is_absolute() else root / file
+        if not file.is_file():
+            raise DataError(f"imagefolder: labels file {file} does not exist (one 'image,class' line per image)")
+        table = _read_labels(file)
+        out: dict[Path, str] = {}
+        for r in rel:
+            for key in (r.as_posix(), r.name, r.stem):
+                if key in table:
+                    out[r] = table[key]
+                    break
+        flat = sum(len(r.parts) == 1 for r in rel)
+        if flat and not out:
+            first = next(iter(table), "")
+            raise DataError(f"imagefolder: none of the {len(table)} lines of {file} names one of the {flat} images "
+                            f"here (first line names '{first}'; give each image by its relative path, file name, "
+                            "or file name without extension)")
+        return out, set(table.values())
 
     @staticmethod
     def _order_key(rel: Path) -> bytes:
