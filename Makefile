@@ -11,8 +11,10 @@ STAMP := $(VENV)/.tokzoo-installed
 $(STAMP): pyproject.toml plugins/semhitok/pyproject.toml plugins/baselines/pyproject.toml plugins/zoo/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok -e "plugins/baselines[siglip]" \
-		-e "plugins/zoo[diffusers]"
+	@# PYTHONWARNINGS: setuptools' notice on every editable install ("be careful with folders in
+	@# your working directory...") is a wall of text a newcomer can do nothing about
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e ".[test]" -e plugins/semhitok \
+		-e "plugins/baselines[siglip]" -e "plugins/zoo[diffusers]"
 	touch $(STAMP)
 
 setup: $(STAMP)

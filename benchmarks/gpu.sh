@@ -20,6 +20,8 @@ rm -rf "$SITE"
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 fi
+# built with the setuptools of .whl/ when the machine's is older than 77 (the SPDX license string)
+PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" \
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target "$SITE" \
   . plugins/semhitok plugins/baselines
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1

@@ -10,6 +10,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVE
   --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
   open_clip_torch==3.3.0 ftfy wcwidth omegaconf==2.3.0 lpips==0.1.4 torch-fidelity==0.4.0 \
   transformers tokenizers huggingface_hub safetensors regex  # vilau: the SigLIP text tokenizer (a local stand-in)
+# building tokzoo needs setuptools >= 77 (the SPDX license string); gpu.sh builds with this one
+python3 -m pip download -q --no-deps --only-binary=:all: -d .whl "setuptools>=77"
 # omegaconf's parser runtime is published as an sdist only: build its (pure-Python) wheel here
 python3 -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
 ls -l .whl
