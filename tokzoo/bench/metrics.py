@@ -387,8 +387,8 @@ class LinearProbe(Metric):
     def flags(self) -> dict[str, str]:
         if self.correct is None or self.trained_on >= self.train_images:
             return {}
-        return {self.result: f"trained on {self.trained_on} images, fewer than the {self.train_images} asked "
-                             "(--probe-train-images): all the train split had to give"}
+        return {self.result: f"trained on {self.trained_on} images (all the train split gave), fewer than "
+                             f"--probe-train-images {self.train_images}"}
 
     def per_image_values(self) -> dict[str, Tensor]:
         return {} if self.correct is None else {self.result: self.correct}
