@@ -387,7 +387,7 @@ class LinearProbe(Metric):
     def flags(self) -> dict[str, str]:
         if self.correct is None or self.trained_on >= self.train_images:
             return {}
-        return {self.result: f"trained on {self.trained_on} images (all the train split gave), fewer than "
+        return {self.result: f"trained on {self.trained_on} images (all there were), fewer than "
                              f"--probe-train-images {self.train_images}"}
 
     def per_image_values(self) -> dict[str, Tensor]:
