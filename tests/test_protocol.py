@@ -167,3 +167,26 @@ def test_compare_without_tolerances_uses_the_noise_band(tmp_path):
     assert v["psnr"] == ("REGRESSION", "tolerance ±0.2")
     v, _ = _verdicts(tmp_path, _results(20.0, 0.4, rfid=12.0), _results(20.5, 0.4), "psnr=1,rfid=25%")
     assert v["psnr"] == ("ok", "tolerance ±1") and v["rfid"] == ("ok", "tolerance ±25%")
+
+
+def test_compare_says_when_a_tokenizer_was_measured_on_other_data(tmp_path, cli):
+    new, old = _results(20.0, 0.4), _results(20.0, 0.4)
+    new["tokenizers"]["t"]["dataset"] = "imagefolder:aaaa:n=500:res=32"
+    old["tokenizers"]["t"]["dataset"] = "imagefolder:bbbb:n=500:res=32"
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    run = cli("compare", str(tmp_path / "n.json"), "--baseline", str(tmp_path / "o.json"),
+              "--markdown", str(tmp_path / "c.md"))
+    assert run.returncode == 0, run.stderr
+    said = " ".join(run.stdout.split())
+    assert "'t' was measured on other data than the baseline (imagefolder:aaaa:n=500:res=32 now" in said
+    assert "was measured on other data" in (tmp_path / "c.md").read_text()
+    from tokzoo.bench.compare import compare_results, data_notes
+    from tokzoo.bench.report import render_html
+
+    page = render_html(new, compare_rows=compare_results(new, old), compare_notes=data_notes(new, old))
+    assert "&#x27;t&#x27; was measured on other data" in page
+    old["tokenizers"]["t"]["dataset"] = new["tokenizers"]["t"]["dataset"]
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    run = cli("compare", str(tmp_path / "n.json"), "--baseline", str(tmp_path / "o.json"))
+    assert run.returncode == 0 and "other data" not in run.stdout

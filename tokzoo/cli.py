@@ -155,12 +155,13 @@ def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
 def cmd_compare(args) -> int:
     from rich.markdown import Markdown
 
-    from tokzoo.bench.compare import compare, has_regression, to_markdown
+    from tokzoo.bench.compare import compare_results, data_notes, has_regression, load_results, to_markdown
 
     if not args.baseline:
         raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
-    rows = compare(args.new, args.baseline, args.tolerance)
-    md = to_markdown(rows)
+    new, old = load_results(args.new), load_results(args.baseline)
+    rows = compare_results(new, old, args.tolerance)
+    md = to_markdown(rows, data_notes(new, old))
     console.print(Markdown(md))
     for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):
         with open(target, "a") as f:

@@ -111,6 +111,19 @@ def check_protocols(new: dict, old: dict) -> None:
                                    f"now and {o.get('resolution')} in the baseline")
 
 
+def data_notes(new: dict, old: dict) -> list[str]:
+    """One line per tokenizer measured on other images than in the baseline (the
+    entries' dataset fingerprints differ under one protocol): shown, not refused,
+    since a folder copied to another machine differs in its file times only."""
+    out = []
+    for name, e in new["tokenizers"].items():
+        o = old["tokenizers"].get(name) or {}
+        if e.get("dataset") and o.get("dataset") and e["dataset"] != o["dataset"]:
+            out.append(f"note: '{name}' was measured on other data than the baseline ({e['dataset']} now, "
+                       f"{o['dataset']} then): if the images differ, its deltas compare different images")
+    return out
+
+
 def _tolerance(metric: str, tol: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
     if metric in tol:
         return tol[metric]
@@ -174,7 +187,7 @@ RULES = ("rules: 'tolerance' = given with --tolerance; 'noise' = outside the boo
          "(no interval on both sides)")
 
 
-def to_markdown(rows: list[Row]) -> str:
+def to_markdown(rows: list[Row], notes: list[str] = ()) -> str:
     regress = sum(r.verdict in ("REGRESSION", "missing") for r in rows)
     head = f"**tokzoo compare: {'FAIL, ' + str(regress) + ' regression(s)' if regress else 'PASS'}**\n\n"
     lines = ["| tokenizer | metric | baseline | new | delta | rule | verdict |", "|---|---|---|---|---|---|---|"]
@@ -182,7 +195,7 @@ def to_markdown(rows: list[Row]) -> str:
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
         lines.append(f"| {r.tokenizer} | {r.metric} | {_f(r.old)} | {_f(r.new)} | {delta} | {r.rule} | {mark} |")
-    return head + "\n".join(lines) + "\n\n" + RULES + "\n"
+    return head + "\n".join(lines) + "\n\n" + RULES + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
 def has_regression(rows: list[Row]) -> bool:

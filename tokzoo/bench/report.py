@@ -227,6 +227,7 @@ def _compare_table(rows, error: str | None) -> str:
 
 def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff: bytes | None = None,
                 compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
+                compare_notes: list[str] = (),
                 sweep: bytes | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
     from tokzoo.bench.harness import _flag_lines, unavailable_by_reason
@@ -266,7 +267,7 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
 <h2>Codebook usage per level</h2>
 {_usage_table(results)}
 <h2>Compared with the baseline</h2>
-{_compare_table(compare_rows, compare_error)}
+{_compare_table(compare_rows, compare_error)}{"".join(f'<p class="note">{html.escape(n)}</p>' for n in compare_notes)}
 <h2>Protocol</h2>
 <pre id="protocol">{html.escape(json.dumps(p, indent=2))}</pre>
 </body></html>
@@ -277,7 +278,7 @@ def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, bas
                  atomic_write) -> list[Path]:
     """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
     returns the paths written."""
-    from tokzoo.bench.compare import compare_results, load_results
+    from tokzoo.bench.compare import compare_results, data_notes, load_results
     from tokzoo.errors import TokzooError
 
     written = []
@@ -292,12 +293,14 @@ def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, bas
     if sweep:
         atomic_write(out / "sweep.png", sweep)
         written.append(out / "sweep.png")
-    rows, error = None, None
+    rows, error, notes = None, None, []
     if baseline:
         try:
-            rows = compare_results(results, load_results(baseline))
+            old = load_results(baseline)
+            rows, notes = compare_results(results, old), data_notes(results, old)
         except TokzooError as exc:
             error = str(exc)
-    atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep))
+    atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep,
+                                                  compare_notes=notes))
     written.append(out / "report.html")
     return written
