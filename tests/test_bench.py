@@ -343,25 +343,42 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     assert "<td>a/stage1-final</td>" in page and "<td>b/stage1-final</td>" in page
 
 
-def test_probe_never_trains_on_the_images_it_scores(trained, tmp_path, cli):
-    """A class folder without train/ and val/ (`--data imagefolder:/data/imagenet/val`):
-    the probe trains on the images after the measured ones, says when that is fewer
-    than asked, and is unavailable (with the reason) when every image is measured."""
+def _class_folder_32(root: Path, classes=("cat", "dog", "owl"), per_class: int = 12) -> None:
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_the_probe_trains_on_images_after_the_measured_ones(tmp_path):
+    """A class folder without train/ and val/ (`--data imagefolder:/data/imagenet/val`):
+    the probe's train images are the ones after the measured ones; none left is an
+    error the probe reports as its unavailable reason."""
     from tokzoo.bench.harness import probe_train_split
     from tokzoo.data import build_dataset
 
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog", "owl"):
-        (tmp_path / "val" / c).mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "val" / c / f"{i}.png")
+    _class_folder_32(tmp_path / "val")
     spec = {"name": "imagefolder", "path": str(tmp_path / "val"), "resolution": 32}
     measured = build_dataset(spec, "val").files[:24]
     rest = probe_train_split(spec, 24, "imagefolder")
     assert len(rest) == 12 and not {rest.data.files[rest.skip + i] for i in range(12)} & set(measured)
+    assert [rest[i]["index"] for i in range(3)] == [24, 25, 26]
+    with pytest.raises(ValueError, match="no held-out split and all its 36 images are measured"):
+        probe_train_split(spec, 36, "imagefolder")
+    split = tmp_path / "split"
+    _class_folder_32(split / "train")
+    _class_folder_32(split / "val")
+    assert len(probe_train_split({**spec, "path": str(split)}, 36, "imagefolder")) == 36  # a real train split
 
+
+@pytest.mark.paper
+def test_probe_never_trains_on_the_images_it_scores(trained, tmp_path, cli):
+    """The same through `tokzoo bench`: the probe runs on the held-out images, flagged
+    when fewer than asked, and is unavailable (with the reason) when all are measured."""
+    _class_folder_32(tmp_path / "val")
     common = ["--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'val'}", "--metrics", "psnr,probe",
               "--probe-train-images", "64", "--batch-size", "8"]
     run = cli("bench", *common, "--num-images", "24", "--out", str(tmp_path / "b1"))
@@ -378,7 +395,7 @@ def test_probe_never_trains_on_the_images_it_scores(trained, tmp_path, cli):
     assert "no held-out split" in " ".join(run.stdout.split())
 
 
-def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path, cli):
+def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path):
     """train/WNID/*.JPEG, a flat val/ and LOC_val_solution.csv (header, 'id,WNID x y w h ...'):
     val images get train's numbering from the file; bad files are clear errors; bench probes."""
     from PIL import Image
@@ -413,9 +430,10 @@ def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path, c
     with pytest.raises(DataError, match="labels file .*nope.csv does not exist"):
         build_dataset({**spec, "labels": "nope.csv"}, "val")
 
-    run = cli("bench", "--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'in'}",
-              "data.labels=LOC_val_solution.csv", "--num-images", "12", "--metrics", "probe",
-              "--probe-train-images", "30", "--batch-size", "6", "--out", str(tmp_path / "b"))
-    assert run.returncode == 0, run.stderr
-    (entry,) = json.loads((tmp_path / "b" / "results.json").read_text())["tokenizers"].values()
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    opts = BenchOptions(tokenizers=[str(trained["a"])], data=f"imagefolder:{tmp_path / 'in'}",
+                        data_params={"labels": "LOC_val_solution.csv"}, num_images=12, metrics=["probe"],
+                        probe_train_images=30, batch_size=6, out_dir=str(tmp_path / "b"))
+    (entry,) = Bench(opts).run()["tokenizers"].values()
     assert "probe_top1" in entry["metrics"] and not entry.get("flags")
