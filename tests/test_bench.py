@@ -437,3 +437,19 @@ def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path):
                         probe_train_images=30, batch_size=6, out_dir=str(tmp_path / "b"))
     (entry,) = Bench(opts).run()["tokenizers"].values()
     assert "probe_top1" in entry["metrics"] and not entry.get("flags")
+
+
+def test_one_bench_builds_each_split_once(trained, tmp_path, monkeypatch):
+    """Two tokenizers at one resolution share the val split and the probe's train
+    split (listing ImageNet's train/ is about a minute each time)."""
+    import tokzoo.bench.harness as harness
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    built = []
+    real = harness.build_dataset
+    monkeypatch.setattr(harness, "build_dataset", lambda spec, split: built.append(split) or real(spec, split))
+    opts = BenchOptions(tokenizers=[str(trained["a"]), str(trained["b"])], num_images=8, metrics=["psnr", "probe"],
+                        probe_train_images=16, batch_size=8, out_dir=str(tmp_path / "b"))
+    results = Bench(opts).run()
+    assert all("probe_top1" in e["metrics"] for e in results["tokenizers"].values())
+    assert sorted(built) == ["train", "val"]

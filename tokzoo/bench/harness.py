@@ -194,12 +194,12 @@ class HeldOut(torch.utils.data.Dataset):
         return self.data[self.skip + index]
 
 
-def probe_train_split(spec: dict[str, Any], measured: int, name: str):
+def probe_train_split(spec: dict[str, Any], measured: int, name: str, build=build_dataset):
     """The probe's train images: the ``train`` split, or, when the data has no
     held-out split (``same_for_every_split``: a flat folder, shards without a
     val source), the images after the ``measured`` ones, so the probe never
     trains on an image it is scored on."""
-    train = build_dataset(spec, "train")
+    train = build(spec, "train")
     if not getattr(train, "same_for_every_split", False):
         return train
     rest = HeldOut(train, measured)
@@ -224,6 +224,7 @@ class Bench:
         self.out = Path(opts.out_dir)
         self.unavailable: dict[tuple[str, str], list[str]] = {}  # (metric, why) -> tokenizers measured now
         self.report_files: list[Path] = []
+        self._datasets: dict[tuple[str, str], Any] = {}  # (spec, split) -> dataset, see _dataset
         reg = get_registry()
         for m in opts.metrics:
             reg.get("metric", m)  # unknown names fail before any work
@@ -346,12 +347,20 @@ class Bench:
             return fresh
         return old
 
+    def _dataset(self, spec: dict[str, Any], split: str):
+        """``build_dataset(spec, split)``, built once per bench: tokenizers of one
+        resolution share it (listing ImageNet's train/ costs about a minute)."""
+        key = (json.dumps(spec, sort_keys=True, default=str), split)
+        if key not in self._datasets:
+            self._datasets[key] = build_dataset(spec, split)
+        return self._datasets[key]
+
     # -- one tokenizer ---------------------------------------------------------------------------
     def _bench_one(self, name: str, tok) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         """One tokenizer, read top to bottom: data, metrics, one streaming pass, results."""
         res = tok.info.resolution
         spec = data_spec(self.o.data, res, self.o.data_params)
-        val = build_dataset(spec, "val")
+        val = self._dataset(spec, "val")
         n = len(val) if self.o.num_images == "all" else self.o.num_images
         if n > len(val):
             raise ConfigError(f"--num-images {n}: the val split of '{self.o.data}' has only {len(val)} images; "
@@ -359,7 +368,7 @@ class Bench:
                               "images than the protocol records would mislead)")
         ctx = BenchContext(device=self.device, weights_dir=self.o.weights_dir, batch_size=self.o.batch_size,
                            num_images=n, probe_train_images=self.o.probe_train_images,
-                           train_split=lambda: probe_train_split(spec, n, self.o.data))
+                           train_split=lambda: probe_train_split(spec, n, self.o.data, self._dataset))
         metrics, unavailable, weights = self._make_metrics(tok, ctx)
         dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
         cached = {m: self._reference(m, metric, dataset, n, res) for m, metric in metrics.items()}
