@@ -352,7 +352,13 @@ class Bench:
         resolution share it (listing ImageNet's train/ costs about a minute)."""
         key = (json.dumps(spec, sort_keys=True, default=str), split)
         if key not in self._datasets:
-            self._datasets[key] = build_dataset(spec, split)
+            from rich.errors import LiveError
+
+            try:  # a spinner while a large folder is listed (nothing when another live display runs)
+                with self.console.status(f"reading the {split} split of {self.o.data} ...", spinner="line"):
+                    self._datasets[key] = build_dataset(spec, split)
+            except LiveError:
+                self._datasets[key] = build_dataset(spec, split)
         return self._datasets[key]
 
     # -- one tokenizer ---------------------------------------------------------------------------
