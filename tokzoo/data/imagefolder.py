@@ -20,8 +20,9 @@
   line per image, ``image,class`` (comma, tab or spaces), the image by its
   relative path, file name or file name without extension, the class by the
   first word of the second field (a folder name of ``train/``, e.g. a wnid);
-  a first line that names no image is a header. Classes named there join
-  the folders' numbering in both splits.
+  a first line of column names (words only: ``ImageId,PredictionString``)
+  is a header. Classes named there join the folders' numbering in both
+  splits.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
   one ``{"file": relative/path.jpg, "caption": "..."}`` per line.
 - Unreadable files are skipped with a counted warning, never a crash.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -62,8 +64,6 @@ def _read_labels(file: Path) -> dict[str, str]:
         text = file.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise DataError(f"imagefolder: cannot read the labels file {file}: {exc.strerror}") from None
-    import re
-
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     for n, line in lines:
         fields = line.split(",", 1) if "," in line else line.split(None, 1)
