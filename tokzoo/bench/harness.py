@@ -295,8 +295,9 @@ class Bench:
         if self.is_main:
             self._write(results, grid_rows)
             self.console.print(render_table(results, width=self.console.width))
+            short = short_names(results["tokenizers"])
             for (m, why), names in self.unavailable.items():
-                who = ", ".join(short_name(n, results["tokenizers"]) for n in names)
+                who = ", ".join(short[n] for n in names)
                 self.console.print(f"[yellow]{m} unavailable[/] ({who}): {why}", highlight=False)
             for tname, e in results["tokenizers"].items():
                 if e.get("random_parts"):
@@ -590,12 +591,13 @@ def _grid_png(rows: dict[str, torch.Tensor]) -> bytes:
     label_w, scale = 110, max(1, 96 // h)
     canvas = Image.new("RGB", (label_w + n * w * scale, len(names) * h * scale), "white")
     draw = ImageDraw.Draw(canvas)
+    short = short_names(names)
     for r, name in enumerate(names):
         imgs = rows[name]
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
-        label = short_name(name, names)  # a checkpoint path: its run folder's name
+        label = short[name]  # a checkpoint path: its run folder's name
         draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
@@ -611,15 +613,11 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
 SWEPT = "swept:"  # column key prefix of a sweep's values
 
 
-def short_name(name: str, among: Iterable[str] = ()) -> str:
-    """How outputs name a tokenizer: a preset's own name; a path's last folder,
-    with its run folder when it is a checkpoint (``run/stage1-final``), and
-    more of the path while it would read the same as another of ``among``."""
-    return short_names([name, *among])[name]
-
-
 def short_names(names: Iterable[str]) -> dict[str, str]:
-    """:func:`short_name` of each of ``names``, each label told apart from the others'."""
+    """How outputs name each tokenizer of ``names``: a preset's own name; a
+    path's last folder, with its run folder when it is a checkpoint
+    (``run/stage1-final``), and more of the path while it would read the same
+    as another one's."""
     names = list(dict.fromkeys(names))
     parts, size = {}, {}
     for n in names:
