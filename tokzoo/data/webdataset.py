@@ -26,17 +26,20 @@ one name per line, line ``k`` naming label ``k``).
 
 Reading: each shard's tar headers are indexed when the dataset is built (the
 offset and size of every member; nothing is unpacked), then a sample is read
-by seeking to its members. A shard's index is kept in tokzoo's cache
-(``$TOKZOO_CACHE_DIR/webdataset-index``, default ``~/.cache/tokzoo``) under
-the shard's absolute path, size and modification time, so the next run, rank
-or bench reads it back instead of walking the tar headers again (at ImageNet
-scale a walk costs about a minute per process on a local disk); a changed
-shard is indexed anew; ``index_cache=false`` neither reads nor writes it. The dataset is therefore indexable: the
+by seeking to its members. The dataset is therefore indexable: the
 trainer's step-deterministic sampler splits every global batch across
 torchrun ranks and data-loader workers without duplicates, and a resumed run
 continues mid-epoch with exactly the samples it would have seen. Random order
 across shards means random reads: right for local disks and network file
 systems; shards on an object store are best copied to local disk first.
+
+The index of a shard is kept in tokzoo's cache
+(``$TOKZOO_CACHE_DIR/webdataset-index``, default ``~/.cache/tokzoo``) under
+the shard's absolute path, size and modification time, so the next run, rank
+or bench reads it back instead of walking the tar headers again (a walk of
+ImageNet train costs about two minutes per process here:
+benchmarks/results/webdataset_index.txt); a changed shard is indexed anew;
+``index_cache=false`` neither reads nor writes the cache.
 """
 from __future__ import annotations
 
