@@ -57,17 +57,12 @@ def tokzoo(*args: str) -> float:
 
 def finish_results(out: Path, extra: dict) -> dict:
     """Rename a bench's rows from run folders to preset names, add ``extra``,
-    rewrite results.{json,md,csv} and print the Markdown table."""
-    from tokzoo.bench.harness import atomic_write, render_csv, render_markdown
-    from tokzoo.bench.report import write_report
+    rewrite every output and print the Markdown table."""
+    from tokzoo.bench.outputs import write_outputs
 
     res = json.loads((out / "results.json").read_text())
     res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
     res.update(extra)
-    atomic_write(out / "results.json", json.dumps(res, indent=2))
-    atomic_write(out / "results.md", render_markdown(res))
-    atomic_write(out / "results.csv", render_csv(res))
-    grid = out / "recon_grid.png"  # the picture and the report follow the renamed rows
-    write_report(out, res, grid.read_bytes() if grid.is_file() else None, None, atomic_write)
+    write_outputs(out, res)  # the picture and the report follow the renamed rows
     print((out / "results.md").read_text())
     return res

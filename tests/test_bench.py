@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tokzoo.bench.metrics import PSNR, SSIM, frechet_distance, ssim_per_image
-from tokzoo.bench.probe import linear_probe
+from tokzoo.measures import linear_probe
 from tokzoo.config import load_run_config
 from tokzoo.errors import DataError
 from tokzoo.testing import make_alexnet_weights, make_inception_weights
@@ -298,7 +298,7 @@ def test_terminal_table_fits_80_columns():
     does not fit is named under the table."""
     from rich.console import Console
 
-    from tokzoo.bench.harness import render_table
+    from tokzoo.bench.render import render_table
 
     repo = Path(__file__).resolve().parent.parent
     results = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
@@ -320,7 +320,7 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     the table, the report, the trade-off points and the unavailable lines name each run."""
     from rich.console import Console
 
-    from tokzoo.bench.harness import render_table, short_names, unavailable_by_reason
+    from tokzoo.bench.render import render_table, short_names, unavailable_by_reason
     from tokzoo.bench.report import render_html, tradeoff_points
 
     repo = Path(__file__).resolve().parent.parent
@@ -357,7 +357,7 @@ def test_the_probe_trains_on_images_after_the_measured_ones(tmp_path):
     """A class folder without train/ and val/ (`--data imagefolder:/data/imagenet/val`):
     the probe's train images are the ones after the measured ones; none left is an
     error the probe reports as its unavailable reason."""
-    from tokzoo.bench.harness import probe_train_split
+    from tokzoo.bench.measure import probe_train_split
     from tokzoo.data import build_dataset
 
     _class_folder_32(tmp_path / "val")

@@ -226,7 +226,8 @@ def test_hook_tokzoo_register_datasets():
 
 
 def test_hook_tokzoo_register_metrics(tmp_path):
-    from tokzoo.bench.harness import Bench, BenchOptions, render_markdown
+    from tokzoo.bench.harness import Bench, BenchOptions
+    from tokzoo.bench.render import render_markdown
 
     def tokzoo_register_metrics(register):
         register("mae", MAE, "mean absolute error")

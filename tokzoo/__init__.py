@@ -12,7 +12,7 @@ hookimpl = pluggy.HookimplMarker("tokzoo")
 
 def load_tokenizer(path, map_location="cpu"):
     """Rebuild a trained tokenizer from a run folder or checkpoint file alone."""
-    from tokzoo.train.checkpoint import load_tokenizer as _load
+    from tokzoo.models import load_tokenizer as _load
 
     return _load(path, map_location=map_location)
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from tokzoo.config import Spec
+from tokzoo.schema import Spec
 from tokzoo.errors import check_returns
 from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
                                require_pretrained)

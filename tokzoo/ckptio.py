@@ -40,6 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tokzoo import runfolder
 from tokzoo.errors import CheckpointError
 
 FORMAT = "tokzoo-checkpoint-1"
@@ -126,7 +127,7 @@ def _write_frozen(run_dir: Path, live: dict[str, torch.Tensor]) -> str:
         return known
     frozen = _state_for_save(live)
     digest = _content_sha256(frozen)
-    rel = f"frozen/{digest[:32]}.safetensors"
+    rel = f"{runfolder.FROZEN}/{digest[:32]}.safetensors"
     final = run_dir / rel
     if not final.is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     a complete checkpoint (see :func:`resolve_checkpoint` for the one window
     of a replaced tag). A full disk removes the partial folder and raises a
     :class:`CheckpointError` naming the space needed."""
-    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root = runfolder.checkpoints(run_dir)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-{tag}-{uuid.uuid4().hex[:8]}"
     prefixes = tokenizer.frozen_prefixes() if hasattr(tokenizer, "frozen_prefixes") else ()
@@ -192,7 +193,7 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
             raise
         need = _bytes_of(state) * (2 if ema_state is not None else 1) * 3  # weights, EMA, optimiser moments
         free = shutil.disk_usage(ckpt_root).free
-        latest = ckpt_root / "latest"
+        latest = ckpt_root / runfolder.LATEST
         kept = latest.read_text().strip() if latest.is_file() else None
         raise CheckpointError(
             f"no space left on the device of {ckpt_root} while writing checkpoint '{tag}': it needs about "
@@ -207,7 +208,7 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    atomic_write(ckpt_root / "latest", tag + "\n")
+    atomic_write(ckpt_root / runfolder.LATEST, tag + "\n")
     # prune old step checkpoints (stage finals are kept)
     steps = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step-"))
     for old in steps[:-keep]:
@@ -302,8 +303,8 @@ def _stranded(ckpt_root: Path, tag: str) -> Path | None:
 def repair_latest(run_dir: str | Path) -> str | None:
     """Put a stranded checkpoint back under the name ``latest`` gives it (a
     writer calls this, holding the run's lock); the tag restored, or None."""
-    ckpt_root = Path(run_dir) / "checkpoints"
-    latest = ckpt_root / "latest"
+    ckpt_root = runfolder.checkpoints(run_dir)
+    latest = ckpt_root / runfolder.LATEST
     if not latest.is_file():
         return None
     tag = latest.read_text().strip()
@@ -330,10 +331,10 @@ def _frozen_refs(file: Path) -> list[str]:
 
 def _prune_frozen(run_dir: Path) -> None:
     """Remove frozen parts no checkpoint of the run refers to any more."""
-    folder = run_dir / "frozen"
+    folder = run_dir / runfolder.FROZEN
     if not folder.is_dir():
         return
-    used = {ref for ck in (run_dir / "checkpoints").iterdir() if ck.is_dir()
+    used = {ref for ck in runfolder.checkpoints(run_dir).iterdir() if ck.is_dir()
             for name in ("model.safetensors", "ema.safetensors") for ref in _frozen_refs(ck / name)}
     for f in folder.glob("*.safetensors"):
         if f"frozen/{f.name}" not in used:
@@ -349,16 +350,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return p.parent
     if (p / "model.safetensors").is_file():
         return p
-    latest = p / "checkpoints" / "latest"
+    latest = runfolder.latest_file(p)
     if latest.is_file():
         tag = latest.read_text().strip()
         if not _TAG.fullmatch(tag):  # a checkpoint is a folder inside the run's checkpoints/, nothing else
             raise CheckpointError(f"{latest} names '{tag}', which is not a checkpoint of this run "
                                   "(a tag is a plain folder name inside checkpoints/)")
-        ck = p / "checkpoints" / tag
+        ck = runfolder.checkpoint(p, tag)
         if (ck / "model.safetensors").is_file():
             return ck
-        stranded = _stranded(p / "checkpoints", tag)
+        stranded = _stranded(runfolder.checkpoints(p), tag)
         if stranded is not None:  # killed while replacing the tag: the complete copy is still here
             return stranded
         raise CheckpointError(f"{latest} names checkpoint '{tag}', which is missing")

@@ -80,21 +80,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def bench_options(args):
-    """Parsed ``tokzoo bench`` arguments -> :class:`tokzoo.bench.harness.BenchOptions`."""
-    from tokzoo.bench.harness import DEFAULT_METRICS, BenchOptions
-
-    data_params, metric_params = bench_overrides(args.overrides)
-    return BenchOptions(
-        data_params=data_params, metric_params=metric_params,
-        tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
-        data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
-        num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
-        out_dir=args.out, weights_dir=args.weights_dir, device=args.device, baseline=args.baseline)
-
-
 def cmd_bench(args) -> int:
     from tokzoo.bench.harness import run_bench
+    from tokzoo.bench.options import bench_options
 
     run_bench(bench_options(args), console)
     return 0
@@ -109,20 +97,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tokzoo.bench.compare import load_results
-    from tokzoo.bench.harness import render_csv, render_markdown
-    from tokzoo.bench.report import write_report
-    from tokzoo.ckptio import atomic_write
+    from tokzoo.bench.outputs import write_outputs
+    from tokzoo.bench.results import load_results
 
     results = load_results(args.results)
     out = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
     if args.baseline:
         load_results(args.baseline)  # an unreadable baseline: exit 2 before anything is written
-    grid = out / "recon_grid.png"
-    atomic_write(out / "results.md", render_markdown(results))
-    atomic_write(out / "results.csv", render_csv(results))
-    written = write_report(out, results, grid.read_bytes() if grid.is_file() else None, args.baseline, atomic_write)
-    for path in [out / "results.md", out / "results.csv", *written]:
+    for path in write_outputs(out, results, args.baseline, results_json=False):
         console.print(f"{path.name:13s} {path}", highlight=False, soft_wrap=True)
     return 0
 
@@ -134,22 +116,6 @@ def cmd_import(args) -> int:
     console.print(f"imported {args.source} as {args.preset}: {ckpt}\n"
                   f"bench it: tokzoo bench --tokenizers {args.out}", highlight=False)
     return 0
-
-
-def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
-    """``data.<param>=V`` and ``metrics.<metric>.<param>=V`` -> (data params, metric params)."""
-    from tokzoo.config import parse_overrides, to_container
-
-    tree = to_container(parse_overrides(list(overrides))) if overrides else {}
-    unknown = [k for k in tree if k not in ("data", "metrics")]
-    if unknown:
-        raise ConfigError(f"bench takes data.<param>=... and metrics.<metric>.<param>=... overrides, not "
-                          f"'{unknown[0]}' (e.g. data.path=/data/val metrics.lpips.net=vgg)")
-    data, metrics = tree.get("data") or {}, tree.get("metrics") or {}
-    if not isinstance(data, dict) or not isinstance(metrics, dict) or \
-            not all(isinstance(v, dict) for v in metrics.values()):
-        raise ConfigError("bench overrides are data.<param>=VALUE and metrics.<metric>.<param>=VALUE")
-    return data, metrics
 
 
 def cmd_compare(args) -> int:
@@ -169,21 +135,10 @@ def cmd_compare(args) -> int:
     return 1 if has_regression(rows) else 0
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not '{text}'")
-    return value
-
-
-def _count_or_all(text: str) -> int | str:
-    return "all" if text == "all" else _count(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from tokzoo.bench.options import add_bench_arguments
+    from tokzoo.sweep import sweep_parser
+
     p = argparse.ArgumentParser(prog="tokzoo", description="Train and benchmark discrete image tokenizers side by side.")
     p.add_argument("--version", action="version", version=f"tokzoo {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks (also TOKZOO_DEBUG=1)")
@@ -204,22 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("bench", help="benchmark tokenizers under one protocol")
-    s.add_argument("--tokenizers", required=True, help="comma list of presets (their trained run) or checkpoint paths")
-    s.add_argument("--data", default="shapes", help="a dataset name (its val split) or imagefolder:PATH")
-    s.add_argument("overrides", nargs="*", help="data.<param>=V and metrics.<metric>.<param>=V "
-                                                "(e.g. metrics.lpips.net=vgg)")
-    s.add_argument("--metrics", default="", help="comma list (default: psnr,ssim,lpips,rfid,codebook,probe,throughput)")
-    s.add_argument("--num-images", type=_count_or_all, default=512,
-                   help="images to measure, or 'all' (part of the protocol; more than the split has is an error)")
-    s.add_argument("--batch-size", type=_count, default=32)
-    s.add_argument("--probe-train-images", type=_count, default=1024, help="train-split images for the linear probe")
-    s.add_argument("--out", default="runs/bench", help="run folder for results.json/md/csv and recon_grid.png")
-    s.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--baseline", default=None, help="a results.json to compare against in report.html")
+    add_bench_arguments(s)
     s.set_defaults(func=cmd_bench)
-
-    from tokzoo.sweep import sweep_parser
 
     sweep_parser(sub)
     sub.choices["sweep"].set_defaults(func=cmd_sweep)

@@ -79,3 +79,6 @@ HOOK_KINDS = {
     "tokzoo_register_metrics": "metric",
     "tokzoo_register_presets": "preset-dir",
 }
+
+#: the component kinds, written once: every hook's kind but the preset folders
+KINDS = tuple(kind for kind in HOOK_KINDS.values() if kind != "preset-dir")

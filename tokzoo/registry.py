@@ -23,9 +23,10 @@ import pluggy
 from tokzoo import hookspecs
 from tokzoo.errors import PluginError, UnknownNameError, closest
 from tokzoo.pretrained import building, current_frame
+from tokzoo.schema import schema_of, to_container, validate_params
 
 ENTRY_POINT_GROUP = "tokzoo"
-KINDS = ("encoder", "quantizer", "decoder", "tokenizer", "recipe", "dataset", "metric")
+KINDS = hookspecs.KINDS
 CORE = "tokzoo"
 #: core's own components, each module registered like any plugin (datasette's DEFAULT_PLUGINS)
 DEFAULT_PLUGINS = ("tokzoo.nn.plugin", "tokzoo.data.plugin", "tokzoo.train.plugin", "tokzoo.bench.plugin",
@@ -148,8 +149,6 @@ class Registry:
             if config is None and dataclasses.is_dataclass(getattr(factory, "config_class", None)):
                 config = factory.config_class  # a **params factory (and its subclasses) naming its dataclass
             if config is None:  # one source of truth: the factory's own signature
-                from tokzoo.config import schema_of
-
                 try:
                     config, source = schema_of(factory, name), "signature"
                 except (TypeError, ValueError):
@@ -189,8 +188,6 @@ class Registry:
         """Build component ``name`` of ``kind`` after validating ``params``."""
         comp = self.get(kind, name)
         if comp.config is not None:
-            from tokzoo.config import validate_params
-
             params = validate_params(params, comp.config, where=f"{kind} '{name}'")
         path = current_frame()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
         with building(path, params):
@@ -218,8 +215,6 @@ class Registry:
         ``where`` is the spec's config path (``model``, ``data``); a component
         built inside another's factory gets its parent's path plus the key of
         the parameter that held its spec (``model.teacher``)."""
-        from tokzoo.config import to_container
-
         path = where if where is not None else _child_path(spec)
         with building(path, None):
             if isinstance(spec, str):
@@ -237,8 +232,6 @@ def _child_path(spec: Any) -> str:
     """A nested build's config path: its parent's path plus the key of the parameter holding its spec."""
     parent, params = current_frame()
     if params:
-        from tokzoo.config import to_container
-
         plain = to_container(spec)
         for key, value in params.items():
             if value is spec or to_container(value) == plain:
@@ -265,11 +258,10 @@ def load_registry(exclude: Any = None) -> Registry:
     (except one that loads the object ``exclude``: a plugin under test)."""
     import importlib
 
-    from tokzoo import __version__
-
+    version = md.version(CORE)  # the installed distribution's, as every plugin's is read
     reg = Registry()
     for module in DEFAULT_PLUGINS:
-        reg.add_plugin(importlib.import_module(module), module, CORE, __version__)
+        reg.add_plugin(importlib.import_module(module), module, CORE, version)
     allowed = _allowed()
     eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
     if allowed:

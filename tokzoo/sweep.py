@@ -46,6 +46,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tokzoo import runfolder
 from tokzoo.ckptio import RunLock, atomic_write
 from tokzoo.errors import ConfigError, TokzooError
 
@@ -200,16 +201,12 @@ class Sweep:
 
     # -- checks that may refuse the command: all before anything is written ---------------------
     def _bench_options(self):
-        from tokzoo.cli import bench_options, build_parser
+        from tokzoo.bench.options import parse_bench_args
 
-        parser = build_parser()
-        try:  # argparse prints what is wrong, then this refuses the sweep
-            args = parser.parse_args(["bench", "--tokenizers", "sweep", *self.bench_args])
-        except SystemExit:
-            raise ConfigError(f"--bench-args '{' '.join(self.bench_args)}' is not valid") from None
+        opts = parse_bench_args(self.bench_args, tokenizers="sweep")  # argparse says what is wrong
         if "--tokenizers" in self.bench_args or "--out" in self.bench_args:
             raise ConfigError("--bench-args: the sweep sets --tokenizers and --out itself")
-        return bench_options(args)
+        return opts
 
     def _check_configs(self) -> None:
         from tokzoo.config import load_run_config
@@ -266,10 +263,9 @@ class Sweep:
         return results
 
     def _state(self, p: Point) -> str:
-        ckpts = p.run_dir / "checkpoints"
-        if (ckpts / "finished").is_file():
+        if runfolder.finished_file(p.run_dir).is_file():
             return "finished"
-        return "resume" if (ckpts / "latest").exists() else "new"
+        return "resume" if runfolder.has_checkpoint(p.run_dir) else "new"
 
     def _command(self, p: Point, resume: bool) -> list[str]:
         launch = ([sys.executable, "-m", "torch.distributed.run", *self.torchrun] if self.torchrun

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokzoo.bench.harness import PROTOCOL_KEYS
+from tokzoo.bench.protocol import PROTOCOL_KEYS
+from tokzoo.bench.results import load_results  # noqa: F401 (importable here)
 from tokzoo.bench.stats import half_width
 from tokzoo.errors import ConfigError, TokzooError
 
@@ -71,31 +72,6 @@ def parse_tolerances(spec: str | None, defaults: bool = True) -> dict[str, tuple
         if not math.isfinite(out[k.strip()][1]) or out[k.strip()][1] < 0:
             raise ConfigError(f"--tolerance '{part}': a tolerance is a finite number >= 0")
     return out
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    """A results.json (or a folder holding one), checked; ConfigError (exit 2) otherwise."""
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "results.json").is_file():
-            raise ConfigError(f"{p} is a folder without a results.json")
-        p = p / "results.json"
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("tokenizers"), dict) or "protocol" not in data:
-        raise ConfigError(f"{p} is not a tokzoo results.json (no 'tokenizers' / 'protocol')")
-    for name, entry in data["tokenizers"].items():
-        metrics = entry.get("metrics") if isinstance(entry, dict) else None
-        if not isinstance(metrics, dict):
-            raise ConfigError(f"{p}: tokenizer '{name}' has no 'metrics' mapping")
-        bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-        if bad:
-            raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r})")
-    return data
 
 
 def check_protocols(new: dict, old: dict) -> None:

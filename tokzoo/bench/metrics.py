@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokzoo.api import Codes, Metric, Tokenizer
+from tokzoo.measures import linear_probe, pool, psnr_per_image  # noqa: F401 (psnr_per_image: importable here)
 from tokzoo.nn.quantizers import perplexity
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
@@ -29,13 +30,6 @@ class SumMetric(Metric):
 
 
 # -- PSNR ---------------------------------------------------------------------------
-def psnr_per_image(originals: Tensor, reconstructions: Tensor) -> Tensor:
-    """PSNR of each uint8 image pair ``[B,3,H,W]``, ``data_range=255`` (float64 ``[B]``)."""
-    a, b = originals.double(), reconstructions.double()
-    mse = ((a - b) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
-
-
 class MeanMetric(SumMetric):
     """Mean over images of a per-image score; subclasses give ``key`` and ``per_image``."""
 
@@ -140,7 +134,7 @@ class LPIPSMetric(MeanMetric):
         self.state = {}
 
     def setup(self, context):
-        from tokzoo.train.losses import load_lpips
+        from tokzoo.nn.perceptual import load_lpips
 
         super().setup(context)
         self.net = load_lpips(self.net_name, context.weights_dir).to(context.device)
@@ -308,7 +302,7 @@ class CodebookUsage(SumMetric):
 class LinearProbe(Metric):
     """Top-1 of a linear classifier on frozen, pooled features computed from the
     tokens alone (``Tokenizer.token_features(codes)``; train split -> val split),
-    recipe in :mod:`tokzoo.bench.probe`."""
+    recipe in :mod:`tokzoo.measures`."""
 
     name = "probe"
     result = "probe_top1"
@@ -339,7 +333,6 @@ class LinearProbe(Metric):
 
     @torch.no_grad()
     def _features(self, images: Tensor, codes=None) -> Tensor | None:
-        from tokzoo.bench.probe import pool
 
         if codes is None:
             codes = self.tokenizer.encode(images.to(self.device))
@@ -364,7 +357,6 @@ class LinearProbe(Metric):
         self.labels = [p[1] for p in parts if p[1] is not None]
 
     def compute(self):
-        from tokzoo.bench.probe import linear_probe
         from tokzoo.data import collate
 
         if self.why_not:
@@ -411,7 +403,6 @@ class EncoderProbe(LinearProbe):
 
     @torch.no_grad()
     def _features(self, images: Tensor, codes=None) -> Tensor | None:
-        from tokzoo.bench.probe import pool
 
         f = self.tokenizer.encoder_features(images.to(self.device))
         return None if f is None else pool(f).cpu()

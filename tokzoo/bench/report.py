@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokzoo.bench.harness import short_names
+from tokzoo.bench.compare import RULES, compare_results, data_notes, has_regression, load_results
+from tokzoo.bench.render import flag_lines, label, short_names, summary_cells, unavailable_by_reason
+from tokzoo.errors import TokzooError
 
 PROBE = "probe_top1"
 AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
@@ -170,7 +172,6 @@ def _img(png: bytes | None, ident: str, alt: str) -> str:
 
 
 def _results_table(results: dict[str, Any]) -> str:
-    from tokzoo.bench.harness import label, summary_cells
 
     columns, cells = summary_cells(results, intervals=True)  # no empty columns
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
@@ -207,7 +208,6 @@ def _compare_table(rows, error: str | None) -> str:
         return f'<p class="note">Not compared with the baseline: {html.escape(error)}</p>'
     if rows is None:
         return '<p class="note">No baseline given (<code>--baseline results.json</code>).</p>'
-    from tokzoo.bench.compare import RULES, has_regression
 
     out = []
     short = short_names(r.tokenizer for r in rows)
@@ -230,10 +230,9 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
                 compare_notes: list[str] = (),
                 sweep: bytes | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
-    from tokzoo.bench.harness import _flag_lines, unavailable_by_reason
 
     p = results.get("protocol") or {}
-    flags = _flag_lines(results)
+    flags = flag_lines(results)
     notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
     notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
@@ -278,8 +277,6 @@ def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, bas
                  atomic_write) -> list[Path]:
     """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
     returns the paths written."""
-    from tokzoo.bench.compare import compare_results, data_notes, load_results
-    from tokzoo.errors import TokzooError
 
     written = []
     png = tradeoff_png(results)

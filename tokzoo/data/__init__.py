@@ -73,7 +73,7 @@ def parse_data_arg(arg: str) -> dict[str, Any]:
 
 def build_dataset(spec: Any, split: str):
     """Dataset from a spec (``"shapes"``, ``"imagefolder:PATH"`` or ``{name, **params}``)."""
-    from tokzoo.config import to_container
+    from tokzoo.schema import to_container
     from tokzoo.registry import get_registry
 
     if isinstance(spec, str):
@@ -85,7 +85,7 @@ def build_dataset(spec: Any, split: str):
         if spec.get("resolution") is not None:
             host["resolution"] = spec.pop("resolution")
     if comp.config is not None:
-        from tokzoo.config import validate_params
+        from tokzoo.schema import validate_params
 
         spec = validate_params(spec, comp.config, where=f"dataset '{comp.name}'")
     return comp.factory(**host, **spec)
@@ -102,7 +102,7 @@ def fingerprint(dataset, spec: Any) -> str:
     fn = getattr(dataset, "fingerprint", None)
     if callable(fn):
         return str(fn())
-    from tokzoo.config import to_container
+    from tokzoo.schema import to_container
 
     blob = json.dumps([to_container(spec), len(dataset)], sort_keys=True, default=str)
     name = spec.get("name", "data") if isinstance(spec, dict) else str(spec)

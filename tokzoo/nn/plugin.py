@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tokzoo import hookimpl
 from tokzoo.api import ComposedTokenizer
-from tokzoo.config import Spec, schema_of
+from tokzoo.schema import Spec, schema_of
 from tokzoo.nn import ConvDecoder, ConvEncoder, VectorQuantizer
 
 

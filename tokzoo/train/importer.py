@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tokzoo import runfolder
 from tokzoo.ckptio import atomic_write, save_checkpoint
 from tokzoo.config import load_run_config
 from tokzoo.errors import ConfigError
@@ -37,7 +38,7 @@ def _source_param(config: dict, preset: str) -> str:
 def import_release(preset: str, source: str, out: str | Path, overrides: list[str] | None = None,
                    weights_dir: str | None = None) -> Path:
     out = Path(out)
-    if (out / "checkpoints").exists() or (out / "config.json").exists():
+    if runfolder.looks_like_run(out):
         raise ConfigError(f"{out} already holds a run; choose another --out (nothing was changed)")
     src = Path(source).expanduser()
     with using_weights_dir(weights_dir):
@@ -48,7 +49,7 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
         if config.get("recipe"):
             raise ConfigError(f"'{preset}' is a training preset; import takes a ready-made tokenizer preset "
                               "(no recipe), e.g. llamagen-vq16 or taming-f16-16384")
-        from tokzoo.train.checkpoint import build_model_from_config
+        from tokzoo.models import build_model_from_config
 
         with recording_references() as refs:
             tok = build_model_from_config(config)

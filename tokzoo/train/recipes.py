@@ -124,7 +124,7 @@ class ReconstructionRecipe(Recipe):
 class ClipRecipe(Recipe):
     """Contrastive image-text training of an ``openclip`` model (the tiny teacher).
 
-    Evaluation is the linear probe (:mod:`tokzoo.bench.probe`) on the pooled
+    Evaluation is the linear probe (:mod:`tokzoo.measures`) on the pooled
     image embedding, so a trained teacher can be told from a random one.
     """
 
@@ -156,7 +156,7 @@ class ClipRecipe(Recipe):
 
     @torch.no_grad()
     def evaluate(self, model, train_set, val_set, device) -> dict[str, float]:
-        from tokzoo.bench.probe import linear_probe
+        from tokzoo.measures import linear_probe
 
         def feats(ds, n):
             xs, ys = [], []

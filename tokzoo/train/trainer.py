@@ -24,7 +24,7 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokzoo.bench.metrics import psnr_per_image
+from tokzoo.measures import psnr_per_image
 from tokzoo.config import load_run_config
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device  # noqa: F401 (re-exported)
 from tokzoo.data import SkipCounter, build_dataset, collate
@@ -32,6 +32,7 @@ from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
 from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
+from tokzoo import runfolder
 from tokzoo.ckptio import RunLock, atomic_write, repair_latest
 from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_module_state,
                                      read_trainer_state,
@@ -280,7 +281,7 @@ class Trainer:
             return self._train_stages()
         except BaseException:
             # a run that failed before its first checkpoint leaves no folder that looks like a run
-            if created and self.is_main and not (self.run_dir / "checkpoints").exists():
+            if created and self.is_main and not runfolder.checkpoints(self.run_dir).exists():
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         finally:
@@ -301,9 +302,9 @@ class Trainer:
             if start_stage < 1 or start_stage > len(self.stages):
                 raise ConfigError(f"--stage must be between 1 and {len(self.stages)}")
             if start_stage > 1:
-                prev = self.run_dir / "checkpoints" / f"stage{start_stage - 1}-final"
+                prev = runfolder.checkpoint(self.run_dir, runfolder.final_tag(start_stage - 1))
                 if self._stage_started(start_stage - 1):
-                    here = (self.run_dir / "checkpoints" / "latest").read_text().strip()
+                    here = runfolder.latest_tag(self.run_dir)
                     raise ConfigError(f"{self.run_dir} already holds checkpoints past stage {start_stage - 1} "
                                       f"(latest: {here}); use --resume to continue, or set run_dir=... to run "
                                       f"stage {start_stage} again in a new folder (nothing was overwritten)")
@@ -313,7 +314,7 @@ class Trainer:
                 self.stage_index = start_stage - 1
                 self.step = sum(s.steps for s in self.stages[: self.stage_index])
                 self.console.print(f"stage {start_stage} starts from {ckpt}")
-        elif (self.run_dir / "checkpoints" / "latest").exists():  # also when fine-tuning: never over a run
+        elif runfolder.has_checkpoint(self.run_dir):  # also when fine-tuning: never over a run
             raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
                               f"or set run_dir=... to start a new one (nothing was overwritten)")
         elif self.cfg.get("init_from"):
@@ -321,16 +322,15 @@ class Trainer:
             self.restore(ckpt, full=False)
             self.console.print(f"fine-tuning from {ckpt}")
         if self.is_main:
-            atomic_write(self.run_dir / "config.json", json.dumps(self.cfg, indent=2))
+            atomic_write(self.run_dir / runfolder.CONFIG, json.dumps(self.cfg, indent=2))
 
     def _stage_started(self, index: int) -> bool:
         """Whether this run folder's latest checkpoint is past the start of stage
         ``index`` (0-based): a step of it or of a later stage was trained."""
-        latest = self.run_dir / "checkpoints" / "latest"
-        if not latest.is_file():
+        if not runfolder.latest_file(self.run_dir).is_file():
             return False
         ckpt = resolve_checkpoint(self.run_dir)
-        if ckpt.name == f"stage{index}-final":
+        if ckpt.name == runfolder.final_tag(index):
             return False  # exactly where the stage starts
         state = read_trainer_state(ckpt, mmap=True)
         at, step = int(state.get("stage_index", 0)), int(state.get("stage_step", 0))
@@ -339,7 +339,7 @@ class Trainer:
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
         while self.stage_index < len(self.stages):
-            done = self.run_dir / "checkpoints" / f"stage{self.stage_index + 1}-final"
+            done = runfolder.checkpoint(self.run_dir, runfolder.final_tag(self.stage_index + 1))
             if self.stage_step >= self.stages[self.stage_index].steps > 0 and (done / "model.safetensors").is_file():
                 # resumed from a finished stage: it is not evaluated or saved again
                 self.stage_index += 1
@@ -353,7 +353,7 @@ class Trainer:
             self.stage_step = 0
             self.opt = None
         if self.is_main:  # every stage done: bench may take this run as finished
-            atomic_write(self.run_dir / "checkpoints" / "finished", f"stage{len(self.stages)}-final\n")
+            atomic_write(runfolder.finished_file(self.run_dir), runfolder.final_tag(len(self.stages)) + "\n")
         if self.world > 1:
             dist.barrier()
         return results
@@ -368,7 +368,7 @@ class Trainer:
     def _run_stage(self) -> dict[str, float]:
         """One stage, read top to bottom: evaluate, then the step loop, then evaluate and save."""
         stage = self.stages[self.stage_index]
-        tag = f"stage{self.stage_index + 1}"
+        tag = runfolder.stage_tag(self.stage_index + 1)
         if self.stage_step == 0:
             before = self.evaluate(f"{tag}-start")
             self.log({"step": self.step, "stage": stage.name, **before})
@@ -404,10 +404,11 @@ class Trainer:
                     self.save(f"step-{self.step:08d}")
         after = self.evaluate(f"{tag}-end")
         self.log({"step": self.step, "stage": stage.name, **after})
-        self.save(f"{tag}-final")
+        final = runfolder.final_tag(self.stage_index + 1)
+        self.save(final)
         if self.is_main:
             self.console.print(f"stage {self.stage_index + 1} done: {_fmt(after)}; "
-                               f"checkpoint {self.run_dir / 'checkpoints' / (tag + '-final')}")
+                               f"checkpoint {runfolder.checkpoint(self.run_dir, final)}")
             if self.skips.summary():
                 self.console.print(f"[yellow]{self.skips.summary()}[/]")
         return {f"{tag}/{k}": v for k, v in after.items()}
@@ -454,10 +455,10 @@ class Trainer:
 
     def _save_and_stop(self, stage: Stage) -> None:
         tag = f"step-{self.step:08d}"
-        if self.stage_step > 0 and not (self.run_dir / "checkpoints" / tag / "model.safetensors").is_file():
+        if self.stage_step > 0 and not (runfolder.checkpoint(self.run_dir, tag) / "model.safetensors").is_file():
             self.save(tag)
         name = signal.Signals(self._signal).name
-        where = self.run_dir / "checkpoints" / tag
+        where = runfolder.checkpoint(self.run_dir, tag)
         saved = (f"saved checkpoint {where}" if (where / "model.safetensors").is_file()
                  else "no checkpoint of this stage yet")
         preset = self.cfg.get("preset") or "PRESET"
@@ -542,9 +543,9 @@ class Trainer:
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         for name, value in terms.items():
             if not torch.isfinite(value.detach()).all():
-                latest = self.run_dir / "checkpoints" / "latest"
-                kept = (f"the last good checkpoint is kept at {self.run_dir / 'checkpoints' / latest.read_text().strip()}"
-                        if latest.exists() else "no checkpoint had been written yet")
+                latest = runfolder.latest_tag(self.run_dir)
+                kept = (f"the last good checkpoint is kept at {runfolder.checkpoint(self.run_dir, latest)}"
+                        if latest else "no checkpoint had been written yet")
                 raise NonFiniteLossError(f"loss term '{name}' became {float(value.detach().float().mean())} at step "
                                          f"{self.step} (stage '{self.stages[self.stage_index].name}'); stopping. {kept}. "
                                          "Try a lower trainer.lr or trainer.grad_clip.")

@@ -1,9 +1,13 @@
-"""The linear probe: how much class information frozen features carry.
+"""Measures both training and the bench use: PSNR per image and the linear probe.
 
-Fixed recipe (part of the measurement protocol, ``linear-probe`` v2):
-features computed from the discrete tokens alone (``token_features(codes)``;
-v1 let a tokenizer give continuous pre-quantization features) are pooled to ``[N, C]`` (mean over the token grid), standardised
-with the training set's mean and std, and a multinomial logistic regression
+A leaf below ``tokzoo.train`` and ``tokzoo.bench`` (the trainer's evaluation
+and the bench's metrics compute the same numbers, from here).
+
+The linear probe's recipe is fixed (part of the measurement protocol,
+``linear-probe`` v2): features computed from the discrete tokens alone
+(``token_features(codes)``; v1 let a tokenizer give continuous
+pre-quantization features) are pooled to ``[N, C]`` (mean over the token
+grid), standardised with the training set's mean and std, and a multinomial logistic regression
 with L2 penalty ``1e-4`` is fit by full-batch L-BFGS (100 iterations, float64,
 seed 0). Reported: top-1 accuracy on the validation features.
 """
@@ -11,6 +15,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def psnr_per_image(originals: Tensor, reconstructions: Tensor) -> Tensor:
+    """PSNR of each uint8 image pair ``[B,3,H,W]``, ``data_range=255`` (float64 ``[B]``)."""
+    a, b = originals.double(), reconstructions.double()
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0 ** 2 / mse.clamp(min=1e-10))
+
 
 PROBE_PROTOCOL = {"name": "linear-probe", "version": 2, "features": "token_features(codes): from the tokens alone",
                   "l2": 1e-4, "iterations": 100, "optimizer": "lbfgs"}

@@ -1,0 +1,203 @@
+"""Measuring one tokenizer: its metrics built, the images streamed once
+through it and every metric, the processes' states combined, each number
+computed with its bootstrap interval, and the reference statistics cached."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tokzoo.api import BenchContext, Codes
+from tokzoo.bench.protocol import PROTOCOL_VERSION
+from tokzoo.bench.stats import bootstrap_interval
+from tokzoo.data import SkipCounter, build_dataset, collate, parse_data_arg
+from tokzoo.data.preprocess import PREPROCESSING, to_uint8
+from tokzoo.errors import ConfigError, TokzooError, check_returns
+from tokzoo.registry import get_registry
+
+
+# -- the data ----------------------------------------------------------------------------------
+def data_spec(data: str, resolution: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dataset spec bench measures: ``--data NAME`` (any registered dataset)
+    or ``imagefolder:PATH``, with ``data.<param>=`` overrides; the host gives
+    ``resolution`` (the tokenizer's) and ``split``."""
+    params = dict(params or {})
+    if "resolution" in params or "split" in params:
+        raise ConfigError("bench sets the dataset's resolution (the tokenizer's) and split (val) itself; "
+                          "leave data.resolution / data.split out")
+    spec = parse_data_arg(data)
+    get_registry().get("dataset", spec["name"])  # unknown names: close matches
+    return {**spec, **params, "resolution": resolution}
+
+
+class HeldOut(torch.utils.data.Dataset):
+    """The images of ``data`` after its first ``skip`` (the ones bench measures)."""
+
+    def __init__(self, data, skip: int):
+        self.data, self.skip = data, skip
+        self.num_classes = getattr(data, "num_classes", None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.data) - self.skip)
+
+    def __getitem__(self, index: int):
+        return self.data[self.skip + index]
+
+
+def probe_train_split(spec: dict[str, Any], measured: int, name: str, build=build_dataset):
+    """The probe's train images: the ``train`` split, or, when the data has no
+    held-out split (``same_for_every_split``: a flat folder, shards without a
+    val source), the images after the ``measured`` ones, so the probe never
+    trains on an image it is scored on."""
+    train = build(spec, "train")
+    if not getattr(train, "same_for_every_split", False):
+        return train
+    rest = HeldOut(train, measured)
+    if len(rest) == 0:
+        raise ValueError(f"'{name}' has no held-out split and all its {len(train)} images are measured: the probe "
+                         "would train on the images it is scored on (give train/ and val/ folders, "
+                         "data.val_fraction=..., or fewer --num-images)")
+    return rest
+
+
+# -- the metrics -------------------------------------------------------------------------------
+def make_metrics(names: list[str], params: dict[str, dict[str, Any]], tok,
+                 ctx: BenchContext) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """(metrics ready for ``tok``, unavailable metric -> why, weight file -> SHA-256)."""
+    metrics, unavailable, weights = {}, {}, {}
+    reg = get_registry()
+    for m in names:
+        try:
+            metric = reg.create("metric", m, **params.get(m, {}))
+            metric.setup(ctx)
+        except TokzooError as exc:
+            unavailable[m] = str(exc)
+            continue
+        except ImportError as exc:  # a metric whose package is missing
+            unavailable[m] = f"needs a package that is not installed ({exc})"
+            continue
+        metric.reset(tok)
+        weights.update(getattr(metric, "weights", {}) or {})
+        metrics[m] = metric
+    return metrics, unavailable, weights
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: SkipCounter, *, device: torch.device,
+           batch_size: int, grid_images: int, console: Console,
+           show: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Stream ``images`` through the tokenizer and every metric, once; the first
+    ``grid_images`` originals and reconstructions for the grid picture. A metric
+    that fails on a batch becomes unavailable, not the bench."""
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    grid_o, grid_r = [], []
+    progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, disable=not show)
+    tok.eval()
+    with progress:
+        task = progress.add_task(name, total=len(images))
+        for b, batch in enumerate(loader):
+            skips.add(batch)
+            if "image" not in batch:
+                continue
+            x = batch["image"].to(device)
+            _sync(device)  # timings: synchronised on GPU
+            t0 = time.perf_counter()
+            codes = check_returns(tok, "encode", tok.encode(x), Codes, "tokzoo.api.Codes")
+            _sync(device)
+            t1 = time.perf_counter()
+            rec = tok.decode(codes)
+            _sync(device)
+            t2 = time.perf_counter()
+            o8, r8 = to_uint8(x), to_uint8(rec)  # metrics see what a saved PNG would hold
+            batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
+            for m in list(metrics):
+                try:
+                    metrics[m].update(o8, r8, codes, batch)
+                except (ValueError, RuntimeError, NotImplementedError) as exc:  # one metric, not the bench
+                    unavailable[m] = f"failed: {str(exc).splitlines()[0]}"
+                    del metrics[m]
+            if sum(len(g) for g in grid_o) < grid_images:
+                grid_o.append(o8.cpu())
+                grid_r.append(r8.cpu())
+            progress.update(task, advance=len(x))
+    return grid_o, grid_r
+
+
+def compute(metrics: dict, unavailable: dict) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str],
+                                                      dict[str, str]]:
+    """(values, bootstrap intervals, direction per key, flags) of every metric
+    that can compute; one that cannot is unavailable, with the reason."""
+    values: dict[str, float] = {}
+    better: dict[str, str] = {}
+    flags: dict[str, str] = {}
+    intervals: dict[str, list[float]] = {}
+    for m, metric in metrics.items():
+        try:
+            values.update(metric.compute())
+            better.update(getattr(metric, "better", {}))
+            flags.update(metric.flags() if hasattr(metric, "flags") else {})
+        except (NotImplementedError, ValueError) as exc:
+            unavailable[m] = str(exc)
+            continue
+        per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
+        for key, v in (per_image or {}).items():
+            ci = bootstrap_interval(v) if key in values else None
+            if ci is not None:
+                intervals[key] = [ci[0], ci[1]]
+    return values, intervals, better, flags
+
+
+def reduce_across(metrics: dict, all_reduce: Callable, all_gather_object: Callable, world: int) -> None:
+    """Sum every metric's state over the processes of a ``torchrun`` bench."""
+    for metric in metrics.values():
+        metric.reduce(all_reduce, all_gather_object, world)
+
+
+# -- reference statistics (the originals' side of rFID and the like), cached ----------------------
+def _reference_cache_path(key: str) -> Path:
+    from tokzoo.weights import cache_dir
+
+    return cache_dir() / "fid-reference" / f"{key}.safetensors"
+
+
+def load_reference(m: str, metric, dataset: str, n: int, res: int) -> tuple[str, bool]:
+    """(cache key, loaded?) of a metric's reference state over the originals."""
+    ident = metric.reference_identity()
+    if not ident:
+        return "", False
+    key = hashlib.sha256(json.dumps([m, ident, dataset, n, res, PREPROCESSING,
+                                     PROTOCOL_VERSION]).encode()).hexdigest()[:24]
+    path = _reference_cache_path(key)
+    if path.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            metric.load_reference(load_file(str(path)))
+            return key, True
+        except Exception:  # a damaged cache file is recomputed
+            pass
+    return key, False
+
+
+def save_reference(key: str, state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path = _reference_cache_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,65 @@
+"""Every file a results dict becomes, written from one place: results.json,
+results.md, results.csv, the reconstruction grid (its stored rows and its
+picture), tradeoff.png / sweep.png and report.html, each atomically."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokzoo.bench.render import grid_png, render_csv, render_markdown, row_key
+from tokzoo.bench.report import write_report
+from tokzoo.ckptio import atomic_write
+
+GRID_ROWS = "grid_samples.safetensors"  # every tokenizer's grid row (uint8), kept across benches into one folder
+
+
+def write_outputs(out: Path, results: dict[str, Any], baseline: str | None = None,
+                  grid_rows: dict[str, torch.Tensor] | None = None, results_json: bool = True) -> list[Path]:
+    """Write ``results`` into ``out``; returns the files written after the
+    results.json. ``grid_rows`` (keys: :func:`row_key`) are stored and drawn
+    as recon_grid.png; without them the recon_grid.png already in ``out`` is
+    what report.html shows. ``results_json=False`` leaves results.json as it is
+    (``tokzoo report`` re-renders a file it did not write)."""
+    out = Path(out)
+    if results_json:
+        atomic_write(out / "results.json", json.dumps(results, indent=2))
+    atomic_write(out / "results.md", render_markdown(results))
+    atomic_write(out / "results.csv", render_csv(results))
+    if grid_rows is None:
+        grid = out / "recon_grid.png"
+        png = grid.read_bytes() if grid.is_file() else None
+    else:
+        png = _write_grid(out, results, grid_rows)
+    return [out / "results.md", out / "results.csv", *write_report(out, results, png, baseline, atomic_write)]
+
+
+def _write_grid(out: Path, results: dict[str, Any], rows: dict[str, torch.Tensor]) -> bytes | None:
+    """Store the rows and draw the picture of every tokenizer in ``results`` that has one."""
+    if rows:
+        from safetensors.torch import save as save_bytes
+
+        atomic_write(out / GRID_ROWS, save_bytes(rows))
+    ordered = {"originals": rows["originals"]} if "originals" in rows else {}
+    for name in results["tokenizers"]:
+        if row_key(name) in rows:
+            ordered[name] = rows[row_key(name)]
+    png = grid_png(ordered) if len(ordered) > 1 else None
+    if png:
+        atomic_write(out / "recon_grid.png", png)
+    return png
+
+
+def stored_rows(out: Path) -> dict[str, torch.Tensor]:
+    """The grid rows kept in ``out`` by earlier benches (keys: :func:`row_key`)."""
+    samples = Path(out) / GRID_ROWS
+    if not samples.is_file():
+        return {}
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(str(samples))
+    except Exception:  # an unreadable cache only costs the old rows of the picture
+        return {}

@@ -1,0 +1,247 @@
+"""Every rendering of a results dict: the terminal table, results.md,
+results.csv and the reconstruction grid picture, with one column order and
+one number format."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from tokzoo.bench.stats import half_width
+
+
+SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
+           ("usage", "usage/"), ("perplexity", "perplexity/"), ("tokens", "tokens_per_image"),
+           ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
+
+
+SWEPT = "swept:"  # column key prefix of a sweep's values
+
+
+def short_names(names: Iterable[str]) -> dict[str, str]:
+    """How outputs name each tokenizer of ``names``: a preset's own name; a
+    path's last folder, with its run folder when it is a checkpoint
+    (``run/stage1-final``), and more of the path while it would read the same
+    as another one's."""
+    names = list(dict.fromkeys(names))
+    parts, size = {}, {}
+    for n in names:
+        path = Path(n)
+        parts[n] = ([p for p in path.parts if p not in ("checkpoints", path.anchor)] or [n]) if os.sep in n else [n]
+        size[n] = 2 if len(parts[n]) > 1 and path.parent.name == "checkpoints" else 1
+    while True:
+        labels = {n: "/".join(parts[n][-size[n]:]) for n in names}
+        seen: dict[str, list[str]] = {}
+        for n, lab in labels.items():
+            seen.setdefault(lab, []).append(n)
+        grow = [n for same in seen.values() if len(same) > 1 for n in same if size[n] < len(parts[n])]
+        if not grow:
+            return labels
+        for n in grow:
+            size[n] += 1
+
+
+def unavailable_by_reason(results: dict[str, Any], name=None) -> dict[tuple[str, str], list[str]]:
+    """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``
+    (their :func:`short_names` by default): one line per reason in every output instead of one per tokenizer."""
+    out: dict[tuple[str, str], list[str]] = {}
+    short = short_names(results["tokenizers"])
+    for n, e in results["tokenizers"].items():
+        for m, why in (e.get("unavailable") or {}).items():
+            out.setdefault((m, why), []).append(short[n] if name is None else name(n, e))
+    return out
+
+
+def summary_cells(results: dict[str, Any], intervals: bool) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """(columns, tokenizer -> cells) of the summary, without the columns no tokenizer has."""
+    columns = summary_columns(results)
+    cells = {name: _summary_cells(e, columns, intervals) for name, e in results["tokenizers"].items()}
+    keep = [i for i in range(len(columns)) if any(c[i] != "n/a" for c in cells.values())]
+    return [columns[i] for i in keep], {name: [c[i] for i in keep] for name, c in cells.items()}
+
+
+def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table's columns: the core summary, then every other metric result
+    (a plugin's metric, LPIPS-VGG, ...) in first-seen order."""
+    covered = [key for _, key in SUMMARY]
+    swept: list[str] = []  # a sweep's values first, as columns
+    for e in results["tokenizers"].values():
+        swept += [k for k in (e.get("swept") or {}) if k not in swept]
+    extra: list[str] = []
+    for e in results["tokenizers"].values():
+        for k in e["metrics"]:
+            if not any(k == c or (c.endswith("/") and k.startswith(c)) for c in covered) and k not in extra:
+                extra.append(k)
+    present = [(t, k) for t, k in SUMMARY]
+    return [(k, SWEPT + k) for k in swept] + present + [(k, k) for k in extra]
+
+
+def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> list[str]:
+    """One row's cells; with ``intervals``, a mean's bootstrap 95 % half-width as ``± h``."""
+    m = e["metrics"]
+    cells = []
+    for _, key in columns or SUMMARY:
+        if key.startswith(SWEPT):
+            v = (e.get("swept") or {}).get(key[len(SWEPT):])
+            cells.append("n/a" if v is None else str(v))
+        elif key.endswith("/"):
+            parts = [f"{k[len(key):]} {_fmt(v)}" for k, v in m.items() if k.startswith(key)]
+            cells.append(", ".join(parts) if parts else "n/a")
+        else:
+            cell = _fmt(m.get(key))
+            h = half_width((e.get("intervals") or {}).get(key)) if intervals else None
+            if h is not None and cell != "n/a":
+                cell += f" ± {h:.2g}"
+            if key in (e.get("flags") or {}) and cell != "n/a":
+                cell += " †"  # a flagged number: the reason is printed with the table
+            cells.append(cell)
+    return cells
+
+
+def _columns(results: dict[str, Any]) -> list[str]:
+    order = ["rfid", "psnr", "ssim", "lpips", "probe_top1"]
+    cols: list[str] = []
+    for e in results["tokenizers"].values():
+        for k in e["metrics"]:
+            if k not in cols:
+                cols.append(k)
+    rest = sorted(c for c in cols if c not in order)
+    return [c for c in order if c in cols] + rest
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:.0f}"
+    return f"{v:.4g}"
+
+
+def label(name: str, e: dict[str, Any]) -> str:
+    """A tokenizer's name, flagged when a pretrained part of it was random."""
+    parts = e.get("random_parts") or []
+    if e.get("swept"):  # a sweep's point: its folder's name (the swept values) is unique in the sweep
+        name = Path(name).name
+    name = f"{name} (RANDOM {', '.join(parts)})" if parts else name
+    return f"{name} (unfinished: {e['unfinished']})" if e.get("unfinished") else name
+
+
+#: which summary columns a narrow terminal keeps first (the rest are in results.md)
+NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bits", "enc img/s", "dec img/s",
+                   "usage", "perplexity")
+
+
+def flag_lines(results: dict[str, Any], keys: set[str] | None = None) -> list[str]:
+    """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
+    short = short_names(results["tokenizers"])
+    return [f"{short[n]} / {k}: {why}" for n, e in results["tokenizers"].items()
+            for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
+
+
+def render_table(results: dict[str, Any], width: int | None = None) -> Table:
+    """The terminal table; given a ``width``, the columns that fit it, most
+    important first, and a caption naming the ones left to results.md."""
+    columns, rows = summary_cells(results, intervals=False)  # no empty columns
+    keep = list(range(len(columns)))
+    short = short_names(results["tokenizers"])
+    names = {name: label(short[name], e) for name, e in results["tokenizers"].items()}
+    dropped: list[str] = []
+    if width:
+        def need(i: int) -> int:
+            return max([len(columns[i][0])] + [len(r[i]) for r in rows.values()]) + 3
+
+        used = max([len("tokenizer")] + [len(n) for n in names.values()]) + 4
+        order = sorted(keep, key=lambda i: -1 if columns[i][1].startswith(SWEPT) else
+                       NARROW_PRIORITY.index(columns[i][0]) if columns[i][0] in NARROW_PRIORITY
+                       else len(NARROW_PRIORITY))
+        chosen = []
+        for i in order:
+            if used + need(i) <= width:
+                chosen.append(i)
+                used += need(i)
+        dropped = [columns[i][0] for i in keep if i not in chosen]
+        keep = [i for i in keep if i in chosen]
+    notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
+    shown = {columns[i][1] for i in keep}
+    notes += ["† " + line for line in flag_lines(results, shown)]
+    table = Table(title="tokzoo bench", caption="\n".join(notes) or None)
+    table.add_column("tokenizer")
+    for i in keep:
+        table.add_column(columns[i][0], justify="right")
+    for name in results["tokenizers"]:
+        table.add_row(names[name], *[rows[name][i] for i in keep])
+    return table
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    p = results.get("protocol") or {}
+    columns, cells = summary_cells(results, intervals=True)
+    lines = ["# tokzoo bench results", "",
+             f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
+             f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
+             "metrics on uint8 reconstructions; ± is half the bootstrap 95 % interval over the images "
+             "(1,000 resamples); the probe uses features from the tokens alone.", "",
+             "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, e in results["tokenizers"].items():
+        lines.append(f"| {label(name, e)} | " + " | ".join(cells[name]) + " |")
+    flagged = flag_lines(results)
+    if flagged:
+        lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
+    randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
+    if randoms:
+        lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
+                  "real ones:", ""] + [f"- {n}: {', '.join(parts)}" for n, parts in randoms]
+    missing = unavailable_by_reason(results, name=label)
+    if missing:
+        lines += ["", "Unavailable:", ""] + [f"- {m} for {', '.join(names)}: {why}"
+                                             for (m, why), names in missing.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(results: dict[str, Any]) -> str:
+    cols = _columns(results)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    spread = [c for c in cols if any(c in (e.get("intervals") or {}) for e in results["tokenizers"].values())]
+    swept = [k for _, k in summary_columns(results) if k.startswith(SWEPT)]
+    w.writerow(["tokenizer", *[k[len(SWEPT):] for k in swept], *cols, *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts",
+                "flags"])
+    for name, e in results["tokenizers"].items():
+        ci = e.get("intervals") or {}
+        w.writerow([name, *[(e.get("swept") or {}).get(k[len(SWEPT):], "") for k in swept],
+                    *[e["metrics"].get(c, "") for c in cols],
+                    *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
+                    "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())])
+    return buf.getvalue()
+
+
+def row_key(name: str) -> str:
+    return "originals" if name == "originals" else "tok:" + name
+
+
+def grid_png(rows: dict[str, torch.Tensor]) -> bytes:
+    """Originals in the first row, each tokenizer's reconstructions below, labelled."""
+    from PIL import Image, ImageDraw
+
+    names = list(rows)
+    n, _, h, w = rows["originals"].shape
+    label_w, scale = 110, max(1, 96 // h)
+    canvas = Image.new("RGB", (label_w + n * w * scale, len(names) * h * scale), "white")
+    draw = ImageDraw.Draw(canvas)
+    short = short_names(names)
+    for r, name in enumerate(names):
+        imgs = rows[name]
+        for c in range(min(n, len(imgs))):
+            tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
+        label = short[name]  # a checkpoint path: its run folder's name
+        draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()

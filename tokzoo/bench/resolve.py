@@ -1,0 +1,76 @@
+"""Which tokenizer a bench name means, and everything a finished result of it
+depends on (its identity: a re-bench reuses the result only when all of it matches)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokzoo import runfolder
+from tokzoo.errors import CheckpointError, TokzooError, UnknownNameError
+from tokzoo.models import build_model_from_config, load_tokenizer
+from tokzoo.registry import get_registry
+from tokzoo.weights import KNOWN_FILES, find_weights, sha256
+
+
+def resolve_tokenizer(name: str, device: torch.device):
+    """A preset name (its run folder's trained weights) or a checkpoint path -> tokenizer."""
+    from tokzoo.config import list_presets, load_run_config
+
+    p = Path(name).expanduser()
+    is_yaml = p.suffix in (".yaml", ".yml") and p.is_file()  # a preset file, as `tokzoo train FILE` takes
+    if p.exists() and not is_yaml:
+        return load_tokenizer(p, map_location=str(device))
+    presets = list_presets()
+    if name not in presets and not is_yaml:
+        raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
+    config = load_run_config(name)
+    if not config.get("recipe"):  # a ready-made tokenizer: it loads its own weights (or has none)
+        return build_model_from_config(config).to(device).eval()
+    run_dir = Path(config["run_dir"])
+    try:
+        tok = load_tokenizer(run_dir, map_location=str(device))
+    except CheckpointError as exc:
+        raise CheckpointError(f"no trained weights for '{name}' in {run_dir}: train it first with "
+                              f"`tokzoo train {name}`, or pass a checkpoint path ({exc})") from None
+    used = Path(tok.checkpoint_path).name
+    if runfolder.finished_tag(run_dir) != used:
+        tok.unfinished = used  # a preset's run that never finished: benched from its last checkpoint, visibly
+    return tok
+
+
+def components(tok) -> dict[str, dict[str, str]]:
+    """Module path -> the registered component (kind, name, distribution, version) built there."""
+    out = {}
+    for path, module in tok.named_modules():
+        info = getattr(module, "tokzoo_component", None)
+        if isinstance(info, dict):
+            out[path or "(tokenizer)"] = dict(info)
+    return out
+
+
+def weight_files(weights_dir) -> dict[str, str | None]:
+    """Which known weight files are findable now (path, size, mtime): adding one changes the identity."""
+    out = {}
+    for key, fname in KNOWN_FILES.items():
+        try:
+            p = find_weights(fname, key, weights_dir)
+            st = p.stat()
+            out[key] = f"{p}|{st.st_size}|{int(st.st_mtime)}"
+        except TokzooError:
+            out[key] = None
+    return out
+
+
+def identity(tok, opts) -> dict[str, Any]:
+    """Everything a finished result of ``tok`` under ``opts`` (:class:`BenchOptions`) depends on."""
+    ckpt = getattr(tok, "checkpoint_path", None)
+    sha = sha256(Path(ckpt) / "model.safetensors") if ckpt else None
+    cfg_hash = hashlib.sha256(json.dumps(tok.config, sort_keys=True).encode()).hexdigest()[:16] if tok.config else None
+    return {"checkpoint": ckpt, "checkpoint_sha256": sha, "config_sha256": cfg_hash,
+            "metrics": sorted(opts.metrics), "metric_params": opts.metric_params,
+            "data_params": opts.data_params, "weight_files": weight_files(opts.weights_dir),
+            "plugins": get_registry().versions(), "components": components(tok)}

@@ -1,0 +1,68 @@
+"""The results file: reading a results.json, and merging a bench into the
+one already in its folder (kept under the same protocol, set aside whole
+under another, never mixed and never lost)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tokzoo.bench.protocol import PROTOCOL_KEYS
+from tokzoo.errors import ConfigError
+
+
+def fresh_results() -> dict[str, Any]:
+    """An empty results dict."""
+    return {"tokzoo_results": 1, "protocol": None, "tokenizers": {}}
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A results.json (or a folder holding one), checked; ConfigError (exit 2) otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "results.json").is_file():
+            raise ConfigError(f"{p} is a folder without a results.json")
+        p = p / "results.json"
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tokenizers"), dict) or "protocol" not in data:
+        raise ConfigError(f"{p} is not a tokzoo results.json (no 'tokenizers' / 'protocol')")
+    for name, entry in data["tokenizers"].items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict):
+            raise ConfigError(f"{p}: tokenizer '{name}' has no 'metrics' mapping")
+        bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r})")
+    return data
+
+
+def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str],
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """The results in ``path`` to merge this bench into: kept when measured under
+    ``protocol_now`` (or when this bench re-measures all of them); otherwise set
+    aside as ``results.<time>.json`` and a fresh dict returned. An unreadable
+    file is kept as ``results.unreadable-<time>.json``. ``say`` tells the user."""
+    if not path.is_file():
+        return fresh_results()
+    try:
+        old = json.loads(path.read_text())
+        assert isinstance(old, dict) and isinstance(old.get("tokenizers"), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, OSError):
+        backup = path.with_name(f"results.unreadable-{int(time.time())}.json")
+        os.replace(path, backup)
+        say(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
+        return fresh_results()
+    same = all((old.get("protocol") or {}).get(k) == protocol_now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
+    if not same and any(k not in tokenizers for k in old["tokenizers"]):
+        backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        os.replace(path, backup)
+        say(f"[yellow]note:[/] {path} held results under another protocol; kept them as {backup}")
+        return fresh_results()
+    return old
