@@ -446,13 +446,14 @@ def test_a_plugin_calling_sys_exit_at_import_fails_alone(tmp_path, cli):
 
 
 def test_results_json_that_is_not_a_mapping_is_set_aside(tmp_path, monkeypatch):
-    from tokzoo.bench.harness import Bench, BenchOptions
+    from tokzoo.bench.results import load_previous
 
     out = tmp_path / "b"
     out.mkdir()
     (out / "results.json").write_text("[]")
-    bench = Bench(BenchOptions(tokenizers=["x"], out_dir=str(out), device="cpu"))
-    assert bench._load_previous()["tokenizers"] == {}
+    said = []
+    assert load_previous(out / "results.json", {}, ["x"], said.append)["tokenizers"] == {}
+    assert said and "unreadable" in said[0]
     assert list(out.glob("results.unreadable-*.json"))
 
 

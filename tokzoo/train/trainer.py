@@ -7,14 +7,16 @@ terminal (rich) and to ``metrics.jsonl``, checkpointing atomically. Under
 ``torchrun`` the model is wrapped in DDP (gloo on CPU, nccl on GPU), every
 rank sees its own shard of each batch, losses are averaged across ranks for
 the logs, and only rank 0 writes.
+
+Its rooms: :mod:`.sampler` (the data order), :mod:`.optim` (a stage's
+optimisers and schedule), :mod:`.steps` (the generator and discriminator
+updates), :mod:`.ema`, :mod:`.evaluate`, :mod:`.runlog` (metrics.jsonl),
+:mod:`.signals`; the run-folder layout is :mod:`tokzoo.runfolder`.
 """
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,25 +26,26 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokzoo.measures import psnr_per_image
+from tokzoo import runfolder
+from tokzoo.ckptio import (RunLock, atomic_write, load_weights, read_config, read_module_state, read_trainer_state,
+                           repair_latest, resolve_checkpoint, save_checkpoint)
 from tokzoo.config import load_run_config
-from tokzoo.device import dist_info, maybe_init_distributed, pick_device  # noqa: F401 (re-exported)
 from tokzoo.data import SkipCounter, build_dataset, collate
-from tokzoo.data.preprocess import to_uint8
+from tokzoo.device import dist_info, maybe_init_distributed, pick_device
 from tokzoo.errors import CheckpointError, ConfigError, TokzooError
+from tokzoo.models import build_model_from_config
 from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
-from tokzoo import runfolder
-from tokzoo.ckptio import RunLock, atomic_write, repair_latest
-from tokzoo.train.checkpoint import (build_model_from_config, load_weights, read_config, read_module_state,
-                                     read_trainer_state,
-                                     resolve_checkpoint, save_checkpoint)
-from tokzoo.errors import check_returns
-from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
+from tokzoo.train.ema import EMA
+from tokzoo.train.evaluate import reconstruction_psnr
+from tokzoo.train.optim import make_optimisers, trainable_parameters
+from tokzoo.train.recipe import Recipe, Stage, StepContext
+from tokzoo.train.runlog import MetricsLog
+from tokzoo.train.sampler import StepBatches
+from tokzoo.train.signals import StopSignals
+from tokzoo.train.steps import NonFiniteLossError, Steps
 
-
-class NonFiniteLossError(TokzooError):
-    exit_code = 3
+__all__ = ["NonFiniteLossError", "StepBatches", "Trainer", "TrainingInterrupted", "run_training"]
 
 
 class TrainingInterrupted(TokzooError):
@@ -53,35 +56,6 @@ class TrainingInterrupted(TokzooError):
         self.exit_code = 128 + signum
 
 
-# -- data order: deterministic in the step, so a resumed run sees the same batches ---
-class StepBatches(torch.utils.data.Sampler):
-    """Yields index lists for steps ``start, start+1, ...``: epoch ``e`` is a
-    permutation seeded by ``(seed, e)``; rank ``r`` takes its slice of each
-    global batch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int, world: int):
-        self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start_step, total_steps
-        self.rank, self.world = rank, world
-        self.global_bs = batch_size * world
-        self.per_epoch = max(1, n // self.global_bs)
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        perm, perm_epoch = None, -1
-        for step in range(self.start, self.total):
-            epoch, k = divmod(step, self.per_epoch)
-            if epoch != perm_epoch:
-                g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-                perm, perm_epoch = torch.randperm(self.n, generator=g), epoch
-            chunk = perm[k * self.global_bs:(k + 1) * self.global_bs]
-            if len(chunk) < self.global_bs:  # tiny datasets: wrap around
-                chunk = perm[torch.arange(k * self.global_bs, (k + 1) * self.global_bs) % self.n]
-            yield chunk[self.rank * self.bs:(self.rank + 1) * self.bs].tolist()
-
-
-# -- the trainer ---------------------------------------------------------------------
 class Trainer:
     def __init__(self, config: dict, console: Console | None = None):
         self.cfg = config
@@ -106,155 +80,100 @@ class Trainer:
         self.train_set = build_dataset(config["data"], "train")
         self.val_set = build_dataset(config["data"], "val")
         self.skips = SkipCounter(self.console)
-        self._images_seen = 0  # readable training images this process has used
+        self.metrics_log = MetricsLog(self.run_dir, enabled=self.is_main)
+        self.steps = Steps(self.recipe, self.tokenizer, device=self.device, accum=self.tcfg["grad_accum"],
+                           grad_clip=self.tcfg["grad_clip"], amp=self.tcfg["precision"] == "bf16",
+                           world=self.world, skips=self.skips, class_names=getattr(self.train_set, "classes", None),
+                           where_kept=self._where_kept)
         self.step = 0  # global optimiser steps done
         self.stage_index, self.stage_step = 0, 0
-        self.ema: dict[str, torch.Tensor] | None = None
-        self.opt = self.disc_opt = None
-        self.model: torch.nn.Module = self.tokenizer
+        self.entered: int | None = None  # the stage whose optimisers exist now
+        self.ema: EMA | None = None
 
     # -- set-up per stage ------------------------------------------------------
     def _enter_stage(self, index: int) -> None:
+        """Freeze what stage ``index`` does not train; its optimisers, DDP / compile wrapping, EMA."""
         stage = self.stages[index]
-        groups = (self.tokenizer.trainable_groups() if hasattr(self.tokenizer, "trainable_groups")
-                  else {"all": list(self.tokenizer.parameters())})
-        unknown = [g for g in stage.train if g not in groups]
-        if unknown:
-            raise ConfigError(f"stage '{stage.name}' trains unknown parameter group '{unknown[0]}'; "
-                              f"this tokenizer has: {', '.join(groups)}")
-        self.tokenizer.requires_grad_(False)
-        params: list[torch.nn.Parameter] = []
-        seen: set[int] = set()
-        for g in stage.train:
-            for p in groups[g]:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-        for p in params:
-            p.requires_grad_(True)
+        params = trainable_parameters(self.tokenizer, stage)
         self.recipe.setup(self.tokenizer, stage, self.device)
+        seen = {id(p) for p in params}
         params += [p for p in self.recipe.extra_parameters() if id(p) not in seen]
-        lr = stage.lr or self.tcfg["lr"]
-        betas = (self.tcfg["beta1"], self.tcfg["beta2"])
-        self.opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=self.tcfg["weight_decay"])
-        disc = self.recipe.discriminator()
-        self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=lr, betas=betas) if disc is not None else None
-        warm, total = self.tcfg["warmup_steps"], stage.steps
-
-        def schedule(s: int) -> float:
-            if warm and s < warm:
-                return (s + 1) / warm
-            t = (s - warm) / max(1, total - warm)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
-        self.model = self.tokenizer
+        self.steps.optimisers = make_optimisers(params, self.recipe.discriminator(), stage, self.tcfg)
+        model = self.tokenizer
         if self.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
+            model = torch.nn.parallel.DistributedDataParallel(
                 self.tokenizer, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         if self.tcfg["compile"]:
-            self.model = torch.compile(self.model)
+            model = torch.compile(model)
+        self.steps.model = model
         if self.ema is None and self.tcfg["ema_decay"] > 0:  # frozen pretrained parts: their EMA is themselves
-            self.ema = {k: v.detach().clone() for k, v in self.tokenizer.state_dict().items() if not self._is_frozen(k)}
+            self.ema = EMA(self.tokenizer, self.tcfg["ema_decay"], self.frozen)
+        self.entered = index
+
+    def _leave_stage(self) -> None:
+        self.stage_index += 1
+        self.stage_step = 0
+        self.entered = None
 
     # -- checkpoints -------------------------------------------------------------
     def _trainer_state(self) -> dict[str, Any]:
+        opts = self.steps.optimisers if self.entered is not None else None
         return {
             "step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
-            "optimizer": self.opt.state_dict() if self.opt else None,
-            "disc_optimizer": self.disc_opt.state_dict() if self.disc_opt else None,
-            "scheduler": self.sched.state_dict() if self.opt else None,
+            **(opts.state_dict() if opts else {"optimizer": None, "disc_optimizer": None, "scheduler": None}),
             "recipe": self.recipe.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "metrics_bytes": (self.run_dir / "metrics.jsonl").stat().st_size
-            if (self.run_dir / "metrics.jsonl").is_file() else 0,
+            "metrics_bytes": self.metrics_log.size(),
         }
-
-    def _truncate_metrics(self, size: int | None) -> None:
-        """Cut metrics.jsonl back to what it held when the checkpoint was saved,
-        so every step the resumed run logs again appears once."""
-        f = self.run_dir / "metrics.jsonl"
-        if not f.is_file():
-            return
-        if size is None:  # checkpoints written before the size was recorded: keep records up to the step
-            keep = []
-            for line in f.read_text(errors="replace").splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= self.step:
-                        keep.append(line)
-                except ValueError:
-                    continue
-            atomic_write(f, "".join(k + "\n" for k in keep))
-        elif f.stat().st_size > size:
-            with open(f, "r+b") as fh:
-                fh.truncate(size)
 
     def save(self, tag: str) -> None:
         if self.is_main:
-            save_checkpoint(self.run_dir, tag, self.tokenizer, self.cfg, self._trainer_state(), self.ema)
+            save_checkpoint(self.run_dir, tag, self.tokenizer, self.cfg, self._trainer_state(),
+                            self.ema.state if self.ema else None)
         if self.world > 1:
             dist.barrier()
 
     def restore(self, ckpt: Path, full: bool) -> None:
+        """The weights of ``ckpt``; with ``full``, where it stopped too (steps,
+        optimisers, recipe state, EMA, random state), metrics.jsonl cut back to then."""
         load_weights(self.tokenizer, ckpt / "model.safetensors")
         if not full:
             return
         state = read_trainer_state(ckpt)
         self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
         if self.is_main:
-            self._truncate_metrics(state.get("metrics_bytes"))
+            self.metrics_log.truncate(state.get("metrics_bytes"), self.step)
         if self.stage_index < len(self.stages):
             self._enter_stage(self.stage_index)
-            if state["optimizer"] is not None:
-                self.opt.load_state_dict(state["optimizer"])
-                self.sched.load_state_dict(state["scheduler"])
-            if self.disc_opt is not None and state["disc_optimizer"] is not None:
-                self.disc_opt.load_state_dict(state["disc_optimizer"])
+            self.steps.optimisers.load_state_dict(state)
         self.recipe.load_state_dict(state["recipe"])
         if (ckpt / "ema.safetensors").is_file() and self.tcfg["ema_decay"] > 0:
-            ema = read_module_state(self.tokenizer, ckpt / "ema.safetensors")
-            self.ema = {k: ema[k].to(self.device) for k in self.tokenizer.state_dict() if not self._is_frozen(k)}
+            saved = read_module_state(self.tokenizer, ckpt / "ema.safetensors")
+            self.ema = self.ema or EMA(self.tokenizer, self.tcfg["ema_decay"], self.frozen)
+            self.ema.load(saved, self.tokenizer, self.device)
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-    # -- evaluation --------------------------------------------------------------
-    @torch.no_grad()
+    def _where_kept(self) -> str:
+        latest = runfolder.latest_tag(self.run_dir)
+        return (f"the last good checkpoint is kept at {runfolder.checkpoint(self.run_dir, latest)}"
+                if latest else "no checkpoint had been written yet")
+
+    # -- evaluation and logging ----------------------------------------------------
     def evaluate(self, tag: str) -> dict[str, float]:
-        """PSNR (uint8, data range 255) of reconstructions of held-out images, and a grid."""
+        """The recipe's evaluation, or PSNR of held-out reconstructions (and a grid)."""
         custom = self.recipe.evaluate(self.tokenizer, self.train_set, self.val_set, self.device)
         if custom is not None:
             return custom
-        n = min(self.tcfg["eval_images"], len(self.val_set))
-        was = self.tokenizer.training
-        self.tokenizer.eval()
-        psnr_sum, count, first = 0.0, 0, None
-        for start in range(0, n, self.tcfg["batch_size"]):
-            batch = collate([self.val_set[i] for i in range(start, min(n, start + self.tcfg["batch_size"]))])
-            if "image" not in batch:
-                continue
-            x = batch["image"].to(self.device)
-            r = self.tokenizer.reconstruct(x)
-            psnr_sum += float(psnr_per_image(to_uint8(x), to_uint8(r)).sum())
-            count += len(x)
-            if first is None:
-                first = (x[:8].cpu(), r[:8].cpu())
-        self.tokenizer.train(was)
-        result = {"eval/psnr": psnr_sum / max(1, count)}
-        if first is not None and self.is_main:
-            from torchvision.utils import save_image
+        png = self.run_dir / "samples" / f"{tag}.png" if self.is_main else None
+        return reconstruction_psnr(self.tokenizer, self.val_set, self.tcfg["eval_images"], self.tcfg["batch_size"],
+                                   self.device, png)
 
-            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            save_image(torch.cat(first), self.run_dir / "samples" / f"{tag}.png", nrow=len(first[0]))
-        return result
-
-    # -- logging -------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
-        if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.metrics_log.append(record)
 
     def _reduce(self, terms: dict[str, float]) -> dict[str, float]:
         if self.world == 1:
@@ -264,7 +183,17 @@ class Trainer:
         dist.all_reduce(t)
         return {k: float(v) / self.world for k, v in zip(keys, t)}
 
-    # -- the loop ------------------------------------------------------------------------
+    def _log_step(self, stage: Stage, logs: dict[str, float]) -> str:
+        """Append the step's losses (averaged over ranks) to metrics.jsonl; the progress-bar text."""
+        logs = self._reduce(logs)
+        now = time.perf_counter()
+        rate = self.steps.images / max(1e-9, now - self._t_last)
+        self._t_last, self.steps.images = now, 0
+        self.log({"step": self.step, "stage": stage.name, "lr": self.steps.optimisers.sched.get_last_lr()[0],
+                  "images_per_s": rate, **logs})
+        return " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
+
+    # -- the run: checks, then the stages -------------------------------------------
     def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:
         created = not self.run_dir.exists()
         lock = RunLock(self.run_dir)
@@ -288,7 +217,8 @@ class Trainer:
             lock.release()
 
     def _start(self, resume: bool, start_stage: int | None) -> None:
-        """Every check that may refuse the command, then the run's config is written."""
+        """Every check that may refuse the command, then the run's config is written.
+        Four ways in: resume, a later stage, fine-tuning (init_from), a new run."""
         if resume:
             if self.is_main:
                 repair_latest(self.run_dir)  # a kill while a tag was replaced: put it back
@@ -304,12 +234,11 @@ class Trainer:
             if start_stage > 1:
                 prev = runfolder.checkpoint(self.run_dir, runfolder.final_tag(start_stage - 1))
                 if self._stage_started(start_stage - 1):
-                    here = runfolder.latest_tag(self.run_dir)
                     raise ConfigError(f"{self.run_dir} already holds checkpoints past stage {start_stage - 1} "
-                                      f"(latest: {here}); use --resume to continue, or set run_dir=... to run "
-                                      f"stage {start_stage} again in a new folder (nothing was overwritten)")
-                init = self.cfg.get("init_from") or prev
-                ckpt = resolve_checkpoint(init)
+                                      f"(latest: {runfolder.latest_tag(self.run_dir)}); use --resume to continue, "
+                                      f"or set run_dir=... to run stage {start_stage} again in a new folder "
+                                      "(nothing was overwritten)")
+                ckpt = resolve_checkpoint(self.cfg.get("init_from") or prev)
                 self.restore(ckpt, full=False)
                 self.stage_index = start_stage - 1
                 self.step = sum(s.steps for s in self.stages[: self.stage_index])
@@ -336,28 +265,6 @@ class Trainer:
         at, step = int(state.get("stage_index", 0)), int(state.get("stage_step", 0))
         return at > index or (at == index and step > 0)
 
-    def _train_stages(self) -> dict[str, float]:
-        results: dict[str, float] = {}
-        while self.stage_index < len(self.stages):
-            done = runfolder.checkpoint(self.run_dir, runfolder.final_tag(self.stage_index + 1))
-            if self.stage_step >= self.stages[self.stage_index].steps > 0 and (done / "model.safetensors").is_file():
-                # resumed from a finished stage: it is not evaluated or saved again
-                self.stage_index += 1
-                self.stage_step = 0
-                self.opt = None
-                continue
-            if self.opt is None or self.stage_step == 0:
-                self._enter_stage(self.stage_index)
-            results.update(self._run_stage())
-            self.stage_index += 1
-            self.stage_step = 0
-            self.opt = None
-        if self.is_main:  # every stage done: bench may take this run as finished
-            atomic_write(runfolder.finished_file(self.run_dir), runfolder.final_tag(len(self.stages)) + "\n")
-        if self.world > 1:
-            dist.barrier()
-        return results
-
     def _check_same_config(self, ckpt: Path) -> None:
         saved = read_config(ckpt)
         for key in ("model", "recipe", "data", "seed"):
@@ -365,10 +272,28 @@ class Trainer:
                 raise CheckpointError(f"cannot resume {self.run_dir}: its '{key}' config differs from the one given "
                                       f"now; start a new run_dir or use the saved config")
 
+    def _train_stages(self) -> dict[str, float]:
+        results: dict[str, float] = {}
+        while self.stage_index < len(self.stages):
+            final = runfolder.checkpoint(self.run_dir, runfolder.final_tag(self.stage_index + 1))
+            if self.stage_step >= self.stages[self.stage_index].steps > 0 and (final / "model.safetensors").is_file():
+                self._leave_stage()  # resumed from a finished stage: it is not evaluated or saved again
+                continue
+            if self.entered != self.stage_index or self.stage_step == 0:
+                self._enter_stage(self.stage_index)
+            results.update(self._run_stage())
+            self._leave_stage()
+        if self.is_main:  # every stage done: bench may take this run as finished
+            atomic_write(runfolder.finished_file(self.run_dir), runfolder.final_tag(len(self.stages)) + "\n")
+        if self.world > 1:
+            dist.barrier()
+        return results
+
+    # -- one stage, read top to bottom ----------------------------------------------
     def _run_stage(self) -> dict[str, float]:
-        """One stage, read top to bottom: evaluate, then the step loop, then evaluate and save."""
         stage = self.stages[self.stage_index]
         tag = runfolder.stage_tag(self.stage_index + 1)
+        # evaluate before the first step
         if self.stage_step == 0:
             before = self.evaluate(f"{tag}-start")
             self.log({"step": self.step, "stage": stage.name, **before})
@@ -376,23 +301,25 @@ class Trainer:
                 self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {stage.name}[/] "
                                    f"({stage.steps} steps) - before: {_fmt(before)}")
         batches = self._batches(stage)
-        amp = self.tcfg["precision"] == "bf16"  # on CPU too, so dtype errors surface without a GPU
         self.tokenizer.train()
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                             disable=not self.is_main)
-        self._t_last, self._images = time.perf_counter(), 0
-        with progress, self._signals_caught():
+        self._t_last, self.steps.images = time.perf_counter(), 0
+        signals = StopSignals()
+        with progress, signals.caught():
             task = progress.add_task(stage.name, total=stage.steps, completed=self.stage_step, info="")
             while self.stage_step < stage.steps:
-                if self._stop_requested():
+                # Ctrl-C / SIGTERM: between steps only (a collective under torchrun)
+                if signals.requested(self.world, self.device):
                     progress.stop()
-                    self._save_and_stop(stage)
-                ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
+                    self._save_and_stop(stage, signals)
                 # forward, backward, update (tokenizer, then discriminator)
-                logs, used = self._generator_update(batches, ctx, amp)
-                logs.update(self._discriminator_update(used, ctx, amp))
-                self._update_ema()
+                ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
+                logs, used = self.steps.generator(batches, ctx)
+                logs.update(self.steps.discriminator(used, ctx))
+                if self.ema is not None:
+                    self.ema.update(self.tokenizer)
                 self.step += 1
                 self.stage_step += 1
                 # timing and logging
@@ -402,6 +329,7 @@ class Trainer:
                 # periodic checkpoint (the stage's final one is written below)
                 if self.stage_step % self.tcfg["ckpt_every"] == 0 and self.stage_step < stage.steps:
                     self.save(f"step-{self.step:08d}")
+        # evaluate after the last step, save the stage's final checkpoint
         after = self.evaluate(f"{tag}-end")
         self.log({"step": self.step, "stage": stage.name, **after})
         final = runfolder.final_tag(self.stage_index + 1)
@@ -423,148 +351,20 @@ class Trainer:
                                              generator=torch.Generator().manual_seed(self.cfg["seed"]))
         return iter(loader)
 
-    # -- Ctrl-C and SIGTERM: save the current step, say how to resume ---------------
-    def _signals_caught(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def caught():
-            self._signal = 0
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-
-            def handler(signum, frame):
-                self._signal = signum
-            old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, h in old.items():
-                    signal.signal(sig, h)
-        return caught()
-
-    def _stop_requested(self) -> bool:
-        flag = self._signal
-        if self.world > 1:  # every rank stops after the same step
-            t = torch.tensor([flag], dtype=torch.long, device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = int(t)
-        self._signal = flag
-        return bool(flag)
-
-    def _save_and_stop(self, stage: Stage) -> None:
+    def _save_and_stop(self, stage: Stage, signals: StopSignals) -> None:
+        """Save the current step (unless saved already), then say how to resume."""
         tag = f"step-{self.step:08d}"
-        if self.stage_step > 0 and not (runfolder.checkpoint(self.run_dir, tag) / "model.safetensors").is_file():
-            self.save(tag)
-        name = signal.Signals(self._signal).name
         where = runfolder.checkpoint(self.run_dir, tag)
+        if self.stage_step > 0 and not (where / "model.safetensors").is_file():
+            self.save(tag)
         saved = (f"saved checkpoint {where}" if (where / "model.safetensors").is_file()
                  else "no checkpoint of this stage yet")
         preset = self.cfg.get("preset") or "PRESET"
         default = str(Path("runs") / preset)
         run_arg = "" if str(self.run_dir) == default else f" run_dir={self.run_dir}"
-        raise TrainingInterrupted(f"{name} at step {self.step} of stage {self.stage_index + 1} ({stage.name}): "
+        raise TrainingInterrupted(f"{signals.name} at step {self.step} of stage {self.stage_index + 1} ({stage.name}): "
                                   f"{saved}. Continue with: tokzoo train {preset} --resume{run_arg}",
-                                  int(self._signal))
-
-    def _generator_update(self, batches, ctx: StepContext, amp: bool) -> tuple[dict[str, float], list]:
-        """One optimiser step of the tokenizer over ``grad_accum`` batches; (logs, [(batch, recon)])."""
-        accum = self.tcfg["grad_accum"]
-        logs: dict[str, float] = {}
-        used = []
-        self.opt.zero_grad(set_to_none=True)
-        for _ in range(accum):
-            batch = next(batches)
-            self.skips.add(batch)
-            if "image" not in batch:
-                continue
-            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            batch["class_names"] = getattr(self.train_set, "classes", None)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                res = self.recipe.generator_step(self.model, self.tokenizer, batch, ctx)
-            check_returns(self.recipe, "generator_step", res, StepResult, "tokzoo.train.StepResult")
-            self._check_finite(res.terms)
-            (res.loss / accum).backward()
-            for k, v in res.terms.items():
-                logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
-            used.append((batch, res.recon))
-            self._images += len(batch["image"]) * self.world
-            self._images_seen += len(batch["image"])
-        if not used:  # every sample of this step was unreadable
-            if self._images_seen == 0:
-                from tokzoo.errors import DataError
-
-                raise DataError(f"no readable image in the training data so far ({len(self.skips.skipped)} "
-                                f"skipped as unreadable, see the warnings above); check data.path")
-        if self.tcfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
-                                           self.tcfg["grad_clip"])
-        self.opt.step()
-        self.sched.step()
-        return logs, used
-
-    def _discriminator_update(self, used: list, ctx: StepContext, amp: bool) -> dict[str, float]:
-        """One optimiser step of the recipe's discriminator (if any) on this step's reconstructions."""
-        if self.disc_opt is None:
-            return {}
-        accum = self.tcfg["grad_accum"]
-        logs: dict[str, float] = {}
-        self.disc_opt.zero_grad(set_to_none=True)
-        for batch, recon in used:
-            if recon is None:
-                continue
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                d = self.recipe.discriminator_step(batch, recon.detach(), ctx)
-            if d is None:
-                continue
-            self._check_finite(d.terms)
-            (d.loss / accum).backward()
-            for k, v in d.terms.items():
-                logs[k] = logs.get(k, 0.0) + float(v.detach()) / accum
-        if self.world > 1:  # the discriminator is not wrapped in DDP: average its gradients by hand
-            for p in self.recipe.discriminator().parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= self.world
-        self.disc_opt.step()
-        return logs
-
-    def _log_step(self, stage: Stage, logs: dict[str, float]) -> str:
-        """Append the step's losses (averaged over ranks) to metrics.jsonl; the progress-bar text."""
-        logs = self._reduce(logs)
-        now = time.perf_counter()
-        rate = self._images / max(1e-9, now - self._t_last)
-        self._t_last, self._images = now, 0
-        self.log({"step": self.step, "stage": stage.name, "lr": self.sched.get_last_lr()[0], "images_per_s": rate,
-                  **logs})
-        return " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
-
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value.detach()).all():
-                latest = runfolder.latest_tag(self.run_dir)
-                kept = (f"the last good checkpoint is kept at {runfolder.checkpoint(self.run_dir, latest)}"
-                        if latest else "no checkpoint had been written yet")
-                raise NonFiniteLossError(f"loss term '{name}' became {float(value.detach().float().mean())} at step "
-                                         f"{self.step} (stage '{self.stages[self.stage_index].name}'); stopping. {kept}. "
-                                         "Try a lower trainer.lr or trainer.grad_clip.")
-
-    def _is_frozen(self, key: str) -> bool:
-        return bool(self.frozen) and key.startswith(self.frozen)
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.ema is None:
-            return
-        d = self.tcfg["ema_decay"]
-        state = self.tokenizer.state_dict()
-        for k in self.ema:
-            v = state[k]
-            if v.dtype.is_floating_point:
-                self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                self.ema[k].copy_(v)
+                                  int(signals.signum))
 
 
 def _fmt(metrics: dict[str, float]) -> str:

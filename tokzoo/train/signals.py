@@ -1,0 +1,47 @@
+"""Ctrl-C and SIGTERM during training: noted, never acted on mid-step; the
+loop asks after each step, every rank agreeing, then saves and stops."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+class StopSignals:
+    def __init__(self):
+        self.signum = 0
+
+    @contextlib.contextmanager
+    def caught(self) -> Iterator["StopSignals"]:
+        """SIGINT and SIGTERM are recorded while inside (main thread only)."""
+        self.signum = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            self.signum = signum
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def requested(self, world: int, device: torch.device) -> bool:
+        """Whether any rank was signalled (a collective under ``torchrun``: every rank stops after the same step)."""
+        flag = self.signum
+        if world > 1:
+            t = torch.tensor([flag], dtype=torch.long, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = int(t)
+        self.signum = flag
+        return bool(flag)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
