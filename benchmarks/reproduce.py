@@ -21,10 +21,13 @@ from pathlib import Path
 from _common import finish_results, run_metrics, tokzoo
 
 BUDGETS = {
-    # name: (clip steps, pixel steps, semhitok stage-1 steps, bench images, probe train images, train images)
-    "full": (200, 300, 150, 512, 1024, 4096),  # the tiny presets' own budgets (what `make demo` trains)
-    "fast": (120, 120, 60, 128, 512, 1024),
+    # name: (clip steps, pixel steps, semhitok stage-1 steps, train images)
+    "full": (200, 300, 150, 4096),  # the tiny presets' own budgets (what `make demo` trains)
+    "fast": (120, 120, 60, 1024),
 }
+#: the bench protocols (image counts, metrics): configs/bench/, the one place they are written
+PROTOCOLS = {"full": "reproduce.yaml", "fast": "ci.yaml"}
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "bench"
 
 
 def main() -> None:
@@ -33,7 +36,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/reproduce")
     ap.add_argument("--weights-dir", default=None)
     args = ap.parse_args()
-    clip_steps, steps, s1, n_bench, n_probe, n_train = BUDGETS["fast" if args.fast else "full"]
+    size = "fast" if args.fast else "full"
+    clip_steps, steps, s1, n_train = BUDGETS[size]
     out = Path(args.out)
     runs = out / "runs"
     shutil.rmtree(runs, ignore_errors=True)
@@ -48,8 +52,8 @@ def main() -> None:
     timings["semhitok-tiny"] = tokzoo("train", "semhitok-tiny", f"recipe.stage1_steps={s1}", f"recipe.stage2_steps={steps}",
                                       f"model.teacher.checkpoint={teacher}", f"run_dir={runs / 'semhitok-tiny'}", *common)
     names = ["semhitok-tiny", "vilau-tiny", "vqgan-tiny"]
-    bench = ["bench", "--tokenizers", ",".join(str(runs / n) for n in names), "--num-images", str(n_bench),
-             "--probe-train-images", str(n_probe), "--out", str(out)]
+    bench = ["bench", "--config", str(CONFIGS / PROTOCOLS[size]), "--tokenizers", ",".join(str(runs / n) for n in names),
+             "--out", str(out)]
     if args.weights_dir:
         bench += ["--weights-dir", args.weights_dir]
     if (out / "results.json").exists():

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from _common import tokzoo
 
+REPO = Path(__file__).resolve().parent.parent
+SWEEP = REPO / "configs" / "sweeps" / "semhitok-codebooks.yaml"
 KEEP = ("results.json", "results.md", "results.csv", "tradeoff.png", "sweep.png", "report.html", "sweep.json")
 
 
@@ -43,10 +45,10 @@ def main() -> None:
     if not (teacher / "checkpoints" / "finished").is_file():
         shutil.rmtree(teacher, ignore_errors=True)
         tokzoo("train", "clip", "recipe.steps=200", f"run_dir={teacher}", *data)
-    tokzoo("sweep", "semhitok-tiny", f"m:model.sub_codebook_size={args.m}", f"K:model.semantic_codebook_size={args.k}",
-           f"model.teacher.checkpoint={teacher.resolve()}", "recipe.stage1_steps=150", "recipe.stage2_steps=300",
-           "recipe.disc_start=225", "trainer.batch_size=16", *data, "--jobs", args.jobs, "--out", str(work),
-           "--bench-args=--num-images 512 --probe-train-images 1024")
+    # the sweep itself is configs/sweeps/semhitok-codebooks.yaml; these words replace its own for the same keys
+    tokzoo("sweep", "--config", str(SWEEP), f"m:model.sub_codebook_size={args.m}",
+           f"K:model.semantic_codebook_size={args.k}", f"model.teacher.checkpoint={teacher.resolve()}",
+           "--jobs", args.jobs, "--out", str(work), f"--bench-args=--config {REPO / 'configs/bench/reproduce.yaml'}")
     out.mkdir(parents=True, exist_ok=True)
     for f in KEEP:
         if (work / f).is_file():

@@ -453,3 +453,15 @@ def test_one_bench_builds_each_split_once(trained, tmp_path, monkeypatch):
     results = Bench(opts).run()
     assert all("probe_top1" in e["metrics"] for e in results["tokenizers"].values())
     assert sorted(built) == ["train", "val"]
+
+
+def test_bench_takes_its_protocol_from_a_file(trained, tmp_path, cli):
+    """`--config FILE`: the file's protocol is what is measured; a flag given overrides it."""
+    f = tmp_path / "protocol.yaml"
+    f.write_text(f"tokenizers: [{trained['a']}]\nmetrics: [psnr, codebook]\nnum_images: 16\nbatch_size: 8\n"
+                 f"out_dir: {tmp_path / 'from-file'}\n")
+    run = cli("bench", "--config", str(f), "--num-images", "8")
+    assert run.returncode == 0, run.stderr
+    res = json.loads((tmp_path / "from-file" / "results.json").read_text())
+    assert res["protocol"]["num_images"] == 8  # the flag, over the file's 16
+    assert set(res["tokenizers"][str(trained["a"])]["metrics"]) == {"psnr", "usage/code", "perplexity/code"}

@@ -89,10 +89,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from tokzoo.sweep import Sweep
+    from tokzoo.sweep import Sweep, sweep_settings
 
-    Sweep(args.name, args.grid, args.out, jobs=args.jobs, torchrun=args.torchrun, bench_args=args.bench_args,
-          console=console).run()
+    Sweep(**sweep_settings(args), console=console).run()
     return 0
 
 

@@ -329,15 +329,84 @@ class Sweep:
         return Bench(opts, self.console).run()
 
 
+# -- a sweep file (``tokzoo sweep --config FILE``) ---------------------------------------------
+#: the keys of a sweep file: the sweep's command-line arguments
+SWEEP_KEYS = {"preset": str, "grid": list, "out": str, "jobs": int, "torchrun": str, "bench_args": str}
+
+
+def _grid_key(word: str) -> str:
+    """The config key a grid word sets (``m:model.x=4,8`` -> ``model.x``)."""
+    return word.split("=", 1)[0].rpartition(":")[2]
+
+
+def read_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A sweep file -> the settings it gives, checked (ConfigError names the key)."""
+    from tokzoo.errors import closest
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a mapping (preset, grid, out, jobs, torchrun, bench_args)")
+    for key, value in data.items():
+        if key not in SWEEP_KEYS:
+            hint = closest(str(key), SWEEP_KEYS)
+            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
+                              + f" Valid keys: {', '.join(SWEEP_KEYS)}")
+        want = SWEEP_KEYS[key]
+        if key == "grid":
+            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+                raise ConfigError(f"--config {p}: 'grid' must be a list of words (key=a,b,c or key=v), "
+                                  "quoted where YAML would read them otherwise")
+        elif want is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"--config {p}: '{key}' must be an integer, not {value!r}")
+        elif want is str and not isinstance(value, str):
+            raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r}")
+    return data
+
+
+def sweep_settings(args) -> dict[str, Any]:
+    """Parsed ``tokzoo sweep`` arguments -> :class:`Sweep`'s keyword arguments:
+    the ``--config`` file's, then what the command line gives (a grid word
+    replaces the file's word for the same key)."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    words = list(given.get("grid") or [])
+    name = given.get("name")
+    if name and "=" in name:  # `tokzoo sweep --config FILE key=a,b`: a grid word, not a preset
+        words, name = [name, *words], None
+    s: dict[str, Any] = {"preset": None, "grid": [], "out": None, "jobs": 1, "torchrun": "", "bench_args": ""}
+    if given.get("config"):
+        s.update(read_sweep_file(given["config"]))
+    if name:
+        s["preset"] = name
+    mine = {_grid_key(w) for w in words}
+    s["grid"] = [w for w in s["grid"] if _grid_key(w) not in mine] + words
+    for key in ("out", "jobs", "torchrun", "bench_args"):
+        if key in given:
+            s[key] = given[key]
+    if not s["preset"]:
+        raise ConfigError("give the preset to sweep: tokzoo sweep PRESET key=a,b,c (or a --config file with "
+                          "'preset:')")
+    return {"preset": s["preset"], "words": s["grid"], "out": s["out"], "jobs": s["jobs"], "torchrun": s["torchrun"],
+            "bench_args": s["bench_args"]}
+
+
 def sweep_parser(sub) -> None:
     s = sub.add_parser("sweep", help="train and bench every point of a grid: "
                                      "tokzoo sweep semhitok-tiny m:model.sub_codebook_size=4,8,16",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("name", help="preset name (see `tokzoo list preset`) or a YAML file")
-    s.add_argument("grid", nargs="+", help="key=a,b,c to sweep ([alias:]key), key=v to fix")
+    s.add_argument("name", nargs="?", help="preset name (see `tokzoo list preset`) or a YAML file")
+    s.add_argument("grid", nargs="*", help="key=a,b,c to sweep ([alias:]key), key=v to fix")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="a sweep file (YAML: preset, grid, out, jobs, torchrun, bench_args); what the command "
+                        "line gives overrides it, a grid word replacing the file's word for the same key")
     s.add_argument("--out", default=None, help="the sweep folder (default runs/sweep-PRESET)")
-    s.add_argument("--jobs", type=int, default=1, help="points trained side by side (worker processes)")
-    s.add_argument("--torchrun", default="", help="launch each point with torch.distributed.run and these "
-                                                  "arguments, e.g. \"--nproc_per_node 4\"")
-    s.add_argument("--bench-args", default="", help="tokzoo bench options for the sweep's bench, e.g. "
+    s.add_argument("--jobs", type=int, default=None, help="points trained side by side (worker processes; default 1)")
+    s.add_argument("--torchrun", default=None, help="launch each point with torch.distributed.run and these "
+                                                    "arguments, e.g. \"--nproc_per_node 4\"")
+    s.add_argument("--bench-args", default=None, help="tokzoo bench options for the sweep's bench, e.g. "
                                                     "\"--num-images 256 --probe-train-images 512\"")

@@ -85,7 +85,7 @@ class Bench:
         results = load_previous(self.out / "results.json", self.protocol({"tokenizers": {}}), o.tokenizers,
                                 lambda msg: self.console.print(msg, highlight=False))
         grid_rows = stored_rows(self.out)
-        originals_now = False
+        originals_now = written = False
         # each tokenizer: resolve, reuse a finished result or measure, write every output
         for name in o.tokenizers:
             with using_weights_dir(o.weights_dir):  # ready-made tokenizers find released files there
@@ -94,6 +94,7 @@ class Bench:
             prev = results["tokenizers"].get(name)
             if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok):
                 self.console.print(f"[dim]{name}: reusing finished results from {self.out / 'results.json'}[/]")
+                written = False
                 continue
             entry, originals, recons = self._bench_one(name, tok)
             entry["identity"] = ident
@@ -103,13 +104,15 @@ class Bench:
             if not originals_now:  # the first row: this run's originals
                 grid_rows["originals"], originals_now = originals, True
             grid_rows[row_key(name)] = recons.contiguous()
-            if self.is_main:
+            if self.is_main:  # after every tokenizer: a killed bench keeps what it finished
                 self._write(results, grid_rows)
+            written = True
         if self.world > 1:
             dist.barrier()
         # the table, what was unavailable and why, and where the files are
         if self.is_main:
-            self._write(results, grid_rows)
+            if not written:  # what the last tokenizer's write did not already hold
+                self._write(results, grid_rows)
             self._summarise(results)
         return results
 

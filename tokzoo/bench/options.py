@@ -1,10 +1,28 @@
-"""What a bench is asked to do: :class:`BenchOptions`, their checks, and the
-``tokzoo bench`` arguments (one parser definition, shared by the CLI and by
-``tokzoo sweep --bench-args``)."""
+"""What a bench is asked to do: :class:`BenchOptions` (the one place their
+defaults live), their checks, a bench protocol file (``--config FILE``), and
+the ``tokzoo bench`` arguments (one parser definition, shared by the CLI and
+by ``tokzoo sweep --bench-args``).
+
+A protocol file is plain YAML whose keys are :class:`BenchOptions`' fields::
+
+    tokenizers: [semhitok-tiny, vqgan-tiny]
+    data: imagefolder:/data/imagenet     # or a registered dataset's name
+    data_params: {labels: LOC_val_solution.csv}
+    metrics: [psnr, ssim, lpips, rfid, codebook, probe, throughput]
+    metric_params: {lpips: {net: vgg}}
+    num_images: 50000
+    probe_train_images: 1024
+
+Options given on the command line override the file's; ``data.<p>=V`` and
+``metrics.<m>.<p>=V`` are merged over its ``data_params`` / ``metric_params``.
+Paths in the file are read from the working directory, as on the command line.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tokzoo.errors import ConfigError
@@ -30,6 +48,12 @@ class BenchOptions:
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
 
 
+def default(name: str) -> Any:
+    """A :class:`BenchOptions` field's default (what the command line shows and falls back to)."""
+    f = next(f for f in dataclasses.fields(BenchOptions) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def check_options(opts: BenchOptions) -> None:
     """Refuse options that cannot work (ConfigError, exit 2), before any work."""
     from tokzoo.registry import get_registry
@@ -46,15 +70,69 @@ def check_options(opts: BenchOptions) -> None:
             validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
     if not opts.tokenizers:
         raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
-    if opts.num_images != "all" and (not isinstance(opts.num_images, int) or opts.num_images <= 0):
+    if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
+                                     or opts.num_images <= 0):
         raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")
-    for flag, value in (("--batch-size", opts.batch_size), ("--probe-train-images", opts.probe_train_images)):
-        if not isinstance(value, int) or value <= 0:
+    for flag, value in (("--batch-size", opts.batch_size), ("--probe-train-images", opts.probe_train_images),
+                        ("grid_images", opts.grid_images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{flag} must be a positive integer, not {value}")
     if opts.baseline:  # a baseline that cannot be read fails now, not after the measuring
         from tokzoo.bench.results import load_results
 
         load_results(opts.baseline)
+
+
+# -- a protocol file ------------------------------------------------------------------------
+#: fields a protocol file may set (the sweep's values are the sweep's own)
+FILE_KEYS = tuple(f.name for f in dataclasses.fields(BenchOptions) if f.name != "swept")
+
+
+def _names(value: Any, key: str, where: str) -> list[str]:
+    """A list of names, or one comma-separated string of them."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise ConfigError(f"{where}: '{key}' must be a list of names (or one comma-separated string), not {value!r}")
+
+
+def read_bench_file(path: str | Path) -> dict[str, Any]:
+    """A protocol file -> the :class:`BenchOptions` fields it sets, checked (ConfigError names the key)."""
+    import yaml
+
+    from tokzoo.errors import closest
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a mapping of bench options, got {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in FILE_KEYS:
+            hint = closest(str(key), FILE_KEYS)
+            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
+                              + f" Valid keys: {', '.join(FILE_KEYS)}")
+        if key in ("tokenizers", "metrics"):
+            value = _names(value, key, f"--config {p}")
+        elif key in ("data_params", "metric_params"):
+            if not isinstance(value, dict) or (key == "metric_params"
+                                               and not all(isinstance(v, dict) for v in value.values())):
+                raise ConfigError(f"--config {p}: '{key}' must be a mapping"
+                                  + (" of metric -> {param: value}" if key == "metric_params" else ""))
+        elif key in ("data", "out_dir", "device") and not isinstance(value, str):
+            raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r}")
+        elif key in ("weights_dir", "baseline") and value is not None and not isinstance(value, str):
+            raise ConfigError(f"--config {p}: '{key}' must be a path, not {value!r}")
+        out[key] = value
+    return out
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -73,21 +151,37 @@ def count_or_all(text: str) -> int | str:
     return "all" if text == "all" else count(text)
 
 
+#: command-line flag -> BenchOptions field, for the flags that set one
+FLAGS = {"tokenizers": "tokenizers", "data": "data", "metrics": "metrics", "num_images": "num_images",
+         "batch_size": "batch_size", "probe_train_images": "probe_train_images", "out": "out_dir",
+         "weights_dir": "weights_dir", "device": "device", "baseline": "baseline"}
+
+
 def add_bench_arguments(s: argparse.ArgumentParser) -> None:
-    """The ``tokzoo bench`` arguments, on ``s``."""
-    s.add_argument("--tokenizers", required=True, help="comma list of presets (their trained run) or checkpoint paths")
-    s.add_argument("--data", default="shapes", help="a dataset name (its val split) or imagefolder:PATH")
+    """The ``tokzoo bench`` arguments, on ``s``. Their defaults are
+    :class:`BenchOptions`' (argparse records only what was given, so that
+    a ``--config`` file's values are overridden only by flags the user typed)."""
+    d, none = default, argparse.SUPPRESS
+    s.add_argument("--config", default=none, metavar="FILE",
+                   help="a bench protocol file (YAML: tokenizers, data, metrics, num_images, ...); "
+                        "flags given here override it")
+    s.add_argument("--tokenizers", default=none, help="comma list of presets (their trained run) or checkpoint paths")
+    s.add_argument("--data", default=none, help=f"a dataset name (its val split) or imagefolder:PATH "
+                                                f"(default: {d('data')})")
     s.add_argument("overrides", nargs="*", help="data.<param>=V and metrics.<metric>.<param>=V "
                                                 "(e.g. metrics.lpips.net=vgg)")
-    s.add_argument("--metrics", default="", help=f"comma list (default: {','.join(DEFAULT_METRICS)})")
-    s.add_argument("--num-images", type=count_or_all, default=512,
-                   help="images to measure, or 'all' (part of the protocol; more than the split has is an error)")
-    s.add_argument("--batch-size", type=count, default=32)
-    s.add_argument("--probe-train-images", type=count, default=1024, help="train-split images for the linear probe")
-    s.add_argument("--out", default="runs/bench", help="run folder for results.json/md/csv and recon_grid.png")
-    s.add_argument("--weights-dir", default=None, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--baseline", default=None, help="a results.json to compare against in report.html")
+    s.add_argument("--metrics", default=none, help=f"comma list (default: {','.join(d('metrics'))})")
+    s.add_argument("--num-images", type=count_or_all, default=none,
+                   help="images to measure, or 'all' (part of the protocol; more than the split has is an error; "
+                        f"default: {d('num_images')})")
+    s.add_argument("--batch-size", type=count, default=none, help=f"images per batch (default: {d('batch_size')})")
+    s.add_argument("--probe-train-images", type=count, default=none,
+                   help=f"train-split images for the linear probe (default: {d('probe_train_images')})")
+    s.add_argument("--out", default=none, help=f"run folder for results.json/md/csv and recon_grid.png "
+                                               f"(default: {d('out_dir')})")
+    s.add_argument("--weights-dir", default=none, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
+    s.add_argument("--device", default=none, help=f"cpu, cuda, cuda:N, mps or auto (default: {d('device')})")
+    s.add_argument("--baseline", default=none, help="a results.json to compare against in report.html")
 
 
 def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
@@ -107,14 +201,24 @@ def bench_overrides(overrides: list[str]) -> tuple[dict, dict]:
 
 
 def bench_options(args: argparse.Namespace) -> BenchOptions:
-    """Parsed ``tokzoo bench`` arguments -> :class:`BenchOptions`."""
-    data_params, metric_params = bench_overrides(args.overrides)
-    return BenchOptions(
-        data_params=data_params, metric_params=metric_params,
-        tokenizers=[t.strip() for t in args.tokenizers.split(",") if t.strip()],
-        data=args.data, metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else list(DEFAULT_METRICS),
-        num_images=args.num_images, batch_size=args.batch_size, probe_train_images=args.probe_train_images,
-        out_dir=args.out, weights_dir=args.weights_dir, device=args.device, baseline=args.baseline)
+    """Parsed ``tokzoo bench`` arguments -> :class:`BenchOptions`: the
+    defaults, then the ``--config`` file, then the flags given."""
+    given = vars(args)
+    values = read_bench_file(given["config"]) if given.get("config") else {}
+    for flag, name in FLAGS.items():
+        if flag in given:
+            v = given[flag]
+            values[name] = _names(v, flag, f"--{flag}") if name in ("tokenizers", "metrics") else v
+    data_params, metric_params = bench_overrides(given.get("overrides") or [])
+    values["data_params"] = {**values.get("data_params", {}), **data_params}
+    merged = {m: dict(p) for m, p in values.get("metric_params", {}).items()}
+    for m, p in metric_params.items():
+        merged[m] = {**merged.get(m, {}), **p}
+    values["metric_params"] = merged
+    values.setdefault("tokenizers", [])
+    if "metrics" in values and not values["metrics"]:
+        values["metrics"] = default("metrics")  # --metrics "" means the default set, as before
+    return BenchOptions(**values)
 
 
 def parse_bench_args(words: list[str], tokenizers: str) -> BenchOptions:
