@@ -95,3 +95,103 @@ def test_composed_tokenizer_contract():
     assert out.reconstruction.shape == x.shape and "commitment" in out.quant.losses
     assert torch.equal(tok.token_features(codes), tok.quantizer.lookup(codes))  # from the codes alone
     assert tok.encoder_features(x).shape == (2, 4, 8, 8)
+
+
+# -- what the host requires is declared; a bench-only tokenizer needs no forward -------------
+def test_a_tokenizer_without_a_training_pass_is_benched_and_refused_by_train(tmp_path):
+    """No `forward`: it builds, encodes and decodes; `tokzoo train` refuses it before writing anything."""
+    import torch.nn.functional as F
+
+    import tokzoo
+    from tokzoo.api import Tokenizer, TokenizerInfo, is_trainable
+    from tokzoo.config import load_run_config
+    from tokzoo.errors import ConfigError
+    from tokzoo.testing import registered_plugin
+    from tokzoo.train.trainer import Trainer
+
+    class Mean(Tokenizer):  # what a wrapper of released weights looks like: no training pass
+        def __init__(self, resolution: int = 16):
+            super().__init__()
+            self._info = TokenizerInfo(resolution, CodeSpec("grid", {"grey": 256}, (4, 4)))
+
+        @property
+        def info(self):
+            return self._info
+
+        def encode(self, images):
+            return Codes({"grey": (F.avg_pool2d(images.mean(1, keepdim=True), 4)[:, 0] * 255).round().long()},
+                         {"grey": 256})
+
+        def decode_codes(self, codes):
+            return F.interpolate(codes.levels["grey"][:, None].float().repeat(1, 3, 1, 1) / 255, scale_factor=4)
+
+    class Plugin:
+        @staticmethod
+        @tokzoo.hookimpl
+        def tokzoo_register_tokenizers(register):
+            register("mean-grey", Mean, "mean grey per patch")
+
+    with registered_plugin(Plugin(), "mean-grey"):
+        tok = Mean()
+        assert not is_trainable(tok) and tok.reconstruct(torch.rand(2, 3, 16, 16)).shape == (2, 3, 16, 16)
+        cfg = load_run_config("vq-tiny", [f"run_dir={tmp_path / 'run'}"])
+        cfg["model"] = {"name": "mean-grey", "resolution": 16}
+        with pytest.raises(ConfigError, match="defines no training pass"):
+            Trainer(cfg)
+    assert not (tmp_path / "run").exists()
+    assert is_trainable(get_registry().build("tokenizer", {"name": "composed"}))
+
+
+def test_the_composed_tokenizer_names_a_declaration_a_part_lacks():
+    import tokzoo
+    from tokzoo.api import Quantizer
+    from tokzoo.errors import ConfigError
+    from tokzoo.testing import registered_plugin
+
+    class NoDim(Quantizer):  # forgot `self.dim`
+        def __init__(self, codes: int = 16):
+            super().__init__()
+            self.vocab = {"code": codes}
+
+        def forward(self, features):
+            raise AssertionError("never reached")
+
+        def lookup(self, codes):
+            raise AssertionError("never reached")
+
+    class Plugin:
+        @staticmethod
+        @tokzoo.hookimpl
+        def tokzoo_register_quantizers(register):
+            register("no-dim", NoDim, "forgets its dim")
+
+    with registered_plugin(Plugin(), "no-dim"):
+        with pytest.raises(ConfigError, match=r"quantizer NoDim declares no dim \(tokzoo.api.Quantizer.dim"):
+            get_registry().build("tokenizer", {"name": "composed", "quantizer": {"name": "no-dim"}})
+    q = NoDim()
+    q.dim = 4
+    assert q.codes({"code": torch.zeros(1, 2, 2, dtype=torch.long)}).vocab == {"code": 16}  # vocab stated once
+
+
+def test_metric_declarations_on_the_class_are_read_only():
+    from tokzoo.api import Metric
+
+    class Mae(Metric):
+        better = {"mae": "lower"}
+
+        def reset(self, tokenizer):
+            pass
+
+        def update(self, originals, reconstructions, codes, batch):
+            pass
+
+        def compute(self):
+            return {}
+
+    with pytest.raises(TypeError):
+        Mae.better["mae"] = "higher"  # would change it for every instance
+    with pytest.raises(TypeError):
+        Metric.weights["x"] = "0"
+    m = Mae()
+    m.better = {"mae": "lower", "mae/pixel": "lower"}  # an instance's own: allowed
+    assert Mae.better == {"mae": "lower"}

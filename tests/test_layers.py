@@ -28,6 +28,13 @@ def test_the_floors_and_rooms_hold():
     assert "0 broken" in out.stdout
 
 
+def test_no_file_in_core_is_a_house_of_its_own():
+    """A room is one job: no module of core over 400 lines."""
+    long = {str(f.relative_to(PKG)): n for f in sorted(PKG.rglob("*.py"))
+            if (n := len(f.read_text().splitlines())) > 400}
+    assert not long, long
+
+
 def test_no_plugin_imports_private_tokzoo_modules():
     """First-party plugins use only what docs/plugins.md lists as public."""
     public = ("tokzoo", "tokzoo.api", "tokzoo.nn", "tokzoo.data", "tokzoo.train", "tokzoo.train.losses",

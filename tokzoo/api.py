@@ -11,149 +11,19 @@ Conventions, for every class here:
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from tokzoo.codes import (CodeLayout, Codes, CodeSpec, QuantizerOutput,  # the data a component passes on
+                          TokenizerInfo, TokenizerOutput)
 from tokzoo.schema import Spec
 from tokzoo.errors import check_returns
 from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
                                require_pretrained)
-
-CodeLayout = Literal["grid", "residual", "hierarchical"]
-
-
-# -----------------------------------------------------------------------------
-# Codes and token ids
-# -----------------------------------------------------------------------------
-@dataclass
-class Codes:
-    """The integer codes a tokenizer produces for a batch of images.
-
-    ``levels`` maps level name -> ``[B, h, w]`` long tensor. ``vocab`` maps the
-    same names to the number of possible values at that level. ``layout`` says
-    how the levels combine into the token ids a language model would see:
-
-    - ``grid``: one level; ids are the codes, ``h*w`` tokens per image;
-    - ``residual``: D levels (depth order); ``h*w*D`` tokens, position-major
-      (all depths of position 0, then position 1, ...), ids are the codes;
-    - ``hierarchical``: two levels ``(parent, child)`` where the child indexes
-      within the parent's sub-codebook of ``vocab[child]`` entries; one token
-      per position with id ``parent * m + child`` (``m = vocab[child]``).
-    """
-
-    levels: dict[str, Tensor]
-    vocab: dict[str, int]
-    layout: CodeLayout = "grid"
-
-    def __post_init__(self):
-        if set(self.levels) != set(self.vocab):
-            raise ValueError("Codes.levels and Codes.vocab must name the same levels")
-        if self.layout == "grid" and len(self.levels) != 1:
-            raise ValueError("a 'grid' layout has exactly one level")
-        if self.layout == "hierarchical" and len(self.levels) != 2:
-            raise ValueError("a 'hierarchical' layout has exactly two levels (parent, child)")
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        first = next(iter(self.levels.values()))
-        return int(first.shape[-2]), int(first.shape[-1])
-
-    @property
-    def batch_size(self) -> int:
-        return int(next(iter(self.levels.values())).shape[0])
-
-    @property
-    def token_vocab_size(self) -> int:
-        """Vocabulary size of the flat token ids."""
-        sizes = list(self.vocab.values())
-        if self.layout == "hierarchical":
-            return sizes[0] * sizes[1]
-        return max(sizes)
-
-    def token_ids(self) -> Tensor:
-        """Flatten to the ``[B, L]`` token ids a language model would see."""
-        names = list(self.levels)
-        B = self.batch_size
-        if self.layout == "grid":
-            return self.levels[names[0]].reshape(B, -1)
-        if self.layout == "residual":
-            stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D]
-            return stacked.reshape(B, -1)
-        parent, child = names
-        return (self.levels[parent] * self.vocab[child] + self.levels[child]).reshape(B, -1)
-
-    @classmethod
-    def from_token_ids(cls, ids: Tensor, like: "CodeSpec") -> "Codes":
-        """Inverse of :meth:`token_ids` for codes described by ``like``."""
-        h, w = like.grid
-        names = list(like.vocab)
-        B = ids.shape[0]
-        ids = ids.long()
-        if like.layout == "grid":
-            levels = {names[0]: ids.reshape(B, h, w)}
-        elif like.layout == "residual":
-            stacked = ids.reshape(B, h, w, len(names))
-            levels = {n: stacked[..., d] for d, n in enumerate(names)}
-        else:
-            parent, child = names
-            m = like.vocab[child]
-            grid = ids.reshape(B, h, w)
-            levels = {parent: torch.div(grid, m, rounding_mode="floor"), child: grid % m}
-        return cls(levels=levels, vocab=dict(like.vocab), layout=like.layout)
-
-    def to(self, device) -> "Codes":
-        return Codes({k: v.to(device) for k, v in self.levels.items()}, dict(self.vocab), self.layout)
-
-
-@dataclass(frozen=True)
-class CodeSpec:
-    """The shape of a tokenizer's codes, without the values."""
-
-    layout: CodeLayout
-    vocab: Mapping[str, int]
-    grid: tuple[int, int]
-
-    @property
-    def tokens_per_image(self) -> int:
-        n = self.grid[0] * self.grid[1]
-        return n * len(self.vocab) if self.layout == "residual" else n
-
-    @property
-    def bits_per_image(self) -> float:
-        """Bits to store one image's codes: sum over tokens of log2(vocab)."""
-        n = self.grid[0] * self.grid[1]
-        return float(n * sum(math.log2(v) for v in self.vocab.values()))
-
-
-# -----------------------------------------------------------------------------
-# Quantizer result
-# -----------------------------------------------------------------------------
-@dataclass
-class QuantizerOutput:
-    """What a quantizer returns.
-
-    - ``quantized``: features ``[B, C, h, w]`` to decode (straight-through
-      gradients to the encoder when training);
-    - ``codes``: the integer codes, see :class:`Codes`;
-    - ``losses``: named scalar loss terms the trainer adds (already weighted);
-    - ``stats``: named scalar statistics for logging (e.g. batch perplexity).
-    """
-
-    quantized: Tensor
-    codes: Codes
-    losses: dict[str, Tensor] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)
-
-    def usage_counts(self) -> dict[str, Tensor]:
-        """Per level, how often each code value was chosen in this batch."""
-        return {
-            name: torch.bincount(c.reshape(-1).long(), minlength=self.codes.vocab[name])
-            for name, c in self.codes.levels.items()
-        }
 
 
 # -----------------------------------------------------------------------------
@@ -170,14 +40,23 @@ class Encoder(nn.Module, abc.ABC):
 
 
 class Quantizer(nn.Module, abc.ABC):
-    """Continuous features ``[B,C,h,w]`` -> :class:`QuantizerOutput`."""
+    """Continuous features ``[B,C,h,w]`` -> :class:`QuantizerOutput`.
 
-    @property
-    @abc.abstractmethod
-    def vocab(self) -> dict[str, int]:
-        """Level name -> number of codes at that level."""
+    Declares, besides its methods: ``dim``, the channels it quantizes (the
+    composed tokenizer projects the encoder's features to it); ``vocab``, level
+    name -> number of codes at that level (an attribute or a property: the one
+    place the vocabulary is stated; :meth:`codes` builds :class:`Codes` with
+    it); ``layout`` (``grid`` unless said)."""
 
+    #: the channels of the features it quantizes
+    dim: int
+    #: level name -> number of codes at that level
+    vocab: Mapping[str, int]
     layout: CodeLayout = "grid"
+
+    def codes(self, levels: dict[str, Tensor]) -> Codes:
+        """``levels`` (name -> ``[B, h, w]`` long codes) as :class:`Codes` with this quantizer's vocab and layout."""
+        return Codes(levels, dict(self.vocab), self.layout)
 
     @abc.abstractmethod
     def forward(self, features: Tensor) -> QuantizerOutput: ...
@@ -189,7 +68,12 @@ class Quantizer(nn.Module, abc.ABC):
 
 class Decoder(nn.Module, abc.ABC):
     """Quantized features ``[B,C,h,w]`` -> images ``[B,3,H,W]``, nominally in ``[0,1]``
-    (not clamped: losses see the raw output; :meth:`Tokenizer.decode` clamps)."""
+    (not clamped: losses see the raw output; :meth:`Tokenizer.decode` clamps).
+    Declares ``in_channels``, the channels it decodes from (the composed
+    tokenizer projects the quantized features to it)."""
+
+    #: the channels of the features it decodes
+    in_channels: int
 
     @abc.abstractmethod
     def forward(self, quantized: Tensor) -> Tensor: ...
@@ -199,55 +83,14 @@ class Decoder(nn.Module, abc.ABC):
         return None
 
 
-@dataclass
-class TokenizerOutput:
-    """A training forward pass: reconstruction plus everything losses need."""
-
-    reconstruction: Tensor  # [B,3,H,W], raw decoder output (not clamped)
-    quant: QuantizerOutput
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TokenizerInfo:
-    """Metadata that the benchmark reports next to every number."""
-
-    resolution: int
-    codes: CodeSpec
-
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        return self.codes.grid
-
-    @property
-    def vocab(self) -> Mapping[str, int]:
-        return self.codes.vocab
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.codes.tokens_per_image
-
-    @property
-    def bits_per_image(self) -> float:
-        return self.codes.bits_per_image
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "resolution": self.resolution,
-            "layout": self.codes.layout,
-            "token_grid": list(self.token_grid),
-            "vocab": dict(self.vocab),
-            "tokens_per_image": self.tokens_per_image,
-            "bits_per_image": self.bits_per_image,
-        }
-
-
 class Tokenizer(nn.Module, abc.ABC):
     """A discrete image tokenizer.
 
-    Subclasses implement :attr:`info`, :meth:`forward` (training pass),
-    :meth:`encode` and :meth:`decode_codes`; :meth:`decode` and
-    :meth:`reconstruct` come with the base class. Optional, with defaults:
+    Subclasses implement :attr:`info`, :meth:`encode` and :meth:`decode_codes`;
+    :meth:`decode` and :meth:`reconstruct` come with the base class. A
+    tokenizer that is trained implements :meth:`forward` (the training pass);
+    one that is only benched (released weights, a preset without a recipe)
+    need not. Optional, with defaults:
     :meth:`token_features` (with :attr:`token_features_kind`),
     :meth:`encoder_features`, :meth:`trainable_groups`, :meth:`frozen_prefixes`,
     :meth:`last_layer`. Images are ``[B,3,H,W]`` in ``[0,1]``.
@@ -264,9 +107,11 @@ class Tokenizer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def info(self) -> TokenizerInfo: ...
 
-    @abc.abstractmethod
     def forward(self, images: Tensor) -> TokenizerOutput:
-        """Training pass: images in ``[0,1]`` -> reconstruction and quantizer output."""
+        """Training pass: images in ``[0,1]`` -> reconstruction and quantizer output.
+        Only a tokenizer that is trained needs one (see :func:`is_trainable`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no training pass (forward): it can be benched, "
+                                  "not trained")
 
     @abc.abstractmethod
     def encode(self, images: Tensor) -> Codes:
@@ -421,10 +266,18 @@ class Metric(abc.ABC):
     """
 
     name: str = "metric"
-    #: "lower" or "higher": which direction is better, per result key
-    better: dict[str, str] = {}
-    #: pretrained file -> SHA-256, recorded in the protocol
-    weights: dict[str, str] = {}
+    #: "lower" or "higher": which direction is better, per result key (read-only
+    #: when declared on the class; an instance may set its own in setup/reset)
+    better: Mapping[str, str] = MappingProxyType({})
+    #: pretrained file -> SHA-256, recorded in the protocol (as ``better``)
+    weights: Mapping[str, str] = MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for attr in ("better", "weights"):  # a class-level dict would be shared, and changed, by every instance
+            value = cls.__dict__.get(attr)
+            if isinstance(value, dict):
+                setattr(cls, attr, MappingProxyType(dict(value)))
     #: state that adds up across batches and processes (reduced by summing)
     state: dict[str, Tensor]
 
@@ -479,6 +332,11 @@ class Metric(abc.ABC):
         """Use a cached reference state instead of computing it again."""
 
 
+def is_trainable(tokenizer: Tokenizer) -> bool:
+    """Whether ``tokenizer`` defines a training pass (:meth:`Tokenizer.forward`)."""
+    return type(tokenizer).forward is not Tokenizer.forward
+
+
 # -----------------------------------------------------------------------------
 # Pretrained parts and checkpoints a component is built from
 # -----------------------------------------------------------------------------
@@ -514,7 +372,7 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
     load_weights(module, resolve_checkpoint(path) / "model.safetensors")
 
 
-__all__ = ["Codes", "CodeSpec", "QuantizerOutput", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
+__all__ = ["Codes", "CodeSpec", "CodeLayout", "QuantizerOutput", "is_trainable", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
            "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
            "referenced_config", "load_state_strict"]

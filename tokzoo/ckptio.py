@@ -41,6 +41,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tokzoo import runfolder
+from tokzoo.runfolder import (COMPLETE, TAG as _TAG, RunLock, RunLocked, repair_latest,  # noqa: F401 (importable here)
+                              stranded as _stranded)
 from tokzoo.errors import CheckpointError
 
 FORMAT = "tokzoo-checkpoint-1"
@@ -152,11 +154,6 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-#: written last into a checkpoint folder: everything before it is on disk
-COMPLETE = ".complete"
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
 def _bytes_of(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
@@ -220,103 +217,6 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     return final
 
 
-class RunLocked(CheckpointError):
-    """Another process holds the folder's lock."""
-
-    exit_code = 2
-
-
-class RunLock:
-    """``FOLDER/.tokzoo.lock``: one writer per run or results folder. Holds the
-    holder's pid, host and command; a lock whose process is gone (same host)
-    is stale and taken over."""
-
-    NAME = ".tokzoo.lock"
-
-    def __init__(self, folder: str | Path, what: str = "run folder"):
-        self.path, self.what, self.held = Path(folder) / self.NAME, what, False
-
-    def acquire(self) -> "RunLock":
-        import socket
-        import sys
-        import time
-
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(["tokzoo", *sys.argv[1:]])[:300]}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    holder = {}
-                if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-                        and not _alive(holder["pid"]):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                if not holder:  # being written by its holder this instant, or unreadable
-                    time.sleep(0.2)
-                    continue
-                raise RunLocked(
-                    f"{self.path.parent} is in use by another tokzoo process (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('since')}: {holder.get('command', '?')}). "
-                    f"Wait for it to finish; if that process is gone, remove {self.path}.")
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
-            self.held = True
-            return self
-        raise RunLocked(f"cannot take the lock {self.path} of this {self.what}; remove it if no tokzoo runs there")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stranded(ckpt_root: Path, tag: str) -> Path | None:
-    """A complete checkpoint ``tag`` left under a temporary name by a kill
-    between the two renames of a replaced tag (the new one first)."""
-    for pattern in (f".tmp-{tag}-*", f".old-{tag}-*"):
-        for cand in sorted(ckpt_root.glob(pattern)):
-            if (cand / COMPLETE).is_file() and (cand / "model.safetensors").is_file():
-                return cand
-    return None
-
-
-def repair_latest(run_dir: str | Path) -> str | None:
-    """Put a stranded checkpoint back under the name ``latest`` gives it (a
-    writer calls this, holding the run's lock); the tag restored, or None."""
-    ckpt_root = runfolder.checkpoints(run_dir)
-    latest = ckpt_root / runfolder.LATEST
-    if not latest.is_file():
-        return None
-    tag = latest.read_text().strip()
-    if not _TAG.fullmatch(tag) or (ckpt_root / tag / "model.safetensors").is_file():
-        return None
-    cand = _stranded(ckpt_root, tag)
-    if cand is None:
-        return None
-    os.replace(cand, ckpt_root / tag)
-    return tag
-
-
 def _frozen_refs(file: Path) -> list[str]:
     """The frozen parts a weights file refers to (paths relative to the run folder)."""
     from safetensors import safe_open
@@ -337,7 +237,7 @@ def _prune_frozen(run_dir: Path) -> None:
     used = {ref for ck in runfolder.checkpoints(run_dir).iterdir() if ck.is_dir()
             for name in ("model.safetensors", "ema.safetensors") for ref in _frozen_refs(ck / name)}
     for f in folder.glob("*.safetensors"):
-        if f"frozen/{f.name}" not in used:
+        if f"{runfolder.FROZEN}/{f.name}" not in used:
             f.unlink(missing_ok=True)
 
 

@@ -34,7 +34,7 @@ from tokzoo.bench.protocol import protocol_block, protocol_key
 from tokzoo.bench.render import render_table, row_key, short_names
 from tokzoo.bench.resolve import identity, resolve_tokenizer
 from tokzoo.bench.results import load_previous
-from tokzoo.ckptio import RunLock
+from tokzoo.runfolder import RunLock
 from tokzoo.data import SkipCounter, build_dataset, fingerprint
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
 from tokzoo.errors import ConfigError, DataError

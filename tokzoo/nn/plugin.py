@@ -2,6 +2,8 @@
 composed tokenizer - registered through the same hooks as any plugin."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tokzoo import hookimpl
 from tokzoo.api import ComposedTokenizer
 from tokzoo.schema import Spec, schema_of
@@ -16,9 +18,18 @@ def build_composed(resolution: int = 32, encoder: Spec.encoder = "conv", quantiz
     enc = build("encoder", encoder)
     quant = build("quantizer", quantizer)
     dec = build("decoder", decoder)
-    if resolution % enc.downsample:
-        from tokzoo.errors import ConfigError
+    from tokzoo.errors import ConfigError
 
+    for part, kind, attr, what in ((enc, "encoder", "out_channels", "int"), (enc, "encoder", "downsample", "int"),
+                                   (quant, "quantizer", "dim", "int"), (quant, "quantizer", "vocab", "mapping"),
+                                   (dec, "decoder", "in_channels", "int")):  # what tokzoo.api declares on each
+        value = getattr(part, attr, None)
+        ok = isinstance(value, Mapping) and value if what == "mapping" else isinstance(value, int) and value > 0
+        if not ok:
+            raise ConfigError(f"the {kind} {type(part).__name__} declares no {attr} (tokzoo.api.{kind.capitalize()}."
+                              f"{attr}: {'level name -> codes' if what == 'mapping' else 'a positive integer'}); "
+                              f"the composed tokenizer needs it to join the parts (got {value!r})")
+    if resolution % enc.downsample:
         raise ConfigError(f"resolution {resolution} is not divisible by the encoder's downsampling {enc.downsample}")
     return ComposedTokenizer(enc, quant, dec, resolution, quant_dim=quant.dim, decoder_in=dec.in_channels)
 

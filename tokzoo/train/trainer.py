@@ -27,8 +27,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
-from tokzoo.ckptio import (RunLock, atomic_write, load_weights, read_config, read_module_state, read_trainer_state,
-                           repair_latest, resolve_checkpoint, save_checkpoint)
+from tokzoo.ckptio import (atomic_write, load_weights, read_config, read_module_state, read_trainer_state,
+                           resolve_checkpoint, save_checkpoint)
+from tokzoo.runfolder import RunLock, repair_latest
+from tokzoo.api import is_trainable
 from tokzoo.config import load_run_config
 from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
@@ -70,6 +72,9 @@ class Trainer:
         with recording_references() as refs:  # configs of checkpoints the model is built from
             self.tokenizer = build_model_from_config(config).to(self.device)
         config["references"] = refs  # stored with every checkpoint: the run rebuilds without them
+        if not is_trainable(self.tokenizer):  # a bench-only tokenizer: refused before anything is written
+            raise ConfigError(f"'{config['model'].get('name')}' ({type(self.tokenizer).__name__}) defines no training "
+                              "pass (Tokenizer.forward): it can be benched, not trained")
         self.frozen = tuple(self.tokenizer.frozen_prefixes()) if hasattr(self.tokenizer, "frozen_prefixes") else ()
         self.recipe: Recipe = build("recipe", config["recipe"])
         self.stages: list[Stage] = self.recipe.stages()

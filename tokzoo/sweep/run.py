@@ -1,142 +1,32 @@
-"""``tokzoo sweep PRESET key=a,b [key2=x,y]``: train and bench every point of a grid.
-
-Every point is one ``tokzoo train PRESET key=a key2=x run_dir=OUT/points/NAME``
-(a subprocess, as a user would type it; ``--torchrun ARGS`` launches it
-through ``torch.distributed.run``), then one bench of all points under one
-protocol into ``OUT/results.json``, each entry carrying its swept values
-(``swept``), which every table shows as columns.
-
-Resumable: ``OUT/sweep.json`` records the grid; running the same command
-again skips every point whose run has finished (``checkpoints/finished``),
-resumes a point that was interrupted (``--resume``), and reuses every bench
-result already measured. A different grid into the same ``OUT`` is refused.
-A point's training is stopped with SIGTERM (it saves and exits) if the
-sweep process dies (Linux), so a killed sweep leaves no orphan holding a
-run folder's lock.
-
-Across machines: every machine runs the same ``tokzoo sweep`` command over
-one shared ``--out`` folder, its own ``--node_rank`` in ``--torchrun``
-(``"--nnodes 2 --node_rank 1 --nproc_per_node 8 --master_addr HOST0
---master_port 29500"``). Machines of rank > 0 only join each point's
-training, in the grid's order; machine 0 keeps the sweep's lock, skips and
-resumes points, and benches.
-
-A swept key may carry a short alias for tables and folder names:
-``m:model.sub_codebook_size=4,8,16``. A value in brackets is one value
-(``model.ch_mult=[1,2],[1,2,2]`` sweeps two lists).
-"""
+"""Running a sweep: every point trained (a ``tokzoo train`` subprocess each,
+side by side with ``--jobs``), resumed or skipped, then one bench of all points."""
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tokzoo import runfolder
-from tokzoo.ckptio import RunLock, atomic_write
+from tokzoo.ckptio import atomic_write
 from tokzoo.errors import ConfigError, TokzooError
+from tokzoo.runfolder import RunLock
+from tokzoo.sweep.grid import Point, grid_points, parse_grid
 
 
 class SweepFailed(TokzooError):
     """Some points could not be trained (the others were benched)."""
 
     exit_code = 1
-
-
-@dataclass
-class Axis:
-    alias: str
-    key: str
-    values: list[str]
-
-
-@dataclass
-class Point:
-    name: str
-    values: dict[str, Any]  # alias -> value (parsed as YAML: 4 -> int)
-    overrides: list[str]  # key=value, one per axis
-    run_dir: Path = field(default=Path())
-
-
-def split_values(text: str) -> list[str]:
-    """``"a,b,[1,2]"`` -> ``["a", "b", "[1,2]"]``: commas inside brackets or braces stay."""
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur)
-    return [v.strip() for v in out]
-
-
-def parse_grid(args: list[str]) -> tuple[list[Axis], list[str]]:
-    """Command-line ``key=...`` words -> (swept axes, fixed overrides)."""
-    axes, fixed = [], []
-    for word in args:
-        if "=" not in word:
-            raise ConfigError(f"'{word}' is not key=value or key=a,b,c (e.g. model.sub_codebook_size=4,8)")
-        key, text = word.split("=", 1)
-        values = split_values(text)
-        alias, _, real = key.rpartition(":")
-        alias, key = (alias or real.rsplit(".", 1)[-1]), real
-        if not key or any(v == "" for v in values):
-            raise ConfigError(f"'{word}': an empty key or value")
-        if len(values) == 1:
-            fixed.append(f"{key}={values[0]}")
-            continue
-        if len(set(values)) != len(values):
-            raise ConfigError(f"'{word}' names a value twice")
-        if alias in {a.alias for a in axes}:
-            raise ConfigError(f"two swept keys are both called '{alias}': give one an alias (alias:{key}=...)")
-        axes.append(Axis(alias, key, values))
-    if not axes:
-        raise ConfigError("nothing to sweep: give at least one key with two or more values, e.g. "
-                          "model.sub_codebook_size=4,8,16")
-    return axes, fixed
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9=._-]+", "", text.replace("/", "-"))[:60] or "x"
-
-
-def grid_points(axes: list[Axis]) -> list[Point]:
-    points, seen = [], set()
-    for combo in itertools.product(*[a.values for a in axes]):
-        name = ",".join(_safe(f"{a.alias}={v}") for a, v in zip(axes, combo))
-        if name in seen:
-            name = f"{name},{len(points)}"
-        seen.add(name)
-        values = {a.alias: _yaml_value(v) for a, v in zip(axes, combo)}
-        points.append(Point(name, values, [f"{a.key}={v}" for a, v in zip(axes, combo)]))
-    return points
-
-
-def _yaml_value(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, (int, float, str, bool, list)) else text
 
 
 def _node_rank(torchrun: list[str]) -> int:
@@ -327,86 +217,3 @@ class Sweep:
         opts = replace(self.bench_opts, tokenizers=[str(p.run_dir) for p in points], out_dir=str(self.out),
                        swept={str(p.run_dir): p.values for p in points})  # the swept values, as columns
         return Bench(opts, self.console).run()
-
-
-# -- a sweep file (``tokzoo sweep --config FILE``) ---------------------------------------------
-#: the keys of a sweep file: the sweep's command-line arguments
-SWEEP_KEYS = {"preset": str, "grid": list, "out": str, "jobs": int, "torchrun": str, "bench_args": str}
-
-
-def _grid_key(word: str) -> str:
-    """The config key a grid word sets (``m:model.x=4,8`` -> ``model.x``)."""
-    return word.split("=", 1)[0].rpartition(":")[2]
-
-
-def read_sweep_file(path: str | Path) -> dict[str, Any]:
-    """A sweep file -> the settings it gives, checked (ConfigError names the key)."""
-    from tokzoo.errors import closest
-
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a mapping (preset, grid, out, jobs, torchrun, bench_args)")
-    for key, value in data.items():
-        if key not in SWEEP_KEYS:
-            hint = closest(str(key), SWEEP_KEYS)
-            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
-                              + f" Valid keys: {', '.join(SWEEP_KEYS)}")
-        want = SWEEP_KEYS[key]
-        if key == "grid":
-            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
-                raise ConfigError(f"--config {p}: 'grid' must be a list of words (key=a,b,c or key=v), "
-                                  "quoted where YAML would read them otherwise")
-        elif want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"--config {p}: '{key}' must be an integer, not {value!r}")
-        elif want is str and not isinstance(value, str):
-            raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r}")
-    return data
-
-
-def sweep_settings(args) -> dict[str, Any]:
-    """Parsed ``tokzoo sweep`` arguments -> :class:`Sweep`'s keyword arguments:
-    the ``--config`` file's, then what the command line gives (a grid word
-    replaces the file's word for the same key)."""
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    words = list(given.get("grid") or [])
-    name = given.get("name")
-    if name and "=" in name:  # `tokzoo sweep --config FILE key=a,b`: a grid word, not a preset
-        words, name = [name, *words], None
-    s: dict[str, Any] = {"preset": None, "grid": [], "out": None, "jobs": 1, "torchrun": "", "bench_args": ""}
-    if given.get("config"):
-        s.update(read_sweep_file(given["config"]))
-    if name:
-        s["preset"] = name
-    mine = {_grid_key(w) for w in words}
-    s["grid"] = [w for w in s["grid"] if _grid_key(w) not in mine] + words
-    for key in ("out", "jobs", "torchrun", "bench_args"):
-        if key in given:
-            s[key] = given[key]
-    if not s["preset"]:
-        raise ConfigError("give the preset to sweep: tokzoo sweep PRESET key=a,b,c (or a --config file with "
-                          "'preset:')")
-    return {"preset": s["preset"], "words": s["grid"], "out": s["out"], "jobs": s["jobs"], "torchrun": s["torchrun"],
-            "bench_args": s["bench_args"]}
-
-
-def sweep_parser(sub) -> None:
-    s = sub.add_parser("sweep", help="train and bench every point of a grid: "
-                                     "tokzoo sweep semhitok-tiny m:model.sub_codebook_size=4,8,16",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("name", nargs="?", help="preset name (see `tokzoo list preset`) or a YAML file")
-    s.add_argument("grid", nargs="*", help="key=a,b,c to sweep ([alias:]key), key=v to fix")
-    s.add_argument("--config", default=None, metavar="FILE",
-                   help="a sweep file (YAML: preset, grid, out, jobs, torchrun, bench_args); what the command "
-                        "line gives overrides it, a grid word replacing the file's word for the same key")
-    s.add_argument("--out", default=None, help="the sweep folder (default runs/sweep-PRESET)")
-    s.add_argument("--jobs", type=int, default=None, help="points trained side by side (worker processes; default 1)")
-    s.add_argument("--torchrun", default=None, help="launch each point with torch.distributed.run and these "
-                                                    "arguments, e.g. \"--nproc_per_node 4\"")
-    s.add_argument("--bench-args", default=None, help="tokzoo bench options for the sweep's bench, e.g. "
-                                                    "\"--num-images 256 --probe-train-images 512\"")

@@ -1,0 +1,122 @@
+"""The linear probes as bench metrics: on features from the tokens alone
+(``probe``, what a language model receives) and, separately, on the encoder's
+continuous features (``probe-encoder``). The recipe is :mod:`tokzoo.measures`'."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tokzoo.api import Metric, Tokenizer
+from tokzoo.measures import linear_probe, pool
+
+
+class LinearProbe(Metric):
+    """Top-1 of a linear classifier on frozen, pooled features computed from the
+    tokens alone (``Tokenizer.token_features(codes)``; train split -> val split),
+    recipe in :mod:`tokzoo.measures`."""
+
+    name = "probe"
+    result = "probe_top1"
+    better = {"probe_top1": "higher"}
+
+    def setup(self, context):
+        super().setup(context)
+        self.train_images, self.batch_size, self.device = context.probe_train_images, context.batch_size, context.device
+
+    def reset(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.feats: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self.correct: Tensor | None = None
+        self.trained_on = 0
+        self.why_not = self._unsupported(tokenizer)
+
+    @staticmethod
+    def _unsupported(tokenizer) -> str:
+        """Why ``tokenizer`` offers no token features ('' when it does)."""
+        if type(tokenizer).token_features is not Tokenizer.token_features:
+            return ""
+        if hasattr(tokenizer, "probe_features"):  # written against the first contract
+            return (f"{type(tokenizer).__name__} defines probe_features(images), which the contract replaced by "
+                    "token_features(codes) (features from the codes alone) and encoder_features(images) "
+                    "(the probe-encoder metric); see docs/plugins.md")
+        return f"{type(tokenizer).__name__} has no token_features(codes)"
+
+    @torch.no_grad()
+    def _features(self, images: Tensor, codes=None) -> Tensor | None:
+
+        if codes is None:
+            codes = self.tokenizer.encode(images.to(self.device))
+        f = self.tokenizer.token_features(codes)
+        return None if f is None else pool(f).cpu()
+
+    def update(self, originals, reconstructions, codes, batch=None):
+        if self.why_not:
+            return
+        f = self._features(batch["image"], codes)
+        if f is None:
+            self.why_not = f"{type(self.tokenizer).__name__}.token_features returned None"
+            return
+        self.feats.append(f)
+        self.labels.append(batch["label"].cpu())
+
+    def reduce(self, all_reduce_sum, all_gather_object, world: int) -> None:
+        mine = (torch.cat(self.feats) if self.feats else None, torch.cat(self.labels) if self.labels else None)
+        parts = [None] * world
+        all_gather_object(parts, mine)
+        self.feats = [p[0] for p in parts if p[0] is not None]
+        self.labels = [p[1] for p in parts if p[1] is not None]
+
+    def compute(self):
+        from tokzoo.data import collate
+
+        if self.why_not:
+            raise NotImplementedError(self.why_not)
+        vx, vy = torch.cat(self.feats), torch.cat(self.labels)
+        if int((vy < 0).sum()):
+            raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
+        tx, ty = [], []
+        train_set = self.context.train_set()
+        n = min(self.train_images, len(train_set))
+        for start in range(0, n, self.batch_size):
+            batch = collate([train_set[i] for i in range(start, min(n, start + self.batch_size))])
+            if "image" in batch:
+                tx.append(self._features(batch["image"]))
+                ty.append(batch["label"])
+        self.trained_on = sum(len(y) for y in ty)
+        self.correct = linear_probe(torch.cat(tx), torch.cat(ty), vx, vy, per_image=True)
+        return {self.result: float(self.correct.double().mean())}
+
+    def flags(self) -> dict[str, str]:
+        if self.correct is None or self.trained_on >= self.train_images:
+            return {}
+        return {self.result: f"trained on {self.trained_on} images (all there were), fewer than "
+                             f"--probe-train-images {self.train_images}"}
+
+    def per_image_values(self) -> dict[str, Tensor]:
+        return {} if self.correct is None else {self.result: self.correct}
+
+
+class EncoderProbe(LinearProbe):
+    """The same probe on continuous features taken *before* quantization
+    (``Tokenizer.encoder_features(images)``): information the tokens may not
+    carry. Its own column (``probe_encoder_top1``), never the token probe's."""
+
+    name = "probe-encoder"
+    result = "probe_encoder_top1"
+    better = {"probe_encoder_top1": "higher"}
+
+    @staticmethod
+    def _unsupported(tokenizer) -> str:
+        if type(tokenizer).encoder_features is not Tokenizer.encoder_features:
+            return ""
+        return f"{type(tokenizer).__name__} has no encoder_features(images)"
+
+    @torch.no_grad()
+    def _features(self, images: Tensor, codes=None) -> Tensor | None:
+
+        f = self.tokenizer.encoder_features(images.to(self.device))
+        return None if f is None else pool(f).cpu()
+
+
+# -- throughput -----------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The data that crosses the contract between components: a batch's integer
+codes (:class:`Codes`), their shape without values (:class:`CodeSpec`), what
+a quantizer returns (:class:`QuantizerOutput`), a tokenizer's training pass
+(:class:`TokenizerOutput`) and metadata (:class:`TokenizerInfo`). Importable
+from :mod:`tokzoo.api`, where the components that pass them are declared.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["CodeLayout", "CodeSpec", "Codes", "QuantizerOutput", "TokenizerInfo", "TokenizerOutput"]
+
+CodeLayout = Literal["grid", "residual", "hierarchical"]
+
+
+# -----------------------------------------------------------------------------
+# Codes and token ids
+# -----------------------------------------------------------------------------
+@dataclass
+class Codes:
+    """The integer codes a tokenizer produces for a batch of images.
+
+    ``levels`` maps level name -> ``[B, h, w]`` long tensor. ``vocab`` maps the
+    same names to the number of possible values at that level. ``layout`` says
+    how the levels combine into the token ids a language model would see:
+
+    - ``grid``: one level; ids are the codes, ``h*w`` tokens per image;
+    - ``residual``: D levels (depth order); ``h*w*D`` tokens, position-major
+      (all depths of position 0, then position 1, ...), ids are the codes;
+    - ``hierarchical``: two levels ``(parent, child)`` where the child indexes
+      within the parent's sub-codebook of ``vocab[child]`` entries; one token
+      per position with id ``parent * m + child`` (``m = vocab[child]``).
+    """
+
+    levels: dict[str, Tensor]
+    vocab: dict[str, int]
+    layout: CodeLayout = "grid"
+
+    def __post_init__(self):
+        if set(self.levels) != set(self.vocab):
+            raise ValueError("Codes.levels and Codes.vocab must name the same levels")
+        if self.layout == "grid" and len(self.levels) != 1:
+            raise ValueError("a 'grid' layout has exactly one level")
+        if self.layout == "hierarchical" and len(self.levels) != 2:
+            raise ValueError("a 'hierarchical' layout has exactly two levels (parent, child)")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        first = next(iter(self.levels.values()))
+        return int(first.shape[-2]), int(first.shape[-1])
+
+    @property
+    def batch_size(self) -> int:
+        return int(next(iter(self.levels.values())).shape[0])
+
+    @property
+    def token_vocab_size(self) -> int:
+        """Vocabulary size of the flat token ids."""
+        sizes = list(self.vocab.values())
+        if self.layout == "hierarchical":
+            return sizes[0] * sizes[1]
+        return max(sizes)
+
+    def token_ids(self) -> Tensor:
+        """Flatten to the ``[B, L]`` token ids a language model would see."""
+        names = list(self.levels)
+        B = self.batch_size
+        if self.layout == "grid":
+            return self.levels[names[0]].reshape(B, -1)
+        if self.layout == "residual":
+            stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D]
+            return stacked.reshape(B, -1)
+        parent, child = names
+        return (self.levels[parent] * self.vocab[child] + self.levels[child]).reshape(B, -1)
+
+    @classmethod
+    def from_token_ids(cls, ids: Tensor, like: "CodeSpec") -> "Codes":
+        """Inverse of :meth:`token_ids` for codes described by ``like``."""
+        h, w = like.grid
+        names = list(like.vocab)
+        B = ids.shape[0]
+        ids = ids.long()
+        if like.layout == "grid":
+            levels = {names[0]: ids.reshape(B, h, w)}
+        elif like.layout == "residual":
+            stacked = ids.reshape(B, h, w, len(names))
+            levels = {n: stacked[..., d] for d, n in enumerate(names)}
+        else:
+            parent, child = names
+            m = like.vocab[child]
+            grid = ids.reshape(B, h, w)
+            levels = {parent: torch.div(grid, m, rounding_mode="floor"), child: grid % m}
+        return cls(levels=levels, vocab=dict(like.vocab), layout=like.layout)
+
+    def to(self, device) -> "Codes":
+        return Codes({k: v.to(device) for k, v in self.levels.items()}, dict(self.vocab), self.layout)
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """The shape of a tokenizer's codes, without the values."""
+
+    layout: CodeLayout
+    vocab: Mapping[str, int]
+    grid: tuple[int, int]
+
+    @property
+    def tokens_per_image(self) -> int:
+        n = self.grid[0] * self.grid[1]
+        return n * len(self.vocab) if self.layout == "residual" else n
+
+    @property
+    def bits_per_image(self) -> float:
+        """Bits to store one image's codes: sum over tokens of log2(vocab)."""
+        n = self.grid[0] * self.grid[1]
+        return float(n * sum(math.log2(v) for v in self.vocab.values()))
+
+
+# -----------------------------------------------------------------------------
+# Quantizer result
+# -----------------------------------------------------------------------------
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns.
+
+    - ``quantized``: features ``[B, C, h, w]`` to decode (straight-through
+      gradients to the encoder when training);
+    - ``codes``: the integer codes, see :class:`Codes`;
+    - ``losses``: named scalar loss terms the trainer adds (already weighted);
+    - ``stats``: named scalar statistics for logging (e.g. batch perplexity).
+    """
+
+    quantized: Tensor
+    codes: Codes
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def usage_counts(self) -> dict[str, Tensor]:
+        """Per level, how often each code value was chosen in this batch."""
+        return {
+            name: torch.bincount(c.reshape(-1).long(), minlength=self.codes.vocab[name])
+            for name, c in self.codes.levels.items()
+        }
+
+
+@dataclass
+class TokenizerOutput:
+    """A training forward pass: reconstruction plus everything losses need."""
+
+    reconstruction: Tensor  # [B,3,H,W], raw decoder output (not clamped)
+    quant: QuantizerOutput
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """Metadata that the benchmark reports next to every number."""
+
+    resolution: int
+    codes: CodeSpec
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return self.codes.grid
+
+    @property
+    def vocab(self) -> Mapping[str, int]:
+        return self.codes.vocab
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.codes.tokens_per_image
+
+    @property
+    def bits_per_image(self) -> float:
+        return self.codes.bits_per_image
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "layout": self.codes.layout,
+            "token_grid": list(self.token_grid),
+            "vocab": dict(self.vocab),
+            "tokens_per_image": self.tokens_per_image,
+            "bits_per_image": self.bits_per_image,
+        }

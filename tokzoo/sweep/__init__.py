@@ -1,0 +1,10 @@
+"""``tokzoo sweep``: train and bench every point of a grid; rooms: grid (the
+words -> points), options (a sweep file, the command line; what a sweep does,
+in full, is its docstring: ``tokzoo sweep --help``), run (training, resuming,
+the bench)."""
+from tokzoo.sweep.grid import Axis, Point, grid_points, parse_grid, split_values
+from tokzoo.sweep.options import read_sweep_file, sweep_parser, sweep_settings
+from tokzoo.sweep.run import Sweep, SweepFailed
+
+__all__ = ["Axis", "Point", "Sweep", "SweepFailed", "grid_points", "parse_grid", "read_sweep_file", "split_values",
+           "sweep_parser", "sweep_settings"]
