@@ -30,7 +30,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path

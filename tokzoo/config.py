@@ -95,6 +95,29 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def read_experiment_file(path: str | Path, keys, what: str) -> dict[str, Any]:
+    """A user's experiment file (``--config FILE`` of bench and sweep): plain
+    YAML (read as data: no interpolation), a mapping whose every key is one of
+    ``keys``; a misspelled key is refused with its closest spelling."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a mapping of {what}, got {type(data).__name__}")
+    for key in data:
+        if key not in keys:
+            hint = closest(str(key), keys)
+            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
+                              + f" Valid keys: {', '.join(keys)}")
+    return data
+
+
 def load_preset(name: str) -> DictConfig:
     """A preset by name (or a path to a YAML file), with ``inherit`` resolved.
 

@@ -21,11 +21,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from tokzoo.bench.protocol import PROTOCOL_KEYS
-from tokzoo.bench.results import load_results  # noqa: F401 (importable here)
+from tokzoo.bench.results import Results, load_results  # noqa: F401 (load_results: importable here)
 from tokzoo.bench.stats import half_width
 from tokzoo.errors import ConfigError, TokzooError
 
@@ -129,7 +127,7 @@ def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
     return compare_results(load_results(new_path), load_results(baseline_path), tolerance)
 
 
-def compare_results(new: dict[str, Any], old: dict[str, Any], tolerance: str | None = None) -> list[Row]:
+def compare_results(new: Results, old: Results, tolerance: str | None = None) -> list[Row]:
     """The rows of ``new`` against the baseline ``old`` (both loaded results)."""
     check_protocols(new, old)
     tol, explicit = parse_tolerances(tolerance), parse_tolerances(tolerance, defaults=False)

@@ -33,7 +33,7 @@ from tokzoo.bench.outputs import stored_rows, write_outputs
 from tokzoo.bench.protocol import protocol_block, protocol_key
 from tokzoo.bench.render import render_table, row_key, short_names
 from tokzoo.bench.resolve import identity, resolve_tokenizer
-from tokzoo.bench.results import load_previous
+from tokzoo.bench.results import Entry, Results, load_previous
 from tokzoo.runfolder import RunLock
 from tokzoo.data import SkipCounter, build_dataset, fingerprint
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
@@ -79,7 +79,7 @@ class Bench:
         finally:
             lock.release()
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> Results:
         o = self.opts
         # earlier results in --out under this protocol are merged; every grid row measured there is kept
         results = load_previous(self.out / "results.json", self.protocol({"tokenizers": {}}), o.tokenizers,
@@ -155,7 +155,7 @@ class Bench:
         return self._datasets[key]
 
     # -- one tokenizer ---------------------------------------------------------------------------
-    def _bench_one(self, name: str, tok) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    def _bench_one(self, name: str, tok) -> tuple[Entry, torch.Tensor, torch.Tensor]:
         """One tokenizer, read top to bottom: data, metrics, one streaming pass, results."""
         o, res = self.opts, tok.info.resolution
         # the images: the val split, at the tokenizer's resolution
@@ -189,17 +189,17 @@ class Bench:
         for m, (key, loaded) in cached.items():
             if key and not loaded and m in metrics and self.is_main:
                 measure.save_reference(key, metrics[m].reference_state())
-        # the entry of results.json
-        entry = {
-            "metrics": values, "intervals": intervals, "better": better, "unavailable": unavailable,
-            "info": tok.info.as_dict(), "token_features": getattr(tok, "token_features_kind", "") or None,
-            "resolution": res, "num_images": n, "dataset": dataset,
-            "skipped_images": len(skips.skipped), "extractors": weights, "protocol_key": self._protocol_key(tok),
+        # the entry of results.json (every key: bench.results.Entry)
+        entry = Entry(
+            metrics=values, intervals=intervals, better=better, unavailable=unavailable,
+            info=tok.info.as_dict(), token_features=getattr(tok, "token_features_kind", "") or None,
+            resolution=res, num_images=n, dataset=dataset,
+            skipped_images=len(skips.skipped), extractors=weights, protocol_key=self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
-            "random_parts": random_parts((tok.config or {}).get("model")),
+            random_parts=random_parts((tok.config or {}).get("model")),
             # a preset whose run never finished: the checkpoint it was benched from
-            "unfinished": getattr(tok, "unfinished", None),
-        }
+            unfinished=getattr(tok, "unfinished", None),
+        )
         if flags:  # numbers that may mislead, with the reason, shown wherever they are
             entry["flags"] = {k: why for k, why in flags.items() if k in values}
         if entry["unfinished"]:

@@ -99,27 +99,11 @@ def _names(value: Any, key: str, where: str) -> list[str]:
 
 def read_bench_file(path: str | Path) -> dict[str, Any]:
     """A protocol file -> the :class:`BenchOptions` fields it sets, checked (ConfigError names the key)."""
-    import yaml
-
-    from tokzoo.errors import closest
+    from tokzoo.config import read_experiment_file
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a mapping of bench options, got {type(data).__name__}")
     out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in FILE_KEYS:
-            hint = closest(str(key), FILE_KEYS)
-            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
-                              + f" Valid keys: {', '.join(FILE_KEYS)}")
+    for key, value in read_experiment_file(p, FILE_KEYS, "bench options").items():
         if key in ("tokenizers", "metrics"):
             value = _names(value, key, f"--config {p}")
         elif key in ("data_params", "metric_params"):

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from tokzoo.bench.render import grid_png, render_csv, render_markdown, row_key
 from tokzoo.bench.report import write_report
 from tokzoo.ckptio import atomic_write
+from tokzoo.bench.results import Results
 
 GRID_ROWS = "grid_samples.safetensors"  # every tokenizer's grid row (uint8), kept across benches into one folder
 
 
-def write_outputs(out: Path, results: dict[str, Any], baseline: str | None = None,
+def write_outputs(out: Path, results: Results, baseline: str | None = None,
                   grid_rows: dict[str, torch.Tensor] | None = None, results_json: bool = True) -> list[Path]:
     """Write ``results`` into ``out``; returns the files written after the
     results.json. ``grid_rows`` (keys: :func:`row_key`) are stored and drawn
@@ -36,7 +36,7 @@ def write_outputs(out: Path, results: dict[str, Any], baseline: str | None = Non
     return [out / "results.md", out / "results.csv", *write_report(out, results, png, baseline, atomic_write)]
 
 
-def _write_grid(out: Path, results: dict[str, Any], rows: dict[str, torch.Tensor]) -> bytes | None:
+def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> bytes | None:
     """Store the rows and draw the picture of every tokenizer in ``results`` that has one."""
     if rows:
         from safetensors.torch import save as save_bytes

@@ -14,6 +14,7 @@ import torch
 from rich.table import Table
 
 from tokzoo.bench.stats import half_width
+from tokzoo.bench.results import Results
 
 
 SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
@@ -47,7 +48,7 @@ def short_names(names: Iterable[str]) -> dict[str, str]:
             size[n] += 1
 
 
-def unavailable_by_reason(results: dict[str, Any], name=None) -> dict[tuple[str, str], list[str]]:
+def unavailable_by_reason(results: Results, name=None) -> dict[tuple[str, str], list[str]]:
     """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``
     (their :func:`short_names` by default): one line per reason in every output instead of one per tokenizer."""
     out: dict[tuple[str, str], list[str]] = {}
@@ -58,7 +59,7 @@ def unavailable_by_reason(results: dict[str, Any], name=None) -> dict[tuple[str,
     return out
 
 
-def summary_cells(results: dict[str, Any], intervals: bool) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+def summary_cells(results: Results, intervals: bool) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
     """(columns, tokenizer -> cells) of the summary, without the columns no tokenizer has."""
     columns = summary_columns(results)
     cells = {name: _summary_cells(e, columns, intervals) for name, e in results["tokenizers"].items()}
@@ -66,7 +67,7 @@ def summary_cells(results: dict[str, Any], intervals: bool) -> tuple[list[tuple[
     return [columns[i] for i in keep], {name: [c[i] for i in keep] for name, c in cells.items()}
 
 
-def summary_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+def summary_columns(results: Results) -> list[tuple[str, str]]:
     """The table's columns: the core summary, then every other metric result
     (a plugin's metric, LPIPS-VGG, ...) in first-seen order."""
     covered = [key for _, key in SUMMARY]
@@ -104,7 +105,7 @@ def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> 
     return cells
 
 
-def _columns(results: dict[str, Any]) -> list[str]:
+def _columns(results: Results) -> list[str]:
     order = ["rfid", "psnr", "ssim", "lpips", "probe_top1"]
     cols: list[str] = []
     for e in results["tokenizers"].values():
@@ -137,14 +138,14 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bi
                    "usage", "perplexity")
 
 
-def flag_lines(results: dict[str, Any], keys: set[str] | None = None) -> list[str]:
+def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
     """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
     short = short_names(results["tokenizers"])
     return [f"{short[n]} / {k}: {why}" for n, e in results["tokenizers"].items()
             for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
 
 
-def render_table(results: dict[str, Any], width: int | None = None) -> Table:
+def render_table(results: Results, width: int | None = None) -> Table:
     """The terminal table; given a ``width``, the columns that fit it, most
     important first, and a caption naming the ones left to results.md."""
     columns, rows = summary_cells(results, intervals=False)  # no empty columns
@@ -179,7 +180,7 @@ def render_table(results: dict[str, Any], width: int | None = None) -> Table:
     return table
 
 
-def render_markdown(results: dict[str, Any]) -> str:
+def render_markdown(results: Results) -> str:
     p = results.get("protocol") or {}
     columns, cells = summary_cells(results, intervals=True)
     lines = ["# tokzoo bench results", "",
@@ -204,7 +205,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_csv(results: dict[str, Any]) -> str:
+def render_csv(results: Results) -> str:
     cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf)

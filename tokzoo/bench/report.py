@@ -20,6 +20,7 @@ from typing import Any
 from tokzoo.bench.compare import RULES, compare_results, data_notes, has_regression, load_results
 from tokzoo.bench.render import flag_lines, label, short_names, summary_cells, unavailable_by_reason
 from tokzoo.errors import TokzooError
+from tokzoo.bench.results import Results
 
 PROBE = "probe_top1"
 AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
@@ -38,7 +39,7 @@ def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def tradeoff_points(results: dict[str, Any]) -> list[dict[str, Any]]:
+def tradeoff_points(results: Results) -> list[dict[str, Any]]:
     """One dict per tokenizer that has a probe result: name, probe, psnr, rfid, bits."""
     out = []
     short = short_names(results.get("tokenizers", {}))
@@ -52,7 +53,7 @@ def tradeoff_points(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def tradeoff_png(results: dict[str, Any], title: str = "understanding vs reconstruction") -> bytes | None:
+def tradeoff_png(results: Results, title: str = "understanding vs reconstruction") -> bytes | None:
     """The trade-off picture as PNG bytes; None when no tokenizer has both a
     probe and a PSNR or rFID result."""
     from adjustText import adjust_text
@@ -101,7 +102,7 @@ SWEEP_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("rfid", "rFID"), ("lp
                  ("probe_top1", "probe top-1 on tokens"))
 
 
-def sweep_png(results: dict[str, Any], aliases: list[str]) -> bytes | None:
+def sweep_png(results: Results, aliases: list[str]) -> bytes | None:
     """A sweep's picture: per metric, the metric against the first swept value,
     one line per combination of the others, bootstrap 95 % intervals as error
     bars. None when the results hold no swept entries."""
@@ -171,7 +172,7 @@ def _img(png: bytes | None, ident: str, alt: str) -> str:
     return f'<img id="{ident}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _results_table(results: dict[str, Any]) -> str:
+def _results_table(results: Results) -> str:
 
     columns, cells = summary_cells(results, intervals=True)  # no empty columns
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
@@ -184,7 +185,7 @@ def _results_table(results: dict[str, Any]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _usage_table(results: dict[str, Any]) -> str:
+def _usage_table(results: Results) -> str:
     rows = []
     short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
@@ -225,7 +226,7 @@ def _compare_table(rows, error: str | None) -> str:
             f'<p class="note">{html.escape(RULES)}</p>')
 
 
-def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff: bytes | None = None,
+def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes | None = None,
                 compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
                 compare_notes: list[str] = (),
                 sweep: bytes | None = None) -> str:
@@ -273,7 +274,7 @@ def render_html(results: dict[str, Any], grid_png: bytes | None = None, tradeoff
 """
 
 
-def write_report(out: Path, results: dict[str, Any], grid_png: bytes | None, baseline: str | None,
+def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: str | None,
                  atomic_write) -> list[Path]:
     """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
     returns the paths written."""

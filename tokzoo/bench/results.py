@@ -1,24 +1,56 @@
-"""The results file: reading a results.json, and merging a bench into the
-one already in its folder (kept under the same protocol, set aside whole
-under another, never mixed and never lost)."""
+"""The results model and file: what an entry holds (:class:`Entry`,
+:class:`Results`), reading a results.json, and merging a bench into the one
+already in its folder (kept under the same protocol, set aside whole under
+another, never mixed and never lost)."""
 from __future__ import annotations
 
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from tokzoo.bench.protocol import PROTOCOL_KEYS
 from tokzoo.errors import ConfigError
 
 
-def fresh_results() -> dict[str, Any]:
+class Entry(TypedDict, total=False):
+    """One tokenizer's results (``results["tokenizers"][name]``): the one
+    statement of what an entry holds, which every output reads."""
+
+    metrics: dict[str, float]  # result name -> value (``usage/<level>``, ``perplexity/<level>`` per level)
+    intervals: dict[str, list[float]]  # result -> [lo, hi], bootstrap 95 % over the images
+    better: dict[str, str]  # result -> "higher" | "lower" (absent: informational)
+    flags: dict[str, str]  # result -> why the number may mislead (shown with a dagger)
+    unavailable: dict[str, str]  # metric -> why it was not measured
+    info: dict[str, Any]  # TokenizerInfo.as_dict(): resolution, layout, token grid, vocab, tokens and bits per image
+    token_features: str | None  # how the probe's features come from the tokens (Tokenizer.token_features_kind)
+    resolution: int
+    num_images: int  # images measured
+    skipped_images: int  # unreadable images skipped among them
+    dataset: str  # the images' fingerprint
+    extractors: dict[str, str]  # feature-extractor file -> SHA-256
+    protocol_key: str  # what a re-bench must match to reuse this entry
+    identity: dict[str, Any]  # checkpoint, config, metrics, weight files, plugins, components
+    random_parts: list[str]  # pretrained parts deliberately random: never comparable with a real one
+    unfinished: str | None  # a preset's run that never finished: the checkpoint benched
+    swept: dict[str, Any]  # a sweep point's values, alias -> value
+
+
+class Results(TypedDict):
+    """A results.json: the protocol block and the entries, by tokenizer name (a preset or a path)."""
+
+    tokzoo_results: int
+    protocol: dict[str, Any] | None
+    tokenizers: dict[str, Entry]
+
+
+def fresh_results() -> Results:
     """An empty results dict."""
     return {"tokzoo_results": 1, "protocol": None, "tokenizers": {}}
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
+def load_results(path: str | Path) -> Results:
     """A results.json (or a folder holding one), checked; ConfigError (exit 2) otherwise."""
     p = Path(path)
     if p.is_dir():
@@ -44,7 +76,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str],
-                  say: Callable[[str], None]) -> dict[str, Any]:
+                  say: Callable[[str], None]) -> Results:
     """The results in ``path`` to merge this bench into: kept when measured under
     ``protocol_now`` (or when this bench re-measures all of them); otherwise set
     aside as ``results.<time>.json`` and a fresh dict returned. An unreadable

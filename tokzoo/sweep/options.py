@@ -36,7 +36,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from tokzoo.errors import ConfigError
 
@@ -52,22 +51,11 @@ def _grid_key(word: str) -> str:
 
 def read_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep file -> the settings it gives, checked (ConfigError names the key)."""
-    from tokzoo.errors import closest
+    from tokzoo.config import read_experiment_file
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a mapping (preset, grid, out, jobs, torchrun, bench_args)")
+    data = read_experiment_file(p, SWEEP_KEYS, "sweep settings (preset, grid, out, jobs, torchrun, bench_args)")
     for key, value in data.items():
-        if key not in SWEEP_KEYS:
-            hint = closest(str(key), SWEEP_KEYS)
-            raise ConfigError(f"--config {p}: unknown key '{key}'" + (f": did you mean '{hint}'?" if hint else "")
-                              + f" Valid keys: {', '.join(SWEEP_KEYS)}")
         want = SWEEP_KEYS[key]
         if key == "grid":
             if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
