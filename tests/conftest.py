@@ -1,4 +1,5 @@
 import atexit
+import importlib
 import os
 import shutil
 import subprocess
@@ -38,8 +39,10 @@ def run_tokzoo_here(*args, env=None, cwd=None, timeout=300):
     the same exit code, stdout and stderr as :func:`run_tokzoo`, without a
     new interpreter importing torch (about 3 s a call). ``env`` and ``cwd``
     apply for the call only; an uncaught exception gives exit 1 with its
-    traceback on stderr, as the real command would. Where a separate
-    process is the point (PYTHONPATH, signals, torchrun), use run_tokzoo."""
+    traceback on stderr, as the real command would. ``PYTHONPATH`` puts its
+    folders first on ``sys.path`` for the call (modules imported from them
+    are forgotten after); one with a sitecustomize gets a real process.
+    Where a separate process is the point (signals, torchrun), use run_tokzoo."""
     import contextlib
     import io
     import traceback
@@ -47,9 +50,13 @@ def run_tokzoo_here(*args, env=None, cwd=None, timeout=300):
     from tokzoo import cli as tokzoo_cli
     from tokzoo.registry import reset_registry
 
-    if env and "PYTHONPATH" in env:  # another sys.path: only a new interpreter has it
-        return run_tokzoo(*args, env=env, cwd=cwd, timeout=timeout)
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    extra = [p for p in (env or {}).get("PYTHONPATH", "").split(os.pathsep) if p]
+    if any((Path(p) / f).exists() for p in extra for f in ("sitecustomize.py", "usercustomize.py")):
+        return run_tokzoo(*args, env=env, cwd=cwd, timeout=timeout)  # code that runs at interpreter start
+    saved_env, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
+    if extra:  # PYTHONPATH: those folders first on sys.path for the call (a plugin "installed" there)
+        sys.path[0:0] = extra
+        importlib.invalidate_caches()
     out, err = io.StringIO(), io.StringIO()
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
     reset_registry()  # TOKZOO_PLUGINS and the like are read when the registry loads
@@ -68,6 +75,14 @@ def run_tokzoo_here(*args, env=None, cwd=None, timeout=300):
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        if extra:  # forget the modules imported from there: the next call's folder may hold others
+            sys.path[:] = saved_path
+            roots = [str(Path(p).resolve()) for p in extra]
+            for name, mod in list(sys.modules.items()):
+                f = getattr(mod, "__file__", None) or ""
+                if f and any(str(Path(f).resolve()).startswith(r + os.sep) for r in roots):
+                    del sys.modules[name]
+            importlib.invalidate_caches()
         reset_registry()
     return subprocess.CompletedProcess(["tokzoo", *map(str, args)], code, out.getvalue(), err.getvalue())
 

@@ -152,7 +152,8 @@ def compare_results(new: Results, old: Results, tolerance: str | None = None) ->
     return rows
 
 
-def _f(v: float | None) -> str:
+def fmt(v: float | None) -> str:
+    """A compared number, as the table and report.html show it."""
     return "n/a" if v is None else f"{v:.4g}"
 
 
@@ -168,7 +169,7 @@ def to_markdown(rows: list[Row], notes: list[str] = ()) -> str:
     for r in rows:
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
-        lines.append(f"| {r.tokenizer} | {r.metric} | {_f(r.old)} | {_f(r.new)} | {delta} | {r.rule} | {mark} |")
+        lines.append(f"| {r.tokenizer} | {r.metric} | {fmt(r.old)} | {fmt(r.new)} | {delta} | {r.rule} | {mark} |")
     return head + "\n".join(lines) + "\n\n" + RULES + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 

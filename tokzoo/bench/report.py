@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokzoo.bench.compare import RULES, compare_results, data_notes, has_regression, load_results
+from tokzoo.bench.compare import RULES, compare_results, data_notes, fmt, has_regression, load_results
 from tokzoo.bench.render import flag_lines, label, short_names, summary_cells, unavailable_by_reason
 from tokzoo.errors import TokzooError
 from tokzoo.bench.results import Results
@@ -215,7 +215,6 @@ def _compare_table(rows, error: str | None) -> str:
     for r in rows:
         cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
-        fmt = (lambda v: "n/a" if v is None else f"{v:.4g}")  # noqa: E731
         out.append(f"<tr><td>{html.escape(short[r.tokenizer])}</td><td>{html.escape(r.metric)}</td>"
                    f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{html.escape(r.rule)}</td>"
                    f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
