@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tokzoo import runfolder
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 BUDGET = ["recipe.stage1_steps=60", "recipe.stage2_steps=120", "trainer.ckpt_every=10", "trainer.log_every=5",
           "data.train_size=512", "data.val_size=64", "trainer.eval_images=32"]
@@ -34,8 +36,7 @@ def tokzoo(*args: str) -> list[str]:
 
 
 def latest(run: Path) -> str:
-    f = run / "checkpoints" / "latest"
-    return f.read_text().strip() if f.is_file() else "-"
+    return runfolder.latest_tag(run) or "-"
 
 
 def main() -> int:
@@ -72,7 +73,7 @@ def main() -> int:
                 proc.wait()
                 kills += 1
                 print(f"kill {kills:2d} after {wait:4.1f} s: latest checkpoint {latest(run)}")
-                if (run / "checkpoints").exists():
+                if runfolder.checkpoints(run).exists():
                     first = False
                 continue
         err = proc.communicate()[1]
@@ -82,9 +83,9 @@ def main() -> int:
         if kills >= args.kills or proc.returncode == 0:
             break
     same = True
-    for tag in ("stage1-final", "stage2-final"):
+    for tag in (runfolder.final_tag(1), runfolder.final_tag(2)):
         for f in ("model.safetensors", "ema.safetensors"):
-            a, b = out / "ref" / "checkpoints" / tag / f, run / "checkpoints" / tag / f
+            a, b = runfolder.checkpoint(out / "ref", tag) / f, runfolder.checkpoint(run, tag) / f
             if not a.is_file():
                 continue
             ta, tb = load_file(str(a)), load_file(str(b))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from _common import tokzoo
 
+from tokzoo import runfolder
+
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = REPO / "configs" / "sweeps" / "semhitok-codebooks.yaml"
 KEEP = ("results.json", "results.md", "results.csv", "tradeoff.png", "sweep.png", "report.html", "sweep.json")
@@ -42,7 +44,7 @@ def main() -> None:
     teacher = work.parent / "sweep-semhitok-teacher"
     t0 = time.perf_counter()
     data = ["data.train_size=4096"]
-    if not (teacher / "checkpoints" / "finished").is_file():
+    if not runfolder.finished_tag(teacher):
         shutil.rmtree(teacher, ignore_errors=True)
         tokzoo("train", "clip", "recipe.steps=200", f"run_dir={teacher}", *data)
     # the sweep itself is configs/sweeps/semhitok-codebooks.yaml; these words replace its own for the same keys
