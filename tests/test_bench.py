@@ -300,7 +300,7 @@ def test_terminal_table_fits_80_columns():
 
     from tokzoo.bench.render import render_table
 
-    repo = Path(__file__).resolve().parent.parent
+    from conftest import REPO as repo
     results = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
     for width in (80, 100):
         console = Console(width=width, record=True, force_terminal=False)
@@ -323,7 +323,7 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     from tokzoo.bench.render import render_table, short_names, unavailable_by_reason
     from tokzoo.bench.report import render_html, tradeoff_points
 
-    repo = Path(__file__).resolve().parent.parent
+    from conftest import REPO as repo
     zoo = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
     (one, *_), entries = zoo["tokenizers"], list(zoo["tokenizers"].values())
     a, b = "runs/a/checkpoints/stage1-final", "runs/b/checkpoints/stage1-final"

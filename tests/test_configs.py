@@ -2,7 +2,6 @@
 command line, their typos refused; the committed ones load and agree with the
 baselines measured under them; committed results re-render byte-identical."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,8 @@ from tokzoo.bench.options import BenchOptions, bench_options, default, parse_ben
 from tokzoo.cli import build_parser
 from tokzoo.errors import ConfigError
 from tokzoo.sweep import parse_grid, read_sweep_file, sweep_settings
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 
 

@@ -2,13 +2,12 @@
 import ast
 import inspect
 import re
-from pathlib import Path
 
 import pytest
 
 from tokzoo import api
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOC = (REPO / "docs" / "plugins.md").read_text()
 SECTIONS = {api.Encoder: "tokzoo_register_encoders", api.Quantizer: "tokzoo_register_quantizers",
             api.Decoder: "tokzoo_register_decoders", api.Tokenizer: "tokzoo_register_tokenizers",

@@ -1,10 +1,9 @@
 """The real entry-point path, through the `tokzoo` command in a subprocess."""
 import re
-from pathlib import Path
 
 from conftest import make_dist
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _docs_plugin_source() -> str:

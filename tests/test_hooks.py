@@ -7,7 +7,6 @@ import inspect
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,8 @@ from tokzoo.api import (Codes, CodeSpec, Decoder, Encoder, Metric, Quantizer, Qu
 from tokzoo.testing import registered_plugin
 
 from conftest import make_dist
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -- components a plugin author would write -----------------------------------------------

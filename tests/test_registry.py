@@ -1,6 +1,5 @@
 """The plugin registry: clashes, failures, lookups (one test per hook: tests/test_hooks.py)."""
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -9,7 +8,6 @@ from tokzoo import hookspecs
 from tokzoo.errors import ConfigError, UnknownNameError
 from tokzoo.registry import get_registry
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _plugin_for(hook_name, name, factory, description="a test component", config=None):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tokzoo.bench.report import pareto, render_html, tradeoff_png, tradeoff_points
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 ZOO = REPO / "benchmarks" / "results" / "zoo" / "results.json"
 TINY = ["model.resolution=32", "data.resolution=32", "data.train_size=128", "data.val_size=32", "recipe.steps=2"]
 

@@ -1,11 +1,10 @@
 """tokzoo.testing: the docs' "Testing a plugin" snippet runs, installed or not."""
 import re
 import sys
-from pathlib import Path
 
 from conftest import make_dist
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _docs_snippet() -> tuple[str, str]:

@@ -19,8 +19,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "plugins.md"
 
 
