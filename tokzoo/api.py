@@ -11,15 +11,14 @@ Conventions, for every class here:
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from tokzoo.codes import (CodeLayout, Codes, CodeSpec, QuantizerOutput,  # the data a component passes on
                           TokenizerInfo, TokenizerOutput)
+from tokzoo.metric import BenchContext, Metric  # the bench's side of the contract
 from tokzoo.schema import Spec
 from tokzoo.errors import check_returns
 from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
@@ -210,126 +209,6 @@ class ComposedTokenizer(Tokenizer):
         """Weight of the decoder's last layer (for the adaptive GAN weight)."""
         fn = getattr(self.decoder, "last_layer", None)
         return fn() if fn is not None else None
-
-
-# -----------------------------------------------------------------------------
-# Benchmark metrics
-# -----------------------------------------------------------------------------
-@dataclass
-class BenchContext:
-    """What the bench host gives every metric through :meth:`Metric.setup`
-    (never as config parameters: those are the metric's own, e.g. LPIPS's ``net``).
-
-    - ``device``: where the tokenizer runs;
-    - ``weights_dir``: the ``--weights-dir`` folder (see :mod:`tokzoo.weights`);
-    - ``batch_size``: the bench batch size;
-    - ``num_images``: how many images are measured;
-    - ``probe_train_images``: how many train-split images a probe may use;
-    - :meth:`train_set`: the dataset's ``train`` split (built on first call);
-      for data without a held-out split (``same_for_every_split``), the
-      images after the ``num_images`` measured ones.
-    """
-
-    device: Any = "cpu"
-    weights_dir: str | None = None
-    batch_size: int = 32
-    num_images: int = 0
-    probe_train_images: int = 1024
-    train_split: Any = None  # a zero-argument callable returning the train split
-    _train: Any = field(default=None, repr=False)
-
-    def train_set(self):
-        """The dataset's ``train`` split (samples as in ``tokzoo_register_datasets``)."""
-        if self._train is None:
-            if self.train_split is None:
-                raise ValueError("this bench has no train split")
-            self._train = self.train_split()
-        return self._train
-
-
-class Metric(abc.ABC):
-    """A streaming benchmark metric.
-
-    The host calls :meth:`setup` once (with a :class:`BenchContext`), then per
-    tokenizer :meth:`reset`, :meth:`update` for every batch, :meth:`reduce`
-    under ``torchrun``, and :meth:`compute`. ``update`` sees each batch once:
-    originals and reconstructions as uint8 tensors ``[B,3,H,W]`` (quantized, as
-    a saved image would be), the tokenizer's :class:`Codes`, and the batch
-    itself (``image`` in ``[0,1]``, ``label``, ``caption``, and the host's
-    ``encode_s`` / ``decode_s`` timings and ``warmup`` flag). ``compute``
-    returns named float results; ``better`` says, per result, whether
-    ``higher`` or ``lower`` is better (results not named there are
-    informational). ``weights`` maps each pretrained file the metric used to
-    its SHA-256 (recorded in the protocol). A metric that cannot run (a missing
-    weights file) raises a :class:`tokzoo.errors.TokzooError` from ``setup``:
-    it is reported unavailable, with that message, and the rest runs.
-    """
-
-    name: str = "metric"
-    #: "lower" or "higher": which direction is better, per result key (read-only
-    #: when declared on the class; an instance may set its own in setup/reset)
-    better: Mapping[str, str] = MappingProxyType({})
-    #: pretrained file -> SHA-256, recorded in the protocol (as ``better``)
-    weights: Mapping[str, str] = MappingProxyType({})
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        for attr in ("better", "weights"):  # a class-level dict would be shared, and changed, by every instance
-            value = cls.__dict__.get(attr)
-            if isinstance(value, dict):
-                setattr(cls, attr, MappingProxyType(dict(value)))
-    #: state that adds up across batches and processes (reduced by summing)
-    state: dict[str, Tensor]
-
-    def setup(self, context: BenchContext) -> None:
-        """Once, before the first tokenizer: load networks and weights here."""
-        self.context = context
-
-    @abc.abstractmethod
-    def reset(self, tokenizer: Tokenizer) -> None:
-        """Start measuring ``tokenizer`` (forget the previous one's state)."""
-
-    @abc.abstractmethod
-    def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes, batch: dict) -> None:
-        """One batch: uint8 ``[B,3,H,W]`` originals and reconstructions, codes, the batch."""
-
-    @abc.abstractmethod
-    def compute(self) -> dict[str, float]:
-        """Named results (after :meth:`reduce` when several processes measured)."""
-
-    def flags(self) -> dict[str, str]:
-        """After :meth:`compute`: result name -> why that number may mislead
-        (e.g. ``{"rfid": "rank-deficient: N = 16 < 2048 ..."}``). Every output
-        marks a flagged number with ``†`` and prints the reason. Default: none."""
-        return {}
-
-    def per_image_values(self) -> dict[str, Tensor]:
-        """After :meth:`compute`: result name -> the per-image values ``[N]`` whose
-        mean the result is (all processes' images after :meth:`reduce`). The
-        host gives each such result a bootstrap 95 % interval. Default: none."""
-        return {}
-
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        """Combine the processes' states under ``torchrun``. The default sums
-        every tensor of ``self.state`` in place with ``all_reduce_sum(tensor)``;
-        a metric with other state overrides this (``all_gather_object(list,
-        obj)`` gathers any picklable object)."""
-        for key in sorted(getattr(self, "state", {}) or {}):
-            all_reduce_sum(self.state[key])
-
-    def reference_identity(self) -> str | None:
-        """For a metric whose state on the *originals* alone may be cached across
-        runs (rFID's reference statistics): a string identifying how it is
-        computed (e.g. the extractor's SHA-256). The host adds the dataset
-        fingerprint, images, resolution and protocol. None: nothing cached."""
-        return None
-
-    def reference_state(self) -> dict[str, Tensor]:
-        """The cacheable state computed from the originals (see :meth:`reference_identity`)."""
-        return {}
-
-    def load_reference(self, state: dict[str, Tensor]) -> None:
-        """Use a cached reference state instead of computing it again."""
 
 
 def is_trainable(tokenizer: Tokenizer) -> bool:

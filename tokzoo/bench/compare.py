@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from tokzoo.bench.protocol import PROTOCOL_KEYS
+from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
 from tokzoo.bench.results import Results, load_results  # noqa: F401 (load_results: importable here)
 from tokzoo.bench.stats import half_width
 from tokzoo.errors import ConfigError, TokzooError
@@ -78,6 +78,13 @@ def check_protocols(new: dict, old: dict) -> None:
         if pn.get(key) != po.get(key):
             raise ProtocolMismatch(f"refusing to compare: the protocols differ in '{key}' "
                                    f"(new: {json.dumps(pn.get(key))}, baseline: {json.dumps(po.get(key))})")
+    differs = same_metric_settings(po, pn)
+    if differs:
+        a, b = pn["metrics"][differs], po["metrics"][differs]
+        keys = ", ".join(f"{k} {json.dumps(a.get(k))} vs {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b))
+                         if a.get(k) != b.get(k))
+        raise ProtocolMismatch(f"refusing to compare: '{differs}' was measured under other settings "
+                               f"(new vs baseline: {keys})")
     for name, e in new["tokenizers"].items():
         o = old["tokenizers"].get(name)
         if o and o.get("resolution") != e.get("resolution"):

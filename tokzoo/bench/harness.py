@@ -82,7 +82,7 @@ class Bench:
     def _run(self) -> Results:
         o = self.opts
         # earlier results in --out under this protocol are merged; every grid row measured there is kept
-        results = load_previous(self.out / "results.json", self.protocol({"tokenizers": {}}), o.tokenizers,
+        results = load_previous(self.out / "results.json", self.protocol({"tokenizers": {}}, asked=True), o.tokenizers,
                                 lambda msg: self.console.print(msg, highlight=False))
         grid_rows = stored_rows(self.out)
         originals_now = written = False
@@ -96,7 +96,7 @@ class Bench:
                 self.console.print(f"[dim]{name}: reusing finished results from {self.out / 'results.json'}[/]")
                 written = False
                 continue
-            entry, originals, recons = self._bench_one(name, tok)
+            entry, originals, recons, pictures = self._bench_one(name, tok)
             entry["identity"] = ident
             if name in o.swept:
                 entry["swept"] = o.swept[name]
@@ -104,6 +104,8 @@ class Bench:
             if not originals_now:  # the first row: this run's originals
                 grid_rows["originals"], originals_now = originals, True
             grid_rows[row_key(name)] = recons.contiguous()
+            for picture, images in pictures.items():  # a metric's pictures, one row per tokenizer
+                grid_rows[f"{picture}:{row_key(name)}"] = images.contiguous()
             if self.is_main:  # after every tokenizer: a killed bench keeps what it finished
                 self._write(results, grid_rows)
             written = True
@@ -133,8 +135,12 @@ class Bench:
     def _protocol_key(self, tok) -> str:
         return protocol_key(self.opts.data, self.opts.num_images, tok.info.resolution, self.opts.probe_train_images)
 
-    def protocol(self, results: dict[str, Any]) -> dict[str, Any]:
-        return protocol_block(list(results["tokenizers"].values()), data=self.opts.data,
+    def protocol(self, results: dict[str, Any], asked: bool = False) -> dict[str, Any]:
+        """The protocol block of ``results``' entries; with ``asked``, of this
+        bench's metric settings (before any entry is measured)."""
+        metric_protocols = measure.metric_protocols(self.opts.metrics, self.opts.metric_params) if asked else None
+        return protocol_block(list(results["tokenizers"].values()), metric_protocols=metric_protocols,
+                              data=self.opts.data,
                               num_images=self.opts.num_images, probe_train_images=self.opts.probe_train_images,
                               world=self.world, device=str(self.device), plugins=get_registry().versions())
 
@@ -155,7 +161,7 @@ class Bench:
         return self._datasets[key]
 
     # -- one tokenizer ---------------------------------------------------------------------------
-    def _bench_one(self, name: str, tok) -> tuple[Entry, torch.Tensor, torch.Tensor]:
+    def _bench_one(self, name: str, tok) -> tuple[Entry, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One tokenizer, read top to bottom: data, metrics, one streaming pass, results."""
         o, res = self.opts, tok.info.resolution
         # the images: the val split, at the tokenizer's resolution
@@ -167,11 +173,12 @@ class Bench:
                               f"ask for --num-images {len(val)} or --num-images all (a number measured on fewer "
                               "images than the protocol records would mislead)")
         # the metrics, and the reference statistics cached by an earlier bench of the same images
+        dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
         ctx = BenchContext(device=self.device, weights_dir=o.weights_dir, batch_size=o.batch_size,
                            num_images=n, probe_train_images=o.probe_train_images,
-                           train_split=lambda: measure.probe_train_split(spec, n, o.data, self._dataset))
+                           train_split=lambda: measure.probe_train_split(spec, n, o.data, self._dataset),
+                           num_classes=getattr(val, "num_classes", None), dataset=dataset, show_progress=self.is_main)
         metrics, unavailable, weights = measure.make_metrics(o.metrics, o.metric_params, tok, ctx)
-        dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
         cached = {m: measure.load_reference(m, metric, dataset, n, res) for m, metric in metrics.items()}
         # one pass over this rank's shard of the images: encode, decode, every metric sees each batch once
         skips = SkipCounter(self.console)
@@ -186,6 +193,7 @@ class Bench:
         if self.world > 1:
             measure.reduce_across(metrics, lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
         values, intervals, better, flags = measure.compute(metrics, unavailable)
+        pictures = measure.pictures(metrics, unavailable)  # e.g. the AR probe's samples
         for m, (key, loaded) in cached.items():
             if key and not loaded and m in metrics and self.is_main:
                 measure.save_reference(key, metrics[m].reference_state())
@@ -197,6 +205,7 @@ class Bench:
             skipped_images=len(skips.skipped), extractors=weights, protocol_key=self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             random_parts=random_parts((tok.config or {}).get("model")),
+            metric_protocols={m: metric.protocol() for m, metric in metrics.items() if metric.protocol()},
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
         )
@@ -209,8 +218,9 @@ class Bench:
             self.unavailable.setdefault((m, why), []).append(name)
         k = o.grid_images
         if not grid_o:
-            return entry, torch.zeros(0, 3, res, res, dtype=torch.uint8), torch.zeros(0, 3, res, res, dtype=torch.uint8)
-        return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k]
+            empty = torch.zeros(0, 3, res, res, dtype=torch.uint8)
+            return entry, empty, empty, pictures
+        return entry, torch.cat(grid_o)[:k], torch.cat(grid_r)[:k], pictures
 
     def _write(self, results: dict[str, Any], grid_rows: dict[str, torch.Tensor]) -> None:
         results["protocol"] = self.protocol(results)

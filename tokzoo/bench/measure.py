@@ -153,12 +153,41 @@ def compute(metrics: dict, unavailable: dict) -> tuple[dict[str, float], dict[st
         except (NotImplementedError, ValueError) as exc:
             unavailable[m] = str(exc)
             continue
+        unavailable.update(metric.not_measured() if hasattr(metric, "not_measured") else {})
         per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
         for key, v in (per_image or {}).items():
             ci = bootstrap_interval(v) if key in values else None
             if ci is not None:
                 intervals[key] = [ci[0], ci[1]]
     return values, intervals, better, flags
+
+
+def pictures(metrics: dict, unavailable: dict) -> dict[str, torch.Tensor]:
+    """Picture name -> uint8 images ``[n,3,H,W]`` the metrics offer (:meth:`Metric.images`)."""
+    out: dict[str, torch.Tensor] = {}
+    for m, metric in metrics.items():
+        if m in unavailable or not hasattr(metric, "images"):
+            continue
+        for picture, images in (metric.images() or {}).items():
+            if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
+                out[picture] = images.cpu()
+    return out
+
+
+def metric_protocols(names: list[str], params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Metric -> its settings (:meth:`Metric.protocol`) as this bench asks for them (nothing is set up)."""
+    reg = get_registry()
+    out = {}
+    for m in names:
+        try:
+            proto = reg.create("metric", m, **params.get(m, {})).protocol()
+        except TokzooError:
+            raise
+        except Exception:  # a metric that cannot even be built is reported unavailable when measured
+            continue
+        if proto:
+            out[m] = proto
+    return out
 
 
 def reduce_across(metrics: dict, all_reduce: Callable, all_gather_object: Callable, world: int) -> None:

@@ -150,12 +150,12 @@ class LPIPSMetric(MeanMetric):
 
 
 # -- rFID ---------------------------------------------------------------------------
-def load_inception(weights_dir=None, device="cpu"):
+def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
     """torch-fidelity's InceptionV3 (FID 2015-12-05 weights, TF-compatible resize),
     from the local file ``weights-inception-2015-12-05-6726825d.pth``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    path = find_weights(KNOWN_FILES["inception"], "rFID (InceptionV3)", weights_dir)
+    path = find_weights(KNOWN_FILES["inception"], f"{purpose} (InceptionV3)", weights_dir)
     try:  # refuse anything that is not a plain tensor state dict before torch-fidelity unpickles it
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -29,27 +29,40 @@ def write_outputs(out: Path, results: Results, baseline: str | None = None,
     atomic_write(out / "results.md", render_markdown(results))
     atomic_write(out / "results.csv", render_csv(results))
     if grid_rows is None:
-        grid = out / "recon_grid.png"
+        grid, samples = out / "recon_grid.png", out / SAMPLES_PNG
         png = grid.read_bytes() if grid.is_file() else None
+        samples_png = samples.read_bytes() if samples.is_file() else None
     else:
-        png = _write_grid(out, results, grid_rows)
-    return [out / "results.md", out / "results.csv", *write_report(out, results, png, baseline, atomic_write)]
+        png, samples_png = _write_grid(out, results, grid_rows)
+    written = write_report(out, results, png, baseline, atomic_write, samples_png=samples_png)
+    return [out / "results.md", out / "results.csv", *written]
 
 
-def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> bytes | None:
-    """Store the rows and draw the picture of every tokenizer in ``results`` that has one."""
+SAMPLES_PNG = "samples_grid.png"
+
+
+def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> tuple[bytes | None, bytes | None]:
+    """Store the rows and draw the pictures (reconstructions; a metric's samples,
+    rows keyed ``samples:<row>``) of every tokenizer in ``results`` that has one."""
     if rows:
         from safetensors.torch import save as save_bytes
 
         atomic_write(out / GRID_ROWS, save_bytes(rows))
     ordered = {"originals": rows["originals"]} if "originals" in rows else {}
+    samples = {}
     for name in results["tokenizers"]:
         if row_key(name) in rows:
             ordered[name] = rows[row_key(name)]
+        if f"samples:{row_key(name)}" in rows:
+            samples[name] = rows[f"samples:{row_key(name)}"]
     png = grid_png(ordered) if len(ordered) > 1 else None
     if png:
         atomic_write(out / "recon_grid.png", png)
-    return png
+    samples_png = grid_png(samples, header=[f"class {c}" for c in range(max(len(v) for v in samples.values()))]) \
+        if samples else None
+    if samples_png:
+        atomic_write(out / SAMPLES_PNG, samples_png)
+    return png, samples_png
 
 
 def stored_rows(out: Path) -> dict[str, torch.Tensor]:

@@ -8,5 +8,9 @@ from tokzoo import hookimpl
 def tokzoo_register_metrics(register):
     from tokzoo.bench.metrics import CORE_METRICS
 
+    from tokzoo.bench.generation import ARProbe
+
     for name, (cls, description) in CORE_METRICS.items():
         register(name, cls, description)
+    register("ar-probe", ARProbe, "AR probe: a small class-conditional GPT trained on the tokens; NLL bits, "
+                                  "gFID / judge class accuracy of its samples (opt-in: slow)")

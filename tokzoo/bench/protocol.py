@@ -44,6 +44,16 @@ def git_revision() -> str | None:
         return None
 
 
+def same_metric_settings(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first metric both protocol blocks hold settings for, under other
+    settings in each (None when they agree): its numbers are not comparable."""
+    a, b = old.get("metrics") or {}, new.get("metrics") or {}
+    for m in sorted(set(a) & set(b)):
+        if a[m] != b[m]:
+            return m
+    return None
+
+
 def protocol_key(data: str, num_images: int | str, resolution: int, probe_train_images: int) -> str:
     """What a finished entry was measured under: a re-bench reuses it only when this matches."""
     import json
@@ -52,11 +62,16 @@ def protocol_key(data: str, num_images: int | str, resolution: int, probe_train_
 
 
 def protocol_block(entries: list[dict[str, Any]], *, data: str, num_images: int | str, probe_train_images: int,
-                   world: int, device: str, plugins: dict[str, str]) -> dict[str, Any]:
-    """results.json's ``protocol``: every setting the numbers of ``entries`` depend on."""
+                   world: int, device: str, plugins: dict[str, str],
+                   metric_protocols: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """results.json's ``protocol``: every setting the numbers of ``entries`` depend on
+    (the metrics' own settings from the entries, or ``metric_protocols`` when given)."""
     extractors: dict[str, str] = {}
+    metrics: dict[str, dict[str, Any]] = dict(metric_protocols or {})
     for e in entries:
         extractors.update(e.get("extractors", {}))
+        for m, proto in (e.get("metric_protocols") or {}).items():
+            metrics.setdefault(m, proto)
     return {
         "version": PROTOCOL_VERSION,
         "preprocessing": dict(PREPROCESSING),
@@ -66,6 +81,7 @@ def protocol_block(entries: list[dict[str, Any]], *, data: str, num_images: int 
         "reference": "preprocessed originals of the same images",
         "extractors": extractors,
         "probe": dict(PROBE_PROTOCOL, train_images=probe_train_images),
+        **({"metrics": metrics} if metrics else {}),  # a metric's own settings (Metric.protocol), e.g. the AR probe's
         "intervals": dict(BOOTSTRAP),
         "fid": "torch-fidelity InceptionV3 pool3 (2048), TF-compatible bilinear resize to 299, float64 statistics",
         "psnr_ssim": "uint8, data_range=255; SSIM Gaussian 11x11 sigma 1.5",

@@ -18,7 +18,8 @@ from tokzoo.bench.results import Results
 
 
 SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
-           ("usage", "usage/"), ("perplexity", "perplexity/"), ("tokens", "tokens_per_image"),
+           ("AR bits", "ar_nll_bits"), ("AR bits/token", "ar_nll_bits_per_token"), ("gFID", "gfid"), ("gen acc", "gen_class_acc"), ("judge", "judge_top1"),
+           ("gFD judge", "gfd_judge"), ("AR probe", "ar_probe_top1"), ("usage", "usage/"), ("perplexity", "perplexity/"), ("tokens", "tokens_per_image"),
            ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
 
 
@@ -106,7 +107,7 @@ def _summary_cells(e: dict[str, Any], columns=None, intervals: bool = False) -> 
 
 
 def _columns(results: Results) -> list[str]:
-    order = ["rfid", "psnr", "ssim", "lpips", "probe_top1"]
+    order = ["rfid", "psnr", "ssim", "lpips", "probe_top1", "ar_nll_bits", "gfid", "gen_class_acc", "gfd_judge"]
     cols: list[str] = []
     for e in results["tokenizers"].values():
         for k in e["metrics"]:
@@ -134,8 +135,8 @@ def label(name: str, e: dict[str, Any]) -> str:
 
 
 #: which summary columns a narrow terminal keeps first (the rest are in results.md)
-NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "tokens", "bits", "enc img/s", "dec img/s",
-                   "usage", "perplexity")
+NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "AR bits", "gFID", "gen acc", "gFD judge",
+                   "tokens", "bits", "AR probe", "judge", "AR bits/token", "enc img/s", "dec img/s", "usage", "perplexity")
 
 
 def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
@@ -226,23 +227,29 @@ def row_key(name: str) -> str:
     return "originals" if name == "originals" else "tok:" + name
 
 
-def grid_png(rows: dict[str, torch.Tensor]) -> bytes:
-    """Originals in the first row, each tokenizer's reconstructions below, labelled."""
+def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None) -> bytes:
+    """One labelled row per entry of ``rows`` (the originals first, when there,
+    then each tokenizer's images), ``header`` above the columns when given."""
     from PIL import Image, ImageDraw
 
     names = list(rows)
-    n, _, h, w = rows["originals"].shape
+    first = rows["originals"] if "originals" in rows else next(iter(rows.values()))
+    n = len(first) if "originals" in rows else max(len(v) for v in rows.values())
+    _, _, h, w = first.shape
     label_w, scale = 110, max(1, 96 // h)
-    canvas = Image.new("RGB", (label_w + n * w * scale, len(names) * h * scale), "white")
+    top = 14 if header else 0
+    canvas = Image.new("RGB", (label_w + n * w * scale, top + len(names) * h * scale), "white")
     draw = ImageDraw.Draw(canvas)
+    for c, text in enumerate((header or [])[:n]):
+        draw.text((label_w + c * w * scale + 2, 1), text[:w * scale // 6], fill="black")
     short = short_names(names)
     for r, name in enumerate(names):
         imgs = rows[name]
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
-            canvas.paste(tile, (label_w + c * w * scale, r * h * scale))
+            canvas.paste(tile, (label_w + c * w * scale, top + r * h * scale))
         label = short[name]  # a checkpoint path: its run folder's name
-        draw.text((4, r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
+        draw.text((4, top + r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

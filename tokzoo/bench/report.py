@@ -23,7 +23,11 @@ from tokzoo.errors import TokzooError
 from tokzoo.bench.results import Results
 
 PROBE = "probe_top1"
-AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False))
+AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False),
+        ("gfid", "gFID of AR-probe samples, lower is better", False),
+        ("gfd_judge", "gFD in the judge's features (AR probe; dataset-specific), lower is better", False))
+#: the generation panel: gFID when measured, else the judge's Fréchet distance
+GENERATION = ("gfid", "gfd_judge")
 
 
 def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
@@ -48,6 +52,7 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
         if m.get(PROBE) is None:
             continue
         out.append({"name": short[name], "probe": m[PROBE], "psnr": m.get("psnr"), "rfid": m.get("rfid"),
+                    "gfid": m.get("gfid"), "gfd_judge": m.get("gfd_judge"),
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
                     "flags": e.get("flags") or {}})
     return out
@@ -61,8 +66,12 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
 
     pts = tradeoff_points(results)
     axes = [(key, label, hi) for key, label, hi in AXES if sum(p[key] is not None for p in pts) >= 1]
+    if any(key == GENERATION[0] for key, _, _ in axes):  # one generation panel: gFID when there is one
+        axes = [a for a in axes if a[0] not in GENERATION[1:]]
     if not pts or not axes:
         return None
+    if any(key in GENERATION for key, _, _ in axes) and title == "understanding vs reconstruction":
+        title = "understanding vs reconstruction and generation"
     fig = Figure(figsize=(6.2 * len(axes), 4.8), dpi=110, layout="constrained")
     bits = [p["bits"] for p in pts if p["bits"]]
     top = max(bits) if bits else 1.0
@@ -228,7 +237,7 @@ def _compare_table(rows, error: str | None) -> str:
 def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes | None = None,
                 compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
                 compare_notes: list[str] = (),
-                sweep: bytes | None = None) -> str:
+                sweep: bytes | None = None, samples_png: bytes | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
 
     p = results.get("protocol") or {}
@@ -257,12 +266,13 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 <h2>Results</h2>
 {_results_table(results)}
 <ul class="note">{''.join(notes)}</ul>
-<h2>Understanding vs reconstruction</h2>
+<h2>Understanding vs reconstruction{" and generation" if _has_generation(results) else ""}</h2>
 {_img(tradeoff, "tradeoff", "trade-off plot")}
 {"<h2>Sweep</h2>" + _img(sweep, "sweep", "sweep plot") if sweep else ""}
 <h2>Reconstructions</h2>
 <p class="note">First row: the originals; then one row per tokenizer.</p>
 {_img(grid_png, "grid", "reconstruction grid")}
+{_samples_section(results, samples_png)}
 <h2>Codebook usage per level</h2>
 {_usage_table(results)}
 <h2>Compared with the baseline</h2>
@@ -273,8 +283,23 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 """
 
 
+def _has_generation(results: Results) -> bool:
+    return any(k in (e.get("metrics") or {}) for e in results["tokenizers"].values() for k in GENERATION)
+
+
+def _samples_section(results: Results, samples_png: bytes | None) -> str:
+    if not samples_png:
+        return ""
+    p = ((results.get("protocol") or {}).get("metrics") or {}).get("ar-probe") or {}
+    how = (f"cfg scale {html.escape(str(p.get('cfg_scale')))}, GPT {html.escape(str(p.get('size')))}, "
+           f"{html.escape(str(p.get('steps')))} steps, seed {html.escape(str(p.get('seed')))}") if p else ""
+    return (f'<h2>Generated samples (AR probe)</h2>\n<p class="note">One row per tokenizer: a sample of each of '
+            f'the first classes, in class order, decoded by the tokenizer itself{"; " + how if how else ""}.</p>\n'
+            + _img(samples_png, "samples", "AR-probe samples, class by class"))
+
+
 def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: str | None,
-                 atomic_write) -> list[Path]:
+                 atomic_write, samples_png: bytes | None = None) -> list[Path]:
     """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
     returns the paths written."""
 
@@ -298,6 +323,6 @@ def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: 
         except TokzooError as exc:
             error = str(exc)
     atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep,
-                                                  compare_notes=notes))
+                                                  compare_notes=notes, samples_png=samples_png))
     written.append(out / "report.html")
     return written

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypedDict
 
-from tokzoo.bench.protocol import PROTOCOL_KEYS
+from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
 from tokzoo.errors import ConfigError
 
 
@@ -35,6 +35,7 @@ class Entry(TypedDict, total=False):
     random_parts: list[str]  # pretrained parts deliberately random: never comparable with a real one
     unfinished: str | None  # a preset's run that never finished: the checkpoint benched
     swept: dict[str, Any]  # a sweep point's values, alias -> value
+    metric_protocols: dict[str, dict[str, Any]]  # metric -> its own settings (Metric.protocol), when it has any
 
 
 class Results(TypedDict):
@@ -92,6 +93,7 @@ def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str
         say(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
         return fresh_results()
     same = all((old.get("protocol") or {}).get(k) == protocol_now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
+    same = same and same_metric_settings(old.get("protocol") or {}, protocol_now) is None
     if not same and any(k not in tokenizers for k in old["tokenizers"]):
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
         os.replace(path, backup)

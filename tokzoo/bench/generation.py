@@ -1,0 +1,303 @@
+"""``ar-probe``: generation in miniature. Every tokenizer's tokens get the same
+small class-conditional GPT (:mod:`tokzoo.nn.gpt`), trained for the same
+budget on the codes of the train split, and the tokens are judged by what
+the GPT does with them (GigaTok's AR probing):
+
+- ``ar_nll_bits``: teacher-forced, class-conditional NLL of the measured
+  images' tokens, in bits per image (comparable across vocabularies and
+  sequence lengths), with a bootstrap interval over images;
+  ``ar_nll_bits_per_token`` beside it;
+- ``gfid``: Fréchet distance of the generated images to the measured
+  originals in InceptionV3 pool3 features (rFID's network and statistics),
+  when its weights file is found;
+- ``gen_class_acc``: how often a generated image shows the class it was asked
+  for, by the judge (:mod:`tokzoo.bench.judge`, trained on the real train
+  split); ``judge_top1`` (the judge on the real measured images) is the
+  ceiling; ``gfd_judge``: Fréchet distance in the judge's features
+  (dataset-specific, never a literature gFID);
+- ``ar_probe_top1`` (``feature_probe=true``): a linear probe on the GPT's
+  middle-layer features of the measured images (null class, mean over tokens).
+
+Samples are drawn by the standard protocol (temperature 1, top-k off, top-p
+1, classifier-free guidance at ``cfg_scale``, classes uniform, seeded) and go
+back through the tokenizer's own ``decode``. Under ``torchrun`` every
+process trains the same GPT on the same train codes and samples the same
+images, so the numbers are one process's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tokzoo.api import Metric
+from tokzoo.bench import judge as judges
+from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
+from tokzoo.data.preprocess import to_uint8
+from tokzoo.errors import ConfigError, TokzooError
+from tokzoo.measures import linear_probe
+from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, middle_features, nll_bits, sample, train_gpt
+
+#: the judge's ceiling below which gen_class_acc is flagged: a judge that misreads many real images
+#: cannot say whether a sample shows its class
+JUDGE_CEILING_FLAG = 0.9
+PICTURE_CLASSES = 10  # samples_grid.png: one sample for each of the first classes
+
+
+def positions_for(layout: str, grid: tuple[int, int], length: int) -> str:
+    """``2d`` rotary when the tokens are one per cell of a 2-D grid, ``1d`` otherwise."""
+    h, w = grid
+    return "2d" if h > 1 and w > 1 and h * w == length and layout in ("grid", "hierarchical") else "1d"
+
+
+def _stats(feats: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = feats.double().numpy()
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+class ARProbe(Metric):
+    """A class-conditional GPT trained on the tokens; NLL, gFID / judge, samples."""
+
+    name = "ar-probe"
+    better = {"ar_nll_bits": "lower", "ar_nll_bits_per_token": "lower", "gen_class_acc": "higher",
+              "gfd_judge": "lower", "gfid": "lower", "ar_probe_top1": "higher"}
+
+    def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
+                 dropout: float = 0.1, train_images: int = 4096, samples: int = 0, cfg_scale: float = 2.0,
+                 seed: int = 0, judge_steps: int = 300, feature_probe: bool = False):
+        if size not in GPT_SIZES:
+            raise ConfigError(f"metrics.ar-probe.size: '{size}' is not one of {', '.join(GPT_SIZES)}")
+        for key, v in (("steps", steps), ("batch_size", batch_size), ("train_images", train_images),
+                       ("judge_steps", judge_steps)):
+            if v < 1:
+                raise ConfigError(f"metrics.ar-probe.{key}: must be at least 1, not {v}")
+        if samples < 0:
+            raise ConfigError(f"metrics.ar-probe.samples: {samples} < 0 (0: as many as images measured)")
+        for key, v in (("lr", lr), ("cfg_scale", cfg_scale), ("dropout", dropout)):
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"metrics.ar-probe.{key}: must be a finite number >= 0, not {v}")
+        if dropout >= 1:
+            raise ConfigError(f"metrics.ar-probe.dropout: must be below 1, not {dropout}")
+        self.p = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, dropout=dropout,
+                      train_images=train_images, samples=samples, cfg_scale=cfg_scale, seed=seed,
+                      judge_steps=judge_steps, feature_probe=feature_probe)
+        self.state = {}
+
+    def protocol(self):
+        return {**self.p, "gpt": {**GPT_SIZES[self.p["size"]], "class_dropout": 0.1,
+                                  "norm": "RMSNorm", "mlp": "SwiGLU", "head": "untied, zero-init"},
+                "positions": "rotary: 2d (row, column halves of each head) when tokens are one per grid cell, "
+                             "else 1d; the class prefix unrotated",
+                "recipe": dict(RECIPE),
+                "sampling": {"temperature": 1.0, "top_k": None, "top_p": 1.0,
+                             "cfg": "uncond + scale * (cond - uncond)", "classes": "uniform, seeded",
+                             "kv_cache": True},
+                "nll": "teacher-forced, class-conditional, bits per image over the measured images",
+                "judge": {**judges.JUDGE_PROTOCOL, "steps": self.p["judge_steps"]},
+                "gfid": "InceptionV3 pool3 (rFID's), generated vs measured originals, when its weights are found",
+                "feature_probe": "linear probe (linear-probe v2) on the middle block's features, null class, "
+                                 "mean over tokens" if self.p["feature_probe"] else None}
+
+    # -- setup: the judge and, when found, InceptionV3 ---------------------------------------------
+    def setup(self, context):
+        super().setup(context)
+        self.device = context.device
+        self.inception, self.gfid_why = None, ""
+        try:
+            self.inception, sha = load_inception(context.weights_dir, context.device, purpose="gFID")
+            self.weights = {"inception-2015-12-05": sha}
+        except TokzooError as exc:
+            self.gfid_why = str(exc).splitlines()[0]
+        except ImportError as exc:
+            self.gfid_why = f"torch-fidelity is not installed ({exc})"
+        self.train = self._train_images()
+        self.num_classes = context.num_classes or int(self.train[1].max()) + 1
+        self.judge = self._judge()
+
+    def _train_images(self) -> tuple[Tensor, Tensor]:
+        """The first ``train_images`` readable train images, uint8, and their labels."""
+        train = self.context.train_set()
+        xs, ys, i = [], [], 0
+        while len(xs) < self.p["train_images"] and i < len(train):
+            s = train[i]
+            i += 1
+            if "skipped" not in s:
+                xs.append(to_uint8(s["image"][None])[0])
+                ys.append(int(s["label"]))
+        if not xs:
+            raise ValueError("the AR probe's train split has no readable images")
+        labels = torch.tensor(ys, dtype=torch.long)
+        if int((labels < 0).sum()):
+            raise ValueError("the AR probe needs class labels (sub-folders for imagefolder)")
+        return torch.stack(xs), labels
+
+    def _judge(self):
+        from tokzoo.data import fingerprint
+
+        x, y = self.train
+        key = judges.cache_key(fingerprint(self.context.train_set(), self.context.dataset), x.shape[-1],
+                               self.num_classes, self.p["judge_steps"], len(x))
+        judge = judges.load_cached(key, self.num_classes, self.device)
+        if judge is not None:
+            return judge
+        gen = torch.Generator().manual_seed(judges.JUDGE_PROTOCOL["seed"])
+
+        def batch(_):
+            idx = torch.randint(len(x), (64,), generator=gen)
+            return x[idx], y[idx]
+
+        with self._progress() as bar:
+            task = bar.add_task("ar-probe: judge on the real train split", total=self.p["judge_steps"], note="")
+            judge = judges.train_judge(batch, len(x), self.num_classes, self.p["judge_steps"], self.device,
+                                       on_step=lambda s: bar.advance(task))
+        judges.save_cached(key, judge)
+        return judge
+
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[note]}"), transient=True, disable=not self.context.show_progress)
+
+    # -- streaming: the measured images' tokens, and the real side of the Fréchet distances --------
+    def reset(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self.real_judge: list[Tensor] = []
+        self.real_correct: list[Tensor] = []
+        self.real_incep: list[Tensor] = []
+        self.results: dict[str, Tensor] = {}
+        self.pictures: dict[str, Tensor] = {}
+        self.trained_on = 0
+        self.n_samples = 0
+
+    @torch.no_grad()
+    def _judge_features(self, images_u8: Tensor) -> tuple[Tensor, Tensor]:
+        x = images_u8.to(self.device)
+        f = self.judge.features(x)
+        return f.double().cpu(), self.judge.fc(f).argmax(1).cpu()
+
+    @torch.no_grad()
+    def _inception(self, images_u8: Tensor) -> Tensor:
+        return self.inception(images_u8.to(self.device))[0].double().cpu()
+
+    def update(self, originals, reconstructions, codes, batch=None):
+        self.ids.append(codes.token_ids().cpu())
+        self.labels.append(batch["label"].cpu())
+        f, pred = self._judge_features(originals)
+        self.real_judge.append(f)
+        self.real_correct.append((pred == batch["label"].cpu()).double())
+        if self.inception is not None:
+            self.real_incep.append(self._inception(originals))
+
+    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        for attr in ("ids", "labels", "real_judge", "real_correct", "real_incep"):
+            mine = torch.cat(getattr(self, attr)) if getattr(self, attr) else None
+            parts = [None] * world_size
+            all_gather_object(parts, mine)
+            setattr(self, attr, [p for p in parts if p is not None])
+
+    # -- compute: train the GPT, measure NLL, sample, judge ------------------------------------------
+    def compute(self):
+        if not self.ids:
+            raise ValueError("the AR probe measured no images")
+        ids, labels = torch.cat(self.ids), torch.cat(self.labels)
+        if int((labels < 0).sum()):
+            raise ValueError("the AR probe needs class labels (sub-folders for imagefolder)")
+        p = self.p
+        tok = self.tokenizer
+        # the train split's codes (encoded once, shared with the linear probe)
+        parts = self.context.train_codes(tok, p["train_images"])
+        train_ids = torch.cat([c.token_ids() for c, _ in parts])
+        train_y = torch.cat([y for _, y in parts])
+        self.trained_on = len(train_ids)
+        vocab = parts[0][0].token_vocab_size
+        spec = tok.info.codes
+        L = ids.shape[1]
+        num_classes = max(self.num_classes, int(labels.max()) + 1, int(train_y.max()) + 1)
+        cfg = GPTConfig(vocab=vocab, length=L, num_classes=num_classes, dropout=p["dropout"],
+                        positions=positions_for(spec.layout, spec.grid, L), grid=tuple(spec.grid),
+                        **GPT_SIZES[p["size"]])
+        torch.manual_seed(p["seed"])
+        gpt = GPT(cfg).to(self.device)
+        with self._progress() as bar:
+            task = bar.add_task(f"ar-probe: GPT on {L} tokens", total=p["steps"], note="")
+            train_gpt(gpt, train_ids, train_y, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
+                      seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, note=f"loss {loss:.3f}"))
+        # NLL of the measured images' tokens
+        bits = nll_bits(gpt, ids, labels)
+        out = {"ar_nll_bits": float(bits.mean()), "ar_nll_bits_per_token": float(bits.mean()) / L}
+        self.results["ar_nll_bits"] = bits
+        # samples, through the tokenizer's own decode, judged
+        n = p["samples"] or len(ids)
+        self.n_samples = n
+        gen = torch.Generator().manual_seed(p["seed"])
+        classes = torch.randint(self.num_classes, (n,), generator=gen)
+        fake_judge, correct, fake_incep = [], [], []
+        sb = max(1, min(64, p["batch_size"] * 2))
+        with self._progress() as bar:
+            task = bar.add_task("ar-probe: sampling", total=n, note=f"cfg {p['cfg_scale']:g}")
+            for s in range(0, n, sb):
+                c = classes[s:s + sb]
+                images = self._generate(gpt, c, gen)
+                f, pred = self._judge_features(images)
+                fake_judge.append(f)
+                correct.append((pred == c).double())
+                if self.inception is not None:
+                    fake_incep.append(self._inception(images))
+                bar.advance(task, len(c))
+            # the picture: one sample of each of the first classes, in class order
+            shown = torch.arange(min(PICTURE_CLASSES, self.num_classes))
+            self.pictures["samples"] = self._generate(gpt, shown, torch.Generator().manual_seed(p["seed"] + 1))
+        correct_t = torch.cat(correct)
+        out["gen_class_acc"] = float(correct_t.mean())
+        self.results["gen_class_acc"] = correct_t
+        real_correct = torch.cat(self.real_correct)
+        out["judge_top1"] = float(real_correct.mean())
+        self.results["judge_top1"] = real_correct
+        fj, rj = torch.cat(fake_judge), torch.cat(self.real_judge)
+        if len(fj) >= 2 and len(rj) >= 2:
+            out["gfd_judge"] = frechet_distance(*_stats(rj), *_stats(fj))
+        if self.inception is not None and len(fake_incep) and sum(len(f) for f in self.real_incep) >= 2 and n >= 2:
+            out["gfid"] = frechet_distance(*_stats(torch.cat(self.real_incep)), *_stats(torch.cat(fake_incep)))
+        if p["feature_probe"]:
+            correct_p = linear_probe(middle_features(gpt, train_ids), train_y, middle_features(gpt, ids), labels,
+                                     num_classes=num_classes, per_image=True)
+            out["ar_probe_top1"] = float(correct_p.mean())
+            self.results["ar_probe_top1"] = correct_p
+        return out
+
+    @torch.no_grad()
+    def _generate(self, gpt: GPT, classes: Tensor, gen: torch.Generator) -> Tensor:
+        ids = sample(gpt, classes, cfg_scale=self.p["cfg_scale"], generator=gen)
+        return to_uint8(self.tokenizer.decode(ids.to(self.device))).cpu()
+
+    def flags(self) -> dict[str, str]:
+        out = {}
+        if self.trained_on and self.trained_on < self.p["train_images"]:
+            out["ar_nll_bits"] = (f"GPT trained on {self.trained_on} images (all there were), fewer than "
+                                  f"metrics.ar-probe.train_images={self.p['train_images']}")
+        if "judge_top1" in self.results and float(self.results["judge_top1"].mean()) < JUDGE_CEILING_FLAG:
+            out["gen_class_acc"] = (f"the judge recognises {float(self.results['judge_top1'].mean()):.2f} of the "
+                                    f"real measured images (below {JUDGE_CEILING_FLAG}): a sample's class is read "
+                                    "unreliably")
+        out["gfd_judge"] = ("dataset-specific: Fréchet distance in the features of a judge trained on this "
+                            "dataset; never compare with a literature gFID"
+                            + (f"; N = {self.n_samples} < {judges.FEATURE_DIMS} feature dimensions (singular)"
+                               if self.n_samples < judges.FEATURE_DIMS else ""))
+        if self.n_samples and self.n_samples < FID_DIMS:
+            out["gfid"] = (f"rank-deficient: N = {self.n_samples} < {FID_DIMS} generated images, fewer than the "
+                           "Inception feature dimensions (compare only at equal N)")
+        return out
+
+    def not_measured(self) -> dict[str, str]:
+        return {"gfid": self.gfid_why} if self.gfid_why else {}
+
+    def per_image_values(self) -> dict[str, Tensor]:
+        return dict(self.results)
+
+    def images(self) -> dict[str, Tensor]:
+        return dict(self.pictures)

@@ -1,0 +1,310 @@
+"""A small LlamaGen-style class-conditional GPT over a tokenizer's token ids.
+
+Written once, for every probe that needs a language model on tokens (the AR
+probe of ``tokzoo bench --metrics ar-probe``; the question probe after it).
+
+- **Sequence**: ``[class, t_0, ..., t_{L-1}]``: a class embedding is the
+  prefix; the model predicts ``t_i`` at position ``i`` (teacher forcing).
+  Class ``num_classes`` is the *null* class: in training a label is replaced
+  by it with probability ``class_dropout`` (0.1), so that classifier-free
+  guidance works at sampling time.
+- **Tokens**: fresh embeddings of ``Codes.token_ids()`` (the sequence a
+  language model sees, in that order, with the tokenizer's flat vocabulary);
+  an untied output head, zero-initialised (so an untrained model predicts the
+  uniform distribution: ``L * log2(V)`` bits per image).
+- **Positions**: rotary. ``2d`` (LlamaGen's, for one token per grid cell: half
+  of each head rotates with the row, half with the column) or ``1d`` (the
+  token's index, for any other sequence, e.g. a residual layout's depth-major
+  tokens). The class position is not rotated (cos 1, sin 0); LlamaGen's code
+  gives it cos = sin = 0, which zeroes its query and key.
+- **Body**: pre-norm blocks (RMSNorm, causal attention through torch's
+  ``scaled_dot_product_attention``, SwiGLU MLP), dropout on residual branches.
+- **Sampling**: :func:`sample`: temperature, top-k off, top-p 1, CFG
+  ``logits = uncond + scale * (cond - uncond)`` (scale 1: conditional only,
+  0: unconditional), seeded inverse-CDF draws on the CPU (the same tokens on
+  any device), with a KV cache (L incremental steps) or without (L full
+  passes; the same tokens, for checking).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "train_gpt", "nll_bits", "middle_features"]
+
+#: named sizes (width, depth, heads): ``micro`` for tests and quick checks, ``tiny`` the CPU default,
+#: ``gpt-b`` LlamaGen's GPT-B (12 layers, 768 wide; 111M parameters with its 16,384 vocabulary)
+GPT_SIZES = {"micro": {"width": 64, "depth": 2, "heads": 2},
+             "tiny": {"width": 128, "depth": 4, "heads": 4},
+             "gpt-b": {"width": 768, "depth": 12, "heads": 12}}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab: int  # flat token vocabulary (Codes.token_vocab_size)
+    length: int  # tokens per image
+    num_classes: int  # real classes; index num_classes is the null class
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    dropout: float = 0.1  # on residual branches (training only)
+    class_dropout: float = 0.1  # P(label -> null class) in training
+    positions: str = "1d"  # "1d" | "2d"
+    grid: tuple[int, int] = field(default=(0, 0))  # (h, w) for "2d"
+
+    def __post_init__(self):
+        if self.width % self.heads or (self.width // self.heads) % 4:
+            raise ValueError(f"GPT width {self.width} must split into {self.heads} heads of a multiple of 4 dims")
+        if self.positions == "2d" and self.grid[0] * self.grid[1] != self.length:
+            raise ValueError(f"2d positions need a grid of {self.length} cells, not {self.grid}")
+        if self.positions not in ("1d", "2d"):
+            raise ValueError(f"positions must be '1d' or '2d', not {self.positions!r}")
+
+
+def _rotary_angles(cfg: GPTConfig, base: float = 10000.0) -> Tensor:
+    """Angles ``[L + 1, head_dim / 2]`` of the input positions: 0 (the class,
+    unrotated) then the positions of ``t_0 .. t_{L-1}``."""
+    d = cfg.width // cfg.heads
+    if cfg.positions == "1d":
+        inv = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float64) / d)  # [d/2]
+        pos = torch.arange(1, cfg.length + 1, dtype=torch.float64)  # token i at position i + 1
+        ang = pos[:, None] * inv[None]
+    else:
+        h, w = cfg.grid
+        half = d // 2
+        inv = 1.0 / base ** (torch.arange(0, half, 2, dtype=torch.float64) / half)  # [d/4]
+        rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)
+        cols = torch.arange(w, dtype=torch.float64).repeat(h)
+        ang = torch.cat([rows[:, None] * inv[None], cols[:, None] * inv[None]], dim=1)  # [L, d/2]
+    return torch.cat([torch.zeros(1, ang.shape[1], dtype=torch.float64), ang])
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs ``(x[2i], x[2i+1])`` of ``x [B, H, T, d]`` by angles with ``cos``/``sin`` ``[T, d/2]``."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # incremental: the new positions attend to everything cached before them and to each other
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+            past = k.shape[2] - T
+            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        hidden = 32 * math.ceil(cfg.width * 8 / 3 / 32)  # SwiGLU at about 4x parameters, as LlamaGen
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.width, eps=1e-5), nn.RMSNorm(cfg.width, eps=1e-5)
+        self.attn = Attention(cfg)
+        self.w1, self.w3 = nn.Linear(cfg.width, hidden, bias=False), nn.Linear(cfg.width, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.width, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache))
+        h = self.norm2(x)
+        return x + self.drop(self.w2(F.silu(self.w1(h)) * self.w3(h)))
+
+
+class GPT(nn.Module):
+    """Class-conditional decoder-only transformer over token ids (see the module docstring)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.width)  # + the null class
+        self.tok_emb = nn.Embedding(cfg.vocab, cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.RMSNorm(cfg.width, eps=1e-5)
+        self.head = nn.Linear(cfg.width, cfg.vocab, bias=False)
+        ang = _rotary_angles(cfg)
+        self.register_buffer("cos", ang.cos().float(), persistent=False)
+        self.register_buffer("sin", ang.sin().float(), persistent=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.weight)
+
+    @property
+    def null_class(self) -> int:
+        return self.cfg.num_classes
+
+    def _inputs(self, classes: Tensor, ids: Tensor) -> Tensor:
+        x = torch.cat([self.class_emb(classes)[:, None], self.tok_emb(ids)], dim=1)
+        return x
+
+    def hidden(self, classes: Tensor, ids: Tensor, upto: int | None = None) -> Tensor:
+        """Hidden states ``[B, 1 + ids.shape[1], width]`` of ``[class, ids]`` after
+        ``upto`` blocks (all, then the final norm, when None)."""
+        x = self._inputs(classes, ids)
+        T = x.shape[1]
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        for i, blk in enumerate(self.blocks):
+            if upto is not None and i == upto:
+                return x
+            x = blk(x, cos, sin)
+        return self.norm(x)
+
+    def forward(self, classes: Tensor, ids: Tensor) -> Tensor:
+        """Teacher-forced logits ``[B, L, V]`` predicting ``ids [B, L]`` given ``classes [B]``."""
+        return self.head(self.hidden(classes, ids[:, :-1]))
+
+    def step(self, x_ids: Tensor | None, classes: Tensor | None, pos: int, caches: list[dict]) -> Tensor:
+        """One incremental step at input position ``pos``: the class prefix when
+        ``pos == 0`` (``classes``), else the token ``x_ids [B]``; logits ``[B, V]``."""
+        x = self.class_emb(classes)[:, None] if pos == 0 else self.tok_emb(x_ids)[:, None]
+        cos, sin = self.cos[pos:pos + 1].to(x.dtype), self.sin[pos:pos + 1].to(x.dtype)
+        for blk, cache in zip(self.blocks, caches):
+            x = blk(x, cos, sin, cache)
+        return self.head(self.norm(x))[:, -1]
+
+
+# -- sampling ------------------------------------------------------------------------------------
+def _guided(logits: Tensor, B: int, cfg_scale: float, guided: bool) -> Tensor:
+    if not guided:
+        return logits
+    cond, uncond = logits[:B], logits[B:]
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def _draw(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    """One token per row by inverse CDF on the CPU (float64): the same draws on every device."""
+    probs = torch.softmax(logits.double().cpu() / temperature, dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64)
+    idx = torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.shape[1] - 1)
+    return idx[:, 0]
+
+
+@torch.no_grad()
+def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: float = 1.0,
+           generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
+    """Token ids ``[B, L]`` for ``classes [B]`` (see the module docstring)."""
+    model.eval()
+    generator = generator or torch.Generator().manual_seed(0)
+    dev = model.cos.device
+    B, L = len(classes), model.cfg.length
+    guided = cfg_scale != 1.0
+    cls = classes.to(dev).long()
+    if guided:  # the conditional and the null-class rows in one batch
+        cls = torch.cat([cls, torch.full_like(cls, model.null_class)])
+    out = torch.zeros(B, 0, dtype=torch.long)
+    if use_cache:
+        caches = [{} for _ in model.blocks]
+        logits = model.step(None, cls, 0, caches)
+        for i in range(L):
+            nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, generator)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if i + 1 < L:
+                ids = nxt.to(dev)
+                logits = model.step(torch.cat([ids, ids]) if guided else ids, None, i + 1, caches)
+        return out
+    for i in range(L):
+        ids = out.to(dev)
+        ids = torch.cat([ids, ids]) if guided else ids
+        logits = model.head(model.hidden(cls, ids))[:, -1]
+        nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, generator)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+    return out
+
+
+# -- training and measuring ----------------------------------------------------------------------
+#: the training recipe's fixed parts (recorded in the protocol with the parameters)
+RECIPE = {"optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.05 on matrices)", "warmup": "linear, 10% of steps",
+          "schedule": "cosine to 10% of lr", "grad_clip": 1.0, "batches": "uniform with replacement, seeded"}
+
+
+def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
+              on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train ``model`` on token ids ``[N, L]`` with class ``labels [N]`` (CPU
+    tensors); returns the loss (nats per token) of every step."""
+    dev = model.cos.device
+    gen = torch.Generator().manual_seed(seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))
+    warm = max(1, steps // 10)
+
+    def lr_at(s: int) -> float:
+        if s < warm:
+            return lr * (s + 1) / warm
+        t = (s - warm) / max(1, steps - warm)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    losses = []
+    model.train()
+    for s in range(steps):
+        idx = torch.randint(len(ids), (batch_size,), generator=gen)
+        x, y = ids[idx].to(dev), labels[idx].to(dev).long()
+        drop = torch.rand(batch_size, generator=gen) < model.cfg.class_dropout
+        y = torch.where(drop.to(dev), torch.full_like(y, model.null_class), y)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s)
+        logits = model(y, x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if on_step:
+            on_step(s, losses[-1])
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def nll_bits(model: GPT, ids: Tensor, labels: Tensor, batch_size: int = 64) -> Tensor:
+    """Teacher-forced negative log-likelihood of each sequence, in bits (float64 ``[N]``)."""
+    model.eval()
+    dev = model.cos.device
+    out = []
+    for s in range(0, len(ids), batch_size):
+        x, y = ids[s:s + batch_size].to(dev), labels[s:s + batch_size].to(dev).long()
+        logp = torch.log_softmax(model(y, x).double(), dim=-1)
+        tok = logp.gather(-1, x[..., None])[..., 0]
+        out.append((-tok.sum(1) / math.log(2)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+@torch.no_grad()
+def middle_features(model: GPT, ids: Tensor, batch_size: int = 64) -> Tensor:
+    """GigaTok's AR-feature probe input: the hidden states after the middle
+    block (``depth // 2``), null class prefix, mean over the token positions (``[N, width]``)."""
+    model.eval()
+    dev = model.cos.device
+    out = []
+    for s in range(0, len(ids), batch_size):
+        x = ids[s:s + batch_size].to(dev)
+        null = torch.full((len(x),), model.null_class, dtype=torch.long, device=dev)
+        h = model.hidden(null, x, upto=max(1, model.cfg.depth // 2))
+        out.append(h[:, 1:].float().mean(1).cpu())
+    return torch.cat(out)
+
+
+def config_dict(cfg: GPTConfig) -> dict:
+    return asdict(cfg)
