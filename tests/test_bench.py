@@ -223,7 +223,8 @@ def test_bench_bad_input(cli, tmp_path):
 
 def test_two_process_bench_equals_one_process(trained, tmp_path):
     common = ["-m", "tokzoo.cli", "bench", "--tokenizers", str(trained["a"]), "--num-images", "24",
-              "--batch-size", "4", "--probe-train-images", "64", "--metrics", "psnr,ssim,codebook,probe"]
+              "--batch-size", "4", "--probe-train-images", "64", "--metrics", "psnr,ssim,codebook,probe,ar-probe",
+              *AR]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          env=env, timeout=300)
@@ -236,6 +237,9 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     for k in ("psnr", "ssim", "usage/code", "perplexity/code"):
         assert r2[k] == pytest.approx(r1[k], rel=1e-9), k
     assert abs(r2["probe_top1"] - r1["probe_top1"]) <= 1 / 24 + 1e-9
+    # the AR probe: one GPT trained on the same train codes in every process, its samples the same
+    for k in ("ar_nll_bits", "gen_class_acc", "judge_top1", "gfd_judge"):
+        assert r2[k] == pytest.approx(r1[k], rel=1e-6, abs=1e-9), k
     i1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
     i2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
     for k in ("psnr", "ssim"):  # every process's per-image values reach the bootstrap
@@ -465,3 +469,54 @@ def test_bench_takes_its_protocol_from_a_file(trained, tmp_path, cli):
     res = json.loads((tmp_path / "from-file" / "results.json").read_text())
     assert res["protocol"]["num_images"] == 8  # the flag, over the file's 16
     assert set(res["tokenizers"][str(trained["a"])]["metrics"]) == {"psnr", "usage/code", "perplexity/code"}
+
+
+AR = ["metrics.ar-probe.size=micro", "metrics.ar-probe.steps=8", "metrics.ar-probe.judge_steps=8",
+      "metrics.ar-probe.train_images=48", "metrics.ar-probe.batch_size=8"]
+
+
+def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_path, cli):
+    out = tmp_path / "bench"
+    args = ["bench", "--tokenizers", f"{trained['a']},{trained['b']}", "--num-images", "16", "--batch-size", "8",
+            "--probe-train-images", "48", "--metrics", "psnr,probe,ar-probe", "--out", str(out), *AR]
+    # with InceptionV3's file: gFID, flagged below 2,048 samples
+    gfid = cli(*[x if x != str(out) else str(tmp_path / "gfid") for x in args], "--weights-dir", str(weights))
+    assert gfid.returncode == 0, gfid.stderr
+    g = json.loads((tmp_path / "gfid" / "results.json").read_text())["tokenizers"][str(trained["a"])]
+    assert g["metrics"]["gfid"] > 0 and g["flags"]["gfid"].startswith("rank-deficient: N = 16 < 2048")
+    # without it: the rest of the probe, and gFID said to be unavailable, naming the file
+    run = cli(*args, "--weights-dir", str(tmp_path / "none"))
+    assert run.returncode == 0, run.stderr
+    assert "gfid unavailable" in run.stdout and "weights-inception-2015-12-05" in run.stdout
+    args += ["--weights-dir", str(tmp_path / "none")]
+    res = json.loads((out / "results.json").read_text())
+    a = res["tokenizers"][str(trained["a"])]
+    for key in ("ar_nll_bits", "ar_nll_bits_per_token", "gen_class_acc", "judge_top1", "gfd_judge"):
+        assert key in a["metrics"], key
+    assert "gfid" not in a["metrics"] and a["metrics"]["gen_class_acc"] == g["metrics"]["gen_class_acc"]
+    assert a["metrics"]["ar_nll_bits_per_token"] == pytest.approx(a["metrics"]["ar_nll_bits"] / 64)
+    lo, hi = a["intervals"]["ar_nll_bits"]
+    assert lo <= a["metrics"]["ar_nll_bits"] <= hi and "gen_class_acc" in a["intervals"]
+    assert "dataset-specific" in a["flags"]["gfd_judge"]
+    p = res["protocol"]["metrics"]["ar-probe"]  # every setting, recorded
+    assert p["size"] == "micro" and p["steps"] == 8 and p["cfg_scale"] == 2.0 and p["sampling"]["temperature"] == 1
+    assert a["metric_protocols"]["ar-probe"] == p
+    md = (out / "results.md").read_text()
+    assert "AR bits" in md and "gen acc" in md and "dataset-specific" in md
+    assert (out / "samples_grid.png").is_file()
+    html_text = (out / "report.html").read_text()
+    assert 'id="samples"' in html_text and "Generated samples (AR probe)" in html_text
+    assert "and generation" in html_text  # the trade-off picture gains its generation panel
+    # the same bench again: the same samples and numbers (seeded), reused
+    again = cli(*args)
+    assert again.returncode == 0 and again.stdout.count("reusing finished results") == 2
+    # other AR settings are never compared with these
+    other = tmp_path / "other"
+    assert cli(*[x if x != str(out) else str(other) for x in args], "metrics.ar-probe.cfg_scale=1.0").returncode == 0
+    refused = cli("compare", str(other / "results.json"), "--baseline", str(out / "results.json"))
+    assert refused.returncode == 2 and "'ar-probe' was measured under other settings" in refused.stderr
+    assert "cfg_scale 1.0 vs 2.0" in refused.stderr
+    # into the first folder: the earlier results under the other settings are set aside, not mixed
+    mixed = cli("bench", "--tokenizers", str(trained["a"]), *args[3:], "metrics.ar-probe.cfg_scale=1.0")
+    assert mixed.returncode == 0 and "held results under another protocol" in " ".join(mixed.stdout.split())
+    assert list(out.glob("results.2*.json"))

@@ -68,24 +68,24 @@ class LinearProbe(Metric):
         self.labels = [p[1] for p in parts if p[1] is not None]
 
     def compute(self):
-        from tokzoo.data import collate
-
         if self.why_not:
             raise NotImplementedError(self.why_not)
         vx, vy = torch.cat(self.feats), torch.cat(self.labels)
         if int((vy < 0).sum()):
             raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
-        tx, ty = [], []
-        train_set = self.context.train_set()
-        n = min(self.train_images, len(train_set))
-        for start in range(0, n, self.batch_size):
-            batch = collate([train_set[i] for i in range(start, min(n, start + self.batch_size))])
-            if "image" in batch:
-                tx.append(self._features(batch["image"]))
-                ty.append(batch["label"])
+        tx, ty = self._train_features()
         self.trained_on = sum(len(y) for y in ty)
         self.correct = linear_probe(torch.cat(tx), torch.cat(ty), vx, vy, per_image=True)
         return {self.result: float(self.correct.double().mean())}
+
+    def _train_features(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Features and labels of the train images, from their codes (encoded
+        once per tokenizer, shared with other metrics through the context)."""
+        tx, ty = [], []
+        for codes, labels in self.context.train_codes(self.tokenizer, self.train_images):
+            tx.append(self._features(None, codes.to(self.device)))
+            ty.append(labels)
+        return tx, ty
 
     def flags(self) -> dict[str, str]:
         if self.correct is None or self.trained_on >= self.train_images:
@@ -117,6 +117,19 @@ class EncoderProbe(LinearProbe):
 
         f = self.tokenizer.encoder_features(images.to(self.device))
         return None if f is None else pool(f).cpu()
+
+    def _train_features(self) -> tuple[list[Tensor], list[Tensor]]:
+        from tokzoo.data import collate
+
+        tx, ty = [], []
+        train_set = self.context.train_set()
+        n = min(self.train_images, len(train_set))
+        for start in range(0, n, self.batch_size):
+            batch = collate([train_set[i] for i in range(start, min(n, start + self.batch_size))])
+            if "image" in batch:
+                tx.append(self._features(batch["image"]))
+                ty.append(batch["label"])
+        return tx, ty
 
 
 # -- throughput -----------------------------------------------------------------------
