@@ -66,11 +66,11 @@ class ARProbe(Metric):
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                  dropout: float = 0.1, train_images: int = 4096, samples: int = 0, cfg_scale: float = 2.0,
-                 seed: int = 0, judge_steps: int = 300, feature_probe: bool = False):
+                 seed: int = 0, judge_steps: int = 300, judge_images: int = 4096, feature_probe: bool = False):
         if size not in GPT_SIZES:
             raise ConfigError(f"metrics.ar-probe.size: '{size}' is not one of {', '.join(GPT_SIZES)}")
         for key, v in (("steps", steps), ("batch_size", batch_size), ("train_images", train_images),
-                       ("judge_steps", judge_steps)):
+                       ("judge_steps", judge_steps), ("judge_images", judge_images)):
             if v < 1:
                 raise ConfigError(f"metrics.ar-probe.{key}: must be at least 1, not {v}")
         if samples < 0:
@@ -82,7 +82,7 @@ class ARProbe(Metric):
             raise ConfigError(f"metrics.ar-probe.dropout: must be below 1, not {dropout}")
         self.p = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, dropout=dropout,
                       train_images=train_images, samples=samples, cfg_scale=cfg_scale, seed=seed,
-                      judge_steps=judge_steps, feature_probe=feature_probe)
+                      judge_steps=judge_steps, judge_images=judge_images, feature_probe=feature_probe)
         self.state = {}
 
     def protocol(self):
@@ -95,7 +95,7 @@ class ARProbe(Metric):
                              "cfg": "uncond + scale * (cond - uncond)", "classes": "uniform, seeded",
                              "kv_cache": True},
                 "nll": "teacher-forced, class-conditional, bits per image over the measured images",
-                "judge": {**judges.JUDGE_PROTOCOL, "steps": self.p["judge_steps"]},
+                "judge": {**judges.JUDGE_PROTOCOL, "steps": self.p["judge_steps"], "images": self.p["judge_images"]},
                 "gfid": "InceptionV3 pool3 (rFID's), generated vs measured originals, when its weights are found",
                 "feature_probe": "linear probe (linear-probe v2) on the middle block's features, null class, "
                                  "mean over tokens" if self.p["feature_probe"] else None}
@@ -117,10 +117,10 @@ class ARProbe(Metric):
         self.judge = self._judge()
 
     def _train_images(self) -> tuple[Tensor, Tensor]:
-        """The first ``train_images`` readable train images, uint8, and their labels."""
+        """The judge's images: the first ``judge_images`` readable train images, uint8, and their labels."""
         train = self.context.train_set()
         xs, ys, i = [], [], 0
-        while len(xs) < self.p["train_images"] and i < len(train):
+        while len(xs) < self.p["judge_images"] and i < len(train):
             s = train[i]
             i += 1
             if "skipped" not in s:

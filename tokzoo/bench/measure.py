@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -169,8 +170,13 @@ def pictures(metrics: dict, unavailable: dict) -> dict[str, torch.Tensor]:
         if m in unavailable or not hasattr(metric, "images"):
             continue
         for picture, images in (metric.images() or {}).items():
-            if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
+            if not (isinstance(picture, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", picture)):
+                unavailable[f"{m} picture"] = (f"picture name {picture!r} refused: a file name of lower-case "
+                                               "letters, digits, '-' and '_' (at most 40)")
+            elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
                 out[picture] = images.cpu()
+            else:
+                unavailable[f"{m} picture"] = f"picture {picture!r} is not uint8 images [n,3,H,W]"
     return out
 
 

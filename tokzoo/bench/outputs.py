@@ -29,40 +29,46 @@ def write_outputs(out: Path, results: Results, baseline: str | None = None,
     atomic_write(out / "results.md", render_markdown(results))
     atomic_write(out / "results.csv", render_csv(results))
     if grid_rows is None:
-        grid, samples = out / "recon_grid.png", out / SAMPLES_PNG
+        grid = out / "recon_grid.png"
         png = grid.read_bytes() if grid.is_file() else None
-        samples_png = samples.read_bytes() if samples.is_file() else None
+        pictures = {f.name[:-len(PICTURE_PNG)]: f.read_bytes() for f in sorted(out.glob("*" + PICTURE_PNG))
+                    if f.name != "recon_grid.png"}
     else:
-        png, samples_png = _write_grid(out, results, grid_rows)
-    written = write_report(out, results, png, baseline, atomic_write, samples_png=samples_png)
+        png, pictures = _write_grid(out, results, grid_rows)
+    written = write_report(out, results, png, baseline, atomic_write, pictures=pictures)
     return [out / "results.md", out / "results.csv", *written]
 
 
-SAMPLES_PNG = "samples_grid.png"
+PICTURE_PNG = "_grid.png"  # a metric's picture P (Metric.images) is drawn as P_grid.png
 
 
-def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> tuple[bytes | None, bytes | None]:
-    """Store the rows and draw the pictures (reconstructions; a metric's samples,
-    rows keyed ``samples:<row>``) of every tokenizer in ``results`` that has one."""
+def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> tuple[bytes | None, dict[str, bytes]]:
+    """Store the rows and draw the pictures: the reconstructions, and each
+    metric picture (rows keyed ``<picture>:<row>``, see :meth:`Metric.images`),
+    of every tokenizer in ``results`` that has one."""
     if rows:
         from safetensors.torch import save as save_bytes
 
         atomic_write(out / GRID_ROWS, save_bytes(rows))
     ordered = {"originals": rows["originals"]} if "originals" in rows else {}
-    samples = {}
+    by_picture: dict[str, dict[str, torch.Tensor]] = {}
+    names = {row_key(name): name for name in results["tokenizers"]}
     for name in results["tokenizers"]:
         if row_key(name) in rows:
             ordered[name] = rows[row_key(name)]
-        if f"samples:{row_key(name)}" in rows:
-            samples[name] = rows[f"samples:{row_key(name)}"]
+    for key, images in rows.items():
+        picture, _, row = key.partition(":")
+        if row and row.startswith("tok:") and row in names and picture not in ("tok", "originals"):
+            by_picture.setdefault(picture, {})[names[row]] = images
     png = grid_png(ordered) if len(ordered) > 1 else None
     if png:
         atomic_write(out / "recon_grid.png", png)
-    samples_png = grid_png(samples, header=[f"class {c}" for c in range(max(len(v) for v in samples.values()))]) \
-        if samples else None
-    if samples_png:
-        atomic_write(out / SAMPLES_PNG, samples_png)
-    return png, samples_png
+    pictures = {}
+    for picture, drawn in by_picture.items():
+        header = [f"class {c}" for c in range(max(len(v) for v in drawn.values()))] if picture == "samples" else None
+        pictures[picture] = grid_png(drawn, header=header)
+        atomic_write(out / f"{picture}{PICTURE_PNG}", pictures[picture])
+    return png, pictures
 
 
 def stored_rows(out: Path) -> dict[str, torch.Tensor]:

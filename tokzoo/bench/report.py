@@ -237,7 +237,7 @@ def _compare_table(rows, error: str | None) -> str:
 def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes | None = None,
                 compare_rows=None, compare_error: str | None = None, title: str = "tokzoo bench report",
                 compare_notes: list[str] = (),
-                sweep: bytes | None = None, samples_png: bytes | None = None) -> str:
+                sweep: bytes | None = None, pictures: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML string (images inlined; no scripts, no network)."""
 
     p = results.get("protocol") or {}
@@ -272,7 +272,7 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 <h2>Reconstructions</h2>
 <p class="note">First row: the originals; then one row per tokenizer.</p>
 {_img(grid_png, "grid", "reconstruction grid")}
-{_samples_section(results, samples_png)}
+{_picture_sections(results, pictures)}
 <h2>Codebook usage per level</h2>
 {_usage_table(results)}
 <h2>Compared with the baseline</h2>
@@ -287,19 +287,24 @@ def _has_generation(results: Results) -> bool:
     return any(k in (e.get("metrics") or {}) for e in results["tokenizers"].values() for k in GENERATION)
 
 
-def _samples_section(results: Results, samples_png: bytes | None) -> str:
-    if not samples_png:
-        return ""
-    p = ((results.get("protocol") or {}).get("metrics") or {}).get("ar-probe") or {}
-    how = (f"cfg scale {html.escape(str(p.get('cfg_scale')))}, GPT {html.escape(str(p.get('size')))}, "
-           f"{html.escape(str(p.get('steps')))} steps, seed {html.escape(str(p.get('seed')))}") if p else ""
-    return (f'<h2>Generated samples (AR probe)</h2>\n<p class="note">One row per tokenizer: a sample of each of '
-            f'the first classes, in class order, decoded by the tokenizer itself{"; " + how if how else ""}.</p>\n'
-            + _img(samples_png, "samples", "AR-probe samples, class by class"))
+def _picture_sections(results: Results, pictures: dict[str, bytes]) -> str:
+    """A section per metric picture (:meth:`Metric.images`): the AR probe's samples, a plugin's own."""
+    out = []
+    for picture, png in (pictures or {}).items():
+        if picture == "samples":
+            p = ((results.get("protocol") or {}).get("metrics") or {}).get("ar-probe") or {}
+            how = (f"; cfg scale {p.get('cfg_scale')}, GPT {p.get('size')}, {p.get('steps')} steps, "
+                   f"seed {p.get('seed')}") if p else ""
+            out.append('<h2>Generated samples (AR probe)</h2>\n<p class="note">One row per tokenizer: a sample of '
+                       'each of the first classes, in class order, decoded by the tokenizer itself'
+                       f'{html.escape(how)}.</p>\n' + _img(png, "samples", "AR-probe samples, class by class"))
+        else:
+            out.append(f"<h2>{html.escape(picture)}</h2>\n" + _img(png, f"picture-{html.escape(picture)}", picture))
+    return "\n".join(out)
 
 
 def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: str | None,
-                 atomic_write, samples_png: bytes | None = None) -> list[Path]:
+                 atomic_write, pictures: dict[str, bytes] | None = None) -> list[Path]:
     """tradeoff.png and report.html into ``out`` (written with ``atomic_write(path, data)``);
     returns the paths written."""
 
@@ -323,6 +328,6 @@ def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: 
         except TokzooError as exc:
             error = str(exc)
     atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep,
-                                                  compare_notes=notes, samples_png=samples_png))
+                                                  compare_notes=notes, pictures=pictures))
     written.append(out / "report.html")
     return written
