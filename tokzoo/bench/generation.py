@@ -66,7 +66,7 @@ class ARProbe(Metric):
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                  dropout: float = 0.1, train_images: int = 4096, samples: int = 0, cfg_scale: float = 2.0,
-                 seed: int = 0, judge_steps: int = 300, judge_images: int = 4096, feature_probe: bool = False):
+                 seed: int = 0, judge_steps: int = 1000, judge_images: int = 4096, feature_probe: bool = False):
         if size not in GPT_SIZES:
             raise ConfigError(f"metrics.ar-probe.size: '{size}' is not one of {', '.join(GPT_SIZES)}")
         for key, v in (("steps", steps), ("batch_size", batch_size), ("train_images", train_images),
