@@ -184,3 +184,12 @@ def test_bad_settings_are_refused():
     for bad in ({"size": "huge"}, {"steps": 0}, {"cfg_scale": float("nan")}, {"samples": -1}, {"dropout": 1.0}):
         with pytest.raises(ConfigError):
             ARProbe(**bad)
+
+
+def test_data_without_labels_makes_the_probe_unavailable_not_the_bench():
+    from tokzoo.errors import TokzooError
+
+    unlabelled = [dict(s, label=-1) for s in dataset("class", 16, seed=1)]
+    ctx = BenchContext(train_split=lambda: unlabelled, show_progress=False)
+    with pytest.raises(TokzooError, match="needs class labels"):  # the host reports it unavailable, with this
+        ARProbe(size="micro").setup(ctx)

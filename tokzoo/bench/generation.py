@@ -36,7 +36,7 @@ from tokzoo.api import Metric
 from tokzoo.bench import judge as judges
 from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
-from tokzoo.errors import ConfigError, TokzooError
+from tokzoo.errors import ConfigError, DataError, TokzooError
 from tokzoo.measures import linear_probe
 from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, middle_features, nll_bits, sample, train_gpt
 
@@ -112,7 +112,10 @@ class ARProbe(Metric):
             self.gfid_why = str(exc).splitlines()[0]
         except ImportError as exc:
             self.gfid_why = f"torch-fidelity is not installed ({exc})"
-        self.train = self._train_images()
+        try:
+            self.train = self._train_images()
+        except ValueError as exc:  # e.g. data without a held-out split, all of it measured
+            raise DataError(str(exc)) from None
         self.num_classes = context.num_classes or int(self.train[1].max()) + 1
         self.judge = self._judge()
 
@@ -127,10 +130,10 @@ class ARProbe(Metric):
                 xs.append(to_uint8(s["image"][None])[0])
                 ys.append(int(s["label"]))
         if not xs:
-            raise ValueError("the AR probe's train split has no readable images")
+            raise DataError("the AR probe's train split has no readable images")
         labels = torch.tensor(ys, dtype=torch.long)
         if int((labels < 0).sum()):
-            raise ValueError("the AR probe needs class labels (sub-folders for imagefolder)")
+            raise DataError("the AR probe needs class labels (sub-folders for imagefolder)")
         return torch.stack(xs), labels
 
     def _judge(self):
