@@ -1,0 +1,58 @@
+"""The README's reproduction tables are copies of benchmarks/results/reproduce/results.json:
+a number there that drifts from the committed results fails here."""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import REPO
+
+README = (REPO / "README.md").read_text()
+RESULTS = json.loads((REPO / "benchmarks" / "results" / "reproduce" / "results.json").read_text())["tokenizers"]
+
+
+def table(header_start: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(column titles, tokenizer -> cells) of the README table whose header row starts with ``header_start``."""
+    lines = README.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    titles = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return titles[1:], rows
+
+
+def number(cell: str) -> tuple[float, float | None]:
+    """'**16.79** ± 0.19' -> (16.79, 0.19)."""
+    found = re.findall(r"-?[0-9][0-9,]*\.?[0-9]*", cell.replace("**", ""))
+    values = [float(x.replace(",", "")) for x in found]
+    return values[0], (values[1] if len(values) > 1 and "±" in cell else None)
+
+
+def check(titles, rows, keys):
+    assert set(rows) == set(RESULTS), rows.keys()
+    for name, cells in rows.items():
+        e = RESULTS[name]
+        for title, key in keys.items():
+            shown, half = number(cells[titles.index(title)])
+            digits = len(cells[titles.index(title)].replace("**", "").split("±")[0].strip().split(".")[-1]) \
+                if "." in cells[titles.index(title)] else 0
+            assert round(e["metrics"][key], digits) == shown, (name, key, e["metrics"][key], shown)
+            if half is not None:
+                lo, hi = e["intervals"][key]
+                assert abs((hi - lo) / 2 - half) <= 0.5 * 10 ** -len(str(half).split(".")[-1]) + 1e-12, (name, key)
+
+
+def test_the_reconstruction_table_is_the_committed_results():
+    titles, rows = table("| tokenizer | PSNR | SSIM | probe top-1 (tokens)")
+    check(titles, rows, {"PSNR": "psnr", "SSIM": "ssim", "probe top-1 (tokens)": "probe_top1"})
+
+
+def test_the_ar_probe_table_is_the_committed_results():
+    titles, rows = table("| tokenizer | AR NLL (bits/image)")
+    check(titles, rows, {"AR NLL (bits/image)": "ar_nll_bits", "bits/token": "ar_nll_bits_per_token",
+                         "gen class acc": "gen_class_acc", "judge on real": "judge_top1",
+                         "gFD (judge)": "gfd_judge", "AR-feature probe": "ar_probe_top1"})
