@@ -124,6 +124,37 @@ def bench_throughput(run_dir: Path, args, tmp: Path) -> dict:
             "decode_img_s": res.get("decode_img_s")}
 
 
+def ar_probe_cost(args) -> dict:
+    """The AR probe's GPT at paper size (GPT-B, 256 tokens, vocabulary 16,384,
+    1,000 classes) on the device: training steps/s at batch 64 (bf16 autocast)
+    and samples/s with the KV cache; the probe's cost, beside the tokenizers'."""
+    from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample, train_gpt
+
+    size, (vocab, length, classes, grid) = ("micro", (1024, 64, 10, (8, 8))) if args.smoke else \
+        ("gpt-b", (16384, 256, 1000, (16, 16)))
+    gpt = GPT(GPTConfig(vocab=vocab, length=length, num_classes=classes, positions="2d", grid=grid,
+                        **GPT_SIZES[size])).to(args.device)
+    ids, labels = torch.randint(vocab, (4096, length)), torch.randint(classes, (4096,))
+    steps, batch = (5, 8) if args.smoke else (30, 64)
+    with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=not args.smoke):
+        train_gpt(gpt, ids, labels, steps=3, batch_size=batch, lr=1e-4, seed=0)  # warm-up
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        train_gpt(gpt, ids, labels, steps=steps, batch_size=batch, lr=1e-4, seed=0)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        steps_s = steps / (time.perf_counter() - t)
+        n = 8 if args.smoke else 256
+        t = time.perf_counter()
+        sample(gpt, torch.arange(n) % classes, cfg_scale=2.0)
+        samples_s = n / (time.perf_counter() - t)
+    print(f"AR probe GPT ({size}, {length} tokens, vocabulary {vocab}): {steps_s:.2f} train steps/s at batch {batch}, "
+          f"{samples_s:.1f} samples/s (KV cache, CFG 2.0, batch {n})", flush=True)
+    return {"size": size, "tokens": length, "vocab": vocab, "train_steps_s": steps_s, "batch": batch,
+            "samples_s": samples_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="semhitok,vqgan,vilau")
@@ -166,6 +197,7 @@ def main() -> None:
             results["train"].append(train_one(name, table, args, tmp))
         bench_run = tmp / ("vqgan" if "vqgan" in names else names[0])
         results["bench"] = bench_throughput(bench_run, args, tmp)
+        results["ar_probe"] = ar_probe_cost(args)
     print(f"\n| preset | stage | train img/s | GFLOP/img | MFU |  ({results['device']}, batch {args.batch_size}, "
           f"{results['resolution']}px, {'fp32' if args.smoke else 'bf16 + torch.compile'})")
     print("|---|---|---:|---:|---:|")

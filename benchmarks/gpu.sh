@@ -2,7 +2,8 @@
 # GPU throughput check (one H200, no network, under 10 minutes):
 # paper-size semhitok / vqgan / vilau, a few hundred steps each at 256x256 with
 # bf16 + torch.compile on synthetic data, then `tokzoo bench` on 10k images;
-# prints images/s and model FLOP utilisation (benchmarks/gpu.py).
+# prints images/s and model FLOP utilisation, then the AR probe's GPT-B
+# training steps/s and KV-cache samples/s (benchmarks/gpu.py).
 #
 # PyTorch, torchvision, timm, torchmetrics, rich, pluggy, safetensors, scipy and
 # scikit-image are expected on the machine; the rest travels as wheels in .whl/
