@@ -6,7 +6,10 @@ the GPT does with them (GigaTok's AR probing):
 - ``ar_nll_bits``: teacher-forced, class-conditional NLL of the measured
   images' tokens, in bits per image (comparable across vocabularies and
   sequence lengths), with a bootstrap interval over images;
-  ``ar_nll_bits_per_token`` beside it;
+  ``ar_nll_bits_per_token`` beside it; ``ar_class_bits``: the NLL with the
+  null class minus the NLL with the true class, the bits the class is worth
+  to the GPT (at most log2 of the class count; about 0 when the GPT has not
+  learned to use the class, and then its samples cannot show it);
 - ``gfid``: Fréchet distance of the generated images to the measured
   originals in InceptionV3 pool3 features (rFID's network and statistics),
   when its weights file is found;
@@ -61,7 +64,8 @@ class ARProbe(Metric):
     """A class-conditional GPT trained on the tokens; NLL, gFID / judge, samples."""
 
     name = "ar-probe"
-    better = {"ar_nll_bits": "lower", "ar_nll_bits_per_token": "lower", "gen_class_acc": "higher",
+    better = {"ar_nll_bits": "lower", "ar_nll_bits_per_token": "lower", "ar_class_bits": "higher",
+              "gen_class_acc": "higher",
               "gfd_judge": "lower", "gfid": "lower", "ar_probe_top1": "higher"}
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
@@ -94,7 +98,8 @@ class ARProbe(Metric):
                 "sampling": {"temperature": 1.0, "top_k": None, "top_p": 1.0,
                              "cfg": "uncond + scale * (cond - uncond)", "classes": "uniform, seeded",
                              "kv_cache": True},
-                "nll": "teacher-forced, class-conditional, bits per image over the measured images",
+                "nll": "teacher-forced, class-conditional, bits per image over the measured images; "
+                       "ar_class_bits = NLL(null class) - NLL(true class)",
                 "judge": {**judges.JUDGE_PROTOCOL, "steps": self.p["judge_steps"], "images": self.p["judge_images"]},
                 "gfid": "InceptionV3 pool3 (rFID's), generated vs measured originals, when its weights are found",
                 "feature_probe": "linear probe (linear-probe v2) on the middle block's features, null class, "
@@ -230,10 +235,14 @@ class ARProbe(Metric):
             task = bar.add_task(f"ar-probe: GPT on {L} tokens", total=p["steps"], note="")
             train_gpt(gpt, train_ids, train_y, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
                       seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, note=f"loss {loss:.3f}"))
-        # NLL of the measured images' tokens
+        # NLL of the measured images' tokens, with their class and with the null class
         bits = nll_bits(gpt, ids, labels)
         out = {"ar_nll_bits": float(bits.mean()), "ar_nll_bits_per_token": float(bits.mean()) / L}
         self.results["ar_nll_bits"] = bits
+        # the bits the class saves the GPT: how much of the class it reads from (and writes into) the tokens
+        info = nll_bits(gpt, ids, torch.full_like(labels, gpt.null_class)) - bits
+        out["ar_class_bits"] = float(info.mean())
+        self.results["ar_class_bits"] = info
         # samples, through the tokenizer's own decode, judged
         n = p["samples"] or len(ids)
         self.n_samples = n
