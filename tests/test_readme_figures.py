@@ -54,5 +54,6 @@ def test_the_reconstruction_table_is_the_committed_results():
 def test_the_ar_probe_table_is_the_committed_results():
     titles, rows = table("| tokenizer | AR NLL (bits/image)")
     check(titles, rows, {"AR NLL (bits/image)": "ar_nll_bits", "bits/token": "ar_nll_bits_per_token",
+                         "class bits": "ar_class_bits",
                          "gen class acc": "gen_class_acc", "judge on real": "judge_top1",
                          "gFD (judge)": "gfd_judge", "AR-feature probe": "ar_probe_top1"})
