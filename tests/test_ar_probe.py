@@ -195,3 +195,33 @@ def test_data_without_labels_makes_the_probe_unavailable_not_the_bench():
     ctx = BenchContext(train_split=lambda: unlabelled, show_progress=False)
     with pytest.raises(TokzooError, match="needs class labels"):  # the host reports it unavailable, with this
         ARProbe(size="micro").setup(ctx)
+
+
+def test_the_train_split_is_encoded_once_for_every_probe():
+    from tokzoo.bench.probes import LinearProbe
+
+    train = dataset("class", 96, seed=1)
+    calls = []
+
+    class Counting(PixelTokens):
+        def encode(self, images):
+            calls.append(len(images))
+            return super().encode(images)
+
+    tok = Counting().eval()
+    ctx = BenchContext(batch_size=32, train_split=lambda: train, num_classes=C, show_progress=False)
+    first = ctx.train_codes(tok, 64)
+    assert sum(calls) == 64 and sum(len(y) for _, y in first) == 64
+    again = ctx.train_codes(tok, 40)  # fewer: a prefix of what was encoded
+    assert sum(calls) == 64 and torch.equal(torch.cat([c.token_ids() for c, _ in again]),
+                                            torch.cat([c.token_ids() for c, _ in first])[:40])
+    ctx.train_codes(tok, 500)  # more than there are: all 96, once, and no more asked of the split after that
+    ctx.train_codes(tok, 500)
+    assert sum(calls) == 64 + 96
+    probe = LinearProbe()
+    probe.setup(ctx)
+    probe.reset(tok)
+    probe.train_images = 96
+    before = sum(calls)
+    tx, ty = probe._train_features()
+    assert sum(calls) == before and sum(len(y) for y in ty) == 96  # the probe reads the shared codes
