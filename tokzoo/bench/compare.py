@@ -31,6 +31,8 @@ from tokzoo.errors import ConfigError, TokzooError
 DEFAULT_TOLERANCES = {
     "psnr": ("abs", 0.1), "ssim": ("abs", 0.005), "lpips": ("abs", 0.005), "rfid": ("rel", 0.05),
     "probe_top1": ("abs", 0.01), "usage": ("abs", 0.02), "perplexity": ("rel", 0.05),
+    # the AR probe's numbers without an interval: a GPT trained on a CPU for minutes
+    "ar_nll_bits_per_token": ("rel", 0.03), "gfd_judge": ("rel", 0.10), "gfid": ("rel", 0.05),
 }
 INFORMATIONAL = ("encode_img_s", "decode_img_s", "tokens_per_image", "bits_per_image")
 

@@ -25,7 +25,7 @@ from tokzoo.bench.results import Results
 PROBE = "probe_top1"
 AXES = (("psnr", "PSNR (dB), higher is better", True), ("rfid", "rFID, lower is better", False),
         ("gfid", "gFID of AR-probe samples, lower is better", False),
-        ("gfd_judge", "gFD in the judge's features (AR probe; dataset-specific), lower is better", False))
+        ("gfd_judge", "gFD, judge features (AR probe), lower is better", False))
 #: the generation panel: gFID when measured, else the judge's Fréchet distance
 GENERATION = ("gfid", "gfd_judge")
 
