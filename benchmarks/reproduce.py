@@ -6,7 +6,7 @@ steps and batch size for every tokenizer's pixel stage; SemHiTok's stage 1
 only fits the semantic codebook to the teacher), benches them under one
 protocol, and writes results.{json,md,csv} and recon_grid.png to --out.
 
-    python benchmarks/reproduce.py                      # full: about 20 min on 2 CPU cores
+    python benchmarks/reproduce.py                      # full: about 20 min on 2 CPU cores (12 of them the AR probe)
     python benchmarks/reproduce.py --fast               # CI size: a few minutes
     python benchmarks/reproduce.py --weights-dir DIR    # adds LPIPS / rFID when their files are there
 
