@@ -137,8 +137,8 @@ def label(name: str, e: dict[str, Any]) -> str:
 
 
 #: which summary columns a narrow terminal keeps first (the rest are in results.md)
-NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "AR bits", "gFID", "gen acc", "gFD judge",
-                   "class bits", "tokens", "bits", "AR probe", "judge", "AR bits/token", "enc img/s", "dec img/s",
+NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "AR bits", "gen acc", "class bits", "gFID",
+                   "gFD judge", "tokens", "bits", "AR probe", "judge", "AR bits/token", "enc img/s", "dec img/s",
                    "usage", "perplexity")
 
 
