@@ -158,7 +158,7 @@ class ARProbe(Metric):
 
         with self._progress() as bar:
             task = bar.add_task("ar-probe: judge on the real train split", total=self.p["judge_steps"], note="")
-            judge = judges.train_judge(batch, len(x), self.num_classes, self.p["judge_steps"], self.device,
+            judge = judges.train_judge(batch, self.num_classes, self.p["judge_steps"], self.device,
                                        on_step=lambda s: bar.advance(task))
         judges.save_cached(key, judge)
         return judge

@@ -205,7 +205,7 @@ class Bench:
             skipped_images=len(skips.skipped), extractors=weights, protocol_key=self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             random_parts=random_parts((tok.config or {}).get("model")),
-            metric_protocols={m: metric.protocol() for m, metric in metrics.items() if metric.protocol()},
+            metric_protocols={m: proto for m, metric in metrics.items() if (proto := metric.protocol())},
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
         )

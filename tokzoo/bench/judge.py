@@ -57,10 +57,10 @@ def cache_key(train_fingerprint: str, resolution: int, num_classes: int, steps: 
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def train_judge(images: Callable[[int], tuple[Tensor, Tensor]], n: int, num_classes: int, steps: int,
+def train_judge(images: Callable[[int], tuple[Tensor, Tensor]], num_classes: int, steps: int,
                 device, on_step: Callable[[int], None] | None = None) -> Judge:
-    """A judge trained for ``steps`` on ``n`` images; ``images(i)`` gives the
-    (uint8 images, labels) of batch ``i`` of 64 drawn by the caller."""
+    """A judge trained for ``steps``; ``images(i)`` gives the (uint8 images,
+    labels) of batch ``i`` of 64, drawn by the caller."""
     torch.manual_seed(JUDGE_PROTOCOL["seed"])
     judge = Judge(num_classes).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.05)

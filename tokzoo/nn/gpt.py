@@ -28,7 +28,7 @@ probe of ``tokzoo bench --metrics ar-probe``; the question probe after it).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -154,8 +154,7 @@ class GPT(nn.Module):
         return self.cfg.num_classes
 
     def _inputs(self, classes: Tensor, ids: Tensor) -> Tensor:
-        x = torch.cat([self.class_emb(classes)[:, None], self.tok_emb(ids)], dim=1)
-        return x
+        return torch.cat([self.class_emb(classes)[:, None], self.tok_emb(ids)], dim=1)
 
     def hidden(self, classes: Tensor, ids: Tensor, upto: int | None = None) -> Tensor:
         """Hidden states ``[B, 1 + ids.shape[1], width]`` of ``[class, ids]`` after
@@ -304,7 +303,3 @@ def middle_features(model: GPT, ids: Tensor, batch_size: int = 64) -> Tensor:
         h = model.hidden(null, x, upto=max(1, model.cfg.depth // 2))
         out.append(h[:, 1:].float().mean(1).cpu())
     return torch.cat(out)
-
-
-def config_dict(cfg: GPTConfig) -> dict:
-    return asdict(cfg)
