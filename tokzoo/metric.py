@@ -42,7 +42,8 @@ class BenchContext:
       for data without a held-out split (``same_for_every_split``), the
       images after the ``num_images`` measured ones;
     - :meth:`train_codes`: the first train images encoded by the tokenizer,
-      once per bench of a tokenizer (the probes share them).
+      once per bench of a tokenizer (the probes share them), and
+      :meth:`train_attributes`: those images' ``attributes``.
     """
 
     device: Any = "cpu"
@@ -65,20 +66,28 @@ class BenchContext:
             self._train = self.train_split()
         return self._train
 
-    @torch.no_grad()
     def train_codes(self, tokenizer: "Tokenizer", n: int) -> list[tuple[Codes, Tensor]]:
         """The first ``n`` readable images of :meth:`train_set` (fewer when it has
         fewer) encoded by ``tokenizer``: batches of (:class:`Codes` on the CPU,
         labels). Encoded once: a later call for as many or fewer reuses them."""
+        return [(codes, labels) for codes, labels, _ in self._encoded(tokenizer, n)]
+
+    def train_attributes(self, tokenizer: "Tokenizer", n: int) -> list[dict[str, Any]]:
+        """The ``attributes`` (``{}`` where a sample has none) of the images
+        :meth:`train_codes` ``(tokenizer, n)`` gives, in the same order."""
+        return [a for _, _, attrs in self._encoded(tokenizer, n) for a in attrs]
+
+    @torch.no_grad()
+    def _encoded(self, tokenizer: "Tokenizer", n: int) -> list[tuple[Codes, Tensor, list[dict]]]:
         cached = self._codes if self._codes and self._codes[0] is tokenizer else None
         if cached and (cached[1] >= n or cached[2]):
             out, left = [], n
-            for codes, labels in cached[3]:
+            for codes, labels, attrs in cached[3]:
                 if left <= 0:
                     break
                 k = min(left, len(labels))
                 out.append((Codes({name: v[:k] for name, v in codes.levels.items()}, dict(codes.vocab),
-                                  codes.layout), labels[:k]))
+                                  codes.layout), labels[:k], attrs[:k]))
                 left -= k
             return out
         train = self.train_set()
@@ -95,7 +104,8 @@ class BenchContext:
                 break
             images = torch.stack([s["image"] for s in samples]).to(self.device)
             labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
-            batches.append((tokenizer.encode(images).to("cpu"), labels))
+            attrs = [dict(s.get("attributes") or {}) for s in samples]
+            batches.append((tokenizer.encode(images).to("cpu"), labels, attrs))
             count += len(samples)
         self._codes = (tokenizer, count, count < n, batches)  # (.., exhausted?: all there were)
         return batches

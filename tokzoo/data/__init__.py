@@ -1,9 +1,12 @@
 """Datasets and the canonical preprocessing.
 
 Datasets yield ``{"image": [3,H,W] float in [0,1], "label": int, "caption": str,
-"index": int}``, or ``{"skipped": "path: reason"}`` for a file that cannot be
-read. :func:`collate` drops the skipped ones and counts them in the batch, and
-:class:`SkipCounter` reports them visibly.
+"index": int}`` and optionally ``"attributes": {name: value}`` (what the image
+shows: the answers of the ``vqa-probe``'s questions; a dataset lists the names
+and values it offers in its ``attributes`` attribute when it knows them), or
+``{"skipped": "path: reason"}`` for a file that cannot be read. :func:`collate`
+drops the skipped ones and counts them in the batch, and :class:`SkipCounter`
+reports them visibly.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ def collate(samples: list[dict]) -> dict[str, Any]:
         batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
         batch["caption"] = [s["caption"] for s in good]
         batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
+        if any(s.get("attributes") for s in good):
+            batch["attributes"] = [dict(s.get("attributes") or {}) for s in good]
     return batch
 
 

@@ -23,6 +23,8 @@
   a first line of column names (words only: ``ImageId,PredictionString``)
   is a header. Classes named there join the folders' numbering in both
   splits.
+- Attributes (the ``vqa-probe``'s answers): ``class``, the class name, for
+  every labelled image.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
   one ``{"file": relative/path.jpg, "caption": "..."}`` per line.
 - Unreadable files are skipped with a counted warning, never a crash.
@@ -113,6 +115,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             class_names = self._class_folders(root / "train") | self._class_folders(root / "val")
         class_names = sorted(class_names | listed)  # the labels file's classes count in both splits
         self.classes = tuple(class_names)
+        self.attributes = {"class": self.classes} if self.classes else {}
         self.num_classes = len(class_names)
         index = {c: i for i, c in enumerate(class_names)}
         self.files = files
@@ -192,7 +195,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         except BadImage as exc:
             return {"skipped": f"{path}: {exc}"}
         arr = center_crop_uint8(img, self.resolution)
-        return {"image": to_tensor(arr), "label": self.labels[index], "caption": self.captions[index], "index": index}
+        label = self.labels[index]
+        sample = {"image": to_tensor(arr), "label": label, "caption": self.captions[index], "index": index}
+        if label >= 0:
+            sample["attributes"] = {"class": self.classes[label]}
+        return sample
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()

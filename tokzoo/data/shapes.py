@@ -5,7 +5,9 @@ contrasting outline at a random size, position and rotation, over a background t
 one of the colour photographs scikit-image ships inside its wheel (natural
 image statistics) or a procedural texture (stripes, checks, gradients, noise).
 Sample ``i`` of split ``s`` with seed ``k`` is always the same image, at any
-resolution.
+resolution. Each sample carries its ``attributes`` (shape, colour, outline,
+size, position, background: :data:`ATTRIBUTES`), the answers of the
+``vqa-probe``'s questions.
 
 v2 (current): classes chosen to stay distinguishable at 32x32 (v1's pentagon
 and hexagon were indistinguishable from circles at that size), larger shapes
@@ -96,29 +98,10 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
     return np.clip(img, 0, 255).astype(np.uint8), f"a {desc}"
 
 
-CAPTIONS = ("full", "object", "shape")
-
-
-def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train",
-           captions: str = "full") -> tuple[np.ndarray, int, str]:
-    """Sample ``index`` -> (uint8 ``[H,W,3]`` image, class label, caption).
-
-    ``captions``: ``full`` names size, colour, shape and background ("a large red
-    star on a photo background"), ``object`` colour and shape ("a red star"),
-    ``shape`` the class alone ("a star"). The image does not depend on it."""
-    rng = np.random.default_rng([seed, SPLITS.get(split, 3), index])
-    label = int(rng.integers(0, len(CLASSES)))
-    color_name = list(COLORS)[rng.integers(0, len(COLORS))]
-    big = max(64, resolution * 2)
-    bg, bg_desc = _background(rng, big)
-    img = Image.fromarray(bg)
-    draw = ImageDraw.Draw(img)
-    r = big * rng.uniform(0.26, 0.40)
-    cx, cy = rng.uniform(r, big - r, size=2)
-    rot = rng.uniform(0, 2 * math.pi)
-    color = COLORS[color_name]
-    shape = CLASSES[label]
-    outline = (0, 0, 0) if sum(color) > 360 else (255, 255, 255)
+def _draw_shape(target: Image.Image, shape, cx, cy, r, rot, color, outline, bg: np.ndarray | None) -> None:
+    """Draw ``shape`` on ``target``; the crescent's bite is the background ``bg``
+    pasted back, or zeros when ``bg`` is None (drawing a mask)."""
+    draw = ImageDraw.Draw(target)
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color, outline=outline, width=3)
     elif shape == "square":
@@ -147,10 +130,58 @@ def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train"
     elif shape == "crescent":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
         ox, oy = cx + r * 0.5 * math.cos(rot), cy + r * 0.5 * math.sin(rot)
-        patch = Image.fromarray(bg).crop((int(ox - r * 0.85), int(oy - r * 0.85), int(ox + r * 0.85), int(oy + r * 0.85)))
-        mask = Image.new("L", patch.size, 0)
-        ImageDraw.Draw(mask).ellipse([0, 0, patch.size[0] - 1, patch.size[1] - 1], fill=255)
-        img.paste(patch, (int(ox - r * 0.85), int(oy - r * 0.85)), mask)
+        box = (int(ox - r * 0.85), int(oy - r * 0.85), int(ox + r * 0.85), int(oy + r * 0.85))
+        bite = Image.new("L", (box[2] - box[0], box[3] - box[1]), 0)
+        ImageDraw.Draw(bite).ellipse([0, 0, bite.size[0] - 1, bite.size[1] - 1], fill=255)
+        if bg is None:
+            target.paste(0, box, bite)
+        else:
+            target.paste(Image.fromarray(bg).crop(box), box[:2], bite)
+
+
+CAPTIONS = ("full", "object", "shape")
+
+#: the shapes drawn without a contrasting outline
+UNOUTLINED = ("cross", "ring", "crescent")
+#: size: terciles of the drawn radius (uniform in 0.26..0.40 of the image), i.e. of the area relative to
+#: the same shape's: independent of the shape (absolute area is not: circles are nearly always the largest)
+SIZES, SIZE_EDGES = ("small", "medium", "large"), (0.26 + 0.14 / 3, 0.26 + 0.28 / 3)
+#: position: the cell of the mask's centroid in a 3x3 grid whose middle row and column are the central
+#: 0.5 +- CENTRE of the image, so that each holds about a third of the objects (the generator keeps objects
+#: away from the edges: equal thirds would put 79 % of them in the middle cell)
+CENTRE = 0.055
+POSITIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
+#: ``attributes`` of every sample: name -> its possible values
+ATTRIBUTES = {"shape": CLASSES, "colour": tuple(COLORS), "outline": ("black", "white", "none"), "size": SIZES,
+              "position": POSITIONS, "background": ("photo", "texture")}
+
+
+def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train",
+           captions: str = "full") -> tuple[np.ndarray, int, str, dict[str, str]]:
+    """Sample ``index`` -> (uint8 ``[H,W,3]`` image, class label, caption, attributes).
+
+    ``captions``: ``full`` names size, colour, shape and background ("a large red
+    star on a photo background"), ``object`` colour and shape ("a red star"),
+    ``shape`` the class alone ("a star"). The image does not depend on it.
+    ``attributes``: one value of each of :data:`ATTRIBUTES` (the sizes and
+    positions are defined there)."""
+    rng = np.random.default_rng([seed, SPLITS.get(split, 3), index])
+    label = int(rng.integers(0, len(CLASSES)))
+    color_name = list(COLORS)[rng.integers(0, len(COLORS))]
+    big = max(64, resolution * 2)
+    bg, bg_desc = _background(rng, big)
+    img = Image.fromarray(bg)
+    r = big * rng.uniform(0.26, 0.40)
+    cx, cy = rng.uniform(r, big - r, size=2)
+    rot = rng.uniform(0, 2 * math.pi)
+    color = COLORS[color_name]
+    shape = CLASSES[label]
+    outline = (0, 0, 0) if sum(color) > 360 else (255, 255, 255)
+    _draw_shape(img, shape, cx, cy, r, rot, color, outline, bg)
+    # the attributes, from a mask of the same drawing (no random draws: the image is unchanged)
+    mask = Image.new("L", (big, big), 0)
+    _draw_shape(mask, shape, cx, cy, r, rot, 255, 255, None)
+    m = np.asarray(mask) > 127
     img = img.resize((resolution, resolution), Image.LANCZOS)
     size_word = "large" if r > big * 0.27 else "small"
     if captions == "full":
@@ -159,14 +190,26 @@ def render(index: int, resolution: int = 32, seed: int = 0, split: str = "train"
         caption = f"a {color_name} {shape}"
     else:
         caption = f"a {shape}"
-    return np.asarray(img), label, caption
+    attributes = {
+        "shape": shape, "colour": color_name,
+        "outline": "none" if shape in UNOUTLINED else "black" if outline == (0, 0, 0) else "white",
+        "size": SIZES[int(np.digitize(r / big, SIZE_EDGES))],
+        "position": _position(np.argwhere(m).mean(0) + 0.5, big),
+        "background": "photo" if bg_desc == "a photo" else "texture"}
+    return np.asarray(img), label, caption, attributes
+
+
+def _position(centroid: np.ndarray, big: int) -> str:
+    row, col = (0 if c < 0.5 - CENTRE else 2 if c > 0.5 + CENTRE else 1 for c in centroid / big)
+    return POSITIONS[3 * row + col]
 
 
 class ShapesDataset(torch.utils.data.Dataset):
-    """Procedural shapes; samples are ``{"image", "label", "caption", "index"}``,
-    images ``[3,H,W]`` float in ``[0,1]``."""
+    """Procedural shapes; samples are ``{"image", "label", "caption", "index",
+    "attributes"}``, images ``[3,H,W]`` float in ``[0,1]``."""
 
     classes = CLASSES
+    attributes = ATTRIBUTES
 
     def __init__(self, split: str = "train", resolution: int = 32, train_size: int = 4096,
                  val_size: int = 512, seed: int = 0, captions: str = "full"):
@@ -186,8 +229,8 @@ class ShapesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.size:
             raise IndexError(index)
-        arr, label, caption = render(index, self.resolution, self.seed, self.split, self.captions)
-        return {"image": to_tensor(arr), "label": label, "caption": caption, "index": index}
+        arr, label, caption, attributes = render(index, self.resolution, self.seed, self.split, self.captions)
+        return {"image": to_tensor(arr), "label": label, "caption": caption, "index": index, "attributes": attributes}
 
     def fingerprint(self) -> str:
         return f"shapes:v2:seed={self.seed}:split={self.split}:n={self.size}:res={self.resolution}"

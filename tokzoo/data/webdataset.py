@@ -8,7 +8,12 @@ the WebDataset convention). Recognised parts:
 - the image: the first of ``image_keys`` present (``jpg;jpeg;png;webp`` ...);
 - the label: ``label_key`` (``cls``: the integer as text), else -1;
 - the caption: ``caption_key`` (``txt``, UTF-8), else ``"a photo of a
-  {class}"`` when class names are known, else empty.
+  {class}"`` when class names are known, else empty;
+- the attributes (the ``vqa-probe``'s answers): ``class`` (the class name
+  when ``classes`` names it, else the label) and every key of a JSON object
+  in ``attributes_key`` (``json``) whose value is a string, number or
+  boolean (other values are left out; a part that is not a JSON object
+  skips the sample, with the reason).
 
 Shards: ``path`` is a folder (every ``*.tar`` in it, sorted), a glob
 (``/data/imagenet/train-*.tar``) or a brace pattern
@@ -146,7 +151,8 @@ class WebDatasetDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: str = "train", path: str = "", resolution: int = 256, val_path: str = "",
                  val_fraction: float = 0.0, image_keys: str = "jpg;jpeg;png;webp;bmp;ppm",
-                 label_key: str = "cls", caption_key: str = "txt", classes: str = "", index_cache: bool = True):
+                 label_key: str = "cls", caption_key: str = "txt", classes: str = "", index_cache: bool = True,
+                 attributes_key: str = "json"):
         if not path:
             raise DataError("webdataset: give data.path=SHARDS (a folder of .tar files, a glob or "
                             "a brace pattern such as train-{000000..000127}.tar)")
@@ -174,6 +180,7 @@ class WebDatasetDataset(torch.utils.data.Dataset):
         self.same_for_every_split = whole
         self.image_keys = [k.strip().lower() for k in image_keys.split(";") if k.strip()]
         self.label_key, self.caption_key = label_key.lower(), caption_key.lower()
+        self.attributes_key = attributes_key.lower()
         self.shards = shards
         # (shard number, key, parts) per sample; the per-shard index is built (or read from the cache) here
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
@@ -192,6 +199,8 @@ class WebDatasetDataset(torch.utils.data.Dataset):
                 raise DataError(f"webdataset: classes file {f} does not exist (one class name per line)")
             self.classes = tuple(line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
         self.num_classes = len(self.classes) or None
+        #: the values known before reading the samples (the JSON parts' keys are seen as they are read)
+        self.attributes = {"class": self.classes} if self.classes else {}
         self._files: dict[int, object] = {}
         self._pid = os.getpid()
 
@@ -237,8 +246,22 @@ class WebDatasetDataset(torch.utils.data.Dataset):
             caption = self._read(shard, parts[self.caption_key]).decode("utf-8", "replace").strip()
         elif 0 <= label < len(self.classes):
             caption = f"a photo of a {self.classes[label].replace('_', ' ')}"
+        attributes: dict[str, str] = {}
+        if label >= 0:
+            attributes["class"] = self.classes[label] if label < len(self.classes) else str(label)
+        if self.attributes_key in parts:
+            text = self._read(shard, parts[self.attributes_key]).decode("utf-8", "replace")
+            try:
+                table = json.loads(text)
+                assert isinstance(table, dict)
+            except (json.JSONDecodeError, AssertionError):
+                return {"skipped": f"{where}.{self.attributes_key}: not a JSON object of attributes"}
+            attributes.update({str(k): str(v) for k, v in table.items() if isinstance(v, (str, int, float, bool))})
         arr = center_crop_uint8(img, self.resolution)
-        return {"image": to_tensor(arr), "label": label, "caption": caption, "index": index}
+        sample = {"image": to_tensor(arr), "label": label, "caption": caption, "index": index}
+        if attributes:
+            sample["attributes"] = attributes
+        return sample
 
     def __getstate__(self):  # open files stay with the process that opened them
         state = dict(self.__dict__)

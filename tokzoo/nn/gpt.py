@@ -1,7 +1,8 @@
 """A small LlamaGen-style class-conditional GPT over a tokenizer's token ids.
 
 Written once, for every probe that needs a language model on tokens (the AR
-probe of ``tokzoo bench --metrics ar-probe``; the question probe after it).
+probe of ``tokzoo bench --metrics ar-probe``; the question probe,
+``vqa-probe``, in its prefix mode: :meth:`GPT.prefix_hidden`).
 
 - **Sequence**: ``[class, t_0, ..., t_{L-1}]``: a class embedding is the
   prefix; the model predicts ``t_i`` at position ``i`` (teacher forcing).
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "train_gpt", "nll_bits", "middle_features"]
+__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "fit", "train_gpt", "nll_bits", "middle_features", "prefix_mask"]
 
 #: named sizes (width, depth, heads): ``micro`` for tests and quick checks, ``tiny`` the CPU default,
 #: ``gpt-b`` LlamaGen's GPT-B (12 layers, 768 wide; 111M parameters with its 16,384 vocabulary)
@@ -98,11 +99,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None,
+                mask: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if cache is None:
+        if mask is not None:  # prefix mode (see prefix_mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # incremental: the new positions attend to everything cached before them and to each other
             if "k" in cache:
@@ -124,8 +128,9 @@ class Block(nn.Module):
         self.w2 = nn.Linear(hidden, cfg.width, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache))
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, mask))
         h = self.norm2(x)
         return x + self.drop(self.w2(F.silu(self.w1(h)) * self.w3(h)))
 
@@ -172,6 +177,25 @@ class GPT(nn.Module):
         """Teacher-forced logits ``[B, L, V]`` predicting ``ids [B, L]`` given ``classes [B]``."""
         return self.head(self.hidden(classes, ids[:, :-1]))
 
+    def prefix_hidden(self, prefix: Tensor, queries: Tensor) -> Tensor:
+        """Prefix mode: final hidden states ``[B, K, width]`` of ``K`` query tokens
+        (``queries [K]``: indices of the class table, e.g. one per question) read
+        after a prefix of ``L = cfg.length`` input embeddings (``prefix [B, L,
+        width]``: ``tok_emb`` of token ids, or projected features) under
+        :func:`prefix_mask`: the prefix attends to all of itself, each query to
+        the prefix and itself, so the answers are those of ``K`` separate
+        sequences ``[prefix, query]``. The prefix keeps the token positions; the
+        queries are unrotated, as the class prefix."""
+        B, L, _ = prefix.shape
+        K = len(queries)
+        x = torch.cat([prefix, self.class_emb(queries)[None].expand(B, K, -1)], dim=1)
+        cos = torch.cat([self.cos[1:L + 1], self.cos[:1].expand(K, -1)]).to(x.dtype)
+        sin = torch.cat([self.sin[1:L + 1], self.sin[:1].expand(K, -1)]).to(x.dtype)
+        mask = prefix_mask(L, K, x.device)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask=mask)
+        return self.norm(x[:, L:])
+
     def step(self, x_ids: Tensor | None, classes: Tensor | None, pos: int, caches: list[dict]) -> Tensor:
         """One incremental step at input position ``pos``: the class prefix when
         ``pos == 0`` (``classes``), else the token ``x_ids [B]``; logits ``[B, V]``."""
@@ -180,6 +204,18 @@ class GPT(nn.Module):
         for blk, cache in zip(self.blocks, caches):
             x = blk(x, cos, sin, cache)
         return self.head(self.norm(x))[:, -1]
+
+
+def prefix_mask(prefix: int, queries: int, device=None) -> Tensor:
+    """Boolean attention mask ``[T, T]`` (True: may attend), ``T = prefix +
+    queries``: the prefix attends to all of the prefix (bidirectional), each
+    query to the prefix and to itself, never to another query."""
+    T = prefix + queries
+    mask = torch.zeros(T, T, dtype=torch.bool, device=device)
+    mask[:, :prefix] = True
+    q = torch.arange(prefix, T, device=device)
+    mask[q, q] = True
+    return mask
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -236,11 +272,11 @@ RECIPE = {"optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.05 on matrices)"
           "schedule": "cosine to 10% of lr", "grad_clip": 1.0, "batches": "uniform with replacement, seeded"}
 
 
-def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-              on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train ``model`` on token ids ``[N, L]`` with class ``labels [N]`` (CPU
-    tensors); returns the loss (nats per token) of every step."""
-    dev = model.cos.device
+def fit(model: nn.Module, loss_at: Callable[[torch.Generator], Tensor], *, steps: int, lr: float, seed: int,
+        on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train ``model`` by :data:`RECIPE` for ``steps``: ``loss_at(generator)``
+    draws a batch (seeded, with the generator) and returns its loss. The loss
+    of every step is returned."""
     gen = torch.Generator().manual_seed(seed)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -257,14 +293,9 @@ def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size
     losses = []
     model.train()
     for s in range(steps):
-        idx = torch.randint(len(ids), (batch_size,), generator=gen)
-        x, y = ids[idx].to(dev), labels[idx].to(dev).long()
-        drop = torch.rand(batch_size, generator=gen) < model.cfg.class_dropout
-        y = torch.where(drop.to(dev), torch.full_like(y, model.null_class), y)
         for g in opt.param_groups:
             g["lr"] = lr_at(s)
-        logits = model(y, x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x.reshape(-1))
+        loss = loss_at(gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -274,6 +305,23 @@ def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size
             on_step(s, losses[-1])
     model.eval()
     return losses
+
+
+def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
+              on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train ``model`` on token ids ``[N, L]`` with class ``labels [N]`` (CPU
+    tensors); returns the loss (nats per token) of every step."""
+    dev = model.cos.device
+
+    def loss_at(gen: torch.Generator) -> Tensor:
+        idx = torch.randint(len(ids), (batch_size,), generator=gen)
+        x, y = ids[idx].to(dev), labels[idx].to(dev).long()
+        drop = torch.rand(batch_size, generator=gen) < model.cfg.class_dropout
+        y = torch.where(drop.to(dev), torch.full_like(y, model.null_class), y)
+        logits = model(y, x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x.reshape(-1))
+
+    return fit(model, loss_at, steps=steps, lr=lr, seed=seed, on_step=on_step)
 
 
 @torch.no_grad()
