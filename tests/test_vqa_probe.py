@@ -180,3 +180,20 @@ def test_prefix_mode_answers_each_query_as_its_own_sequence():
     mask = prefix_mask(2, 2)
     assert mask.tolist() == [[True, True, False, False], [True, True, False, False],
                              [True, True, True, False], [True, True, False, True]]
+
+
+def test_tokens_that_mark_the_object_cell_answer_where_it_is():
+    """Position is read from where a token sits (rotary positions), not from its value."""
+    def marked(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(n):
+            cell = int(torch.randint(L, (1,), generator=g))
+            tokens = torch.zeros(L, dtype=torch.long)
+            tokens[cell] = 5
+            out.append({"image": image_of(tokens), "label": 0, "caption": "", "index": i,
+                        "attributes": {"position": f"cell {cell}"}})
+        return out
+
+    _, out = run_probe("marked", train=marked(512, 1), val=marked(128, 2), steps=250)
+    assert out["vqa_position"] >= 0.9 and out["vqa_position_chance"] <= 0.15, out

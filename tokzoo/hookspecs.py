@@ -48,7 +48,8 @@ def tokzoo_register_recipes(register):
 @hookspec
 def tokzoo_register_datasets(register):
     """Register datasets: factories ``(split, resolution, **params) -> torch Dataset``
-    of samples ``{"image": [3,H,W] in [0,1], "label": int, "caption": str, "index": int}``.
+    of samples ``{"image": [3,H,W] in [0,1], "label": int, "caption": str, "index": int}``
+    (optionally ``"attributes": {name: value}``, the answers of the VQA probe's questions).
     The host passes ``split`` and ``resolution``; an optional ``fingerprint()``
     names the images (default: a hash of the parameters and length)."""
 

@@ -18,6 +18,7 @@ from tokzoo.bench.results import Results
 
 
 SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
+           ("VQA top-1", "vqa_top1"), ("VQA 1st level", "vqa_first_top1"),
            ("AR bits", "ar_nll_bits"), ("AR bits/token", "ar_nll_bits_per_token"), ("class bits", "ar_class_bits"),
            ("gFID", "gfid"), ("gen acc", "gen_class_acc"), ("judge", "judge_top1"),
            ("gFD judge", "gfd_judge"), ("AR probe", "ar_probe_top1"), ("usage", "usage/"), ("perplexity", "perplexity/"),
@@ -26,6 +27,40 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
 
 
 SWEPT = "swept:"  # column key prefix of a sweep's values
+VQA = "vqa_"  # the VQA probe's results: vqa_top1, vqa_<attribute>, vqa_<attribute>_chance (and vqa_first_...)
+
+
+def vqa_breakdown(results: Results) -> tuple[list[str], list[tuple[str, str, dict[str, tuple]]]]:
+    """The VQA probe per question: (attributes, rows), a row per tokenizer and
+    view (all tokens; ``(first level)``): (row label, tokenizer key,
+    {attribute or "top1": (accuracy, interval half-width or None, chance or None, flagged)})."""
+    short = short_names(results["tokenizers"])
+    attrs: list[str] = []
+    rows = []
+    for name, e in results["tokenizers"].items():
+        m, ci, flags = e["metrics"], e.get("intervals") or {}, e.get("flags") or {}
+        for prefix, suffix in ((VQA, ""), (VQA + "first_", " (first level)")):
+            if prefix + "top1" not in m:
+                continue
+            cells = {}
+            for k, v in m.items():
+                q = k[len(prefix):]
+                if not k.startswith(prefix) or q.endswith("_chance") or (prefix == VQA and q.startswith("first_")):
+                    continue
+                cells[q] = (v, half_width(ci.get(k)), m.get(k + "_chance"), k in flags)
+                if q != "top1" and q not in attrs:
+                    attrs.append(q)
+            rows.append((label(short[name], e) + suffix, name, cells))
+    return attrs, rows
+
+
+def vqa_cell(cell: tuple | None) -> str:
+    """``0.93 ± 0.02 (0.13)``: accuracy, half the 95 % interval, chance in brackets."""
+    if cell is None:
+        return "n/a"
+    v, h, chance, flagged = cell
+    text = _fmt(v) + (f" ± {h:.2g}" if h is not None else "") + (f" ({chance:.2f})" if chance is not None else "")
+    return text + (" †" if flagged else "")
 
 
 def short_names(names: Iterable[str]) -> dict[str, str]:
@@ -80,6 +115,8 @@ def summary_columns(results: Results) -> list[tuple[str, str]]:
     extra: list[str] = []
     for e in results["tokenizers"].values():
         for k in e["metrics"]:
+            if k.startswith(VQA) and k not in covered:  # per question: their own table (vqa_breakdown)
+                continue
             if not any(k == c or (c.endswith("/") and k.startswith(c)) for c in covered) and k not in extra:
                 extra.append(k)
     present = [(t, k) for t, k in SUMMARY]
@@ -137,9 +174,9 @@ def label(name: str, e: dict[str, Any]) -> str:
 
 
 #: which summary columns a narrow terminal keeps first (the rest are in results.md)
-NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "AR bits", "gen acc", "class bits", "gFID",
+NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "VQA top-1", "AR bits", "gen acc", "class bits", "gFID",
                    "gFD judge", "tokens", "bits", "AR probe", "judge", "AR bits/token", "enc img/s", "dec img/s",
-                   "usage", "perplexity")
+                   "VQA 1st level", "usage", "perplexity")
 
 
 def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
@@ -195,6 +232,13 @@ def render_markdown(results: Results) -> str:
              "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, e in results["tokenizers"].items():
         lines.append(f"| {label(name, e)} | " + " | ".join(cells[name]) + " |")
+    attrs, vqa = vqa_breakdown(results)
+    if vqa:
+        lines += ["", "Questions from the tokens (vqa-probe): accuracy per attribute ± half the 95 % interval, "
+                  "in brackets the chance level (the train split's most frequent answer):", "",
+                  "| tokenizer | " + " | ".join(attrs) + " | mean |", "|---" * (len(attrs) + 2) + "|"]
+        lines += [f"| {row} | " + " | ".join(vqa_cell(cells.get(a)) for a in attrs) + f" | {vqa_cell(cells.get('top1'))} |"
+                  for row, _, cells in vqa]
     flagged = flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]

@@ -1,7 +1,8 @@
 """What a person looks at: the trade-off picture and a self-contained report.
 
-- :func:`tradeoff_png`: probe top-1 (understanding) against PSNR and, when
-  measured, rFID (generation), one point per tokenizer, marker area by bits
+- :func:`tradeoff_png`: probe top-1 and, when measured, VQA top-1
+  (understanding) against PSNR and, when measured, rFID and gFID, one point
+  per tokenizer, marker area by bits
   per image, the Pareto frontier drawn (matplotlib, Agg backend).
 - :func:`render_html`: ``report.html``, one file with no network access: the
   results table (with bootstrap intervals and flags), the trade-off plot and
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tokzoo.bench.compare import RULES, compare_results, data_notes, fmt, has_regression, load_results
-from tokzoo.bench.render import flag_lines, label, short_names, summary_cells, unavailable_by_reason
+from tokzoo.bench.render import (flag_lines, label, short_names, summary_cells, unavailable_by_reason, vqa_breakdown,
+                                 vqa_cell)
 from tokzoo.errors import TokzooError
 from tokzoo.bench.results import Results
 
@@ -43,24 +45,29 @@ def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+#: the understanding axes: the linear probe, and the VQA probe's mean over questions when measured
+UNDERSTANDING = (("probe", "linear-probe top-1 on tokens"), ("vqa", "VQA top-1 on tokens (mean over questions)"))
+
+
 def tradeoff_points(results: Results) -> list[dict[str, Any]]:
-    """One dict per tokenizer that has a probe result: name, probe, psnr, rfid, bits."""
+    """One dict per tokenizer that has a probe or VQA result: name, probe, vqa, psnr, rfid, bits."""
     out = []
     short = short_names(results.get("tokenizers", {}))
     for name, e in results.get("tokenizers", {}).items():
         m = e.get("metrics") or {}
-        if m.get(PROBE) is None:
+        if m.get(PROBE) is None and m.get("vqa_top1") is None:
             continue
-        out.append({"name": short[name], "probe": m[PROBE], "psnr": m.get("psnr"), "rfid": m.get("rfid"),
-                    "gfid": m.get("gfid"), "gfd_judge": m.get("gfd_judge"),
+        out.append({"name": short[name], "probe": m.get(PROBE), "vqa": m.get("vqa_top1"), "psnr": m.get("psnr"),
+                    "rfid": m.get("rfid"), "gfid": m.get("gfid"), "gfd_judge": m.get("gfd_judge"),
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
                     "flags": e.get("flags") or {}})
     return out
 
 
 def tradeoff_png(results: Results, title: str = "understanding vs reconstruction") -> bytes | None:
-    """The trade-off picture as PNG bytes; None when no tokenizer has both a
-    probe and a PSNR or rFID result."""
+    """The trade-off picture as PNG bytes (a row of panels per understanding
+    measure: the linear probe, the VQA probe); None when no tokenizer has both
+    an understanding and a PSNR or rFID result."""
     from adjustText import adjust_text
     from matplotlib.figure import Figure
 
@@ -68,39 +75,41 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
     axes = [(key, label, hi) for key, label, hi in AXES if sum(p[key] is not None for p in pts) >= 1]
     if any(key == GENERATION[0] for key, _, _ in axes):  # one generation panel: gFID when there is one
         axes = [a for a in axes if a[0] not in GENERATION[1:]]
-    if not pts or not axes:
+    rows = [(key, ylabel) for key, ylabel in UNDERSTANDING if any(p[key] is not None for p in pts)]
+    if not pts or not axes or not rows:
         return None
     if any(key in GENERATION for key, _, _ in axes) and title == "understanding vs reconstruction":
         title = "understanding vs reconstruction and generation"
-    fig = Figure(figsize=(6.2 * len(axes), 4.8), dpi=110, layout="constrained")
+    fig = Figure(figsize=(6.2 * len(axes), 4.8 * len(rows)), dpi=110, layout="constrained")
     bits = [p["bits"] for p in pts if p["bits"]]
     top = max(bits) if bits else 1.0
-    for k, (key, xlabel, higher_x) in enumerate(axes):
-        ax = fig.add_subplot(1, len(axes), k + 1)
-        mine = [p for p in pts if p[key] is not None]
-        xy = [(p[key], p["probe"]) for p in mine]
-        sizes = [40 + 360 * ((p["bits"] or top) / top) for p in mine]
-        front = pareto(xy, higher_x)
-        colors = ["tab:red" if i in front else "tab:blue" for i in range(len(mine))]
-        dots = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=sizes, c=colors, alpha=0.6, edgecolors="black",
-                   linewidths=0.6, zorder=3)
-        if len(front) > 1:
-            ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red", lw=1.2, ls="--",
-                    zorder=2, label="Pareto frontier")
-            ax.legend(loc="best", fontsize=8, frameon=False)
-        if not higher_x:
-            ax.invert_xaxis()  # better to the right on both panels
-        ax.set_xlabel(xlabel + ("" if higher_x else " (axis reversed)"))
-        ax.set_ylabel("linear-probe top-1 on tokens")
-        ax.grid(True, alpha=0.3)
-        ax.margins(0.18)
-        texts = [ax.text(x, y, f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
-                         if p["bits"] else p["name"], fontsize=8,
-                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
-                 for p, (x, y) in zip(mine, xy)]
-        # labels moved apart so none hides another (adjustText), each tied to its point by a thin line
-        adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax, objects=dots, expand=(1.3, 1.6),
-                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+    for r, (ykey, ylabel) in enumerate(rows):
+        for k, (key, xlabel, higher_x) in enumerate(axes):
+            ax = fig.add_subplot(len(rows), len(axes), r * len(axes) + k + 1)
+            mine = [p for p in pts if p[key] is not None and p[ykey] is not None]
+            xy = [(p[key], p[ykey]) for p in mine]
+            sizes = [40 + 360 * ((p["bits"] or top) / top) for p in mine]
+            front = pareto(xy, higher_x)
+            colors = ["tab:red" if i in front else "tab:blue" for i in range(len(mine))]
+            dots = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=sizes, c=colors, alpha=0.6,
+                              edgecolors="black", linewidths=0.6, zorder=3)
+            if len(front) > 1:
+                ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red", lw=1.2, ls="--",
+                        zorder=2, label="Pareto frontier")
+                ax.legend(loc="best", fontsize=8, frameon=False)
+            if not higher_x:
+                ax.invert_xaxis()  # better to the right on both panels
+            ax.set_xlabel(xlabel + ("" if higher_x else " (axis reversed)"))
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            ax.margins(0.18)
+            texts = [ax.text(x, y, f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
+                             if p["bits"] else p["name"], fontsize=8,
+                             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+                     for p, (x, y) in zip(mine, xy)]
+            if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
+                adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax, objects=dots,
+                            expand=(1.3, 1.6), arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     fig.suptitle(f"{title}  (marker area: bits per image; red: on the frontier)", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -170,6 +179,10 @@ thead { background: #f2f2f2; }
 img { max-width: 100%; border: 1px solid #ddd; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 .bar { display: inline-block; height: 10px; background: #4a7ebb; vertical-align: middle; margin-right: 6px; }
+.acc { position: relative; display: inline-block; width: 80px; height: 10px; background: #eee;
+       vertical-align: middle; margin-right: 6px; }
+.acc .fill { position: absolute; left: 0; top: 0; height: 10px; background: #4a7ebb; }
+.acc .chance { position: absolute; top: -3px; width: 2px; height: 16px; background: #b00020; }
 .bad { color: #b00020; font-weight: bold; } .good { color: #2e7d32; } .note { color: #555; font-size: 13px; }
 """
 
@@ -211,6 +224,32 @@ def _usage_table(results: Results) -> str:
         return '<p class="note">No codebook statistics were measured.</p>'
     return ('<table id="usage"><thead><tr><th>tokenizer</th><th>level</th><th>codes</th><th>usage</th>'
             f"<th>perplexity</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _vqa_table(results: Results) -> str:
+    """The VQA probe per question: accuracy as a bar, the chance level as a red tick on it."""
+    attrs, rows = vqa_breakdown(results)
+    if not rows:
+        return ""
+
+    def cell(c) -> str:
+        if c is None:
+            return "<td>n/a</td>"
+        v, _, chance, _ = c
+        tick = (f'<span class="chance" style="left:{max(0.0, min(1.0, chance)) * 80:.0f}px"></span>'
+                if chance is not None else "")
+        return (f'<td><span class="acc"><span class="fill" style="width:{max(0.0, min(1.0, v)) * 80:.0f}px"></span>'
+                f"{tick}</span>{html.escape(vqa_cell(c))}</td>")
+
+    head = "".join(f"<th>{html.escape(a)}</th>" for a in attrs)
+    body = "".join(f"<tr><td>{html.escape(row)}</td>{''.join(cell(cells.get(a)) for a in attrs)}"
+                   f"{cell(cells.get('top1'))}</tr>" for row, _, cells in rows)
+    return ("<h2>Questions from the tokens (VQA probe)</h2>\n"
+            '<p class="note">Accuracy per attribute, answered from the tokens alone, ± half the bootstrap 95 % '
+            "interval; the red tick and the number in brackets: the chance level (the train split's most "
+            "frequent answer).</p>\n"
+            f'<table id="vqa"><thead><tr><th>tokenizer</th>{head}<th>mean</th></tr></thead>'
+            f"<tbody>{body}</tbody></table>")
 
 
 def _compare_table(rows, error: str | None) -> str:
@@ -273,6 +312,7 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 <p class="note">First row: the originals; then one row per tokenizer.</p>
 {_img(grid_png, "grid", "reconstruction grid")}
 {_picture_sections(results, pictures)}
+{_vqa_table(results)}
 <h2>Codebook usage per level</h2>
 {_usage_table(results)}
 <h2>Compared with the baseline</h2>
