@@ -4,7 +4,9 @@ Trains the tiny semantic teacher (`clip`), then `vqgan-tiny`, `vilau-tiny`
 and `semhitok-tiny` at an equal pixel-training budget (the same number of
 steps and batch size for every tokenizer's pixel stage; SemHiTok's stage 1
 only fits the semantic codebook to the teacher), benches them under one
-protocol, and writes results.{json,md,csv} and recon_grid.png to --out.
+protocol, and writes results.{json,md,csv} and recon_grid.png to --out (the
+full one also the VQA probe on token ids, all levels and the first alone, to
+--out/vqa-ids).
 
     python benchmarks/reproduce.py                      # full: about 20 min on 2 CPU cores (12 of them the AR probe)
     python benchmarks/reproduce.py --fast               # CI size: a few minutes
@@ -27,6 +29,8 @@ BUDGETS = {
 }
 #: the bench protocols (image counts, metrics): configs/bench/, the one place they are written
 PROTOCOLS = {"full": "reproduce.yaml", "fast": "ci.yaml"}
+#: the full reproduction's second bench: the VQA probe on token ids, and on the first level alone
+VQA_IDS = "vqa-ids.yaml"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "bench"
 
 
@@ -35,6 +39,7 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="CI-sized budget")
     ap.add_argument("--out", default="benchmarks/results/reproduce")
     ap.add_argument("--weights-dir", default=None)
+    ap.add_argument("--keep-runs", action="store_true", help="keep the trained run folders (OUT/runs)")
     args = ap.parse_args()
     size = "fast" if args.fast else "full"
     clip_steps, steps, s1, n_train = BUDGETS[size]
@@ -59,12 +64,21 @@ def main() -> None:
     if (out / "results.json").exists():
         (out / "results.json").unlink()
     timings["bench"] = tokzoo(*bench)
+    if size == "full":  # the VQA probe on the ids, all levels and the first alone: its own protocol, folder
+        ids_out = out / "vqa-ids"
+        if (ids_out / "results.json").exists():
+            (ids_out / "results.json").unlink()
+        timings["bench vqa-ids"] = tokzoo("bench", "--config", str(CONFIGS / VQA_IDS), *bench[3:5], "--out",
+                                          str(ids_out), *bench[7:])
     probes = [r["eval/probe_top1"] for r in run_metrics(teacher) if "eval/probe_top1" in r]
     finish_results(out, {
         "teacher": {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]},
         "budget": {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
                    "train_images": n_train, "wall_s": {k: round(v, 1) for k, v in timings.items()}}})
-    shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
+    if size == "full":
+        finish_results(out / "vqa-ids", {"budget": {"wall_s": round(timings["bench vqa-ids"], 1)}})
+    if not args.keep_runs:
+        shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
     print(f"teacher (clip) linear probe top-1: {probes[0]:.3f} random-initialised -> {probes[-1]:.3f} trained")
     print("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 

@@ -223,8 +223,8 @@ def test_bench_bad_input(cli, tmp_path):
 
 def test_two_process_bench_equals_one_process(trained, tmp_path):
     common = ["-m", "tokzoo.cli", "bench", "--tokenizers", str(trained["a"]), "--num-images", "24",
-              "--batch-size", "4", "--probe-train-images", "64", "--metrics", "psnr,ssim,codebook,probe,ar-probe",
-              *AR]
+              "--batch-size", "4", "--probe-train-images", "64",
+              "--metrics", "psnr,ssim,codebook,probe,ar-probe,vqa-probe", *AR, *VQA]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          env=env, timeout=300)
@@ -240,6 +240,11 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     # the AR probe: one GPT trained on the same train codes in every process, its samples the same
     for k in ("ar_nll_bits", "gen_class_acc", "judge_top1", "gfd_judge"):
         assert r2[k] == pytest.approx(r1[k], rel=1e-6, abs=1e-9), k
+    # the VQA probe: one model trained on the same train codes in every process, every image answered
+    vqa = [k for k in r1 if k.startswith("vqa_")]
+    assert "vqa_top1" in vqa and "vqa_colour" in vqa and len(vqa) == 13
+    for k in vqa:
+        assert r2[k] == pytest.approx(r1[k], rel=1e-9, abs=1e-12), k
     i1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
     i2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
     for k in ("psnr", "ssim"):  # every process's per-image values reach the bootstrap
@@ -473,12 +478,14 @@ def test_bench_takes_its_protocol_from_a_file(trained, tmp_path, cli):
 
 AR = ["metrics.ar-probe.size=micro", "metrics.ar-probe.steps=8", "metrics.ar-probe.judge_steps=8",
       "metrics.ar-probe.train_images=48", "metrics.ar-probe.batch_size=8"]
+VQA = ["metrics.vqa-probe.size=micro", "metrics.vqa-probe.steps=8", "metrics.vqa-probe.train_images=48",
+       "metrics.vqa-probe.batch_size=8"]
 
 
 def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_path, cli):
     out = tmp_path / "bench"
     args = ["bench", "--tokenizers", f"{trained['a']},{trained['b']}", "--num-images", "16", "--batch-size", "8",
-            "--probe-train-images", "48", "--metrics", "psnr,probe,ar-probe", "--out", str(out), *AR]
+            "--probe-train-images", "48", "--metrics", "psnr,probe,ar-probe,vqa-probe", "--out", str(out), *AR, *VQA]
     # with InceptionV3's file: gFID, flagged below 2,048 samples
     gfid = cli(*[x if x != str(out) else str(tmp_path / "gfid") for x in args], "--weights-dir", str(weights))
     assert gfid.returncode == 0, gfid.stderr
@@ -501,12 +508,22 @@ def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_pa
     p = res["protocol"]["metrics"]["ar-probe"]  # every setting, recorded
     assert p["size"] == "micro" and p["steps"] == 8 and p["cfg_scale"] == 2.0 and p["sampling"]["temperature"] == 1
     assert a["metric_protocols"]["ar-probe"] == p
+    # the VQA probe: a mean and one score per question, each with its interval and chance level
+    for q in ("shape", "colour", "outline", "size", "position", "background"):
+        assert f"vqa_{q}" in a["intervals"] and 0 <= a["metrics"][f"vqa_{q}_chance"] <= 1, q
+    assert "vqa_top1" in a["intervals"] and res["protocol"]["metrics"]["vqa-probe"]["input"].startswith("token_features")
+    assert "VQA top-1" in run.stdout
     md = (out / "results.md").read_text()
     assert "AR bits" in md and "gen acc" in md and "dataset-specific" in md
+    assert "| tokenizer | shape | colour | outline | size | position | background | mean |" in md
+    assert md.count(" ± ") >= 14 and "vqa_colour |" not in md  # per question in its own table only
+    csv_head = (out / "results.csv").read_text().splitlines()[0]
+    assert "vqa_position" in csv_head and "vqa_position_chance" in csv_head and "vqa_position_lo95" in csv_head
     assert (out / "samples_grid.png").is_file()
     html_text = (out / "report.html").read_text()
     assert 'id="samples"' in html_text and "Generated samples (AR probe)" in html_text
     assert "and generation" in html_text  # the trade-off picture gains its generation panel
+    assert 'id="vqa"' in html_text and 'class="chance"' in html_text
     # the same bench again: the same samples and numbers (seeded), reused
     again = cli(*args)
     assert again.returncode == 0 and again.stdout.count("reusing finished results") == 2
