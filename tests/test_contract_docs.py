@@ -47,7 +47,7 @@ def test_the_metric_update_signature_is_the_documented_one():
 
 def test_the_harness_treats_no_metric_by_name():
     """What probe and rFID need goes through declared Metric methods any plugin can use."""
-    core = {"probe", "rfid", "lpips", "psnr", "ssim", "codebook", "throughput", "ar-probe"}
+    core = {"probe", "rfid", "lpips", "psnr", "ssim", "codebook", "throughput", "ar-probe", "vqa-probe"}
     used = []
     nodes = [n for room in ("harness.py", "measure.py")  # the loop and the one-tokenizer pass it calls
              for n in ast.walk(ast.parse((REPO / "tokzoo" / "bench" / room).read_text()))]
