@@ -1,8 +1,11 @@
 """The benchmark harness and compare: correctness against reference implementations,
 outputs, missing weights, interruption, torchrun equality, regression tables."""
+import csv
+import io
 import json
 import re
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -537,3 +540,24 @@ def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_pa
     mixed = cli("bench", "--tokenizers", str(trained["a"]), *args[3:], "metrics.ar-probe.cfg_scale=1.0")
     assert mixed.returncode == 0 and "held results under another protocol" in " ".join(mixed.stdout.split())
     assert list(out.glob("results.2*.json"))
+
+
+def test_a_hostile_folder_name_reaches_every_output_as_text(trained, tmp_path, cli):
+    """A run folder named with Markdown, HTML, rich markup, math text and a CSV formula, benched for real."""
+    odd = tmp_path / "=HYPERLINK(1)|<b>x<i>[bold]$m$[red]"
+    shutil.copytree(trained["a"], odd)
+    out = tmp_path / "bench [/] $x$"
+    run = cli("bench", "--tokenizers", str(odd), "--num-images", "8", "--batch-size", "8", "--metrics", "psnr",
+              "--out", str(out))
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "bench [/] $x$/results.md" in run.stdout  # printed as the text it is
+    md = (out / "results.md").read_text()
+    row = next(line for line in md.splitlines() if "HYPERLINK" in line)
+    assert "\\|" in row and "&lt;b&gt;" in row and "<b>" not in md
+    header = next(line for line in md.splitlines() if line.startswith("| tokenizer |"))
+    assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"(?<!\\)\|", header))
+    rows = list(csv.reader(io.StringIO((out / "results.csv").read_text())))
+    assert rows[1][0].endswith(odd.name) and not any(c and c[0] in "=+@" for r in rows for c in r)
+    page = (out / "report.html").read_text()
+    assert "<b>" not in page and "&lt;b&gt;x&lt;i&gt;" in page
+    assert (out / "tradeoff.png").is_file() or "probe" not in run.stdout

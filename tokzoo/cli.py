@@ -30,14 +30,17 @@ def cmd_plugins(args) -> int:
     for info in reg.plugins.values():
         status = "[green]ok[/]" if info.ok else "[red]failed[/] (below)"
         hooks = ", ".join(h.replace("tokzoo_register_", "") for h in info.hooks)
-        table.add_row(info.name.removesuffix(".plugin"), info.distribution, info.version, hooks, status)
+        table.add_row(*(escape(str(c)) for c in (info.name.removesuffix(".plugin"), info.distribution, info.version,
+                                                    hooks)), status)
     console.print(table)
     for info in reg.plugins.values():
         if not info.ok:
-            console.print(f"[red]plugin '{info.name}' ({info.distribution}) failed to load:[/] {escape(info.error)}",
+            console.print(f"[red]plugin '{escape(info.name)}' ({escape(info.distribution)}) failed to load:[/] "
+                          f"{escape(info.error)}",
                           highlight=False, soft_wrap=True)
         for w in info.warnings:
-            console.print(f"[yellow]plugin '{info.name}' ({info.distribution}):[/] {escape(w)}", highlight=False,
+            console.print(f"[yellow]plugin '{escape(info.name)}' ({escape(info.distribution)}):[/] {escape(w)}",
+                          highlight=False,
                           soft_wrap=True)
     return 0
 
@@ -48,7 +51,8 @@ def warn_plugins() -> None:
 
     for info in get_registry().plugins.values():
         for w in info.warnings:
-            err_console.print(f"[yellow]warning:[/] plugin '{info.name}' ({info.distribution}): {escape(w)}",
+            err_console.print(f"[yellow]warning:[/] plugin '{escape(info.name)}' ({escape(info.distribution)}): "
+                              f"{escape(w)}",
                               highlight=False, soft_wrap=True)
 
 
@@ -65,10 +69,10 @@ def cmd_list(args) -> int:
         owners = {Path(folder).resolve(): dist for _, folder, dist in reg.preset_dirs}
         for name, path in sorted(list_presets().items()):
             owner = next((d for f, d in owners.items() if f in Path(path).resolve().parents), "TOKZOO_CONFIG_PATH")
-            table.add_row("preset", name, owner, path.name)
+            table.add_row("preset", escape(name), escape(owner), escape(path.name))
     if kind != "preset":
         for comp in reg.list(kind):
-            table.add_row(comp.kind, comp.name, comp.distribution, comp.description)
+            table.add_row(comp.kind, escape(comp.name), escape(comp.distribution), escape(comp.description or ""))
     console.print(table)
     return 0
 
@@ -112,8 +116,8 @@ def cmd_import(args) -> int:
     from tokzoo.train.importer import import_release
 
     ckpt = import_release(args.preset, args.source, args.out, args.overrides, args.weights_dir)
-    console.print(f"imported {args.source} as {args.preset}: {ckpt}\n"
-                  f"bench it: tokzoo bench --tokenizers {args.out}", highlight=False)
+    console.print(escape(f"imported {args.source} as {args.preset}: {ckpt}\n"
+                         f"bench it: tokzoo bench --tokenizers {args.out}"), highlight=False)
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
 from tokzoo.bench.results import Results, load_results  # noqa: F401 (load_results: importable here)
 from tokzoo.bench.stats import half_width
+from tokzoo.textsafe import md
 from tokzoo.errors import ConfigError, TokzooError
 
 #: default tolerances: ("abs" | "rel", amount)
@@ -178,8 +179,8 @@ def to_markdown(rows: list[Row], notes: list[str] = ()) -> str:
     for r in rows:
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
-        lines.append(f"| {r.tokenizer} | {r.metric} | {fmt(r.old)} | {fmt(r.new)} | {delta} | {r.rule} | {mark} |")
-    return head + "\n".join(lines) + "\n\n" + RULES + "\n" + "".join(f"\n{n}\n" for n in notes)
+        lines.append(f"| {md(r.tokenizer)} | {md(r.metric)} | {fmt(r.old)} | {fmt(r.new)} | {delta} | {r.rule} | {mark} |")
+    return head + "\n".join(lines) + "\n\n" + RULES + "\n" + "".join(f"\n{md(n)}\n" for n in notes)
 
 
 def has_regression(rows: list[Row]) -> bool:

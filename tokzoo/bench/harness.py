@@ -41,6 +41,7 @@ from tokzoo.errors import ConfigError, DataError
 from tokzoo.pretrained import random_parts
 from tokzoo.registry import get_registry
 from tokzoo.weights import using_weights_dir
+from tokzoo.textsafe import console as esc
 
 __all__ = ["Bench", "BenchOptions", "run_bench"]
 
@@ -93,7 +94,8 @@ class Bench:
             ident = identity(tok, o)
             prev = results["tokenizers"].get(name)
             if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok):
-                self.console.print(f"[dim]{name}: reusing finished results from {self.out / 'results.json'}[/]")
+                self.console.print(f"[dim]{esc(name)}: reusing finished results from {esc(self.out / 'results.json')}[/]",
+                                   highlight=False)
                 written = False
                 continue
             entry, originals, recons, pictures = self._bench_one(name, tok)
@@ -123,14 +125,14 @@ class Bench:
         short = short_names(results["tokenizers"])
         for (m, why), names in self.unavailable.items():
             who = ", ".join(short[n] for n in names)
-            self.console.print(f"[yellow]{m} unavailable[/] ({who}): {why}", highlight=False)
+            self.console.print(f"[yellow]{esc(m)} unavailable[/] ({esc(who)}): {esc(why)}", highlight=False)
         for tname, e in results["tokenizers"].items():
             if e.get("random_parts"):
-                self.console.print(f"[bold yellow]warning:[/] {tname} was measured with deliberately RANDOM "
-                                   f"pretrained parts ({', '.join(e['random_parts'])}): not comparable with a "
+                self.console.print(f"[bold yellow]warning:[/] {esc(tname)} was measured with deliberately RANDOM "
+                                   f"pretrained parts ({esc(', '.join(e['random_parts']))}): not comparable with a "
                                    "real one", highlight=False)
         for f in [self.out / "results.json", self.out / "results.md", *self.written[2:]]:
-            self.console.print(f"{f.name:13s} {f}", highlight=False, soft_wrap=True)
+            self.console.print(esc(f"{f.name:13s} {f}"), highlight=False, soft_wrap=True)
 
     def _protocol_key(self, tok) -> str:
         return protocol_key(self.opts.data, self.opts.num_images, tok.info.resolution, self.opts.probe_train_images)
@@ -212,8 +214,8 @@ class Bench:
         if flags:  # numbers that may mislead, with the reason, shown wherever they are
             entry["flags"] = {k: why for k, why in flags.items() if k in values}
         if entry["unfinished"]:
-            self.console.print(f"[bold yellow]note:[/] {name}'s run has not finished; benched from its checkpoint "
-                               f"'{entry['unfinished']}'", highlight=False)
+            self.console.print(f"[bold yellow]note:[/] {esc(name)}'s run has not finished; benched from its "
+                               f"checkpoint '{esc(entry['unfinished'])}'", highlight=False)
         for m, why in unavailable.items():  # said once per reason, after the table
             self.unavailable.setdefault((m, why), []).append(name)
         k = o.grid_images

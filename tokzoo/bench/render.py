@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
+from tokzoo import textsafe
 from tokzoo.bench.stats import half_width
 from tokzoo.bench.results import Results
 
@@ -212,12 +213,13 @@ def render_table(results: Results, width: int | None = None) -> Table:
     notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
     shown = {columns[i][1] for i in keep}
     notes += ["† " + line for line in flag_lines(results, shown)]
-    table = Table(title="tokzoo bench", caption="\n".join(notes) or None)
+    esc = textsafe.console  # names, swept values and reasons print as the text they are
+    table = Table(title="tokzoo bench", caption=esc("\n".join(notes)) or None)
     table.add_column("tokenizer")
     for i in keep:
-        table.add_column(columns[i][0], justify="right")
+        table.add_column(esc(columns[i][0]), justify="right")
     for name in results["tokenizers"]:
-        table.add_row(names[name], *[rows[name][i] for i in keep])
+        table.add_row(esc(names[name]), *[esc(rows[name][i]) for i in keep])
     return table
 
 
@@ -225,30 +227,33 @@ def render_markdown(results: Results) -> str:
     p = results.get("protocol") or {}
     columns, cells = summary_cells(results, intervals=True)
     lines = ["# tokzoo bench results", "",
-             f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
-             f"{(p.get('preprocessing') or {}).get('name')} v{(p.get('preprocessing') or {}).get('version')}, "
+             textsafe.md(f"Protocol v{p.get('version')}: {p.get('dataset')}, {p.get('num_images')} images, "
+                         f"{(p.get('preprocessing') or {}).get('name')} "
+                         f"v{(p.get('preprocessing') or {}).get('version')}, ") +
              "metrics on uint8 reconstructions; ± is half the bootstrap 95 % interval over the images "
              "(1,000 resamples); the probe uses features from the tokens alone.", "",
-             "| tokenizer | " + " | ".join(t for t, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+             "| tokenizer | " + " | ".join(textsafe.md(t) for t, _ in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    md = textsafe.md
     for name, e in results["tokenizers"].items():
-        lines.append(f"| {label(name, e)} | " + " | ".join(cells[name]) + " |")
+        lines.append(f"| {md(label(name, e))} | " + " | ".join(md(c) for c in cells[name]) + " |")
     attrs, vqa = vqa_breakdown(results)
     if vqa:
         lines += ["", "Questions from the tokens (vqa-probe): accuracy per attribute ± half the 95 % interval, "
                   "in brackets the chance level (the train split's most frequent answer):", "",
-                  "| tokenizer | " + " | ".join(attrs) + " | mean |", "|---" * (len(attrs) + 2) + "|"]
-        lines += [f"| {row} | " + " | ".join(vqa_cell(cells.get(a)) for a in attrs) + f" | {vqa_cell(cells.get('top1'))} |"
-                  for row, _, cells in vqa]
+                  "| tokenizer | " + " | ".join(md(a) for a in attrs) + " | mean |", "|---" * (len(attrs) + 2) + "|"]
+        lines += [f"| {md(row)} | " + " | ".join(vqa_cell(cells.get(a)) for a in attrs)
+                  + f" | {vqa_cell(cells.get('top1'))} |" for row, _, cells in vqa]
     flagged = flag_lines(results)
     if flagged:
-        lines += ["", "Flagged numbers (†):", ""] + [f"- {line}" for line in flagged]
+        lines += ["", "Flagged numbers (†):", ""] + [f"- {md(line)}" for line in flagged]
     randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "
-                  "real ones:", ""] + [f"- {n}: {', '.join(parts)}" for n, parts in randoms]
+                  "real ones:", ""] + [f"- {md(n)}: {md(', '.join(parts))}" for n, parts in randoms]
     missing = unavailable_by_reason(results, name=label)
     if missing:
-        lines += ["", "Unavailable:", ""] + [f"- {m} for {', '.join(names)}: {why}"
+        lines += ["", "Unavailable:", ""] + [f"- {md(m)} for {md(', '.join(names))}: {md(why)}"
                                              for (m, why), names in missing.items()]
     return "\n".join(lines) + "\n"
 
@@ -259,14 +264,16 @@ def render_csv(results: Results) -> str:
     w = csv.writer(buf)
     spread = [c for c in cols if any(c in (e.get("intervals") or {}) for e in results["tokenizers"].values())]
     swept = [k for _, k in summary_columns(results) if k.startswith(SWEPT)]
-    w.writerow(["tokenizer", *[k[len(SWEPT):] for k in swept], *cols, *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts",
-                "flags"])
+    cell = textsafe.csv_cell  # every cell: text a spreadsheet would run as a formula stays text
+    w.writerow([cell(c) for c in ["tokenizer", *[k[len(SWEPT):] for k in swept], *cols,
+                                  *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts", "flags"]])
     for name, e in results["tokenizers"].items():
         ci = e.get("intervals") or {}
-        w.writerow([name, *[(e.get("swept") or {}).get(k[len(SWEPT):], "") for k in swept],
-                    *[e["metrics"].get(c, "") for c in cols],
-                    *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
-                    "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())])
+        w.writerow([cell(c) for c in [
+            name, *[(e.get("swept") or {}).get(k[len(SWEPT):], "") for k in swept],
+            *[e["metrics"].get(c, "") for c in cols],
+            *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
+            "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())]])
     return buf.getvalue()
 
 

@@ -22,6 +22,7 @@ from tokzoo.bench.compare import RULES, compare_results, data_notes, fmt, has_re
 from tokzoo.bench.render import (flag_lines, label, short_names, summary_cells, unavailable_by_reason, vqa_breakdown,
                                  vqa_cell)
 from tokzoo.errors import TokzooError
+from tokzoo.textsafe import plot as plot_text
 from tokzoo.bench.results import Results
 
 PROBE = "probe_top1"
@@ -64,6 +65,21 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
     return out
 
 
+def _quiet_glyphs(fn):
+    """A plot of user text: a glyph the font lacks (CJK, a tab) draws as a box, without a warning per glyph."""
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet_glyphs
 def tradeoff_png(results: Results, title: str = "understanding vs reconstruction") -> bytes | None:
     """The trade-off picture as PNG bytes (a row of panels per understanding
     measure: the linear probe, the VQA probe); None when no tokenizer has both
@@ -103,8 +119,8 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
             ax.margins(0.18)
-            texts = [ax.text(x, y, f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
-                             if p["bits"] else p["name"], fontsize=8,
+            texts = [ax.text(x, y, plot_text(f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
+                                             if p["bits"] else p["name"]), fontsize=8,
                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
                      for p, (x, y) in zip(mine, xy)]
             if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
@@ -120,6 +136,7 @@ SWEEP_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("rfid", "rFID"), ("lp
                  ("probe_top1", "probe top-1 on tokens"))
 
 
+@_quiet_glyphs
 def sweep_png(results: Results, aliases: list[str]) -> bytes | None:
     """A sweep's picture: per metric, the metric against the first swept value,
     one line per combination of the others, bootstrap 95 % intervals as error
@@ -147,19 +164,19 @@ def sweep_png(results: Results, aliases: list[str]) -> bytes | None:
             y = [e["metrics"][key] for e in group]
             ci = [(e.get("intervals") or {}).get(key) for e in group]
             err = [[yy - c[0] if c else 0 for yy, c in zip(y, ci)], [c[1] - yy if c else 0 for yy, c in zip(y, ci)]]
-            name = ", ".join(f"{a}={v}" for a, v in zip(rest, combo)) or None
+            name = plot_text(", ".join(f"{a}={v}" for a, v in zip(rest, combo))) or None
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
         if numeric:
             ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xticks(xs, [plot_text(x) for x in xs])
         else:
-            ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-        ax.set_xlabel(x_name)
+            ax.set_xticks(range(len(xs)), [plot_text(x) for x in xs])
+        ax.set_xlabel(plot_text(x_name))
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         if rest and k == 0:
             ax.legend(fontsize=8, frameon=False)
-    fig.suptitle("sweep: " + " x ".join(aliases) + "  (error bars: bootstrap 95 % over images)", fontsize=10)
+    fig.suptitle("sweep: " + plot_text(" x ".join(aliases)) + "  (error bars: bootstrap 95 % over images)", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -217,7 +234,7 @@ def _usage_table(results: Results) -> str:
             usage, ppl = m[key], m.get(f"perplexity/{level}")
             vocab = ((e.get("info") or {}).get("vocab") or {}).get(level)
             rows.append(f"<tr><td>{html.escape(short[name])}</td><td>{html.escape(level)}</td>"
-                        f"<td>{vocab if vocab is not None else 'n/a'}</td>"
+                        f"<td>{html.escape(str(vocab)) if vocab is not None else 'n/a'}</td>"
                         f'<td><span class="bar" style="width:{max(0.0, min(1.0, usage)) * 120:.0f}px"></span>'
                         f"{usage:.3f}</td><td>{'n/a' if ppl is None else f'{ppl:.1f}'}</td></tr>")
     if not rows:

@@ -12,6 +12,7 @@ from typing import Any, Callable, TypedDict
 
 from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
 from tokzoo.errors import ConfigError
+from tokzoo.textsafe import console as esc
 
 
 class Entry(TypedDict, total=False):
@@ -90,13 +91,14 @@ def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str
     except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, OSError):
         backup = path.with_name(f"results.unreadable-{int(time.time())}.json")
         os.replace(path, backup)
-        say(f"[yellow]warning:[/] {path} was unreadable; kept it as {backup}")
+        say(f"[yellow]warning:[/] {esc(path)} was unreadable; kept it as {esc(backup)}")
         return fresh_results()
     same = all((old.get("protocol") or {}).get(k) == protocol_now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
     same = same and same_metric_settings(old.get("protocol") or {}, protocol_now) is None
     if not same and any(k not in tokenizers for k in old["tokenizers"]):
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
         os.replace(path, backup)
-        say(f"[yellow]note:[/] {path} held results under another protocol; kept them as {backup}")
+        say(f"[yellow]note:[/] {esc(path)} held results under another protocol; kept them as "
+            f"{esc(backup)}")
         return fresh_results()
     return old

@@ -168,8 +168,8 @@ class VQAProbe(Metric):
         if not self.declared:
             seen = [train[i] for i in range(min(16, len(train)))]
             if not any(s.get("attributes") for s in seen if "skipped" not in s):
-                raise DataError(f"the dataset gives no attributes to ask about (its samples have no "
-                                f"'attributes'; imagefolder gives 'class' for images in class folders)")
+                raise DataError("the dataset gives no attributes to ask about (its samples have no "
+                                "'attributes'; imagefolder gives 'class' for images in class folders)")
 
     # -- streaming: the measured images' codes and attributes ------------------------------------
     def reset(self, tokenizer):

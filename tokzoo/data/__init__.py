@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tokzoo.data.preprocess import PREPROCESSING, center_crop_uint8, to_tensor, to_uint8
+from tokzoo.textsafe import console as esc
 
 #: the splits of the procedural datasets (shapes, synthetic) and the number each
 #: mixes into its random seed, so the splits never share an image
@@ -57,7 +58,7 @@ class SkipCounter:
     def add(self, batch: dict) -> None:
         for item in batch.get("skipped", []):
             self.skipped.append(item)
-            self.console.print(f"[yellow]warning:[/] skipped unreadable image {item}")
+            self.console.print(f"[yellow]warning:[/] skipped unreadable image {esc(item)}", highlight=False)
 
     def summary(self) -> str | None:
         if not self.skipped:

@@ -41,6 +41,7 @@ import torch
 from tokzoo.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from tokzoo.data.preprocess import center_crop_uint8, to_tensor
 from tokzoo.errors import DataError
+from tokzoo.textsafe import console as esc
 
 
 def _read_captions(files: list[Path]) -> dict[str, str]:
@@ -138,8 +139,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if unreadable:
             from rich.console import Console
 
-            Console(stderr=True).print(f"[yellow]warning:[/] {len(unreadable)} folder(s) under {root} could not be "
-                                       f"read and were skipped: {', '.join(unreadable[:3])}", highlight=False)
+            Console(stderr=True).print(f"[yellow]warning:[/] {len(unreadable)} folder(s) under {esc(root)} could "
+                                       f"not be read and were skipped: {esc(', '.join(unreadable[:3]))}",
+                                       highlight=False)
         self.unreadable_folders = unreadable
         return sorted(p for p in found if p.is_file())
 

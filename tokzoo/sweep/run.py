@@ -21,6 +21,7 @@ from tokzoo.ckptio import atomic_write
 from tokzoo.errors import ConfigError, TokzooError
 from tokzoo.runfolder import RunLock
 from tokzoo.sweep.grid import Point, grid_points, parse_grid
+from tokzoo.textsafe import console as esc
 
 
 class SweepFailed(TokzooError):
@@ -200,10 +201,10 @@ class Sweep:
                     rc = fut.result()
                     if rc != 0:
                         failed[name] = rc
-                        progress.console.print(f"[red]{name}: training failed (exit {rc})[/], log: "
-                                               f"{self.out / 'logs' / (name + '.log')}", highlight=False)
+                        progress.console.print(f"[red]{esc(name)}: training failed (exit {rc})[/], log: "
+                                               f"{esc(self.out / 'logs' / (name + '.log'))}", highlight=False)
                     else:
-                        progress.console.print(f"{name}: trained", highlight=False)
+                        progress.console.print(f"{esc(name)}: trained", highlight=False)
                     progress.advance(task)
         return failed
 

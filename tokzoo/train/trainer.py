@@ -46,6 +46,7 @@ from tokzoo.train.runlog import MetricsLog
 from tokzoo.train.sampler import StepBatches
 from tokzoo.train.signals import StopSignals
 from tokzoo.train.steps import NonFiniteLossError, Steps
+from tokzoo.textsafe import console as esc
 
 __all__ = ["NonFiniteLossError", "StepBatches", "Trainer", "TrainingInterrupted", "run_training"]
 
@@ -232,7 +233,7 @@ class Trainer:
             ckpt = resolve_checkpoint(self.run_dir)
             self._check_same_config(ckpt)
             self.restore(ckpt, full=True)
-            self.console.print(f"resumed from {ckpt} at step {self.step}")
+            self.console.print(f"resumed from {esc(ckpt)} at step {self.step}")
         elif start_stage is not None:
             if start_stage < 1 or start_stage > len(self.stages):
                 raise ConfigError(f"--stage must be between 1 and {len(self.stages)}")
@@ -247,14 +248,14 @@ class Trainer:
                 self.restore(ckpt, full=False)
                 self.stage_index = start_stage - 1
                 self.step = sum(s.steps for s in self.stages[: self.stage_index])
-                self.console.print(f"stage {start_stage} starts from {ckpt}")
+                self.console.print(f"stage {start_stage} starts from {esc(ckpt)}")
         elif runfolder.has_checkpoint(self.run_dir):  # also when fine-tuning: never over a run
             raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
                               f"or set run_dir=... to start a new one (nothing was overwritten)")
         elif self.cfg.get("init_from"):
             ckpt = resolve_checkpoint(self.cfg["init_from"])
             self.restore(ckpt, full=False)
-            self.console.print(f"fine-tuning from {ckpt}")
+            self.console.print(f"fine-tuning from {esc(ckpt)}")
         if self.is_main:
             atomic_write(self.run_dir / runfolder.CONFIG, json.dumps(self.cfg, indent=2))
 

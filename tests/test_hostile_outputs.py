@@ -1,0 +1,108 @@
+"""Text a user controls, thrown at every writer: each output format's one
+escaping rule (tokzoo.textsafe) holds for generated names, values and
+reasons, and no writer raises."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+from rich.console import Console
+
+from tokzoo import textsafe
+from tokzoo.bench.compare import compare_results, to_markdown
+from tokzoo.bench.render import render_csv, render_markdown, render_table, short_names
+from tokzoo.bench.report import render_html, sweep_png, tradeoff_png
+
+#: the pieces hostile text is made of: Markdown, HTML, CSV formulas, rich markup, math text, newlines
+PIECES = ["|", "<script>alert(1)</script>", "&amp;", "\n", "\r", "=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)",
+          "\t", "[/]", "[bold]", "[red]x[/red]", "$x^2$", "$", "\\", "`", "*", "a", "é", "名", " "]
+hostile = st.lists(st.sampled_from(PIECES), min_size=1, max_size=6).map("".join)
+
+
+def results_with(names: list[str], reason: str, alias: str, value: str) -> dict:
+    tokenizers = {}
+    for i, n in enumerate(names):
+        tokenizers[n] = {
+            "metrics": {"psnr": 20.0 + i, "probe_top1": 0.5, "vqa_top1": 0.4, "vqa_colour": 0.5,
+                        "vqa_colour_chance": 0.2, "usage/code": 0.9, "perplexity/code": 10.0},
+            "intervals": {"psnr": [19.5 + i, 20.5 + i], "vqa_colour": [0.4, 0.6]},
+            "better": {"psnr": "higher", "probe_top1": "higher", "vqa_top1": "higher"},
+            "flags": {"psnr": reason}, "unavailable": {"rfid": reason}, "random_parts": [reason],
+            "info": {"vocab": {"code": reason}, "bits_per_image": 64.0}, "swept": {alias: value},
+            "unfinished": reason if i == 0 else None}
+    return {"tokzoo_results": 1, "protocol": {"dataset": reason, "num_images": 8, "version": 9}, "tokenizers": tokenizers}
+
+
+def unescaped_pipes(line: str) -> int:
+    return len(re.findall(r"(?<!\\)(?:\\\\)*\|", line))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names=st.lists(hostile, min_size=1, max_size=3, unique=True), reason=hostile, alias=hostile, value=hostile)
+def test_every_text_writer_keeps_its_format_whatever_the_names(names, reason, alias, value):
+    res = results_with(names, reason, alias, value)
+    # Markdown: every table row has the header's cells, user text never opens HTML or a new line
+    md = render_markdown(res)
+    assert "<script" not in md
+    lines = md.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| tokenizer |"))
+    cells = unescaped_pipes(lines[head])
+    for line in lines[head + 2:head + 2 + len(names)]:
+        assert unescaped_pipes(line) == cells, line
+    # compare's Markdown the same
+    cmp = to_markdown(compare_results(res, res))
+    for line in cmp.splitlines():
+        if line.startswith("| "):
+            assert unescaped_pipes(line) == 8, line
+    # CSV: one row per tokenizer, no cell a spreadsheet would run
+    rows = list(csv.reader(io.StringIO(render_csv(res))))
+    assert len(rows) == 1 + len(names)
+    for row in rows:
+        for cell in row:
+            if cell[:1] in ("=", "@", "\t", "\r") or (cell[:1] in "+-" and cell and not _number(cell)):
+                raise AssertionError(f"formula cell {cell!r}")
+    assert {r[0].removeprefix("'") for r in rows[1:]} == set(names)
+    # HTML: no element from user text
+    page = render_html(res)
+    assert "<script" not in page and "[/]" not in page.replace(textsafe.html("[/]"), "")
+    # the terminal: rich prints the names as they are
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render_table(res, width=200))
+    printed = out.getvalue()
+    for n in short_names(names).values():  # as every output names them (a name with "/" is a path)
+        visible = " ".join(n.split())
+        if visible and len(visible) < 20:
+            assert visible.split()[0] in printed, (n, printed)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names=st.lists(hostile, min_size=2, max_size=3, unique=True), alias=hostile, value=hostile)
+def test_plots_draw_user_text_as_text(names, alias, value):
+    res = results_with(names, "why", alias, value)
+    assert tradeoff_png(res)[:8] == b"\x89PNG\r\n\x1a\n"
+    for i, e in enumerate(res["tokenizers"].values()):
+        e["swept"] = {alias: f"{value}{i}", "other": "$y$"}
+    assert sweep_png(res, [alias, "other"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_escaping_rules_themselves():
+    assert textsafe.md("a|b<i>\nc") == "a\\|b&lt;i&gt; c"
+    assert textsafe.csv_cell("=1+2") == "'=1+2" and textsafe.csv_cell("-0.5") == "-0.5" and textsafe.csv_cell(-3) == -3
+    assert textsafe.csv_cell("-cmd") == "'-cmd" and textsafe.csv_cell("plain") == "plain"
+    assert textsafe.plot("$x$") == r"\$x\$"
+    assert textsafe.html('"<a>"') == "&quot;&lt;a&gt;&quot;"
+    out = io.StringIO()
+    Console(file=out, color_system=None).print(textsafe.console("runs/[/]x/[bold]y"))
+    assert out.getvalue().strip() == "runs/[/]x/[bold]y"
+    json.dumps(results_with(["a"], "b", "c", "d"))  # the fixture itself is a results.json
