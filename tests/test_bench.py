@@ -441,6 +441,19 @@ def test_imagenet_kaggle_layout_flat_val_with_a_labels_file(trained, tmp_path):
             build_dataset({**spec, "labels": str(tmp_path / "bad.csv")}, "val")
     with pytest.raises(DataError, match="labels file .*nope.csv does not exist"):
         build_dataset({**spec, "labels": "nope.csv"}, "val")
+    # a byte-order mark and CRLF: the header is still a header, no class 'PredictionString'
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    assert build_dataset({**spec, "labels": str(bom)}, "val").classes == tuple(wnids)
+    # the file labels the flat images only: a train image it also names keeps its folder's class
+    clash = tmp_path / "clash.csv"
+    clash.write_text("\n".join(rows + [f"{wnids[0]}_3,{wnids[2]}"]) + "\n")
+    t = build_dataset({**spec, "labels": str(clash)}, "train")
+    assert all(t.classes[t.labels[i]] == f.parent.name for i, f in enumerate(t.files))
+    # a class no folder has is refused, never a class of its own
+    (tmp_path / "phantom.csv").write_text("\n".join(rows + ["ILSVRC2012_val_00000000,zzz"]) + "\n")
+    with pytest.raises(DataError, match=r"names 1 class.*no class folder has \('zzz'\)"):
+        build_dataset({**spec, "labels": str(tmp_path / "phantom.csv")}, "val")
 
     from tokzoo.bench.harness import Bench, BenchOptions
 
@@ -561,3 +574,28 @@ def test_a_hostile_folder_name_reaches_every_output_as_text(trained, tmp_path, c
     page = (out / "report.html").read_text()
     assert "<b>" not in page and "&lt;b&gt;x&lt;i&gt;" in page
     assert (out / "tradeoff.png").is_file() or "probe" not in run.stdout
+
+
+def test_a_stray_unlabelled_train_image_is_left_out_of_the_probes_and_said(trained, tmp_path):
+    """train/ with class folders and one image in its root (label -1): the probes train on the rest, flagged."""
+    from PIL import Image
+
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 6)):
+        for c in ("cat", "dog"):
+            (tmp_path / "in" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "in" / split / c / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "in" / "train" / "stray.png")
+    opts = BenchOptions(tokenizers=[str(trained["a"])], data=f"imagefolder:{tmp_path / 'in'}", num_images=12,
+                        metrics=["probe", "ar-probe"], probe_train_images=25, batch_size=8,
+                        metric_params={"ar-probe": {"size": "micro", "steps": 4, "judge_steps": 4, "train_images": 25,
+                                                    "judge_images": 24, "batch_size": 8}},
+                        out_dir=str(tmp_path / "b"))
+    (entry,) = Bench(opts).run()["tokenizers"].values()
+    assert "probe_top1" in entry["metrics"] and "ar_nll_bits" in entry["metrics"], entry.get("unavailable")
+    assert "1 train images without a class were left out" in entry["flags"]["probe_top1"]
+    assert "1 without a class left out" in entry["flags"]["ar_nll_bits"]

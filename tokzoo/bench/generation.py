@@ -125,21 +125,19 @@ class ARProbe(Metric):
         self.judge = self._judge()
 
     def _train_images(self) -> tuple[Tensor, Tensor]:
-        """The judge's images: the first ``judge_images`` readable train images, uint8, and their labels."""
+        """The judge's images: the first ``judge_images`` readable labelled train images, uint8, and their labels."""
         train = self.context.train_set()
         xs, ys, i = [], [], 0
         while len(xs) < self.p["judge_images"] and i < len(train):
             s = train[i]
             i += 1
-            if "skipped" not in s:
+            if "skipped" not in s and int(s["label"]) >= 0:  # the unlabelled ones cannot teach a class
                 xs.append(to_uint8(s["image"][None])[0])
                 ys.append(int(s["label"]))
         if not xs:
-            raise DataError("the AR probe's train split has no readable images")
-        labels = torch.tensor(ys, dtype=torch.long)
-        if int((labels < 0).sum()):
-            raise DataError("the AR probe needs class labels (sub-folders for imagefolder)")
-        return torch.stack(xs), labels
+            raise DataError("the AR probe needs class labels (sub-folders for imagefolder): the train split has "
+                            "no readable labelled image")
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
     def _judge(self):
         from tokzoo.data import fingerprint
@@ -179,7 +177,7 @@ class ARProbe(Metric):
         self.real_incep: list[Tensor] = []
         self.results: dict[str, Tensor] = {}
         self.pictures: dict[str, Tensor] = {}
-        self.trained_on = 0
+        self.trained_on = self.unlabelled = 0
         self.n_samples = 0
 
     @torch.no_grad()
@@ -221,6 +219,11 @@ class ARProbe(Metric):
         parts = self.context.train_codes(tok, p["train_images"])
         train_ids = torch.cat([c.token_ids() for c, _ in parts])
         train_y = torch.cat([y for _, y in parts])
+        labelled = train_y >= 0  # a train image without a class is left out (counted in the flag)
+        self.unlabelled = int((~labelled).sum())
+        train_ids, train_y = train_ids[labelled], train_y[labelled]
+        if not len(train_y):
+            raise ValueError("the AR probe's train images have no class labels (sub-folders for imagefolder)")
         self.trained_on = len(train_ids)
         vocab = parts[0][0].token_vocab_size
         spec = tok.info.codes
@@ -290,7 +293,8 @@ class ARProbe(Metric):
     def flags(self) -> dict[str, str]:
         out = {}
         if self.trained_on and self.trained_on < self.p["train_images"]:
-            out["ar_nll_bits"] = (f"GPT trained on {self.trained_on} images (all there were), fewer than "
+            left = (f" ({self.unlabelled} without a class left out)" if self.unlabelled else " (all there were)")
+            out["ar_nll_bits"] = (f"GPT trained on {self.trained_on} images{left}, fewer than "
                                   f"metrics.ar-probe.train_images={self.p['train_images']}")
         if "judge_top1" in self.results and float(self.results["judge_top1"].mean()) < JUDGE_CEILING_FLAG:
             out["gen_class_acc"] = (f"the judge recognises {float(self.results['judge_top1'].mean()):.2f} of the "

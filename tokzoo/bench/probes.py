@@ -28,7 +28,7 @@ class LinearProbe(Metric):
         self.feats: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.correct: Tensor | None = None
-        self.trained_on = 0
+        self.trained_on = self.unlabelled = 0
         self.why_not = self._unsupported(tokenizer)
 
     @staticmethod
@@ -74,8 +74,14 @@ class LinearProbe(Metric):
         if int((vy < 0).sum()):
             raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
         tx, ty = self._train_features()
-        self.trained_on = sum(len(y) for y in ty)
-        self.correct = linear_probe(torch.cat(tx), torch.cat(ty), vx, vy, per_image=True)
+        tx, ty = torch.cat(tx), torch.cat(ty)
+        labelled = ty >= 0  # a train image without a class (a stray file in train/'s root) is left out, counted
+        self.unlabelled = int((~labelled).sum())
+        tx, ty = tx[labelled], ty[labelled]
+        if not len(ty):
+            raise ValueError("the linear probe's train images have no class labels (sub-folders for imagefolder)")
+        self.trained_on = len(ty)
+        self.correct = linear_probe(tx, ty, vx, vy, per_image=True)
         return {self.result: float(self.correct.double().mean())}
 
     def _train_features(self) -> tuple[list[Tensor], list[Tensor]]:
@@ -88,10 +94,15 @@ class LinearProbe(Metric):
         return tx, ty
 
     def flags(self) -> dict[str, str]:
-        if self.correct is None or self.trained_on >= self.train_images:
+        if self.correct is None:
             return {}
-        return {self.result: f"trained on {self.trained_on} images (all there were), fewer than "
-                             f"--probe-train-images {self.train_images}"}
+        if self.unlabelled:
+            return {self.result: f"trained on {self.trained_on} images: {self.unlabelled} train images without a "
+                                 "class were left out"}
+        if self.trained_on < self.train_images:
+            return {self.result: f"trained on {self.trained_on} images (all there were), fewer than "
+                                 f"--probe-train-images {self.train_images}"}
+        return {}
 
     def per_image_values(self) -> dict[str, Tensor]:
         return {} if self.correct is None else {self.result: self.correct}

@@ -21,8 +21,11 @@
   relative path, file name or file name without extension, the class by the
   first word of the second field (a folder name of ``train/``, e.g. a wnid);
   a first line of column names (words only: ``ImageId,PredictionString``)
-  is a header. Classes named there join the folders' numbering in both
-  splits.
+  is a header; a byte-order mark and CRLF line ends are read as nothing.
+  It labels the images directly in a split, never one in a class folder
+  (that one has its folder's class). Where there are class folders, every
+  class the file names must be one of them (else an error naming it: never
+  a class of its own); without folders its classes are the classes.
 - Attributes (the ``vqa-probe``'s answers): ``class``, the class name, for
   every labelled image.
 - Captions: optional ``captions.jsonl`` in the split root or the folder root,
@@ -64,7 +67,7 @@ def _read_labels(file: Path) -> dict[str, str]:
     """``{image key: class name}`` from a labels file (see the module's docstring)."""
     out: dict[str, str] = {}
     try:
-        text = file.read_text(encoding="utf-8", errors="replace")
+        text = file.read_text(encoding="utf-8-sig", errors="replace")  # a byte-order mark is not a column name
     except OSError as exc:
         raise DataError(f"imagefolder: cannot read the labels file {file}: {exc.strerror}") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
@@ -114,6 +117,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         class_names = {r.parts[0] for r in rel if len(r.parts) > 1}
         if split_root != root:  # train/ and val/: one numbering for both (every folder of either)
             class_names = self._class_folders(root / "train") | self._class_folders(root / "val")
+        phantom = sorted(listed - class_names) if class_names else []
+        if phantom:  # a class the folders do not have would become a class of its own
+            raise DataError(f"imagefolder: the labels file {labels} names {len(phantom)} class(es) that no class "
+                            f"folder has ({', '.join(repr(c) for c in phantom[:3])}"
+                            f"{', ...' if len(phantom) > 3 else ''}); its classes must be folder names")
         class_names = sorted(class_names | listed)  # the labels file's classes count in both splits
         self.classes = tuple(class_names)
         self.attributes = {"class": self.classes} if self.classes else {}
@@ -156,6 +164,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         table = _read_labels(file)
         out: dict[Path, str] = {}
         for r in rel:
+            if len(r.parts) > 1:  # an image in a class folder has its folder's class; the file labels the flat ones
+                continue
             for key in (r.as_posix(), r.name, r.stem):
                 if key in table:
                     out[r] = table[key]

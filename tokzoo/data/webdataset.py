@@ -145,6 +145,10 @@ def cached_index(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     return samples
 
 
+#: the largest label without a classes file (a label is a class index: a probe sizes its classifier by it)
+MAX_LABEL = 1 << 20
+
+
 class WebDatasetDataset(torch.utils.data.Dataset):
     """Samples ``{"image", "label", "caption", "index"}`` from tar shards; a
     sample whose image is missing or undecodable yields ``{"skipped": ...}``."""
@@ -241,6 +245,10 @@ class WebDatasetDataset(torch.utils.data.Dataset):
                 label = int(text)
             except ValueError:
                 return {"skipped": f"{where}.{self.label_key}: label '{text[:20]}' is not an integer"}
+            top = len(self.classes) or MAX_LABEL
+            if not 0 <= label < top:
+                return {"skipped": f"{where}.{self.label_key}: label {text[:20]} is outside 0..{top - 1}"
+                                   + (" (the classes file's lines)" if self.classes else "")}
         caption = ""
         if self.caption_key in parts:
             caption = self._read(shard, parts[self.caption_key]).decode("utf-8", "replace").strip()
