@@ -36,5 +36,24 @@ def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True
         tok = build_model_from_config(config)
     weights = ckpt / "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else ckpt / "model.safetensors"
     load_weights(tok, weights)
+    bad = first_non_finite(tok)
+    if bad:
+        raise CheckpointError(f"{weights} holds non-finite weights ({bad}): a tokenizer trained to NaN or a damaged "
+                              "file; every number measured from it would be meaningless")
     tok.checkpoint_path = str(ckpt)
     return tok.to(map_location).eval()
+
+
+def first_non_finite(module) -> str | None:
+    """``'name: k of n values are NaN/Inf'`` for the first parameter that is not
+    finite (or floating buffer holding NaN: an EMA codebook), else None."""
+    import torch
+
+    for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
+        for name, t in named:
+            if not t.is_floating_point():
+                continue
+            bad = ~torch.isfinite(t) if kind == "parameter" else torch.isnan(t)
+            if bool(bad.any()):
+                return f"{kind} {name}: {int(bad.sum())} of {t.numel()} values are NaN or Inf"
+    return None

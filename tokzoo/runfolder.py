@@ -89,6 +89,23 @@ def looks_like_run(folder: str | Path) -> bool:
     return checkpoints(folder).exists() or (Path(folder) / CONFIG).exists()
 
 
+def check_output_folder(folder: str | Path, what: str) -> None:
+    """Refuse (ConfigError, exit 2) an output folder that is an existing file,
+    the file system's root or the working folder itself (where tokzoo would
+    write its files among the user's), before anything is written."""
+    from tokzoo.errors import ConfigError
+
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is an existing file, not a folder (nothing was changed)")
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"{what} {path} is the file system's root; give a folder of its own (nothing was changed)")
+    if resolved == Path.cwd().resolve():
+        raise ConfigError(f"{what} {path} is the working folder itself; give a folder of its own, e.g. "
+                          f"runs/NAME (nothing was changed)")
+
+
 # -- one writer at a time ---------------------------------------------------------------------
 class RunLocked(CheckpointError):
     """Another process holds the folder's lock."""

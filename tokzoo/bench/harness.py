@@ -183,11 +183,11 @@ class Bench:
         metrics, unavailable, weights = measure.make_metrics(o.metrics, o.metric_params, tok, ctx)
         cached = {m: measure.load_reference(m, metric, dataset, n, res) for m, metric in metrics.items()}
         # one pass over this rank's shard of the images: encode, decode, every metric sees each batch once
-        skips = SkipCounter(self.console)
+        skips, counts = SkipCounter(self.console), {"non_finite": 0}
         mine = torch.utils.data.Subset(val, list(range(n))[self.rank::self.world])
         grid_o, grid_r = measure.stream(name, tok, mine, metrics, unavailable, skips, device=self.device,
                                         batch_size=o.batch_size, grid_images=o.grid_images, console=self.console,
-                                        show=self.is_main)
+                                        show=self.is_main, counts=counts)
         if self.world == 1 and len(skips.skipped) >= n:
             raise DataError(f"{name}: none of the {n} images of '{o.data}' could be read "
                             f"({len(skips.skipped)} skipped as unreadable)")
@@ -211,6 +211,10 @@ class Bench:
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
         )
+        if counts["non_finite"]:  # a broken tokenizer: every number it gave is flagged with the reason
+            why = (f"{counts['non_finite']} reconstruction(s) held NaN or Inf (measured clamped, as a saved image; "
+                   "the tokenizer is broken)")
+            flags = {**flags, **{k: why for k in values}}
         if flags:  # numbers that may mislead, with the reason, shown wherever they are
             entry["flags"] = {k: why for k, why in flags.items() if k in values}
         if entry["unfinished"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -99,10 +100,11 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: SkipCounter, *, device: torch.device,
            batch_size: int, grid_images: int, console: Console,
-           show: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+           show: bool = True, counts: dict[str, int] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stream ``images`` through the tokenizer and every metric, once; the first
     ``grid_images`` originals and reconstructions for the grid picture. A metric
-    that fails on a batch becomes unavailable, not the bench."""
+    that fails on a batch becomes unavailable, not the bench. ``counts["non_finite"]``
+    adds up the reconstructions holding NaN or Inf (measured as the saved image would be, and flagged)."""
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=collate, num_workers=0)
     grid_o, grid_r = [], []
     progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -123,6 +125,8 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
             rec = tok.decode(codes)
             _sync(device)
             t2 = time.perf_counter()
+            if counts is not None:
+                counts["non_finite"] = counts.get("non_finite", 0) + int((~torch.isfinite(rec)).flatten(1).any(1).sum())
             o8, r8 = to_uint8(x), to_uint8(rec)  # metrics see what a saved PNG would hold
             batch.update(image=x, encode_s=t1 - t0, decode_s=t2 - t1, warmup=(b == 0))
             for m in list(metrics):
@@ -148,12 +152,17 @@ def compute(metrics: dict, unavailable: dict) -> tuple[dict[str, float], dict[st
     intervals: dict[str, list[float]] = {}
     for m, metric in metrics.items():
         try:
-            values.update(metric.compute())
+            mine = metric.compute()
             better.update(getattr(metric, "better", {}))
             flags.update(metric.flags() if hasattr(metric, "flags") else {})
         except (NotImplementedError, ValueError) as exc:
             unavailable[m] = str(exc)
             continue
+        for key, v in list(mine.items()):  # NaN or Inf is no measurement: said, never written as a number
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                unavailable[key] = f"{m} computed {v!r}, not a finite number"
+                del mine[key]
+        values.update(mine)
         unavailable.update(metric.not_measured() if hasattr(metric, "not_measured") else {})
         per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
         for key, v in (per_image or {}).items():

@@ -77,6 +77,9 @@ def check_options(opts: BenchOptions) -> None:
                         ("grid_images", opts.grid_images)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{flag} must be a positive integer, not {value}")
+    from tokzoo.runfolder import check_output_folder
+
+    check_output_folder(opts.out_dir, "--out")
     if opts.baseline:  # a baseline that cannot be read fails now, not after the measuring
         from tokzoo.bench.results import load_results
 

@@ -11,7 +11,7 @@ import torch
 
 from tokzoo import runfolder
 from tokzoo.errors import CheckpointError, TokzooError, UnknownNameError
-from tokzoo.models import build_model_from_config, load_tokenizer
+from tokzoo.models import build_model_from_config, first_non_finite, load_tokenizer
 from tokzoo.registry import get_registry
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
@@ -29,7 +29,12 @@ def resolve_tokenizer(name: str, device: torch.device):
         raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
     config = load_run_config(name)
     if not config.get("recipe"):  # a ready-made tokenizer: it loads its own weights (or has none)
-        return build_model_from_config(config).to(device).eval()
+        tok = build_model_from_config(config)
+        bad = first_non_finite(tok)
+        if bad:
+            raise CheckpointError(f"'{name}' loaded non-finite weights ({bad}): every number measured from it "
+                                  "would be meaningless")
+        return tok.to(device).eval()
     run_dir = Path(config["run_dir"])
     try:
         tok = load_tokenizer(run_dir, map_location=str(device))

@@ -5,6 +5,7 @@ another, never mixed and never lost)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -74,6 +75,10 @@ def load_results(path: str | Path) -> Results:
         bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
         if bad:
             raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r})")
+        odd = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if odd:  # Infinity or NaN: never compared, plotted or reported as if it were a measurement
+            raise ConfigError(f"{p}: tokenizer '{name}' metric '{odd[0]}' is not finite ({metrics[odd[0]]!r}): "
+                              "a damaged or hand-edited results file")
     return data
 
 

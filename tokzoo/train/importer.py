@@ -15,7 +15,7 @@ from pathlib import Path
 from tokzoo import runfolder
 from tokzoo.ckptio import atomic_write, save_checkpoint
 from tokzoo.config import load_run_config
-from tokzoo.errors import ConfigError
+from tokzoo.errors import CheckpointError, ConfigError
 from tokzoo.pretrained import recording_references
 from tokzoo.weights import find_weights, sha256, using_weights_dir
 
@@ -38,6 +38,7 @@ def _source_param(config: dict, preset: str) -> str:
 def import_release(preset: str, source: str, out: str | Path, overrides: list[str] | None = None,
                    weights_dir: str | None = None) -> Path:
     out = Path(out)
+    runfolder.check_output_folder(out, "--out")
     if runfolder.looks_like_run(out):
         raise ConfigError(f"{out} already holds a run; choose another --out (nothing was changed)")
     src = Path(source).expanduser()
@@ -54,6 +55,11 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
         with recording_references() as refs:
             tok = build_model_from_config(config)
     config["references"] = refs
+    from tokzoo.models import first_non_finite
+
+    bad = first_non_finite(tok)
+    if bad:
+        raise CheckpointError(f"{src} holds non-finite weights ({bad}); nothing was imported")
     files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
     digest = sha256(src) if src.is_file() else {str(p.relative_to(src)): sha256(p) for p in files}
     config["imported_from"] = {"file": src.name, "sha256": digest}

@@ -69,6 +69,7 @@ class Trainer:
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self.run_dir = Path(config["run_dir"])
+        runfolder.check_output_folder(self.run_dir, "run_dir")
         torch.manual_seed(config["seed"])
         with recording_references() as refs:  # configs of checkpoints the model is built from
             self.tokenizer = build_model_from_config(config).to(self.device)

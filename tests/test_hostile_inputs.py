@@ -1,0 +1,102 @@
+"""Hostile inputs through the real CLI: non-finite weights, results and
+reconstructions, outputs that would land among the user's files. Each case
+failed (a number passed for a measurement, or a file written) before."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tokzoo.config import load_run_config
+from tokzoo.train.trainer import Trainer
+
+TINY = ["model.resolution=32", "data.resolution=32", "data.train_size=64", "data.val_size=16",
+        "model.encoder.ch=8", "model.decoder.ch=8", "model.encoder.z_channels=16", "model.decoder.z_channels=16",
+        "model.quantizer.codebook_size=32", "trainer.batch_size=8", "trainer.eval_images=8"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"run_dir={root / 'a'}"])).train()
+    return root / "a"
+
+
+def _poison(run, dest):
+    """A copy of ``run`` whose weights hold NaN (a run trained to NaN, or a damaged file)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run, dest)
+    for f in dest.rglob("*.safetensors"):
+        if f.name in ("model.safetensors", "ema.safetensors"):
+            with safe_open(str(f), "pt") as h:
+                meta = h.metadata()
+            state = load_file(str(f))
+            key = next(k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2)
+            state[key][0] = float("nan")
+            save_file(state, str(f), metadata=meta)
+    return dest
+
+
+def test_non_finite_weights_are_refused_by_load_and_bench(run, tmp_path, cli):
+    import tokzoo
+    from tokzoo.errors import CheckpointError
+
+    bad = _poison(run, tmp_path / "nan-run")
+    with pytest.raises(CheckpointError, match="non-finite weights .*NaN or Inf"):
+        tokzoo.load_tokenizer(bad)
+    out = cli("bench", "--tokenizers", str(bad), "--num-images", "8", "--metrics", "psnr", "--out", str(tmp_path / "b"))
+    assert out.returncode == 2 and "non-finite weights" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "b" / "results.json").exists()
+
+
+def test_compare_refuses_a_non_finite_number(run, tmp_path, cli):
+    res = tmp_path / "b"
+    assert cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr", "--out",
+               str(res)).returncode == 0
+    data = json.loads((res / "results.json").read_text())
+    (entry,) = data["tokenizers"].values()
+    entry["metrics"]["psnr"] = float("inf")
+    (tmp_path / "inf.json").write_text(json.dumps(data))  # json writes Infinity
+    out = cli("compare", str(tmp_path / "inf.json"), "--baseline", str(res / "results.json"))
+    assert out.returncode == 2 and "'psnr' is not finite" in out.stderr and "better" not in out.stdout
+    out = cli("report", str(tmp_path / "inf.json"))
+    assert out.returncode == 2 and "not finite" in out.stderr
+
+
+def test_non_finite_reconstructions_flag_every_number(run, tmp_path, monkeypatch):
+    import tokzoo.bench.harness as harness
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    real = harness.resolve_tokenizer
+
+    def broken(name, device):
+        tok = real(name, device)
+        decode = tok.decode_codes
+        tok.decode_codes = lambda codes: decode(codes) * float("nan")
+        return tok
+
+    monkeypatch.setattr(harness, "resolve_tokenizer", broken)
+    opts = BenchOptions(tokenizers=[str(run)], num_images=8, metrics=["psnr", "ssim"], batch_size=8,
+                        out_dir=str(tmp_path / "b"))
+    (entry,) = Bench(opts).run()["tokenizers"].values()
+    assert entry["flags"]["psnr"].startswith("8 reconstruction(s) held NaN or Inf")
+    assert "ssim" in entry["flags"]
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "held NaN or Inf" in md and "†" in md
+
+
+@pytest.mark.parametrize("where", ["file", "root", "cwd"])
+def test_an_output_folder_among_the_users_files_is_refused_before_anything_is_written(run, tmp_path, cli, where):
+    (tmp_path / "notes.txt").write_text("mine")
+    target = {"file": str(tmp_path / "notes.txt"), "root": "/", "cwd": "."}[where]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr", "--out", target,
+              cwd=str(tmp_path))
+    assert out.returncode == 2 and "nothing was changed" in out.stderr and "Traceback" not in out.stderr
+    train = cli("train", "vq-tiny", *TINY, "recipe.steps=1", f"run_dir={target}", cwd=str(tmp_path))
+    assert train.returncode == 2 and "nothing was changed" in train.stderr, train.stderr[-500:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
