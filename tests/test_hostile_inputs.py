@@ -100,3 +100,28 @@ def test_an_output_folder_among_the_users_files_is_refused_before_anything_is_wr
     assert train.returncode == 2 and "nothing was changed" in train.stderr, train.stderr[-500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_pixel_bomb_strip_is_skipped_before_decoding_and_every_skip_is_shown(run, tmp_path, cli):
+    """A 4 KB PNG of 1 x 1,000,000 pixels (its resize would ask gigabytes) and a broken file among 8
+    images: both skipped from their headers, counted apart from the images measured, shown in every output."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.new("RGB", (1, 1_000_000)).save(folder / "strip.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    out = cli("bench", "--tokenizers", str(run), "--data", f"imagefolder:{folder}", "--num-images", "10",
+              "--metrics", "psnr", "--out", str(tmp_path / "b"))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    (entry,) = json.loads((tmp_path / "b" / "results.json").read_text())["tokenizers"].values()
+    assert entry["num_images"] == 8 and entry["skipped_images"] == 2
+    assert any("more elongated than 16:1, not decoded" in s for s in entry["skipped"])
+    said = " ".join(out.stdout.split())
+    assert "2 unreadable image(s) skipped, 8 measured" in said
+    assert "2 unreadable image(s) skipped, 8 measured" in (tmp_path / "b" / "results.md").read_text()
+    assert "2 unreadable image(s) skipped, 8 measured" in (tmp_path / "b" / "report.html").read_text()

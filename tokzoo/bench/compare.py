@@ -102,6 +102,9 @@ def data_notes(new: dict, old: dict) -> list[str]:
     out = []
     for name, e in new["tokenizers"].items():
         o = old["tokenizers"].get(name) or {}
+        if (e.get("skipped_images") or 0) != (o.get("skipped_images") or 0):
+            out.append(f"note: '{name}' skipped {e.get('skipped_images') or 0} unreadable image(s) now and "
+                       f"{o.get('skipped_images') or 0} in the baseline: its numbers are over other images")
         if e.get("dataset") and o.get("dataset") and e["dataset"] != o["dataset"]:
             out.append(f"note: '{name}' was measured on other data than the baseline ({e['dataset']} now, "
                        f"{o['dataset']} then): if the images differ, its deltas compare different images")

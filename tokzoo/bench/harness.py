@@ -46,6 +46,10 @@ from tokzoo.textsafe import console as esc
 __all__ = ["Bench", "BenchOptions", "run_bench"]
 
 
+#: the skipped files' reasons kept in results.json per tokenizer (the count is always whole)
+SKIPS_KEPT = 20
+
+
 class Bench:
     def __init__(self, opts: BenchOptions, console: Console | None = None):
         check_options(opts)  # everything that may refuse the command, before any work
@@ -188,9 +192,14 @@ class Bench:
         grid_o, grid_r = measure.stream(name, tok, mine, metrics, unavailable, skips, device=self.device,
                                         batch_size=o.batch_size, grid_images=o.grid_images, console=self.console,
                                         show=self.is_main, counts=counts)
-        if self.world == 1 and len(skips.skipped) >= n:
+        skipped = list(skips.skipped)
+        if self.world > 1:  # every process's skips: the count measured is the whole bench's
+            parts = [None] * self.world
+            dist.all_gather_object(parts, skipped)
+            skipped = [x for part in parts for x in part]
+        if len(skipped) >= n:
             raise DataError(f"{name}: none of the {n} images of '{o.data}' could be read "
-                            f"({len(skips.skipped)} skipped as unreadable)")
+                            f"({len(skipped)} skipped as unreadable)")
         # combine the processes, compute, cache reference statistics
         if self.world > 1:
             measure.reduce_across(metrics, lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
@@ -203,8 +212,10 @@ class Bench:
         entry = Entry(
             metrics=values, intervals=intervals, better=better, unavailable=unavailable,
             info=tok.info.as_dict(), token_features=getattr(tok, "token_features_kind", "") or None,
-            resolution=res, num_images=n, dataset=dataset,
-            skipped_images=len(skips.skipped), extractors=weights, protocol_key=self._protocol_key(tok),
+            # the images measured (not the number asked for), and the unreadable ones skipped among those asked
+            resolution=res, num_images=n - len(skipped), dataset=dataset,
+            skipped_images=len(skipped), skipped=skipped[:SKIPS_KEPT], extractors=weights,
+            protocol_key=self._protocol_key(tok),
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             random_parts=random_parts((tok.config or {}).get("model")),
             metric_protocols={m: proto for m, metric in metrics.items() if (proto := metric.protocol())},

@@ -180,6 +180,19 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "VQA top-1", 
                    "VQA 1st level", "usage", "perplexity")
 
 
+def skip_lines(results: Results) -> list[str]:
+    """'tokenizer: k unreadable images skipped, n measured (first: why)' for every entry that skipped some."""
+    short = short_names(results["tokenizers"])
+    out = []
+    for n, e in results["tokenizers"].items():
+        k = e.get("skipped_images") or 0
+        if k:
+            first = (e.get("skipped") or [""])[0]
+            out.append(f"{short[n]}: {k} unreadable image(s) skipped, {e.get('num_images')} measured"
+                       + (f" (first: {first})" if first else ""))
+    return out
+
+
 def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
     """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
     short = short_names(results["tokenizers"])
@@ -213,6 +226,7 @@ def render_table(results: Results, width: int | None = None) -> Table:
     notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
     shown = {columns[i][1] for i in keep}
     notes += ["† " + line for line in flag_lines(results, shown)]
+    notes += ["skipped: " + line for line in skip_lines(results)]
     esc = textsafe.console  # names, swept values and reasons print as the text they are
     table = Table(title="tokzoo bench", caption=esc("\n".join(notes)) or None)
     table.add_column("tokenizer")
@@ -247,6 +261,10 @@ def render_markdown(results: Results) -> str:
     flagged = flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {md(line)}" for line in flagged]
+    skips = skip_lines(results)
+    if skips:
+        lines += ["", "Skipped as unreadable (the numbers are over the images measured):", ""] + [
+            f"- {md(line)}" for line in skips]
     randoms = [(n, e["random_parts"]) for n, e in results["tokenizers"].items() if e.get("random_parts")]
     if randoms:
         lines += ["", "Measured with deliberately random pretrained parts (`pretrained: random`), not comparable with "

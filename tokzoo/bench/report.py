@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tokzoo.bench.compare import RULES, compare_results, data_notes, fmt, has_regression, load_results
-from tokzoo.bench.render import (flag_lines, label, short_names, summary_cells, unavailable_by_reason, vqa_breakdown,
-                                 vqa_cell)
+from tokzoo.bench.render import (flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
+                                 vqa_breakdown, vqa_cell)
 from tokzoo.errors import TokzooError
 from tokzoo.textsafe import plot as plot_text
 from tokzoo.bench.results import Results
@@ -299,6 +299,7 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
     p = results.get("protocol") or {}
     flags = flag_lines(results)
     notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
+    notes += [f"<li>skipped: {html.escape(line)}</li>" for line in skip_lines(results)]
     notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
     kinds: dict[str, list[str]] = {}

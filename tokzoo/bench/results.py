@@ -28,8 +28,9 @@ class Entry(TypedDict, total=False):
     info: dict[str, Any]  # TokenizerInfo.as_dict(): resolution, layout, token grid, vocab, tokens and bits per image
     token_features: str | None  # how the probe's features come from the tokens (Tokenizer.token_features_kind)
     resolution: int
-    num_images: int  # images measured
-    skipped_images: int  # unreadable images skipped among them
+    num_images: int  # images measured (the number asked for less the skipped ones)
+    skipped_images: int  # unreadable images skipped among those asked for
+    skipped: list[str]  # the first skipped files, "path: why"
     dataset: str  # the images' fingerprint
     extractors: dict[str, str]  # feature-extractor file -> SHA-256
     protocol_key: str  # what a re-bench must match to reuse this entry

@@ -2,8 +2,10 @@
 
 Every mode PIL can open is converted to 8-bit RGB correctly (16-bit and
 32-bit integer grayscale are rescaled, CMYK and palette images converted,
-alpha composited on white). Files that cannot be decoded raise
-:class:`BadImage`, which datasets turn into counted, visible skips.
+alpha composited on white). Files that cannot be decoded, or whose size is
+beyond :data:`MAX_PIXELS` / :data:`MAX_ASPECT` (checked from the header,
+before decoding), raise :class:`BadImage`, which datasets turn into counted,
+visible skips.
 """
 from __future__ import annotations
 
@@ -12,6 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: the largest image read (pixels; 134 megapixels, about 400 MB decoded) and the most elongated (longer
+#: side / shorter side): beyond them the file is skipped as unreadable before it is decoded, since the
+#: decode or the preprocessing's resize of the shorter side would allocate without bound (a 2 KB PNG of
+#: 1 x 1,000,000 pixels asks the resize for gigabytes); a centre crop of a 16:1 strip shows almost none of it
+MAX_PIXELS, MAX_ASPECT = 1 << 27, 16
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
@@ -54,6 +62,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
+                w, h = img.size
+                if min(w, h) < 1 or w * h > MAX_PIXELS:
+                    raise BadImage(f"{w}x{h} pixels: outside 1..{MAX_PIXELS:,} pixels, not decoded")
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise BadImage(f"{w}x{h} pixels: more elongated than {MAX_ASPECT}:1, not decoded")
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))  # a phone photo's EXIF orientation, applied
     except UnidentifiedImageError:
