@@ -125,3 +125,37 @@ def test_a_pixel_bomb_strip_is_skipped_before_decoding_and_every_skip_is_shown(r
     assert "2 unreadable image(s) skipped, 8 measured" in said
     assert "2 unreadable image(s) skipped, 8 measured" in (tmp_path / "b" / "results.md").read_text()
     assert "2 unreadable image(s) skipped, 8 measured" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_bench_touches_nothing_of_the_users_before_its_checks_pass(run, tmp_path, cli):
+    out = tmp_path / "b"
+    assert cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr", "--out",
+               str(out)).returncode == 0
+    before = (out / "results.json").read_bytes()
+    (out / ".notes.tmp").write_text("mine")  # a user's file that looks temporary
+    (out / ".results.json.0123abcd.tmp").write_text("left by a killed bench")
+    # a mistyped tokenizer under another protocol: refused before results.json is set aside
+    typo = cli("bench", "--tokenizers", str(run) + "x", "--num-images", "4", "--metrics", "psnr", "--out", str(out))
+    assert typo.returncode == 2 and "unknown tokenizer" in typo.stderr
+    assert (out / "results.json").read_bytes() == before and not list(out.glob("results.2*.json"))
+    again = cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr", "--out", str(out))
+    assert again.returncode == 0
+    assert (out / ".notes.tmp").read_text() == "mine" and not (out / ".results.json.0123abcd.tmp").exists()
+    imp = cli("import", "llamagen-vq16", str(tmp_path / "missing.pt"), "--out", "/")
+    assert imp.returncode == 2 and "file system's root" in imp.stderr
+
+
+def test_resume_refuses_what_would_misstate_the_run(tmp_path, cli):
+    args = ["train", "vq-tiny", *TINY, "recipe.steps=4", "trainer.ckpt_every=2", "trainer.max_steps=2",
+            f"run_dir={tmp_path / 'r'}"]
+    assert cli(*args).returncode == 0
+    changed = cli(*args, "--resume", "trainer.lr=0.05", "trainer.batch_size=4")
+    assert changed.returncode == 2 and "trainer.batch_size, trainer.lr differ(s)" in changed.stderr
+    cfg = tmp_path / "r" / "config.json"
+    recorded = cfg.read_text()
+    cfg.write_text(recorded.replace('"lr": 0.0002', '"lr": 0.1'))  # edited by hand
+    edited = cli(*args, "--resume")
+    assert edited.returncode == 2 and "config.json was edited" in edited.stderr
+    cfg.write_text(recorded)
+    ok = cli(*[a for a in args if not a.startswith("trainer.max_steps")], "trainer.max_steps=4", "--resume")
+    assert ok.returncode == 0, ok.stderr[-800:]

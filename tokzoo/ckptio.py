@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -45,6 +46,29 @@ from tokzoo.runfolder import (COMPLETE, TAG as _TAG, RunLock, RunLocked, repair_
 from tokzoo.errors import CheckpointError
 
 FORMAT = "tokzoo-checkpoint-1"
+#: the temporary files atomic_write leaves only when killed mid-write: ``.NAME.8HEX.tmp``
+TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def write_run_config(run_dir: str | Path, config: dict) -> None:
+    """The run's config.json, and beside it the SHA-256 tokzoo wrote it with
+    (``.config.json.sha256``): a hand-edited config.json is then noticed."""
+    import hashlib
+    import json
+
+    text = json.dumps(config, indent=2)
+    atomic_write(Path(run_dir) / "config.json", text)
+    atomic_write(Path(run_dir) / ".config.json.sha256", hashlib.sha256(text.encode()).hexdigest() + "\n")
+
+
+def run_config_edited(run_dir: str | Path) -> bool:
+    """Whether the run's config.json differs from what tokzoo last wrote there."""
+    import hashlib
+
+    cfg, mark = Path(run_dir) / "config.json", Path(run_dir) / ".config.json.sha256"
+    if not cfg.is_file() or not mark.is_file():
+        return False
+    return hashlib.sha256(cfg.read_bytes()).hexdigest() != mark.read_text().strip()
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:

@@ -19,6 +19,7 @@ folder's earlier results), :mod:`.outputs` (every file written).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tokzoo.bench.protocol import protocol_block, protocol_key
 from tokzoo.bench.render import render_table, row_key, short_names
 from tokzoo.bench.resolve import identity, resolve_tokenizer
 from tokzoo.bench.results import Entry, Results, load_previous
+from tokzoo.ckptio import TEMP_FILE
 from tokzoo.runfolder import RunLock
 from tokzoo.data import SkipCounter, build_dataset, fingerprint
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
@@ -46,6 +48,8 @@ from tokzoo.textsafe import console as esc
 __all__ = ["Bench", "BenchOptions", "run_bench"]
 
 
+#: the files bench writes into --out (the only ones whose temporary files it may remove)
+OWN_FILES = re.compile(r"results\.(json|md|csv)|report\.html|[a-z0-9_-]+\.png|grid_samples\.safetensors")
 #: the skipped files' reasons kept in results.json per tokenizer (the count is always whole)
 SKIPS_KEPT = 20
 
@@ -77,8 +81,10 @@ class Bench:
                 lock.release()
                 raise ConfigError(f"--out {self.out}: cannot write there ({exc.strerror}); "
                                   "choose a folder you can write to") from None
-            for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write
-                junk.unlink(missing_ok=True)
+            for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write: its own names only
+                own = TEMP_FILE.fullmatch(junk.name)
+                if own and OWN_FILES.fullmatch(own["name"]):
+                    junk.unlink(missing_ok=True)
         try:
             return self._run()
         finally:

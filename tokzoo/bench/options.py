@@ -70,6 +70,10 @@ def check_options(opts: BenchOptions) -> None:
             validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
     if not opts.tokenizers:
         raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
+    from tokzoo.bench.resolve import check_tokenizer_name
+
+    for name in opts.tokenizers:  # a mistyped name fails before results.json is read, moved or written
+        check_tokenizer_name(name)
     if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
                                      or opts.num_images <= 0):
         raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")

@@ -16,17 +16,27 @@ from tokzoo.registry import get_registry
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
 
-def resolve_tokenizer(name: str, device: torch.device):
-    """A preset name (its run folder's trained weights) or a checkpoint path -> tokenizer."""
-    from tokzoo.config import list_presets, load_run_config
+def check_tokenizer_name(name: str) -> bool:
+    """Refuse a name that is no existing path, preset or preset file (UnknownNameError with close
+    matches), before anything is loaded or moved; True when it is a path (not a preset file)."""
+    from tokzoo.config import list_presets
 
     p = Path(name).expanduser()
     is_yaml = p.suffix in (".yaml", ".yml") and p.is_file()  # a preset file, as `tokzoo train FILE` takes
     if p.exists() and not is_yaml:
-        return load_tokenizer(p, map_location=str(device))
+        return True
     presets = list_presets()
     if name not in presets and not is_yaml:
         raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
+    return False
+
+
+def resolve_tokenizer(name: str, device: torch.device):
+    """A preset name (its run folder's trained weights) or a checkpoint path -> tokenizer."""
+    from tokzoo.config import load_run_config
+
+    if check_tokenizer_name(name):
+        return load_tokenizer(Path(name).expanduser(), map_location=str(device))
     config = load_run_config(name)
     if not config.get("recipe"):  # a ready-made tokenizer: it loads its own weights (or has none)
         tok = build_model_from_config(config)

@@ -9,11 +9,10 @@ training preset can start from it with ``init_from``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokzoo import runfolder
-from tokzoo.ckptio import atomic_write, save_checkpoint
+from tokzoo.ckptio import save_checkpoint, write_run_config
 from tokzoo.config import load_run_config
 from tokzoo.errors import CheckpointError, ConfigError
 from tokzoo.pretrained import recording_references
@@ -66,5 +65,5 @@ def import_release(preset: str, source: str, out: str | Path, overrides: list[st
     tok.config = config
     out.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(out, "imported", tok, config, {"imported": True})
-    atomic_write(out / "config.json", json.dumps(config, indent=2))
+    write_run_config(out, config)
     return ckpt

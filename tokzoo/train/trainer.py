@@ -15,7 +15,6 @@ updates), :mod:`.ema`, :mod:`.evaluate`, :mod:`.runlog` (metrics.jsonl),
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
 from tokzoo.ckptio import (atomic_write, load_weights, read_config, read_module_state, read_trainer_state,
+                           run_config_edited, write_run_config,
                            resolve_checkpoint, save_checkpoint)
 from tokzoo.runfolder import RunLock, repair_latest
 from tokzoo.api import is_trainable
@@ -57,6 +57,10 @@ class TrainingInterrupted(TokzooError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+#: trainer settings a resume may change: how the run proceeds, not what it computes
+RESUME_MAY_CHANGE = ("max_steps", "log_every", "ckpt_every", "eval_images", "num_workers", "device", "compile")
 
 
 class Trainer:
@@ -258,7 +262,7 @@ class Trainer:
             self.restore(ckpt, full=False)
             self.console.print(f"fine-tuning from {esc(ckpt)}")
         if self.is_main:
-            atomic_write(self.run_dir / runfolder.CONFIG, json.dumps(self.cfg, indent=2))
+            write_run_config(self.run_dir, self.cfg)
 
     def _stage_started(self, index: int) -> bool:
         """Whether this run folder's latest checkpoint is past the start of stage
@@ -273,11 +277,21 @@ class Trainer:
         return at > index or (at == index and step > 0)
 
     def _check_same_config(self, ckpt: Path) -> None:
+        """A resume continues the run as recorded: what defines it may not change (what only says how
+        it runs may: RESUME_MAY_CHANGE), and a config.json edited by hand is not silently overwritten."""
+        if run_config_edited(self.run_dir):
+            raise CheckpointError(f"cannot resume {self.run_dir}: its config.json was edited since tokzoo wrote it "
+                                  "(a resume continues the run its checkpoints record; put config.json back, or "
+                                  "start a new run_dir with the edited values)")
         saved = read_config(ckpt)
-        for key in ("model", "recipe", "data", "seed"):
-            if saved.get(key) != self.cfg.get(key):
-                raise CheckpointError(f"cannot resume {self.run_dir}: its '{key}' config differs from the one given "
-                                      f"now; start a new run_dir or use the saved config")
+        changed = [key for key in ("model", "recipe", "data", "seed") if saved.get(key) != self.cfg.get(key)]
+        old_t, new_t = saved.get("trainer") or {}, self.cfg.get("trainer") or {}
+        changed += [f"trainer.{k}" for k in sorted(set(old_t) | set(new_t))
+                    if k not in RESUME_MAY_CHANGE and k in old_t and old_t.get(k) != new_t.get(k)]
+        if changed:
+            raise CheckpointError(f"cannot resume {self.run_dir}: {', '.join(changed)} differ(s) from the run's "
+                                  "recorded config (a resumed run would misstate what it is); start a new run_dir, "
+                                  f"or resume without them (may change: {', '.join(RESUME_MAY_CHANGE)})")
 
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
