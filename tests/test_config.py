@@ -91,5 +91,12 @@ def test_a_spec_with_another_name_replaces_the_old_one():
     assert cfg["model"]["tower"]["checkpoint"] == "runs/clip"  # same name: keys merge as before
     same = load_run_config("vilau-tiny", ["data={name: shapes, resolution: 48}"])
     assert same["data"]["captions"] == "object" and same["data"]["resolution"] == 48
-    interp = load_run_config("vqgan-tiny", ["trainer.eval_images=${trainer.batch_size}"])
-    assert interp["trainer"]["eval_images"] == interp["trainer"]["batch_size"]
+
+
+
+def test_config_values_are_never_interpolated():
+    """Configs are plain data: ${...} stays text, and no resolver copies the environment into a run."""
+    cfg = load_run_config("vqgan-tiny", ["run_dir=/tmp/x${oc.env:HOME}y", "data.captions=${model.name}"])
+    assert cfg["run_dir"] == "/tmp/x${oc.env:HOME}y" and cfg["data"]["captions"] == "${model.name}"
+    with pytest.raises(ConfigError, match="eval_images"):
+        load_run_config("vqgan-tiny", ["trainer.eval_images=${trainer.batch_size}"])

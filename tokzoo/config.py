@@ -177,7 +177,7 @@ def merge_specs(base: Any, over: Any) -> Any:
 def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Preset + overrides, validated against :class:`RunConfig`, as a plain dict."""
     cfg = load_preset(name)
-    if overrides:  # merged unresolved, so an override may interpolate the preset's values
+    if overrides:  # merged unresolved: a value is the text given, never an interpolation
         cfg = OmegaConf.create(merge_specs(OmegaConf.to_container(cfg, resolve=False),
                                            OmegaConf.to_container(parse_overrides(overrides), resolve=False)))
     data = to_container(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import types
+import re
 import typing
 from dataclasses import field
 from typing import Any
@@ -110,10 +111,24 @@ def _structured_type(ann: Any) -> Any:
     return Any
 
 
+def _literal(value: Any) -> Any:
+    """Strings with ``${`` escaped for OmegaConf (``\\${``), in any nesting: the
+    structured merge keeps them text (or refuses them where a number is due)."""
+    if isinstance(value, str):
+        return value.replace("\\${", "\\\\${").replace("${", "\\${") if "${" in value else value
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_literal(v) for v in value)
+    return value
+
+
 def to_container(obj: Any) -> Any:
-    """OmegaConf objects -> plain dicts and lists (anything else unchanged)."""
+    """OmegaConf objects -> plain dicts and lists (anything else unchanged).
+    Never resolved: configs are plain data, ``${...}`` in a value (a path, an
+    override) stays the text it is, no resolver (``oc.env``) ever runs."""
     if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
+        return OmegaConf.to_container(obj, resolve=False)
     return obj
 
 
@@ -151,6 +166,7 @@ def validate_params(params: dict[str, Any], schema: type, where: str = "") -> di
     # a nested component spec given replaces the default spec whole (never merged into it:
     # the default teacher's `arch` must not leak into a teacher spec that did not set one)
     nested = {k: params.pop(k) for k in list(params) if k in getattr(schema, "__nested_specs__", {})}
+    params, nested = _literal(params), _literal(nested)  # "${...}" is text: OmegaConf never resolves it
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), params)
         for k, v in nested.items():
@@ -159,7 +175,12 @@ def validate_params(params: dict[str, Any], schema: type, where: str = "") -> di
         key = getattr(exc, "full_key", None) or "?"
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"{where}: bad value for '{key}': {reason}" if where else f"bad value for '{key}': {reason}") from None
-    out = OmegaConf.to_container(merged, resolve=True)
+    try:  # resolving only undoes the escapes of _literal: the text given
+        out = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = re.sub(r"^While dereferencing interpolation '.*?': ", "", str(exc).splitlines()[0]).replace("\\${", "${")
+        raise ConfigError(f"{where}: bad value for '{key}': {reason}" if where else f"bad value for '{key}': {reason}") from None
     missing = [k for k, v in out.items() if v == "???"]
     if missing:
         raise ConfigError(f"{where}: missing required value for '{missing[0]}'")
