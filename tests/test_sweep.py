@@ -83,6 +83,15 @@ def test_sweep_bad_input_is_refused_before_anything_is_written(cli, tmp_path):
     bad_bench = cli("sweep", "vq-tiny", "model.quantizer.codebook_size=16,32", "--out", str(out),
                     "--bench-args=--num-images zero")
     assert bad_bench.returncode == 2 and "--bench-args" in bad_bench.stderr
+    # bench's own validation, before any point trains: a metric name, a metric parameter, a baseline file
+    for words, said in (("--metrics psnr,fid", "unknown metric 'fid'"),
+                        ("--metrics psnr metrics.psnr.bogus=1", "bogus"),
+                        (f"--baseline {tmp_path / 'none.json'}", "does not exist"),
+                        ("--data shapez", "unknown dataset 'shapez'")):
+        refused = cli("sweep", "vq-tiny", "model.quantizer.codebook_size=16,32", "--out", str(out),
+                      f"--bench-args={words}")
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr, words
+    assert not out.exists()
     bad_preset = cli("sweep", "vq-tyni", "model.quantizer.codebook_size=16,32", "--out", str(out))
     assert bad_preset.returncode == 2 and "vq-tiny" in bad_preset.stderr
     assert not out.exists()

@@ -54,8 +54,10 @@ def default(name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def check_options(opts: BenchOptions) -> None:
-    """Refuse options that cannot work (ConfigError, exit 2), before any work."""
+def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
+    """Refuse options that cannot work (ConfigError, exit 2), before any work
+    (``tokenizers=False``: all but the tokenizer names and --out, for a sweep
+    that names them itself once its points are trained)."""
     from tokzoo.registry import get_registry
     from tokzoo.schema import validate_params
 
@@ -68,12 +70,16 @@ def check_options(opts: BenchOptions) -> None:
         comp = reg.get("metric", m)
         if comp.config is not None:
             validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
-    if not opts.tokenizers:
-        raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
-    from tokzoo.bench.resolve import check_tokenizer_name
+    from tokzoo.data import parse_data_arg
 
-    for name in opts.tokenizers:  # a mistyped name fails before results.json is read, moved or written
-        check_tokenizer_name(name)
+    reg.get("dataset", parse_data_arg(opts.data)["name"])  # an unknown dataset: close matches, now
+    if tokenizers:
+        if not opts.tokenizers:
+            raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
+        from tokzoo.bench.resolve import check_tokenizer_name
+
+        for name in opts.tokenizers:  # a mistyped name fails before results.json is read, moved or written
+            check_tokenizer_name(name)
     if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
                                      or opts.num_images <= 0):
         raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")
@@ -81,9 +87,10 @@ def check_options(opts: BenchOptions) -> None:
                         ("grid_images", opts.grid_images)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{flag} must be a positive integer, not {value}")
-    from tokzoo.runfolder import check_output_folder
+    if tokenizers:
+        from tokzoo.runfolder import check_output_folder
 
-    check_output_folder(opts.out_dir, "--out")
+        check_output_folder(opts.out_dir, "--out")
     if opts.baseline:  # a baseline that cannot be read fails now, not after the measuring
         from tokzoo.bench.results import load_results
 

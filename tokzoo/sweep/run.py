@@ -97,6 +97,12 @@ class Sweep:
         opts = parse_bench_args(self.bench_args, tokenizers="sweep")  # argparse says what is wrong
         if "--tokenizers" in self.bench_args or "--out" in self.bench_args:
             raise ConfigError("--bench-args: the sweep sets --tokenizers and --out itself")
+        from tokzoo.bench.options import check_options
+
+        try:  # bench's own validation (metric names and parameters, data, baseline), before any training
+            check_options(opts, tokenizers=False)
+        except ConfigError as exc:
+            raise ConfigError(f"--bench-args: {exc}") from None
         return opts
 
     def _check_configs(self) -> None:
@@ -122,7 +128,7 @@ class Sweep:
         except (OSError, ValueError):
             raise ConfigError(f"{path} is unreadable; move it away or use another --out") from None
         mine = self.manifest()
-        for key in ("preset", "axes", "fixed", "bench_args"):
+        for key in ("preset", "axes", "fixed"):  # what the points are; --bench-args may change (a re-bench)
             if old.get(key) != mine[key]:
                 raise ConfigError(f"{self.out} holds another sweep ({key} differs: was {json.dumps(old.get(key))}); "
                                   "run the same command to continue it, or give another --out")
