@@ -305,3 +305,25 @@ def test_two_process_gloo_training_sees_every_sample_once_per_epoch(tmp_path):
         got = [i for p in per_rank for r in p if 4 * epoch <= r["step"] < 4 * epoch + 4 for i in r["index"]]
         assert sorted(got) == list(range(64)), epoch
     assert per_rank[0][0]["index"] != per_rank[1][0]["index"]
+
+
+def test_hostile_shards_labels_attributes_and_encodings(tmp_path):
+    """A negative or huge .cls, a .json of attributes (and one that is not JSON), a member name that is
+    not UTF-8 with val_fraction, a Latin-1 classes file: skipped with the reason or read, never a crash."""
+    with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        for key, cls, extra in (("neg", b"-3", None), ("huge", b"99999999999", None), ("ok", b"1", b'{"colour": "red",'
+                                 b' "n": 2, "deep": {"x": 1}}'), ("badjson", b"0", b"not json"), ("caf\xe9", b"0", None)):
+            name = key if isinstance(key, str) else key.decode("latin-1")
+            _member(tar, name + ".png", _png(np.zeros((RES, RES, 3), np.uint8)))
+            _member(tar, name + ".cls", cls)
+            if extra is not None:
+                _member(tar, name + ".json", extra)
+    (tmp_path / "classes.txt").write_bytes("chat\ncaf\xe9\n".encode("latin-1"))
+    ds = build_dataset(_spec(tmp_path / "s.tar", classes=str(tmp_path / "classes.txt")), "train")
+    samples = {ds.samples[i][1]: ds[i] for i in range(len(ds))}
+    assert "outside 0..1" in samples["neg"]["skipped"] and "outside 0..1" in samples["huge"]["skipped"]
+    assert samples["ok"]["attributes"] == {"class": ds.classes[1], "colour": "red", "n": "2"}
+    assert "not a JSON object" in samples["badjson"]["skipped"]
+    assert ds.classes[0] == "chat" and ds.classes[1].startswith("caf")
+    for split in ("train", "val"):  # a hashed split over a name in another encoding
+        build_dataset(_spec(tmp_path / "s.tar", val_fraction=0.5), split)

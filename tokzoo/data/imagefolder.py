@@ -194,7 +194,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _in_split(rel: Path, split: str, val_fraction: float) -> bool:
-        h = int(hashlib.sha1(rel.as_posix().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        h = int(hashlib.sha1(rel.as_posix().encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) / 0xFFFFFFFF
         return (h < val_fraction) == (split != "train")
 
     def __len__(self) -> int:

@@ -113,7 +113,8 @@ def _index_cache_file(path: Path) -> Path:
 
     st = path.stat()
     key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{INDEX_VERSION}"
-    return cache_dir() / "webdataset-index" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # a path in any encoding
+    return cache_dir() / "webdataset-index" / (digest + ".json")
 
 
 def cached_index(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
@@ -201,7 +202,8 @@ class WebDatasetDataset(torch.utils.data.Dataset):
             f = Path(classes).expanduser()
             if not f.is_file():
                 raise DataError(f"webdataset: classes file {f} does not exist (one class name per line)")
-            self.classes = tuple(line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
+            text = f.read_text(encoding="utf-8-sig", errors="replace")  # any encoding: undecodable bytes as U+FFFD
+            self.classes = tuple(line.strip() for line in text.splitlines() if line.strip())
         self.num_classes = len(self.classes) or None
         #: the values known before reading the samples (the JSON parts' keys are seen as they are read)
         self.attributes = {"class": self.classes} if self.classes else {}
@@ -210,7 +212,7 @@ class WebDatasetDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _in_split(key: str, split: str, val_fraction: float) -> bool:
-        h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        h = int(hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) / 0xFFFFFFFF
         return (h < val_fraction) == (split != "train")
 
     def __len__(self) -> int:
@@ -280,6 +282,6 @@ class WebDatasetDataset(torch.utils.data.Dataset):
         h = hashlib.sha256()
         for s in self.shards:
             st = s.stat()
-            h.update(f"{s.name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+            h.update(f"{s.name}:{st.st_size}:{int(st.st_mtime)}\n".encode("utf-8", "surrogateescape"))
         h.update(f"{self.split}:{len(self.samples)}".encode())
         return f"webdataset:{h.hexdigest()[:16]}:n={len(self.samples)}:res={self.resolution}"
