@@ -159,3 +159,17 @@ def test_resume_refuses_what_would_misstate_the_run(tmp_path, cli):
     cfg.write_text(recorded)
     ok = cli(*[a for a in args if not a.startswith("trainer.max_steps")], "trainer.max_steps=4", "--resume")
     assert ok.returncode == 0, ok.stderr[-800:]
+
+
+def test_report_of_a_results_file_with_absurd_numbers_draws_what_it_can(run, tmp_path, cli):
+    res = tmp_path / "b"
+    assert cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr,probe", "--out",
+               str(res), "--probe-train-images", "16").returncode == 0
+    data = json.loads((res / "results.json").read_text())
+    for e in data["tokenizers"].values():
+        e["metrics"]["psnr"], e["intervals"]["psnr"] = 1e308, [-1e308, 1e308]
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "results.json").write_text(json.dumps(data))
+    out = cli("report", str(tmp_path / "big"))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-600:]
+    assert (tmp_path / "big" / "report.html").is_file()

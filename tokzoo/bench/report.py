@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,14 @@ def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
 UNDERSTANDING = (("probe", "linear-probe top-1 on tokens"), ("vqa", "VQA top-1 on tokens (mean over questions)"))
 
 
+#: beyond this magnitude a number is left out of the pictures (a hand-edited 1e308 would break the axes)
+PLOT_BOUND = 1e12
+
+
+def _plottable(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= PLOT_BOUND
+
+
 def tradeoff_points(results: Results) -> list[dict[str, Any]]:
     """One dict per tokenizer that has a probe or VQA result: name, probe, vqa, psnr, rfid, bits."""
     out = []
@@ -58,8 +67,10 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
         m = e.get("metrics") or {}
         if m.get(PROBE) is None and m.get("vqa_top1") is None:
             continue
-        out.append({"name": short[name], "probe": m.get(PROBE), "vqa": m.get("vqa_top1"), "psnr": m.get("psnr"),
-                    "rfid": m.get("rfid"), "gfid": m.get("gfid"), "gfd_judge": m.get("gfd_judge"),
+        v = {k: m.get(k) if _plottable(m.get(k)) else None for k in (PROBE, "vqa_top1", "psnr", "rfid", "gfid",
+                                                                     "gfd_judge")}
+        out.append({"name": short[name], "probe": v[PROBE], "vqa": v["vqa_top1"], "psnr": v["psnr"],
+                    "rfid": v["rfid"], "gfid": v["gfid"], "gfd_judge": v["gfd_judge"],
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
                     "flags": e.get("flags") or {}})
     return out
@@ -157,7 +168,8 @@ def sweep_png(results: Results, aliases: list[str]) -> bytes | None:
     for k, (key, title) in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
         for combo, group in sorted(lines.items(), key=lambda kv: [_order(v) for v in kv[0]]):
-            group = sorted((e for e in group if key in e["metrics"]), key=lambda e: _order(e["swept"].get(x_name)))
+            group = sorted((e for e in group if _plottable(e["metrics"].get(key))),
+                           key=lambda e: _order(e["swept"].get(x_name)))
             if not group:
                 continue
             x = [e["swept"][x_name] if numeric else xs.index(e["swept"][x_name]) for e in group]
