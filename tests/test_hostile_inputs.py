@@ -173,3 +173,23 @@ def test_report_of_a_results_file_with_absurd_numbers_draws_what_it_can(run, tmp
     out = cli("report", str(tmp_path / "big"))
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-600:]
     assert (tmp_path / "big" / "report.html").is_file()
+
+
+def test_swept_numbers_keep_their_type_and_order():
+    from tokzoo.bench.report import _order
+    from tokzoo.sweep.grid import grid_points, parse_grid
+
+    axes, _ = parse_grid(["lr:trainer.lr=1e-3,2e-3,5e-4"])
+    values = [p.values["lr"] for p in grid_points(axes)]
+    assert values == [1e-3, 2e-3, 5e-4] and all(isinstance(v, float) for v in values)
+    assert sorted(values, key=_order) == [5e-4, 1e-3, 2e-3]
+
+
+def test_a_preset_file_named_dots_does_not_train_into_the_working_folder(tmp_path, cli):
+    from tokzoo.config import list_presets
+
+    (tmp_path / "...yaml").write_text(list_presets()["vq-tiny"].read_text())
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = cli("train", "...yaml", *TINY, "recipe.steps=1", cwd=str(tmp_path))
+    assert out.returncode == 2 and "working folder itself" in out.stderr, out.stderr[-500:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
