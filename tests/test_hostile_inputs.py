@@ -193,3 +193,10 @@ def test_a_preset_file_named_dots_does_not_train_into_the_working_folder(tmp_pat
     out = cli("train", "...yaml", *TINY, "recipe.steps=1", cwd=str(tmp_path))
     assert out.returncode == 2 and "working folder itself" in out.stderr, out.stderr[-500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_run_folder_with_rich_markup_trains_and_prints_its_path(tmp_path, cli):
+    run_dir = tmp_path / "a[/]b[bold]c"
+    out = cli("train", "vq-tiny", *TINY, "recipe.steps=1", f"run_dir={run_dir}")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-500:]
+    assert f"checkpoint{run_dir}/checkpoints/stage1-final" in "".join(out.stdout.split())

@@ -108,7 +108,7 @@ def cmd_report(args) -> int:
     if args.baseline:
         load_results(args.baseline)  # an unreadable baseline: exit 2 before anything is written
     for path in write_outputs(out, results, args.baseline, results_json=False):
-        console.print(f"{path.name:13s} {path}", highlight=False, soft_wrap=True)
+        console.print(escape(f"{path.name:13s} {path}"), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -319,7 +319,7 @@ class Trainer:
             before = self.evaluate(f"{tag}-start")
             self.log({"step": self.step, "stage": stage.name, **before})
             if self.is_main:
-                self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {stage.name}[/] "
+                self.console.print(f"[bold]stage {self.stage_index + 1}/{len(self.stages)}: {esc(stage.name)}[/] "
                                    f"({stage.steps} steps) - before: {_fmt(before)}")
         batches = self._batches(stage)
         self.tokenizer.train()
@@ -329,7 +329,7 @@ class Trainer:
         self._t_last, self.steps.images = time.perf_counter(), 0
         signals = StopSignals()
         with progress, signals.caught():
-            task = progress.add_task(stage.name, total=stage.steps, completed=self.stage_step, info="")
+            task = progress.add_task(esc(stage.name), total=stage.steps, completed=self.stage_step, info="")
             while self.stage_step < stage.steps:
                 # Ctrl-C / SIGTERM: between steps only (a collective under torchrun)
                 if signals.requested(self.world, self.device):
@@ -357,7 +357,8 @@ class Trainer:
         self.save(final)
         if self.is_main:
             self.console.print(f"stage {self.stage_index + 1} done: {_fmt(after)}; "
-                               f"checkpoint {runfolder.checkpoint(self.run_dir, final)}")
+                               f"checkpoint {esc(runfolder.checkpoint(self.run_dir, final))}", highlight=False,
+                               soft_wrap=True)
             if self.skips.summary():
                 self.console.print(f"[yellow]{self.skips.summary()}[/]")
         return {f"{tag}/{k}": v for k, v in after.items()}
