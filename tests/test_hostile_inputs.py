@@ -200,3 +200,9 @@ def test_a_run_folder_with_rich_markup_trains_and_prints_its_path(tmp_path, cli)
     out = cli("train", "vq-tiny", *TINY, "recipe.steps=1", f"run_dir={run_dir}")
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-500:]
     assert f"checkpoint{run_dir}/checkpoints/stage1-final" in "".join(out.stdout.split())
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tmp_path, cli):
+    out = cli("train", "vq-tiny", *TINY, "trainer.batch_size=10000000", f"run_dir={tmp_path / 'r'}")
+    assert out.returncode == 2 and "trainer.batch_size=10000000 needs about" in out.stderr, out.stderr[-500:]
+    assert "GiB are free" in out.stderr and not (tmp_path / "r").exists()

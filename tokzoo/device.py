@@ -33,3 +33,19 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"device={name} but no Apple MPS device is available here; available: "
                           + ", ".join(["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free now for tensors on ``device`` (CUDA: the device's free memory;
+    CPU: the system's available memory), or None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

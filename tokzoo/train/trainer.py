@@ -261,8 +261,48 @@ class Trainer:
             ckpt = resolve_checkpoint(self.cfg["init_from"])
             self.restore(ckpt, full=False)
             self.console.print(f"fine-tuning from {esc(ckpt)}")
+        self._check_batch_fits()
         if self.is_main:
             write_run_config(self.run_dir, self.cfg)
+
+    def _check_batch_fits(self) -> None:
+        """Refuse a batch whose activations cannot fit, before the first step: what one
+        training pass saves for its backward is measured on 2 images and scaled to
+        ``trainer.batch_size`` (activations grow with the batch), against the memory free now."""
+        from tokzoo.device import free_memory
+
+        bs, free = self.tcfg["batch_size"], free_memory(self.device)
+        if free is None or len(self.train_set) < 2:
+            return
+        samples = [s for s in (self.train_set[i] for i in range(min(8, len(self.train_set)))) if "skipped" not in s][:2]
+        if len(samples) < 2:
+            return
+        saved = [0]
+
+        def pack(t):
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        import copy
+
+        images = torch.stack([s["image"] for s in samples]).to(self.device)
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None)
+        try:
+            probe = copy.deepcopy(self.tokenizer)  # a training pass may update EMA codebooks: never the real model
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                probe(images)
+            del probe
+        except Exception:  # a tokenizer that cannot be copied, or whose pass needs the recipe's arguments
+            return
+        finally:  # the run starts exactly as it would have: same weights, same random stream
+            torch.set_rng_state(rng[0])
+            if rng[1] is not None:
+                torch.cuda.set_rng_state_all(rng[1])
+        need = saved[0] / len(samples) * bs  # one micro-batch of batch_size (grad_accum adds steps, not memory)
+        if need > free:
+            raise ConfigError(f"trainer.batch_size={bs} needs about {need / 2**30:.1f} GiB for its activations "
+                              f"(measured on 2 images, scaled), and {free / 2**30:.1f} GiB are free on "
+                              f"{self.device}: choose a smaller batch (trainer.grad_accum keeps the effective one)")
 
     def _stage_started(self, index: int) -> bool:
         """Whether this run folder's latest checkpoint is past the start of stage
