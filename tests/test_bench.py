@@ -333,7 +333,8 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     from rich.console import Console
 
     from tokzoo.bench.render import render_table, short_names, unavailable_by_reason
-    from tokzoo.bench.report import render_html, tradeoff_points
+    from tokzoo.bench.plots import tradeoff_points
+    from tokzoo.bench.report import render_html
 
     from conftest import REPO as repo
     zoo = json.loads((repo / "benchmarks" / "results" / "zoo" / "results.json").read_text())
@@ -566,7 +567,7 @@ def test_a_hostile_folder_name_reaches_every_output_as_text(trained, tmp_path, c
     assert "bench [/] $x$/results.md" in run.stdout  # printed as the text it is
     md = (out / "results.md").read_text()
     row = next(line for line in md.splitlines() if "HYPERLINK" in line)
-    assert "\\|" in row and "&lt;b&gt;" in row and "<b>" not in md
+    assert "\\|" in row and "&lt;b>" in row and "<b>" not in md
     header = next(line for line in md.splitlines() if line.startswith("| tokenizer |"))
     assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"(?<!\\)\|", header))
     rows = list(csv.reader(io.StringIO((out / "results.csv").read_text())))

@@ -176,7 +176,7 @@ def test_report_of_a_results_file_with_absurd_numbers_draws_what_it_can(run, tmp
 
 
 def test_swept_numbers_keep_their_type_and_order():
-    from tokzoo.bench.report import _order
+    from tokzoo.bench.plots import _order
     from tokzoo.sweep.grid import grid_points, parse_grid
 
     axes, _ = parse_grid(["lr:trainer.lr=1e-3,2e-3,5e-4"])

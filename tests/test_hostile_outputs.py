@@ -14,7 +14,8 @@ from rich.console import Console
 from tokzoo import textsafe
 from tokzoo.bench.compare import compare_results, to_markdown
 from tokzoo.bench.render import render_csv, render_markdown, render_table, short_names
-from tokzoo.bench.report import render_html, sweep_png, tradeoff_png
+from tokzoo.bench.plots import sweep_png, tradeoff_png
+from tokzoo.bench.report import render_html
 
 #: the pieces hostile text is made of: Markdown, HTML, CSV formulas, rich markup, math text, newlines
 PIECES = ["|", "<script>alert(1)</script>", "&amp;", "\n", "\r", "=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)",
@@ -97,7 +98,7 @@ def test_plots_draw_user_text_as_text(names, alias, value):
 
 
 def test_the_escaping_rules_themselves():
-    assert textsafe.md("a|b<i>\nc") == "a\\|b&lt;i&gt; c"
+    assert textsafe.md("a|b<i>\nc") == "a\\|b&lt;i> c" and textsafe.md("N = 16 < 2048") == "N = 16 < 2048"
     assert textsafe.csv_cell("=1+2") == "'=1+2" and textsafe.csv_cell("-0.5") == "-0.5" and textsafe.csv_cell(-3) == -3
     assert textsafe.csv_cell("-cmd") == "'-cmd" and textsafe.csv_cell("plain") == "plain"
     assert textsafe.plot("$x$") == r"\$x\$"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tokzoo.bench.report import pareto, render_html, tradeoff_png, tradeoff_points
+from tokzoo.bench.plots import pareto, tradeoff_png, tradeoff_points
+from tokzoo.bench.report import render_html
 from conftest import REPO
 
 ZOO = REPO / "benchmarks" / "results" / "zoo" / "results.json"

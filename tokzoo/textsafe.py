@@ -19,14 +19,20 @@ from typing import Any
 
 __all__ = ["md", "csv_cell", "console", "plot", "html"]
 
-_MD = {"\\": "\\\\", "|": "\\|", "&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": " ", "\n": " ", "`": "\\`"}
-_MD_RE = re.compile("|".join(re.escape(k) for k in _MD))
+#: what Markdown reads as markup inside a table cell or list line: a backslash, ``|``, a backtick,
+#: ``<`` that opens a tag or comment (``<b``, ``</``, ``<!``, ``<?``), ``&`` that opens an entity, line ends
+_MD_RE = re.compile(r"[\\|`\r\n]|<(?=[A-Za-z/!?])|&(?=#|[A-Za-z0-9]+;)")
+_MD = {"\\": "\\\\", "|": "\\|", "`": "\\`", "\r": " ", "\n": " ", "<": "&lt;", "&": "&amp;"}
 
 
 def md(text: Any) -> str:
     """``text`` safe in a Markdown table cell or list line: ``|`` cannot end a
-    cell, HTML is shown as text, a newline cannot start a new row."""
+    cell, HTML is shown as text, a newline cannot start a new row; a ``<`` or
+    ``&`` that opens nothing (``N = 16 < 2048``) stays as it reads."""
     return _MD_RE.sub(lambda m: _MD[m.group(0)], str(text))
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
@@ -34,11 +40,9 @@ def csv_cell(value: Any) -> Any:
     would run as a formula (first character ``= + - @``, tab or CR) gets a
     leading ``'`` so it stays text."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(value)  # "-0.5" read back from a file: a number, not a formula
+        if _NUMBER.fullmatch(value):  # "-0.5" read back from a file: a number, not a formula
             return value
-        except ValueError:
-            return "'" + value
+        return "'" + value
     return value
 
 

@@ -26,18 +26,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
-from tokzoo.ckptio import (atomic_write, load_weights, read_config, read_module_state, read_trainer_state,
-                           run_config_edited, write_run_config,
-                           resolve_checkpoint, save_checkpoint)
+from tokzoo.ckptio import (atomic_write, load_weights, read_module_state, read_trainer_state,
+                           resolve_checkpoint, save_checkpoint, write_run_config)
 from tokzoo.runfolder import RunLock, repair_latest
 from tokzoo.api import is_trainable
 from tokzoo.config import load_run_config
 from tokzoo.data import SkipCounter, build_dataset, collate
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
-from tokzoo.errors import CheckpointError, ConfigError, TokzooError
+from tokzoo.errors import ConfigError, TokzooError
 from tokzoo.models import build_model_from_config
 from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
+from tokzoo.train.checks import check_batch_fits, check_resume
 from tokzoo.train.ema import EMA
 from tokzoo.train.evaluate import reconstruction_psnr
 from tokzoo.train.optim import make_optimisers, trainable_parameters
@@ -57,10 +57,6 @@ class TrainingInterrupted(TokzooError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-#: trainer settings a resume may change: how the run proceeds, not what it computes
-RESUME_MAY_CHANGE = ("max_steps", "log_every", "ckpt_every", "eval_images", "num_workers", "device", "compile")
 
 
 class Trainer:
@@ -236,7 +232,7 @@ class Trainer:
             if self.world > 1:
                 dist.barrier()
             ckpt = resolve_checkpoint(self.run_dir)
-            self._check_same_config(ckpt)
+            check_resume(self.run_dir, self.cfg, ckpt)
             self.restore(ckpt, full=True)
             self.console.print(f"resumed from {esc(ckpt)} at step {self.step}")
         elif start_stage is not None:
@@ -261,48 +257,9 @@ class Trainer:
             ckpt = resolve_checkpoint(self.cfg["init_from"])
             self.restore(ckpt, full=False)
             self.console.print(f"fine-tuning from {esc(ckpt)}")
-        self._check_batch_fits()
+        check_batch_fits(self.tokenizer, self.train_set, self.tcfg["batch_size"], self.device)
         if self.is_main:
             write_run_config(self.run_dir, self.cfg)
-
-    def _check_batch_fits(self) -> None:
-        """Refuse a batch whose activations cannot fit, before the first step: what one
-        training pass saves for its backward is measured on 2 images and scaled to
-        ``trainer.batch_size`` (activations grow with the batch), against the memory free now."""
-        from tokzoo.device import free_memory
-
-        bs, free = self.tcfg["batch_size"], free_memory(self.device)
-        if free is None or len(self.train_set) < 2:
-            return
-        samples = [s for s in (self.train_set[i] for i in range(min(8, len(self.train_set)))) if "skipped" not in s][:2]
-        if len(samples) < 2:
-            return
-        saved = [0]
-
-        def pack(t):
-            saved[0] += t.numel() * t.element_size()
-            return t
-
-        import copy
-
-        images = torch.stack([s["image"] for s in samples]).to(self.device)
-        rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None)
-        try:
-            probe = copy.deepcopy(self.tokenizer)  # a training pass may update EMA codebooks: never the real model
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                probe(images)
-            del probe
-        except Exception:  # a tokenizer that cannot be copied, or whose pass needs the recipe's arguments
-            return
-        finally:  # the run starts exactly as it would have: same weights, same random stream
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state_all(rng[1])
-        need = saved[0] / len(samples) * bs  # one micro-batch of batch_size (grad_accum adds steps, not memory)
-        if need > free:
-            raise ConfigError(f"trainer.batch_size={bs} needs about {need / 2**30:.1f} GiB for its activations "
-                              f"(measured on 2 images, scaled), and {free / 2**30:.1f} GiB are free on "
-                              f"{self.device}: choose a smaller batch (trainer.grad_accum keeps the effective one)")
 
     def _stage_started(self, index: int) -> bool:
         """Whether this run folder's latest checkpoint is past the start of stage
@@ -315,23 +272,6 @@ class Trainer:
         state = read_trainer_state(ckpt, mmap=True)
         at, step = int(state.get("stage_index", 0)), int(state.get("stage_step", 0))
         return at > index or (at == index and step > 0)
-
-    def _check_same_config(self, ckpt: Path) -> None:
-        """A resume continues the run as recorded: what defines it may not change (what only says how
-        it runs may: RESUME_MAY_CHANGE), and a config.json edited by hand is not silently overwritten."""
-        if run_config_edited(self.run_dir):
-            raise CheckpointError(f"cannot resume {self.run_dir}: its config.json was edited since tokzoo wrote it "
-                                  "(a resume continues the run its checkpoints record; put config.json back, or "
-                                  "start a new run_dir with the edited values)")
-        saved = read_config(ckpt)
-        changed = [key for key in ("model", "recipe", "data", "seed") if saved.get(key) != self.cfg.get(key)]
-        old_t, new_t = saved.get("trainer") or {}, self.cfg.get("trainer") or {}
-        changed += [f"trainer.{k}" for k in sorted(set(old_t) | set(new_t))
-                    if k not in RESUME_MAY_CHANGE and k in old_t and old_t.get(k) != new_t.get(k)]
-        if changed:
-            raise CheckpointError(f"cannot resume {self.run_dir}: {', '.join(changed)} differ(s) from the run's "
-                                  "recorded config (a resumed run would misstate what it is); start a new run_dir, "
-                                  f"or resume without them (may change: {', '.join(RESUME_MAY_CHANGE)})")
 
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
