@@ -173,7 +173,7 @@ def test_resume_with_changed_model_config_is_refused(tmp_path):
     run = tmp_path / "r"
     Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"run_dir={run}"])).train()
     cfg = load_run_config("vq-tiny", TINY + ["recipe.steps=2", f"run_dir={run}", "model.quantizer.codebook_size=32"])
-    with pytest.raises(CheckpointError, match="model differ\(s\) from the run's recorded config"):
+    with pytest.raises(CheckpointError, match=r"model differ\(s\) from the run's recorded config"):
         Trainer(cfg).train(resume=True)
 
 
