@@ -8,7 +8,7 @@ protocol, and writes results.{json,md,csv} and recon_grid.png to --out (the
 full one also the VQA probe on token ids, all levels and the first alone, to
 --out/vqa-ids).
 
-    python benchmarks/reproduce.py                      # full: about 20 min on 2 CPU cores (12 of them the AR probe)
+    OMP_NUM_THREADS=1 python benchmarks/reproduce.py    # full, as committed: about 40 min (AR and VQA probes most of it)
     python benchmarks/reproduce.py --fast               # CI size: a few minutes
     python benchmarks/reproduce.py --weights-dir DIR    # adds LPIPS / rFID when their files are there
 

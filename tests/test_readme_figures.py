@@ -57,3 +57,26 @@ def test_the_ar_probe_table_is_the_committed_results():
                          "class bits": "ar_class_bits",
                          "gen class acc": "gen_class_acc", "judge on real": "judge_top1",
                          "gFD (judge)": "gfd_judge", "AR-feature probe": "ar_probe_top1"})
+
+
+def test_the_unified_table_is_the_committed_results():
+    titles, rows = table("| tokenizer | PSNR | probe top-1 | VQA mean |")
+    keys = {"PSNR": "psnr", "probe top-1": "probe_top1", "VQA mean": "vqa_top1", "AR NLL (bits/image)": "ar_nll_bits"}
+    keys.update({q: f"vqa_{q}" for q in ("shape", "colour", "outline", "size", "position", "background")})
+    check(titles, rows, keys)
+    for name, cells in rows.items():  # bits per image: the tokenizer's own
+        assert number(cells[titles.index("bits/image")])[0] == RESULTS[name]["metrics"]["bits_per_image"], name
+
+
+def test_the_token_ids_table_is_the_committed_results():
+    ids = json.loads((REPO / "benchmarks" / "results" / "reproduce" / "vqa-ids" / "results.json").read_text())
+    titles, rows = table("| tokens read as ids |")
+    assert rows
+    for row, cells in rows.items():
+        name, first = row.removesuffix(" (first level)"), row.endswith(" (first level)")
+        e = ids["tokenizers"][name]
+        for q in ("shape", "colour", "outline", "size", "position", "background", "mean"):
+            key = ("vqa_first_" if first else "vqa_") + ("top1" if q == "mean" else q)
+            shown, _ = number(cells[titles.index(q)])
+            digits = len(cells[titles.index(q)].replace("**", "").split("±")[0].strip().split(".")[-1])
+            assert round(e["metrics"][key], digits) == shown, (row, q)
