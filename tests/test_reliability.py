@@ -92,7 +92,7 @@ def test_refused_train_leaves_the_run_untouched(tmp_path):
     out = _train(run, "recipe.steps=2", "trainer.lr=1e-3")
     assert out.returncode == 2 and "already holds a run" in out.stderr
     out = _train(run, "recipe.steps=2", "seed=5", "--resume")
-    assert out.returncode == 2 and "differs" in out.stderr
+    assert out.returncode == 2 and "differ(s) from the run's recorded config" in out.stderr
     _clean(out)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before  # config.json included: nothing rewritten by a refused command
@@ -299,7 +299,7 @@ def test_num_images_honesty_and_flat_folders(tmp_path, trained, cli):
 def test_results_are_merged_and_the_grid_shows_everyone(tmp_path, trained, cli):
     out_dir = tmp_path / "bench"
     out_dir.mkdir()
-    (out_dir / ".results.json.dead.tmp").write_text("half")  # a bench killed mid-write
+    (out_dir / ".results.json.0badc0de.tmp").write_text("half")  # a bench killed mid-write (atomic_write's name)
     common = ["--num-images", "8", "--metrics", "psnr", "--out", str(out_dir)]
     assert cli("bench", "--tokenizers", str(trained / "a"), *common).returncode == 0
     assert cli("bench", "--tokenizers", str(trained / "b"), *common).returncode == 0
