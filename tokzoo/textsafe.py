@@ -32,7 +32,8 @@ def md(text: Any) -> str:
     return _MD_RE.sub(lambda m: _MD[m.group(0)], str(text))
 
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+#: a decimal number as text (``-0.5``, ``5e-4``): the one pattern, also the sweep's for its values
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
@@ -40,7 +41,7 @@ def csv_cell(value: Any) -> Any:
     would run as a formula (first character ``= + - @``, tab or CR) gets a
     leading ``'`` so it stays text."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        if _NUMBER.fullmatch(value):  # "-0.5" read back from a file: a number, not a formula
+        if NUMBER.fullmatch(value):  # "-0.5" read back from a file: a number, not a formula
             return value
         return "'" + value
     return value

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from tokzoo.errors import ConfigError
+from tokzoo.textsafe import NUMBER
 
 
 @dataclass
@@ -87,16 +88,12 @@ def grid_points(axes: list[Axis]) -> list[Point]:
     return points
 
 
-#: a number YAML 1.1 reads as text (``5e-4``: no dot), read as the number it is
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
 def _yaml_value(text: str) -> Any:
     """A swept value with its type: numbers (``5e-4`` included) sort as numbers in every output."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):  # 5e-4: text to YAML 1.1, a number
         return float(value)
     return value if isinstance(value, (int, float, str, bool, list)) else text
