@@ -43,26 +43,35 @@ def stage_rates(run_dir: Path, skip_fraction: float = 0.0) -> dict[str, float]:
     return out
 
 
-def tokzoo(*args: str) -> float:
-    """Run the `tokzoo` command a user would type; its wall time in seconds."""
+def tokzoo(*args: str, log: Path | None = None) -> float:
+    """Run the `tokzoo` command a user would type; its wall time in seconds
+    (its output appended to ``log`` when given, e.g. a job run beside another)."""
     import subprocess
     import sys
     import time
 
     t = time.perf_counter()
-    print("$ tokzoo " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "tokzoo.cli", *args], check=True)
+    line = "$ tokzoo " + " ".join(args)
+    if log is None:
+        print(line, flush=True)
+        subprocess.run([sys.executable, "-m", "tokzoo.cli", *args], check=True)
+    else:
+        with open(log, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            subprocess.run([sys.executable, "-m", "tokzoo.cli", *args], check=True, stdout=f, stderr=subprocess.STDOUT)
     return time.perf_counter() - t
 
 
-def finish_results(out: Path, extra: dict) -> dict:
+def finish_results(out: Path, extra: dict, show: bool = True) -> dict:
     """Rename a bench's rows from run folders to preset names, add ``extra``,
-    rewrite every output and print the Markdown table."""
+    rewrite every output and print the Markdown table (unless ``show=False``)."""
     from tokzoo.bench.outputs import write_outputs
 
     res = json.loads((out / "results.json").read_text())
     res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
     res.update(extra)
     write_outputs(out, res)  # the picture and the report follow the renamed rows
-    print((out / "results.md").read_text())
+    if show:
+        print((out / "results.md").read_text())
     return res

@@ -156,9 +156,14 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert a["identity"]["checkpoint_sha256"] and a["identity"]["config_sha256"]
     assert "rFID" in (out / "results.md").read_text()
     # every mean over images carries its bootstrap 95 % interval: in results.json, as ± in results.md, in the csv
-    assert set(a["intervals"]) == {"psnr", "ssim", "lpips", "probe_top1"}
+    # and every other number with one: codebook usage / perplexity and rFID by resampling the images
+    assert set(a["intervals"]) == {"psnr", "ssim", "lpips", "probe_top1", "usage/code", "perplexity/code", "rfid"}
     for key, (lo, hi) in a["intervals"].items():
         assert lo <= a["metrics"][key] <= hi and hi > lo, key
+    assert p["metrics"]["codebook"]["interval"]["method"] == "normal"
+    assert p["metrics"]["rfid"]["interval"]["resamples"] == 100
+    assert a["asked"] == ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
+    assert a["sources"]["usage/code"] == "codebook" and a["sources"]["rfid"] == "rfid"
     assert p["intervals"]["resamples"] == 1000 and p["probe"]["version"] == 2
     assert a["token_features"] == "codebook embeddings (quantizer.lookup)"
     half = (a["intervals"]["psnr"][1] - a["intervals"]["psnr"][0]) / 2
@@ -176,7 +181,8 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert "PASS" in ok.stdout
     worse = json.loads(json.dumps(res))
     worse["tokenizers"][str(trained["a"])]["metrics"]["psnr"] -= 5.0  # far outside its noise band
-    worse["tokenizers"][str(trained["b"])]["metrics"]["rfid"] *= 1.5
+    b_rfid = res["tokenizers"][str(trained["b"])]
+    worse["tokenizers"][str(trained["b"])]["metrics"]["rfid"] += 3 * (b_rfid["intervals"]["rfid"][1] - b_rfid["metrics"]["rfid"])
     (tmp_path / "worse.json").write_text(json.dumps(worse))
     summary = tmp_path / "summary.md"
     bad = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
@@ -184,10 +190,10 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert bad.returncode == 1
     text = summary.read_text()
     assert text.count("REGRESSION") == 2 and "FAIL, 2 regression(s)" in text
-    assert re.search(r"\| psnr \|[^\n]*\| noise ±[0-9.]+ \| ❌ REGRESSION", text)  # the rule used, per row
-    assert re.search(r"\| rfid \|[^\n]*\| default ±5% \| ❌ REGRESSION", text)  # no interval: default
+    assert re.search(r"\| psnr ↑ \|[^\n]*\| noise ±[0-9.]+ \| ❌ REGRESSION", text)  # the rule used, per row
+    assert re.search(r"\| rfid ↓ \|[^\n]*\| noise ±[0-9.e+]+ \| ❌ REGRESSION", text), text  # its bootstrap band
     loose = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
-                "--tolerance", "psnr=6,rfid=60%")
+                "--tolerance", f"psnr=6,rfid={4 * (b_rfid['intervals']['rfid'][1] - b_rfid['metrics']['rfid'])}")
     assert loose.returncode == 0
     other = json.loads(json.dumps(res))
     other["protocol"]["num_images"] = 50000

@@ -158,9 +158,11 @@ def test_compare_without_tolerances_uses_the_noise_band(tmp_path):
     assert v["psnr"] == ("ok", "noise ±0.566")
     v, _ = _verdicts(tmp_path, _results(19.9, 0.4), _results(20.5, 0.4))
     assert v["psnr"] == ("REGRESSION", "noise ±0.566")
-    assert "noise band" in md and "default tolerance" in md  # the rules are said under the table
-    # without intervals on both sides: the default tolerance, named
+    assert "image-bootstrap 95 % band" in md and "default tolerance" in md  # the rules are said under the table
+    # the baseline's interval alone: sqrt(2) h_old; the new side's alone is not trusted: the default, named
     v, _ = _verdicts(tmp_path, _results(20.0, None), _results(20.5, 0.4))
+    assert v["psnr"] == ("ok", "noise ±0.566")
+    v, _ = _verdicts(tmp_path, _results(20.0, 0.4), _results(20.5, None))
     assert v["psnr"] == ("REGRESSION", "default ±0.1")
     # an explicit tolerance wins over the band
     v, _ = _verdicts(tmp_path, _results(20.0, 0.4), _results(20.5, 0.4), "psnr=0.2")
@@ -190,3 +192,143 @@ def test_compare_says_when_a_tokenizer_was_measured_on_other_data(tmp_path, cli)
     (tmp_path / "o.json").write_text(json.dumps(old))
     run = cli("compare", str(tmp_path / "n.json"), "--baseline", str(tmp_path / "o.json"))
     assert run.returncode == 0 and "other data" not in run.stdout
+
+
+# -- a noise rule from data for every number ------------------------------------------------
+def test_compare_uses_the_training_repeats_when_wider_than_the_image_noise(tmp_path):
+    old, new = _results(20.5, 0.1), _results(20.0, 0.1)  # image noise ±0.141: a 0.5 dB drop is a regression ...
+    v, _ = _verdicts(tmp_path, new, old)
+    assert v["psnr"] == ("REGRESSION", "noise ±0.141")
+    # ... unless three trainings of the recipe already spread that much: t(0.975, 2) * 0.2 * sqrt(2) = 1.22
+    old["tokenizers"]["t"]["repeats"] = {"n": 3, "seeds": ["preset", 1, 2], "sd": {"psnr": 0.2}}
+    v, md = _verdicts(tmp_path, new, old)
+    assert v["psnr"] == ("ok", "repeats ±1.22 (n=3)") and "t(0.975, n-1)" in md
+    # the larger of the two rules judges: a narrow spread leaves the image band in charge
+    old["tokenizers"]["t"]["repeats"]["sd"]["psnr"] = 0.01
+    assert _verdicts(tmp_path, new, old)[0]["psnr"] == ("REGRESSION", "noise ±0.141")
+    # a spread that is not a number is no rule
+    old["tokenizers"]["t"]["repeats"]["sd"]["psnr"] = "wide"
+    assert _verdicts(tmp_path, new, old)[0]["psnr"] == ("REGRESSION", "noise ±0.141")
+
+
+def test_a_change_the_good_way_is_never_a_regression_and_the_direction_is_shown(tmp_path):
+    old, new = _results(20.0, 0.1, rfid=10.0), _results(25.0, 0.1, rfid=5.0)
+    v, md = _verdicts(tmp_path, new, old)
+    assert v["psnr"][0] == "better" and v["rfid"][0] == "better"
+    assert "| psnr ↑ |" in md and "| rfid ↓ |" in md
+
+
+def test_compare_tells_a_metric_not_asked_for_from_a_number_lost(tmp_path, cli):
+    old, new = _results(20.0, 0.4), _results(20.0, 0.4)
+    old["tokenizers"]["t"]["metrics"]["vqa_top1"] = 0.6
+    old["tokenizers"]["t"]["better"]["vqa_top1"] = "higher"
+    old["tokenizers"]["t"]["sources"] = {"psnr": "psnr", "rfid": "rfid", "probe_top1": "probe", "vqa_top1": "vqa-probe"}
+    new["tokenizers"]["t"]["asked"] = ["psnr", "rfid", "probe"]  # the new bench did not ask for the VQA probe
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    run = cli("compare", str(tmp_path / "n.json"), "--baseline", str(tmp_path / "o.json"),
+              "--markdown", str(tmp_path / "c.md"))
+    assert run.returncode == 0, run.stdout
+    said = " ".join(run.stdout.split())
+    assert "PASS" in said and "not compared: the new bench did not measure vqa-probe (the baseline did)" in said
+    assert "did not measure vqa-probe" in (tmp_path / "c.md").read_text()
+    new["tokenizers"]["t"]["asked"].append("vqa-probe")  # asked for, and the number is not there: lost
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    run = cli("compare", str(tmp_path / "n.json"), "--baseline", str(tmp_path / "o.json"))
+    assert run.returncode == 1 and "FAIL, 1 regression(s)" in run.stdout
+    assert "vqa_top1 ↑" in run.stdout and "missing" in run.stdout
+
+
+def _codebook(parts, vocab=64):
+    """A CodebookUsage fed ``parts`` (lists of (codes [B,h,w], dataset indices)), one process each, gathered."""
+    from types import SimpleNamespace
+
+    from tokzoo.bench.metrics import CodebookUsage
+
+    tok = SimpleNamespace(info=SimpleNamespace(vocab={"code": vocab}, codes=SimpleNamespace(layout="grid")))
+    shards = []
+    for part in parts:
+        m = CodebookUsage()
+        m.reset(tok)
+        for codes, index in part:
+            m.update(torch.zeros(len(codes), 3, 1, 1, dtype=torch.uint8), None,
+                     Codes({"code": codes}, {"code": vocab}, "grid"), {"index": index})
+        shards.append(m)
+    first = shards[0]
+    if len(shards) > 1:
+        mine = [((lambda s: ({"code": torch.cat(s.codes["code"])}, torch.cat(s.index)))(s)) for s in shards]
+
+        def gather(out, obj):
+            out[:] = mine
+
+        first.reduce(lambda t: t.add_(sum(s.state["code"] for s in shards[1:])), gather, len(shards))
+    first.compute()
+    return first.compute(), first.intervals()
+
+
+def test_codebook_usage_gets_an_image_bootstrap_interval_the_same_in_one_process_or_several():
+    g = torch.Generator().manual_seed(0)
+    codes = (64 * torch.rand(96, 4, 4, generator=g) ** 3).long()  # uneven use: low codes common, high ones rare
+    index = torch.arange(96)
+    one_values, one = _codebook([[(codes[:48], index[:48]), (codes[48:], index[48:])]])
+    # two processes, the second holding every other image, gathered in either order: the same numbers
+    two_values, two = _codebook([[(codes[1::2], index[1::2])], [(codes[::2], index[::2])]])
+    assert two_values == one_values and two == one
+    for key in ("usage/code", "perplexity/code"):
+        lo, hi = one[key]
+        assert lo < one_values[key] < hi and (lo + hi) / 2 == pytest.approx(one_values[key]), key
+    # fewer images: a wider interval
+    _, few = _codebook([[(codes[:12], index[:12])]])
+    assert few["perplexity/code"][1] - few["perplexity/code"][0] > one["perplexity/code"][1] - one["perplexity/code"][0]
+    # a codebook every image uses whole: no image noise at all
+    full = torch.arange(64).reshape(4, 4, 4).repeat(8, 1, 1)
+    values, ci = _codebook([[(full, torch.arange(32))]])
+    assert values["usage/code"] == 1.0 and ci["usage/code"] == (1.0, 1.0)
+
+
+def test_rfid_interval_resamples_paired_features_and_survives_the_reference_cache(monkeypatch):
+    import tokzoo.bench.metrics as metrics
+    from tokzoo.bench.metrics import RFID, frechet_distance, resampled_fid
+
+    g = np.random.default_rng(0)
+    # the fast trace of the bootstrap equals the Frechet distance's sqrtm (fewer rows than dims, and more)
+    for n, d in ((20, 50), (200, 50)):
+        x, y = g.normal(size=(n, d)), g.normal(size=(n, d)) * 1.2 + 0.1
+        fast = resampled_fid(torch.from_numpy(x), torch.from_numpy(y), torch.ones(n, dtype=torch.float64))
+        ref = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+        assert fast == pytest.approx(ref, rel=1e-5)
+    proj = torch.from_numpy(g.normal(size=(3 * 4, 2048)))
+    # the value itself (scipy's sqrtm at 2048 dimensions, 12 s here) is checked against torch-fidelity elsewhere
+    monkeypatch.setattr(metrics, "frechet_distance", lambda m1, s1, m2, s2: float((m1 - m2) @ (m1 - m2)))
+
+    def metric(resamples=20):
+        m = RFID(resamples=resamples)
+        m.features = lambda u8: (u8.double().flatten(1)[:, :12] / 255) @ proj  # a stand-in extractor
+        m.reset()
+        return m
+
+    a = torch.from_numpy(g.integers(0, 256, (40, 3, 2, 2), dtype=np.uint8))
+    b = torch.from_numpy(np.clip(a.numpy().astype(int) + g.integers(-60, 60, a.shape), 0, 255).astype(np.uint8))
+    first = metric()
+    for i in range(0, 40, 16):
+        first.update(a[i:i + 16], b[i:i + 16], batch={"index": torch.arange(i, min(i + 16, 40))})
+    value = first.compute()["rfid"]
+    ci = first.intervals()["rfid"]
+    assert ci[0] < value < ci[1]
+    # the next bench of the same images takes the originals' side from the cache: the same interval
+    again = metric()
+    again.load_reference(first.reference_state())
+    for i in (32, 16, 0):  # another order of the same images
+        again.update(a[i:i + 16], b[i:i + 16], batch={"index": torch.arange(i, min(i + 16, 40))})
+    assert again.compute()["rfid"] == pytest.approx(value) and again.intervals()["rfid"] == pytest.approx(ci)
+    # other images than the cache holds: no interval rather than a wrong one
+    other = metric()
+    other.load_reference(first.reference_state())
+    other.update(a[:16], b[:16], batch={"index": torch.arange(100, 116)})
+    other.compute()
+    assert other.intervals() == {}
+    off = metric(resamples=0)
+    off.update(a, b, batch={"index": torch.arange(40)})
+    assert off.intervals() == {} and off.protocol()["interval"]["resamples"] == 0
+    with pytest.raises(ValueError, match="resamples"):
+        RFID(resamples=-1)

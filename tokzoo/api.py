@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tokzoo.codes import (CodeLayout, Codes, CodeSpec, QuantizerOutput,  # the data a component passes on
                           TokenizerInfo, TokenizerOutput)
 from tokzoo.metric import BenchContext, Metric  # the bench's side of the contract
+from tokzoo.measures import resample_counts, resample_interval  # a metric's own intervals
 from tokzoo.schema import Spec
 from tokzoo.errors import check_returns
 from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
@@ -254,4 +255,4 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 __all__ = ["Codes", "CodeSpec", "CodeLayout", "QuantizerOutput", "is_trainable", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
            "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
-           "referenced_config", "load_state_strict"]
+           "referenced_config", "load_state_strict", "resample_counts", "resample_interval"]

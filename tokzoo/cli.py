@@ -122,16 +122,16 @@ def cmd_import(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from rich.markdown import Markdown
-
-    from tokzoo.bench.compare import compare_results, data_notes, has_regression, load_results, to_markdown
+    from tokzoo.bench.compare import (compare_results, data_notes, has_regression, load_results, print_rows,
+                                      to_markdown)
 
     if not args.baseline:
         raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
     new, old = load_results(args.new), load_results(args.baseline)
     rows = compare_results(new, old, args.tolerance)
-    md = to_markdown(rows, data_notes(new, old))
-    console.print(Markdown(md))
+    notes = data_notes(new, old)
+    md = to_markdown(rows, notes)
+    print_rows(rows, notes, console)
     for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):
         with open(target, "a") as f:
             f.write(md)

@@ -1,4 +1,6 @@
-"""Measures both training and the bench use: PSNR per image and the linear probe.
+"""Measures both training and the bench use: PSNR per image, the linear probe,
+and the image bootstrap of a number that is not a mean (:func:`resample_counts`,
+:func:`resample_interval`; public in :mod:`tokzoo.api` for metric authors).
 
 A leaf below ``tokzoo.train`` and ``tokzoo.bench`` (the trainer's evaluation
 and the bench's metrics compute the same numbers, from here).
@@ -13,8 +15,12 @@ seed 0). Reported: top-1 accuracy on the validation features.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
+
 
 
 def psnr_per_image(originals: Tensor, reconstructions: Tensor) -> Tensor:
@@ -61,3 +67,33 @@ def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
         pred = (xv @ w + b).argmax(1)
     correct = (pred == val_y).double()
     return correct if per_image else float(correct.mean())
+
+
+# -- the image bootstrap of a number that is not a mean (codebook usage, rFID) ------------
+#: the standard normal's 97.5 % quantile
+Z95 = 1.959963984540054
+
+
+def resample_counts(n: int, resamples: int, seed: int = 0, chunk: int = 64):
+    """Bootstrap draws of ``n`` images: arrays ``[b, n]`` of how many times each
+    image is drawn (``resamples`` in all, ``chunk`` at a time; one seed, so every
+    number resampled over the same images uses the same draws)."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < resamples:
+        b = min(chunk, resamples - done)
+        draws = rng.integers(0, n, size=(b, n))
+        flat = (draws + (np.arange(b) * n)[:, None]).reshape(-1)
+        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        done += b
+
+
+def resample_interval(value: float, resampled) -> tuple[float, float] | None:
+    """The normal bootstrap 95 % interval ``value ± 1.96 sd(resampled)``; None
+    when fewer than two resampled values are finite."""
+    r = np.asarray(resampled, dtype=np.float64).reshape(-1)
+    r = r[np.isfinite(r)]
+    if len(r) < 2 or not math.isfinite(value):
+        return None
+    h = Z95 * float(np.std(r, ddof=1))
+    return value - h, value + h

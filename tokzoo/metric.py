@@ -173,6 +173,15 @@ class Metric(abc.ABC):
         host gives each such result a bootstrap 95 % interval. Default: none."""
         return {}
 
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """After :meth:`compute`: result name -> ``(lo, hi)``, a 95 % interval the
+        metric computes itself, for a result that is not a mean over images
+        (resample the images with replacement, recompute, e.g. with
+        :func:`tokzoo.api.resample_counts` and :func:`tokzoo.api.resample_interval`,
+        as codebook usage and rFID do). ``compare`` judges a change against it.
+        Default: none (a result in :meth:`per_image_values` gets one from the host)."""
+        return {}
+
     def protocol(self) -> dict[str, Any]:
         """Every setting this metric's numbers depend on (its parameters, its
         recipe), recorded in results.json's protocol under ``metrics.<name>``:

@@ -1,16 +1,26 @@
 """``tokzoo compare NEW.json --baseline OLD.json``: a regression table.
 
-Each tokenizer x metric present in the baseline gets old, new, delta and a
-verdict, using the metric's direction (recorded in the results) and one
-rule, printed with the row: ``ok`` within it, ``better`` / ``REGRESSION``
-beyond it, ``missing`` when the new results lack it. The rule is, in order:
+Each tokenizer x metric present in the baseline gets old, new, delta, the
+metric's direction (declared by the metric, recorded in the results), a rule
+and a verdict: ``ok`` within the rule, ``better`` / ``REGRESSION`` beyond it
+(a change in the good direction is never a regression), ``missing`` when the
+new results lack a number their bench was asked for, ``not measured`` when the
+new bench did not ask for that metric at all (said under the table, not a
+failure). The rule is, in order:
 
 1. a tolerance given with ``--tolerance`` for that metric;
-2. the noise band, when both results carry a bootstrap 95 % interval for the
-   metric: a change counts only when ``|new - old| > sqrt(h_old² + h_new²)``,
-   ``h`` being each interval's half-width (the 95 % interval of a difference
-   of two independent means; conservative for the same images);
-3. the default tolerance of the metric's family (``DEFAULT_TOLERANCES``).
+2. noise measured from data, the larger of
+   - the image bootstrap: when both results carry a 95 % interval for the
+     metric, a change counts only when ``|new - old| > sqrt(h_old² + h_new²)``,
+     ``h`` being each interval's half-width (the 95 % interval of a difference
+     of two independent estimates; conservative for the same images); when
+     only the baseline carries one, ``sqrt(2) h_old``;
+   - training repeats: when a result carries the sample standard deviation
+     ``s`` of the metric over ``n`` trainings of the same recipe (other seeds:
+     ``benchmarks/reproduce.py --repeats``), ``t(0.975, n-1) * s * sqrt(2)``,
+     the 95 % band of the difference of two trainings;
+3. the default tolerance of the metric's family (``DEFAULT_TOLERANCES``), for
+   a number that has neither (``NO_NOISE_RULE`` says why).
 
 Throughput is informational unless given a tolerance explicitly (shared
 machines are noisy). Results measured under different protocols are
@@ -36,6 +46,13 @@ DEFAULT_TOLERANCES = {
     "ar_nll_bits_per_token": ("rel", 0.03), "gfd_judge": ("rel", 0.10), "gfid": ("rel", 0.05),
 }
 INFORMATIONAL = ("encode_img_s", "decode_img_s", "tokens_per_image", "bits_per_image")
+#: why a metric may have no interval from data, so that its default tolerance judges it (when training
+#: repeats are recorded, they give it a rule from data)
+NO_NOISE_RULE = {
+    "ar_nll_bits_per_token": "a ratio of two sums (bits over tokens), no per-image value",
+    "gfd_judge": "a Fréchet distance of the judge's features; its bootstrap is not measured",
+    "gfid": "rFID of generated samples; no pairing of images to resample",
+}
 
 
 class ProtocolMismatch(TokzooError):
@@ -50,6 +67,7 @@ class Row:
     new: float | None
     verdict: str
     rule: str = ""
+    better: str | None = None  # "higher" | "lower": the metric's own direction; None: informational
 
     @property
     def delta(self) -> float | None:
@@ -120,20 +138,59 @@ def _tolerance(metric: str, tol: dict[str, tuple[str, float]]) -> tuple[str, flo
     return tol.get(family, ("abs", 0.0))
 
 
+def t975(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def repeats_band(e: dict, metric: str) -> tuple[float, int] | None:
+    """(the 95 % band of a difference of two trainings, repeats) from an entry's
+    ``repeats`` (None when it records none for ``metric``)."""
+    rep = e.get("repeats") or {}
+    sd, n = (rep.get("sd") or {}).get(metric), rep.get("n")
+    if not isinstance(sd, (int, float)) or not isinstance(n, int) or n < 2 or not math.isfinite(sd) or sd < 0:
+        return None
+    return t975(n - 1) * float(sd) * math.sqrt(2), n
+
+
+def noise_band(metric: str, o: dict, n: dict) -> tuple[float, str] | None:
+    """(band, rule) from data: the larger of the image bootstrap and the training repeats."""
+    ho, hn = (half_width((e.get("intervals") or {}).get(metric)) for e in (o, n))
+    found = []
+    if ho is not None:  # the baseline's side alone: sqrt(2) h_old (never the new side's alone: it is not vetted)
+        band = math.hypot(ho, hn) if hn is not None else math.sqrt(2) * ho
+        found.append((band, f"noise ±{band:.3g}"))
+    reps = [r for r in (repeats_band(o, metric), repeats_band(n, metric)) if r]
+    if reps:
+        band, k = max(reps)
+        found.append((band, f"repeats ±{band:.3g} (n={k})"))
+    return max(found, key=lambda f: f[0]) if found else None
+
+
 def _allowed(metric: str, ov: float, o: dict, n: dict, explicit: dict, tol: dict) -> tuple[float, str] | None:
     """(the change that still counts as no change, the rule that says so), None: informational."""
     mine = explicit.get(metric) or explicit.get(metric.split("/")[0])
-    if mine is None:
-        ho, hn = (half_width((e.get("intervals") or {}).get(metric)) for e in (o, n))
-        if ho is not None and hn is not None:
-            band = math.hypot(ho, hn)
-            return band, f"noise ±{band:.3g}"
+    if mine is None and metric not in INFORMATIONAL:
+        rule = noise_band(metric, o, n)
+        if rule is not None:
+            return rule
     t = mine or _tolerance(metric, tol)
     if t is None:
         return None
     allowed = t[1] * abs(ov) if t[0] == "rel" else t[1]
     source = "tolerance" if mine else "default"
     return allowed, f"{source} ±{t[1] * 100:g}%" if t[0] == "rel" else f"{source} ±{t[1]:g}"
+
+
+def not_asked(metric: str, o: dict, n: dict | None) -> str | None:
+    """The metric that gave ``metric`` in the baseline, when the new bench did not ask for it."""
+    source = (o.get("sources") or {}).get(metric)
+    asked = (n or {}).get("asked")
+    if n is None or source is None or asked is None:
+        return None
+    return source if source not in asked else None
 
 
 def compare(new_path, baseline_path, tolerance: str | None = None) -> list[Row]:
@@ -150,18 +207,20 @@ def compare_results(new: Results, old: Results, tolerance: str | None = None) ->
         better = {**o.get("better", {}), **((n or {}).get("better", {}))}
         for metric, ov in o["metrics"].items():
             nv = None if n is None else n["metrics"].get(metric)
-            if nv is None:
-                rows.append(Row(name, metric, ov, None, "missing"))
-                continue
             direction = better.get(metric)
+            if nv is None:
+                skipped = not_asked(metric, o, n)
+                rows.append(Row(name, metric, ov, None, "not measured" if skipped else "missing",
+                                f"{skipped} not asked for" if skipped else "", direction))
+                continue
             rule = _allowed(metric, ov, o, n, explicit, tol)
             if direction is None or rule is None:
-                rows.append(Row(name, metric, ov, nv, "info"))
+                rows.append(Row(name, metric, ov, nv, "info", "", direction))
                 continue
             allowed, why = rule
             gain = (nv - ov) if direction == "higher" else (ov - nv)
             verdict = "ok" if abs(gain) <= allowed else ("better" if gain > 0 else "REGRESSION")
-            rows.append(Row(name, metric, ov, nv, verdict, why))
+            rows.append(Row(name, metric, ov, nv, verdict, why, direction))
     return rows
 
 
@@ -170,20 +229,68 @@ def fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-RULES = ("rules: 'tolerance' = given with --tolerance; 'noise' = outside the bootstrap 95 % noise band "
-         "sqrt(h_old² + h_new²) of the two results' intervals; 'default' = the metric's default tolerance "
-         "(no interval on both sides)")
+RULES = ("rules: 'tolerance' = given with --tolerance; 'noise' = outside the image-bootstrap 95 % band "
+         "sqrt(h_old² + h_new²) of the two results' intervals (sqrt(2) h_old when only the baseline has one); 'repeats' = "
+         "outside t(0.975, n-1) s sqrt(2), s the spread over n trainings of the recipe (the larger of the two "
+         "is used); 'default' = the metric's default tolerance (no interval, no repeats). ↑ higher is better, "
+         "↓ lower is better, as each metric declares; a change the good way is never a regression")
+ARROWS = {"higher": "↑", "lower": "↓"}
+
+
+def verdict_line(rows: list[Row]) -> str:
+    regress = sum(r.verdict in ("REGRESSION", "missing") for r in rows)
+    return f"FAIL, {regress} regression(s)" if regress else "PASS"
+
+
+def skipped_note(rows: list[Row]) -> list[str]:
+    """One line naming the metrics the new bench did not ask for (not compared, not a failure)."""
+    left = sorted({r.rule.split(" ")[0] for r in rows if r.verdict == "not measured"})
+    if not left:
+        return []
+    return [f"not compared: the new bench did not measure {', '.join(left)} (the baseline did); "
+            f"bench with those metrics to compare them ({sum(r.verdict == 'not measured' for r in rows)} rows)"]
 
 
 def to_markdown(rows: list[Row], notes: list[str] = ()) -> str:
-    regress = sum(r.verdict in ("REGRESSION", "missing") for r in rows)
-    head = f"**tokzoo compare: {'FAIL, ' + str(regress) + ' regression(s)' if regress else 'PASS'}**\n\n"
+    head = f"**tokzoo compare: {verdict_line(rows)}**\n\n"
     lines = ["| tokenizer | metric | baseline | new | delta | rule | verdict |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.verdict == "not measured":
+            continue  # one note under the table
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         mark = {"REGRESSION": "❌ REGRESSION", "missing": "❌ missing", "better": "✅ better", "ok": "ok"}.get(r.verdict, r.verdict)
-        lines.append(f"| {md(r.tokenizer)} | {md(r.metric)} | {fmt(r.old)} | {fmt(r.new)} | {delta} | {r.rule} | {mark} |")
+        metric = f"{md(r.metric)} {ARROWS[r.better]}" if r.better in ARROWS else md(r.metric)
+        lines.append(f"| {md(r.tokenizer)} | {metric} | {fmt(r.old)} | {fmt(r.new)} | {delta} | {r.rule} | {mark} |")
+    notes = [*skipped_note(rows), *notes]
     return head + "\n".join(lines) + "\n\n" + RULES + "\n" + "".join(f"\n{md(n)}\n" for n in notes)
+
+
+def print_rows(rows: list[Row], notes: list[str], out) -> None:
+    """The table on a terminal (``out``: a rich Console): one block per tokenizer, the
+    metric names whole, so it reads at 80 columns."""
+    from rich.table import Table
+
+    from tokzoo.textsafe import console as esc
+
+    style = {"REGRESSION": "bold red", "missing": "bold red", "better": "green"}
+    out.print(f"[bold]tokzoo compare: {verdict_line(rows)}[/]", highlight=False)
+    for name in dict.fromkeys(r.tokenizer for r in rows):
+        table = Table(title=esc(name), title_justify="left", title_style="bold", box=None, pad_edge=False)
+        for col, kw in (("metric", {"no_wrap": True}), ("baseline", {"justify": "right"}), ("new", {"justify": "right"}),
+                        ("delta", {"justify": "right"}), ("rule", {}), ("verdict", {"no_wrap": True})):
+            table.add_column(col, **kw)
+        for r in rows:
+            if r.tokenizer != name or r.verdict == "not measured":
+                continue
+            metric = f"{esc(r.metric)} {ARROWS[r.better]}" if r.better in ARROWS else esc(r.metric)
+            verdict = f"[{style[r.verdict]}]{r.verdict}[/]" if r.verdict in style else r.verdict
+            table.add_row(metric, fmt(r.old), fmt(r.new), "" if r.delta is None else f"{r.delta:+.4g}", esc(r.rule),
+                          verdict)
+        if table.row_count:
+            out.print(table)
+    out.print(esc(RULES), highlight=False)
+    for n in [*skipped_note(rows), *notes]:
+        out.print(esc(n), highlight=False)
 
 
 def has_regression(rows: list[Row]) -> bool:

@@ -209,7 +209,8 @@ class Bench:
         # combine the processes, compute, cache reference statistics
         if self.world > 1:
             measure.reduce_across(metrics, lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
-        values, intervals, better, flags = measure.compute(metrics, unavailable)
+        sources: dict[str, str] = {}
+        values, intervals, better, flags = measure.compute(metrics, unavailable, sources)
         pictures = measure.pictures(metrics, unavailable)  # e.g. the AR probe's samples
         for m, (key, loaded) in cached.items():
             if key and not loaded and m in metrics and self.is_main:
@@ -225,6 +226,9 @@ class Bench:
             # pretrained parts deliberately left random (pretrained: random): never a number to pass for a real one
             random_parts=random_parts((tok.config or {}).get("model")),
             metric_protocols={m: proto for m, metric in metrics.items() if (proto := metric.protocol())},
+            # which metrics this bench asked for, and which one gave each result (compare tells a metric
+            # not asked for from a result lost)
+            asked=list(o.metrics), sources=sources,
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
         )

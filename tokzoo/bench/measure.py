@@ -142,10 +142,11 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
     return grid_o, grid_r
 
 
-def compute(metrics: dict, unavailable: dict) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str],
-                                                      dict[str, str]]:
+def compute(metrics: dict, unavailable: dict, sources: dict | None = None
+            ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str], dict[str, str]]:
     """(values, bootstrap intervals, direction per key, flags) of every metric
-    that can compute; one that cannot is unavailable, with the reason."""
+    that can compute; one that cannot is unavailable, with the reason.
+    ``sources`` (when given) is filled with result key -> the metric that gave it."""
     values: dict[str, float] = {}
     better: dict[str, str] = {}
     flags: dict[str, str] = {}
@@ -163,12 +164,19 @@ def compute(metrics: dict, unavailable: dict) -> tuple[dict[str, float], dict[st
                 unavailable[key] = f"{m} computed {v!r}, not a finite number"
                 del mine[key]
         values.update(mine)
+        if sources is not None:
+            sources.update({key: m for key in mine})
         unavailable.update(metric.not_measured() if hasattr(metric, "not_measured") else {})
         per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
         for key, v in (per_image or {}).items():
             ci = bootstrap_interval(v) if key in values else None
             if ci is not None:
                 intervals[key] = [ci[0], ci[1]]
+        own = metric.intervals() if hasattr(metric, "intervals") else {}
+        for key, ci in (own or {}).items():
+            lo, hi = (float(ci[0]), float(ci[1])) if ci is not None and len(ci) == 2 else (math.nan, math.nan)
+            if key in values and math.isfinite(lo) and math.isfinite(hi) and lo <= hi:
+                intervals[key] = [lo, hi]
     return values, intervals, better, flags
 
 

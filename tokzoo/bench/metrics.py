@@ -186,18 +186,61 @@ def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nd
     return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+def trace_sqrt_product(a: Tensor, b: Tensor) -> float:
+    """``Tr sqrt(S_a S_b)`` for the covariances ``S = X^T X`` of two factors
+    ``a`` ``[n_a, d]`` and ``b`` ``[n_b, d]`` (centred, weighted, scaled rows;
+    float64, on any device): the nuclear norm of ``a b^T`` when there are fewer
+    rows than dimensions, else the square roots of the eigenvalues of
+    ``R^T S_b R`` with ``S_a = R R^T`` (both symmetric: no complex square root).
+    The bootstrap's fast path to :func:`frechet_distance`'s trace term (equal to float noise)."""
+    if max(len(a), len(b)) < a.shape[1]:
+        m = a @ b.T
+        return float(torch.linalg.eigvalsh(m @ m.T).clamp(min=0).sqrt().sum())
+    lam, u = torch.linalg.eigh(a.T @ a)
+    r = u * lam.clamp(min=0).sqrt()
+    bb = b @ r
+    return float(torch.linalg.eigvalsh(bb.T @ bb).clamp(min=0).sqrt().sum())
+
+
+def _weighted_factor(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, factor ``A`` with ``A^T A`` the covariance) of rows ``x`` drawn ``w`` times."""
+    n = w.sum()
+    mu = w @ x / n
+    return mu, (x - mu) * (w / (n - 1)).sqrt()[:, None]
+
+
+def resampled_fid(x: Tensor, y: Tensor, w: Tensor) -> float:
+    """The Fréchet distance of rows ``x`` and ``y`` (paired), each row drawn ``w`` times."""
+    mx, a = _weighted_factor(x, w)
+    my, b = _weighted_factor(y, w)
+    diff = mx - my
+    return float(diff @ diff + (a * a).sum() + (b * b).sum()) - 2 * trace_sqrt_product(a, b)
+
+
 class RFID(SumMetric):
     """Reconstruction FID against the preprocessed originals of the same images.
 
     Streaming float64 sums (``sum x``, ``sum x x^T``, count) for both sets; the
-    reference sums can be cached by dataset fingerprint and protocol."""
+    reference sums can be cached by dataset fingerprint and protocol. The
+    interval: a normal bootstrap over the images, ``resamples`` draws of the
+    images with replacement (the same draws for originals and reconstructions,
+    paired by dataset index), the Fréchet distance recomputed on each from the
+    images' float32 features (kept, and cached with the reference sums);
+    ``resamples=0`` measures without it. Approximate below 2,048 images, as rFID itself."""
 
     name = "rfid"
     better = {"rfid": "lower"}
 
-    def __init__(self):
+    def __init__(self, resamples: int = 100):
+        if not isinstance(resamples, int) or isinstance(resamples, bool) or not 0 <= resamples <= 10000:
+            raise ValueError(f"metrics.rfid.resamples={resamples!r}: a whole number from 0 to 10000")
+        self.resamples = resamples
         self.state = {}
         self.reference: dict[str, Tensor] | None = None  # cached reference sums, when given
+
+    def protocol(self):
+        return {"interval": {"method": "normal", "confidence": 0.95, "resamples": self.resamples, "seed": 0,
+                             "over": "images measured, paired originals / reconstructions, resampled with replacement"}}
 
     def setup(self, context):
         super().setup(context)
@@ -206,7 +249,7 @@ class RFID(SumMetric):
         self.device = context.device
 
     def reference_identity(self):
-        return json.dumps(["rfid", self.weights])
+        return json.dumps(["rfid", self.weights, "with-features"])
 
     def load_reference(self, state):
         self.reference = state
@@ -216,6 +259,8 @@ class RFID(SumMetric):
         self.state = {"fake_sum": z(2048), "fake_outer": z(2048, 2048), "fake_n": z(()),
                       "real_sum": z(2048), "real_outer": z(2048, 2048), "real_n": z(())}
         self.reference = None
+        self.kept: dict[str, list[Tensor]] = {"fake": [], "real": [], "index": []}  # per image, for the interval
+        self.seen = 0
 
     @torch.no_grad()
     def features(self, images_u8: Tensor) -> Tensor:
@@ -226,11 +271,26 @@ class RFID(SumMetric):
         self.state["fake_sum"] += f.sum(0)
         self.state["fake_outer"] += f.t() @ f
         self.state["fake_n"] += len(f)
+        index = (batch or {}).get("index")
+        if self.resamples:
+            self.kept["fake"].append(f.float())
+            self.kept["index"].append(index.cpu().long() if isinstance(index, Tensor) and len(index) == len(f)
+                                      else torch.arange(self.seen, self.seen + len(f)))
+        self.seen += len(f)
         if self.reference is None:
             r = self.features(originals)
             self.state["real_sum"] += r.sum(0)
             self.state["real_outer"] += r.t() @ r
             self.state["real_n"] += len(r)
+            if self.resamples:
+                self.kept["real"].append(r.float())
+
+    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        super().reduce(all_reduce_sum, all_gather_object, world_size)
+        mine = {k: torch.cat(v) for k, v in self.kept.items() if v}
+        parts = [None] * world_size
+        all_gather_object(parts, mine)
+        self.kept = {k: [p[k] for p in parts if p and k in p] for k in ("fake", "real", "index")}
 
     @staticmethod
     def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -239,8 +299,21 @@ class RFID(SumMetric):
         cov = ((outer - n * torch.outer(s / n, s / n)) / (n - 1)).numpy()
         return mu, cov
 
+    def _sorted(self) -> tuple[Tensor, Tensor | None, Tensor] | None:
+        """(indices, originals' features or None, reconstructions' features), in dataset order."""
+        if not self.kept["fake"]:
+            return None
+        index = torch.cat(self.kept["index"])
+        order = torch.argsort(index, stable=True)
+        real = torch.cat(self.kept["real"])[order] if self.kept["real"] else None
+        return index[order], real, torch.cat(self.kept["fake"])[order]
+
     def reference_state(self) -> dict[str, Tensor]:
-        return {k: self.state[k] for k in ("real_sum", "real_outer", "real_n")}
+        out = {k: self.state[k] for k in ("real_sum", "real_outer", "real_n")}
+        kept = self._sorted()
+        if kept is not None and kept[1] is not None:
+            out["real_index"], out["real_features"] = kept[0], kept[1]
+        return out
 
     def compute(self):
         ref = self.reference or self.reference_state()
@@ -248,19 +321,42 @@ class RFID(SumMetric):
             raise ValueError("rFID needs at least 2 images")
         mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
         mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
-        return {"rfid": frechet_distance(mu1, s1, mu2, s2)}
+        self._value = frechet_distance(mu1, s1, mu2, s2)
+        return {"rfid": self._value}
+
+    def intervals(self):
+        from tokzoo.bench.stats import resample_counts, resample_interval
+
+        kept = self._sorted() if self.resamples else None
+        if kept is None:
+            return {}
+        index, real, fake = kept
+        if self.reference is not None:  # the originals' features from the cache, for these very images
+            if not torch.equal(self.reference.get("real_index", torch.zeros(0)), index):
+                return {}
+            real = self.reference["real_features"]
+        if real is None or len(index) < 2:
+            return {}
+        device = getattr(self, "device", "cpu")
+        x, y = real.to(device, torch.float64), fake.to(device, torch.float64)
+        resampled = [resampled_fid(x, y, torch.from_numpy(w).to(device))
+                     for draws in resample_counts(len(x), self.resamples, seed=0, chunk=8) for w in draws]
+        ci = resample_interval(self._value, resampled)
+        return {"rfid": ci} if ci is not None else {}
 
     def flags(self) -> dict[str, str]:
         n = int(float(self.state["fake_n"]))
         if n < FID_DIMS:
             return {"rfid": f"rank-deficient: N = {n} < {FID_DIMS} images, fewer than the Inception feature "
-                            "dimensions (singular covariance; compare only at equal N)"}
+                            "dimensions (singular covariance; compare only at equal N; its interval approximate)"}
         return {}
 
 
 # -- codebook usage -----------------------------------------------------------------
 class CodebookUsage(SumMetric):
-    """Per level: fraction of codes used at least once, and perplexity (exp entropy).
+    """Per level: fraction of codes used at least once, and perplexity (exp entropy),
+    each with a normal bootstrap 95 % interval over the images (``stats.RESAMPLED``:
+    1,000 resamples of the images with replacement, their codes counted again).
 
     For a hierarchical layout the child level is counted over the whole
     parent x child table (``K * m`` entries), since a child index alone means
@@ -270,6 +366,11 @@ class CodebookUsage(SumMetric):
 
     def __init__(self):
         self.state, self.better = {}, {}
+
+    def protocol(self):
+        from tokzoo.bench.stats import RESAMPLED
+
+        return {"interval": dict(RESAMPLED)}
 
     def reset(self, tokenizer: Tokenizer):
         self.vocab = dict(tokenizer.info.vocab)
@@ -282,6 +383,9 @@ class CodebookUsage(SumMetric):
         for lvl in self.vocab:
             self.better[f"usage/{lvl}"] = "higher"
             self.better[f"perplexity/{lvl}"] = "higher"
+        self.codes: dict[str, list[Tensor]] = {lvl: [] for lvl in self.vocab}  # per image, for the bootstrap
+        self.index: list[Tensor] = []  # the images' dataset indices: one order in one process or several
+        self.seen = 0
 
     def update(self, originals, reconstructions, codes: Codes, batch=None):
         levels = dict(codes.levels)
@@ -290,12 +394,64 @@ class CodebookUsage(SumMetric):
             levels[child] = levels[parent] * codes.vocab[child] + levels[child]
         for lvl, c in levels.items():
             self.state[lvl] += torch.bincount(c.reshape(-1).cpu(), minlength=self.vocab[lvl]).double()
+            small = torch.int32 if self.vocab[lvl] < 2 ** 31 else torch.int64
+            self.codes[lvl].append(c.reshape(len(c), -1).cpu().to(small))
+        index = (batch or {}).get("index")
+        n = len(originals)
+        self.index.append(index.cpu().long() if isinstance(index, Tensor) and len(index) == n
+                          else torch.arange(self.seen, self.seen + n))
+        self.seen += n
+
+    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        super().reduce(all_reduce_sum, all_gather_object, world_size)
+        mine = ({lvl: torch.cat(v) for lvl, v in self.codes.items() if v},
+                torch.cat(self.index) if self.index else torch.zeros(0, dtype=torch.long))
+        parts = [None] * world_size
+        all_gather_object(parts, mine)
+        parts = [p for p in parts if p is not None and len(p[1])]
+        self.codes = {lvl: [p[0][lvl] for p in parts] for lvl in self.vocab}
+        self.index = [p[1] for p in parts]
 
     def compute(self):
         out = {}
         for lvl, counts in self.state.items():
             out[f"usage/{lvl}"] = float((counts > 0).double().mean())
             out[f"perplexity/{lvl}"] = perplexity(counts)
+        self._values = out
+        return out
+
+    def intervals(self):
+        import scipy.sparse
+
+        from tokzoo.bench.stats import RESAMPLED, resample_counts, resample_interval
+
+        if not self.index:
+            return {}
+        order = np.argsort(torch.cat(self.index).numpy(), kind="stable")
+        n = len(order)
+        if n < 2:
+            return {}
+        tables = {}  # level -> per-image counts of the codes seen [n, distinct codes]
+        for lvl, parts in self.codes.items():
+            codes = torch.cat(parts).numpy()[order]
+            _, inv = np.unique(codes.reshape(-1), return_inverse=True)
+            t = codes.shape[1]
+            tables[lvl] = scipy.sparse.csc_matrix(
+                (np.ones(n * t), (np.repeat(np.arange(n), t), inv.reshape(-1))), shape=(n, int(inv.max()) + 1)).T.tocsr()
+        widest = max(t.shape[0] for t in tables.values())
+        resampled: dict[str, list[np.ndarray]] = {k: [] for k in self._values}
+        for draws in resample_counts(n, RESAMPLED["resamples"], RESAMPLED["seed"], chunk=max(1, min(64, 2 ** 22 // widest))):
+            for lvl, table in tables.items():
+                counts = np.asarray(table @ draws.T).T  # [b, distinct codes]: each resample's code counts
+                p = counts / counts.sum(1, keepdims=True)
+                entropy = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)).sum(1)
+                resampled[f"usage/{lvl}"].append((counts > 0).sum(1) / self.vocab[lvl])
+                resampled[f"perplexity/{lvl}"].append(np.exp(entropy))
+        out = {}
+        for key, parts in resampled.items():
+            ci = resample_interval(self._values[key], np.concatenate(parts))
+            if ci is not None:
+                out[key] = ci
         return out
 
 

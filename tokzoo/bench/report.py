@@ -13,7 +13,8 @@ import html
 import json
 from pathlib import Path
 
-from tokzoo.bench.compare import RULES, compare_results, data_notes, fmt, has_regression, load_results
+from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
+                                  skipped_note)
 from tokzoo.bench.render import (flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
                                  vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
@@ -112,16 +113,20 @@ def _compare_table(rows, error: str | None) -> str:
     out = []
     short = short_names(r.tokenizer for r in rows)
     for r in rows:
+        if r.verdict == "not measured":
+            continue  # one note under the table
         cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
-        out.append(f"<tr><td>{html.escape(short[r.tokenizer])}</td><td>{html.escape(r.metric)}</td>"
+        arrow = f" {ARROWS[r.better]}" if r.better in ARROWS else ""
+        out.append(f"<tr><td>{html.escape(short[r.tokenizer])}</td><td>{html.escape(r.metric)}{arrow}</td>"
                    f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{html.escape(r.rule)}</td>"
                    f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
     verdict = "FAIL" if has_regression(rows) else "PASS"
     return (f"<p><b>compare: {verdict}</b></p>"
             '<table id="compare"><thead><tr><th>tokenizer</th><th>metric</th><th>baseline</th><th>new</th>'
             f"<th>delta</th><th>rule</th><th>verdict</th></tr></thead><tbody>{''.join(out)}</tbody></table>"
-            f'<p class="note">{html.escape(RULES)}</p>')
+            f'<p class="note">{html.escape(RULES)}</p>'
+            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in skipped_note(rows)))
 
 
 def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes | None = None,

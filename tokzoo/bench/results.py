@@ -39,6 +39,9 @@ class Entry(TypedDict, total=False):
     unfinished: str | None  # a preset's run that never finished: the checkpoint benched
     swept: dict[str, Any]  # a sweep point's values, alias -> value
     metric_protocols: dict[str, dict[str, Any]]  # metric -> its own settings (Metric.protocol), when it has any
+    asked: list[str]  # the metrics the bench that measured this entry was asked for
+    sources: dict[str, str]  # result name -> the metric that gave it
+    repeats: dict[str, Any]  # training repeats: {"n", "seeds", "sd": {result: sample sd across repeats}}
 
 
 class Results(TypedDict):

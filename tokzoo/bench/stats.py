@@ -4,12 +4,22 @@
 95 % percentile-bootstrap interval over the images measured (scipy's
 ``stats.bootstrap``, 1,000 resamples, seed 0), so two numbers can be told
 apart from noise.
+
+A number that is not a mean over images (codebook usage and perplexity, rFID)
+gets its interval from :func:`resample_interval`: the images are resampled
+with replacement (the same draws for every such number, seed 0), the number
+is recomputed on each resample, and the interval is the value ± 1.96 standard
+deviations of the resampled values (the *normal* bootstrap interval: centred
+on the number measured, since a resample of distinct codes or of a Fréchet
+distance is biased; only its width is used by ``compare``).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from tokzoo.measures import Z95, resample_counts, resample_interval  # noqa: F401 (importable here)
 
 BOOTSTRAP = {"method": "percentile", "confidence": 0.95, "resamples": 1000, "seed": 0,
              "over": "images measured (scipy.stats.bootstrap)"}
@@ -33,6 +43,9 @@ def bootstrap_interval(values) -> tuple[float, float] | None:
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
 
 
+#: the bootstrap of a number that is not a mean (codebook usage / perplexity; rFID has its own count)
+RESAMPLED = {"method": "normal", "confidence": 0.95, "resamples": 1000, "seed": 0,
+             "over": "images measured, resampled with replacement; the number recomputed on each resample"}
 def half_width(interval) -> float | None:
     """Half the width of an interval ``[lo, hi]`` (the ± shown), or None."""
     if not interval or len(interval) != 2:
