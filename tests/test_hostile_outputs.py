@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from rich.console import Console
 
 from tokzoo import textsafe
-from tokzoo.bench.compare import compare_results, to_markdown
+from tokzoo.bench.compare import compare_results, print_rows, to_markdown
 from tokzoo.bench.render import render_csv, render_markdown, render_table, short_names
 from tokzoo.bench.plots import sweep_png, tradeoff_png
 from tokzoo.bench.report import render_html
@@ -53,11 +53,18 @@ def test_every_text_writer_keeps_its_format_whatever_the_names(names, reason, al
     cells = unescaped_pipes(lines[head])
     for line in lines[head + 2:head + 2 + len(names)]:
         assert unescaped_pipes(line) == cells, line
-    # compare's Markdown the same
-    cmp = to_markdown(compare_results(res, res))
+    # compare's Markdown the same, and its terminal table prints the names as they are
+    rows = compare_results(res, res)
+    cmp = to_markdown(rows)
     for line in cmp.splitlines():
         if line.startswith("| "):
             assert unescaped_pipes(line) == 8, line
+    term = io.StringIO()
+    print_rows(rows, [], Console(file=term, width=200, color_system=None))
+    for n in names:
+        visible = " ".join(n.split())
+        if visible and len(visible) < 20 and "[" in visible:
+            assert visible.split()[0] in term.getvalue(), (n, term.getvalue())
     # CSV: one row per tokenizer, no cell a spreadsheet would run
     rows = list(csv.reader(io.StringIO(render_csv(res))))
     assert len(rows) == 1 + len(names)

@@ -123,13 +123,13 @@ def cmd_import(args) -> int:
 
 def cmd_compare(args) -> int:
     from tokzoo.bench.compare import (compare_results, data_notes, has_regression, load_results, print_rows,
-                                      to_markdown)
+                                      rule_notes, to_markdown)
 
     if not args.baseline:
         raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
     new, old = load_results(args.new), load_results(args.baseline)
     rows = compare_results(new, old, args.tolerance)
-    notes = data_notes(new, old)
+    notes = [*rule_notes(rows, old), *data_notes(new, old)]
     md = to_markdown(rows, notes)
     print_rows(rows, notes, console)
     for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):

@@ -242,6 +242,19 @@ def verdict_line(rows: list[Row]) -> str:
     return f"FAIL, {regress} regression(s)" if regress else "PASS"
 
 
+def rule_notes(rows: list[Row], old: Results | None = None) -> list[str]:
+    """Why a row fell back to a default tolerance; a baseline without training repeats."""
+    out = []
+    defaults = sorted({r.metric for r in rows if r.rule.startswith("default")})
+    if defaults:
+        why = [f"{m} ({NO_NOISE_RULE.get(m, 'no interval on the baseline side, no training repeats')})" for m in defaults]
+        out.append("judged by a default tolerance: " + "; ".join(why))
+    if old is not None and not any((e.get("repeats") or {}).get("n") for e in old["tokenizers"].values()):
+        out.append("the baseline records no training repeats: a retrained tokenizer may differ by more than "
+                   "image noise (make the baseline with benchmarks/reproduce.py --repeats 3)")
+    return out
+
+
 def skipped_note(rows: list[Row]) -> list[str]:
     """One line naming the metrics the new bench did not ask for (not compared, not a failure)."""
     left = sorted({r.rule.split(" ")[0] for r in rows if r.verdict == "not measured"})

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
-                                  skipped_note)
+                                  rule_notes, skipped_note)
 from tokzoo.bench.render import (flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
                                  vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
@@ -221,7 +221,8 @@ def write_report(out: Path, results: Results, grid_png: bytes | None, baseline: 
     if baseline:
         try:
             old = load_results(baseline)
-            rows, notes = compare_results(results, old), data_notes(results, old)
+            rows = compare_results(results, old)
+            notes = [*rule_notes(rows, old), *data_notes(results, old)]
         except TokzooError as exc:
             error = str(exc)
     atomic_write(out / "report.html", render_html(results, grid_png, png, rows, error, sweep=sweep,

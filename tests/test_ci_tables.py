@@ -1,0 +1,87 @@
+"""CI regression tables that do not cry wolf, on the committed baselines: every
+row has a noise rule from data (or a documented reason for its default), a
+newcomer's bench of fewer metrics passes, a planted regression fails naming
+its row. (.ci/run compares a fresh reproduction with these very files.)"""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from tokzoo.bench.compare import INFORMATIONAL, NO_NOISE_RULE, compare_results, has_regression, to_markdown
+from tokzoo.bench.options import DEFAULT_METRICS
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+BASELINES = {"reproduce": RESULTS / "reproduce" / "results.json", "ci": RESULTS / "ci-baseline.json"}
+
+
+def _load(which):
+    return json.loads(BASELINES[which].read_text())
+
+
+@pytest.mark.parametrize("which", sorted(BASELINES))
+def test_every_row_of_a_committed_baseline_has_a_noise_rule_from_data(which):
+    base = _load(which)
+    for name, e in base["tokenizers"].items():
+        rep = e.get("repeats") or {}
+        assert rep.get("n", 0) >= 3 and len(rep["seeds"]) == rep["n"], name  # trained >= 3 times
+        assert set(e["asked"]) >= set(DEFAULT_METRICS) and e["sources"]
+    rows = compare_results(base, base)
+    assert not has_regression(rows)
+    for r in rows:
+        if r.verdict == "info":
+            assert r.metric in INFORMATIONAL or r.better is None, r
+            continue
+        kind = r.rule.split(" ")[0]
+        assert kind in ("noise", "repeats") or (kind == "default" and r.metric in NO_NOISE_RULE), r
+
+
+def _demo_like(base):
+    """What `make demo` writes: the bench's default metrics only (the committed numbers themselves)."""
+    demo = copy.deepcopy(base)
+    for e in demo["tokenizers"].values():
+        keep = {k for k, m in e["sources"].items() if m in DEFAULT_METRICS}
+        e["metrics"] = {k: v for k, v in e["metrics"].items() if k in keep}
+        e["asked"] = list(DEFAULT_METRICS)
+        e.pop("repeats")
+    return demo
+
+
+def test_the_readmes_compare_after_make_demo_passes_and_says_what_it_left_out():
+    base = _load("reproduce")
+    rows = compare_results(_demo_like(base), base)
+    assert not has_regression(rows)
+    text = to_markdown(rows)
+    assert "**tokzoo compare: PASS**" in text
+    assert "not compared: the new bench did not measure ar-probe, vqa-probe (the baseline did)" in text
+    # usage and perplexity: judged by the spread of the repeats or the image bootstrap, never a fixed guess
+    usage = [r for r in rows if r.metric.split("/")[0] in ("usage", "perplexity")]
+    assert usage and all(r.rule.split(" ")[0] in ("noise", "repeats") for r in usage)
+
+
+@pytest.mark.parametrize("which", sorted(BASELINES))
+def test_a_planted_regression_fails_naming_its_row(which):
+    base = _load(which)
+    worse = _demo_like(base) if which == "reproduce" else copy.deepcopy(base)
+    for e in worse["tokenizers"].values():
+        e.pop("repeats", None)
+    sem = worse["tokenizers"]["semhitok-tiny"]
+    sem["metrics"]["psnr"] -= 1.0  # -1 dB
+    rows = compare_results(worse, base)
+    bad = [(r.tokenizer, r.metric) for r in rows if r.verdict == "REGRESSION"]
+    assert bad == [("semhitok-tiny", "psnr")], bad
+    # a codebook collapsed to a handful of codes
+    worse = copy.deepcopy(worse)
+    worse["tokenizers"]["semhitok-tiny"]["metrics"]["psnr"] += 1.0
+    vq = worse["tokenizers"]["vqgan-tiny"]["metrics"]
+    vq["usage/code"], vq["perplexity/code"] = 4 / 1024, 3.0
+    rows = compare_results(worse, base)
+    bad = sorted((r.tokenizer, r.metric) for r in rows if r.verdict == "REGRESSION")
+    assert bad == [("vqgan-tiny", "perplexity/code"), ("vqgan-tiny", "usage/code")], bad
+    assert "FAIL, 2 regression(s)" in to_markdown(rows)
+    # the same numbers moved the good way: better, never a regression
+    good = copy.deepcopy(worse)
+    good["tokenizers"]["vqgan-tiny"]["metrics"]["usage/code"] = 1.0
+    good["tokenizers"]["vqgan-tiny"]["metrics"]["perplexity/code"] = 1024.0
+    verdicts = {r.metric: r.verdict for r in compare_results(good, base) if r.tokenizer == "vqgan-tiny"}
+    assert verdicts["usage/code"] == "better" and verdicts["perplexity/code"] == "better"
