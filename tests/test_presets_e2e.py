@@ -65,11 +65,37 @@ torch.save({"ids": tok.encode(x).token_ids(), "rec": tok.reconstruct(x)}, sys.ar
 """
 
 
-def test_every_registered_preset_is_covered():
-    from tokzoo.config import list_presets
+#: the distributions this repository ships: the suite is about them, whatever else is installed
+OWN_DISTRIBUTIONS = ("tokzoo", "tokzoo-semhitok", "tokzoo-baselines", "tokzoo-zoo")
 
-    assert sorted(list_presets()) == sorted(NEEDS), "add the new preset to NEEDS and TINY or PAPER"
+
+def own_presets() -> list[str]:
+    """The presets the project's own distributions register (a stranger's plugin's are not ours to cover)."""
+    from tokzoo.registry import get_registry
+
+    return sorted({f.stem for _, folder, dist in get_registry().preset_dirs if dist in OWN_DISTRIBUTIONS
+                   for f in Path(folder).rglob("*.yaml")})
+
+
+def test_every_registered_preset_is_covered(tmp_path):
+    from types import SimpleNamespace
+
+    import tokzoo
+    from tokzoo.config import list_presets
+    from tokzoo.testing import registered_plugin
+
+    assert own_presets() == sorted(NEEDS), "add the new preset to NEEDS and TINY or PAPER"
     assert sorted(TINY + PAPER + ZOO_TINY + READY) == sorted(NEEDS)
+    # with a stranger's plugin installed beside ours (its own preset), the suite still covers exactly ours
+    (tmp_path / "onedim-tiny.yaml").write_text("inherit: vq-tiny\n")
+
+    @tokzoo.hookimpl
+    def tokzoo_register_presets(register):
+        register("onedim", tmp_path)
+
+    with registered_plugin(SimpleNamespace(tokzoo_register_presets=tokzoo_register_presets), "onedim",
+                           distribution="tokzoo-onedim", version="0.1.0"):
+        assert "onedim-tiny" in list_presets() and own_presets() == sorted(NEEDS)
 
 
 def imagenet_like(root: Path, classes: int = 2, per_class: int = 3) -> Path:

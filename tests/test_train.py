@@ -1,4 +1,5 @@
 """The trainer: resume after a real kill, torchrun, NaN guard, checkpoints, load_tokenizer."""
+import io
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 import tokzoo
@@ -184,3 +186,67 @@ def test_training_improves_reconstruction(tmp_path):
     psnr = [r["eval/psnr"] for r in evals if "eval/psnr" in r]
     assert psnr[-1] > psnr[0] + 1.5, psnr  # measured on shapes v2: 10.6 -> 12.2 dB (16 px, 8 channels)
     assert (tmp_path / "fit" / "samples" / "stage1-end.png").is_file()
+
+
+def test_a_collapsing_codebook_is_said_while_training(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    import tokzoo
+    from tokzoo.api import Codes, Quantizer, QuantizerOutput
+    from tokzoo.testing import registered_plugin
+    from tokzoo.train import usage
+
+    class OneCode(Quantizer):
+        """Every position mapped to code 0 of 64: the collapse a bad first architecture trains into."""
+
+        layout = "grid"
+
+        def __init__(self, dim: int = 8, codebook_size: int = 64):
+            super().__init__()
+            self.code = nn.Parameter(torch.zeros(1, dim, 1, 1))
+            self.size, self.dim = codebook_size, dim
+
+        @property
+        def vocab(self):
+            return {"code": self.size}
+
+        def forward(self, z):
+            q = z + (self.code.expand_as(z) - z).detach()
+            return QuantizerOutput(q, Codes({"code": torch.zeros(z.shape[0], *z.shape[2:], dtype=torch.long)},
+                                            self.vocab), {"commitment": ((z - q.detach()) ** 2).mean()})
+
+        def lookup(self, codes):
+            return self.code.expand(codes.levels["code"].shape[0], -1, *codes.levels["code"].shape[1:])
+
+    @tokzoo.hookimpl
+    def tokzoo_register_quantizers(register):
+        register("one-code", OneCode, "always code 0")
+
+    monkeypatch.setattr(usage, "WINDOW", 4)
+    out = io.StringIO()
+    with registered_plugin(SimpleNamespace(tokzoo_register_quantizers=tokzoo_register_quantizers), "collapse"):
+        cfg = load_run_config("vq-tiny", TINY + ["model.quantizer={name: one-code, dim: 8}", "recipe.steps=10",
+                                                 f"run_dir={tmp_path / 'run'}"])
+        Trainer(cfg, console=Console(file=out, width=300, color_system=None)).train()
+    said = out.getvalue()
+    # one warning, naming the level, its usage and the remedies; the stage's summary gives usage beside PSNR
+    assert said.count("codebook collapse at level 'code'") == 1, said
+    assert "1 of 64 codes (1.56 %) used over the last 4 steps" in said and "restart_unused=true" in said
+    assert "codes used: code 1.56%" in said and "use 1.56%" in said
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "usage/code" in r]
+    assert logged and logged[-1]["usage/code"] == 1 / 64 and logged[-1]["perplexity/code"] == pytest.approx(1.0)
+
+
+def test_a_healthy_codebook_trains_without_a_warning(tmp_path):
+    import json
+
+    out = io.StringIO()
+    Trainer(load_run_config("vq-tiny", TINY + ["recipe.steps=4", f"run_dir={tmp_path / 'run'}"]),
+            console=Console(file=out, width=300, color_system=None)).train()
+    assert "collapse" not in out.getvalue()
+    rec = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(0 < r.get("usage/code", 0) <= 1 for r in rec)

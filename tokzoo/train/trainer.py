@@ -46,6 +46,8 @@ from tokzoo.train.runlog import MetricsLog
 from tokzoo.train.sampler import StepBatches
 from tokzoo.train.signals import StopSignals
 from tokzoo.train.steps import NonFiniteLossError, Steps
+from tokzoo.train import usage
+from tokzoo.train.usage import CodeUsage
 from tokzoo.textsafe import console as esc
 
 __all__ = ["NonFiniteLossError", "StepBatches", "Trainer", "TrainingInterrupted", "run_training"]
@@ -92,6 +94,9 @@ class Trainer:
                            grad_clip=self.tcfg["grad_clip"], amp=self.tcfg["precision"] == "bf16",
                            world=self.world, skips=self.skips, class_names=getattr(self.train_set, "classes", None),
                            where_kept=self._where_kept)
+        self.usage = CodeUsage()  # codebook usage over recent steps: a collapse is said when it happens
+        if self.is_main:
+            self.usage.attach(self.tokenizer)
         self.step = 0  # global optimiser steps done
         self.stage_index, self.stage_step = 0, 0
         self.entered: int | None = None  # the stage whose optimisers exist now
@@ -196,9 +201,14 @@ class Trainer:
         now = time.perf_counter()
         rate = self.steps.images / max(1e-9, now - self._t_last)
         self._t_last, self.steps.images = now, 0
+        used = self.usage.summary()
+        self._used = used
         self.log({"step": self.step, "stage": stage.name, "lr": self.steps.optimisers.sched.get_last_lr()[0],
-                  "images_per_s": rate, **logs})
-        return " ".join(f"{k}={v:.4f}" for k, v in logs.items()) + f" | {rate:.1f} img/s"
+                  "images_per_s": rate, **logs, **used})
+        for line in self.usage.collapsed(used) if self.is_main else []:
+            self.console.print(f"[bold yellow]warning:[/] {esc(line)}", highlight=False)
+        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
+        return info + "".join(f" {p}" for p in [usage.short(used)] if p) + f" | {rate:.1f} img/s"
 
     # -- the run: checks, then the stages -------------------------------------------
     def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:
@@ -307,6 +317,8 @@ class Trainer:
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                             disable=not self.is_main)
         self._t_last, self.steps.images = time.perf_counter(), 0
+        self.usage.new_stage()
+        self._used: dict[str, float] = {}
         signals = StopSignals()
         with progress, signals.caught():
             task = progress.add_task(esc(stage.name), total=stage.steps, completed=self.stage_step, info="")
@@ -319,6 +331,7 @@ class Trainer:
                 ctx = StepContext(self.step, self.stage_step, stage, self.stage_index, self.device)
                 logs, used = self.steps.generator(batches, ctx)
                 logs.update(self.steps.discriminator(used, ctx))
+                self.usage.end_step()
                 if self.ema is not None:
                     self.ema.update(self.tokenizer)
                 self.step += 1
@@ -336,7 +349,8 @@ class Trainer:
         final = runfolder.final_tag(self.stage_index + 1)
         self.save(final)
         if self.is_main:
-            self.console.print(f"stage {self.stage_index + 1} done: {_fmt(after)}; "
+            codes = usage.per_level(self._used)
+            self.console.print(f"stage {self.stage_index + 1} done: {_fmt(after)}; {esc(codes) + '; ' if codes else ''}"
                                f"checkpoint {esc(runfolder.checkpoint(self.run_dir, final))}", highlight=False,
                                soft_wrap=True)
             if self.skips.summary():
