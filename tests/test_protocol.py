@@ -287,7 +287,7 @@ def test_codebook_usage_gets_an_image_bootstrap_interval_the_same_in_one_process
 
 
 def test_rfid_interval_resamples_paired_features_and_survives_the_reference_cache(monkeypatch):
-    import tokzoo.bench.metrics as metrics
+    import tokzoo.bench.fid as fid
     from tokzoo.bench.metrics import RFID, frechet_distance, resampled_fid
 
     g = np.random.default_rng(0)
@@ -299,7 +299,7 @@ def test_rfid_interval_resamples_paired_features_and_survives_the_reference_cach
         assert fast == pytest.approx(ref, rel=1e-5)
     proj = torch.from_numpy(g.normal(size=(3 * 4, 2048)))
     # the value itself (scipy's sqrtm at 2048 dimensions, 12 s here) is checked against torch-fidelity elsewhere
-    monkeypatch.setattr(metrics, "frechet_distance", lambda m1, s1, m2, s2: float((m1 - m2) @ (m1 - m2)))
+    monkeypatch.setattr(fid, "frechet_distance", lambda m1, s1, m2, s2: float((m1 - m2) @ (m1 - m2)))
 
     def metric(resamples=20):
         m = RFID(resamples=resamples)

@@ -13,7 +13,10 @@ from typing import Any, Literal, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["CodeLayout", "CodeSpec", "Codes", "QuantizerOutput", "TokenizerInfo", "TokenizerOutput"]
+from tokzoo.errors import ContractError, who
+
+__all__ = ["CodeLayout", "CodeSpec", "Codes", "QuantizerOutput", "TokenizerInfo", "TokenizerOutput", "check_vocab",
+           "check_codes"]
 
 CodeLayout = Literal["grid", "residual", "hierarchical"]
 
@@ -189,3 +192,48 @@ class TokenizerInfo:
             "tokens_per_image": self.tokens_per_image,
             "bits_per_image": self.bits_per_image,
         }
+
+
+# -----------------------------------------------------------------------------
+# Checks where codes enter: training, the bench, load_tokenizer
+# -----------------------------------------------------------------------------
+#: the largest vocabulary of one level (int64 ids; no metric allocates by the vocabulary)
+MAX_LEVEL_VOCAB = 2 ** 62
+
+
+def check_vocab(vocab: Any, owner: Any) -> None:
+    """A :class:`ContractError` (exit 3) naming ``owner`` unless ``vocab`` maps level
+    names to positive whole numbers of codes."""
+    if not isinstance(vocab, Mapping) or not vocab:
+        raise ContractError(f"{who(owner)}: its vocab is {vocab!r}, not a mapping of level name -> number of codes")
+    for name, size in vocab.items():
+        if not isinstance(name, str) or not name:
+            raise ContractError(f"{who(owner)}: vocab level name {name!r} is not a non-empty string")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_LEVEL_VOCAB:
+            raise ContractError(f"{who(owner)}: vocab '{name}' = {size!r}: a vocabulary is a whole number of codes "
+                                f"from 1 to 2^62 (a tokenizer without discrete codes has no vocabulary; such "
+                                "continuous tokenizers are not supported yet)")
+
+
+def check_codes(codes: Any, owner: Any, vocab: Mapping[str, int] | None = None, method: str = "encode") -> Codes:
+    """``codes`` if they are :class:`Codes` of integer tensors inside their
+    vocabulary (and ``vocab``'s levels when given), else a :class:`ContractError`
+    naming ``owner`` and what is wrong."""
+    if not isinstance(codes, Codes):
+        raise ContractError(f"{who(owner)}: {method}() returned {type(codes).__name__}, but the contract expects "
+                            "tokzoo.api.Codes")
+    if vocab is not None and dict(codes.vocab) != dict(vocab):
+        raise ContractError(f"{who(owner)}: {method}() gave codes of vocab {dict(codes.vocab)}, but its info "
+                            f"declares {dict(vocab)}")
+    for name, c in codes.levels.items():
+        if not isinstance(c, Tensor):
+            raise ContractError(f"{who(owner)}: {method}() level '{name}' is a {type(c).__name__}, not a tensor")
+        if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
+            raise ContractError(f"{who(owner)}: {method}() level '{name}' holds {c.dtype} values; codes are integers "
+                                "(a tokenizer without discrete codes is not supported yet)")
+        if c.numel():
+            lo, hi = int(c.min()), int(c.max())
+            if lo < 0 or hi >= codes.vocab[name]:
+                raise ContractError(f"{who(owner)}: {method}() level '{name}' holds codes from {lo} to {hi}, outside "
+                                    f"its vocabulary 0..{codes.vocab[name] - 1}")
+    return codes

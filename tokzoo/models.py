@@ -41,7 +41,26 @@ def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True
         raise CheckpointError(f"{weights} holds non-finite weights ({bad}): a tokenizer trained to NaN or a damaged "
                               "file; every number measured from it would be meaningless")
     tok.checkpoint_path = str(ckpt)
-    return tok.to(map_location).eval()
+    tok = tok.to(map_location).eval()
+    check_tokenizer(tok)
+    return tok
+
+
+def check_tokenizer(tok) -> None:
+    """Its vocabulary, and the codes of one image, as the contract says (a
+    ContractError naming it, exit 3, before anything is measured with it)."""
+    import torch
+
+    from tokzoo.codes import check_codes, check_vocab
+
+    info = getattr(tok, "info", None)
+    check_vocab(getattr(info, "vocab", None), tok)
+    res = getattr(info, "resolution", None)
+    if isinstance(res, int) and 0 < res <= 1024:
+        device = next((p.device for p in tok.parameters()), torch.device("cpu"))
+        image = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.no_grad():
+            check_codes(tok.encode(image), tok, info.vocab)
 
 
 def first_non_finite(module) -> str | None:

@@ -22,6 +22,7 @@ from tokzoo.bench.protocol import PROTOCOL_VERSION
 from tokzoo.bench.stats import bootstrap_interval
 from tokzoo.data import SkipCounter, build_dataset, collate, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
+from tokzoo.codes import check_codes
 from tokzoo.errors import ConfigError, TokzooError, check_returns
 from tokzoo.registry import get_registry
 
@@ -122,6 +123,7 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
             codes = check_returns(tok, "encode", tok.encode(x), Codes, "tokzoo.api.Codes")
             _sync(device)
             t1 = time.perf_counter()
+            check_codes(codes, tok, tok.info.vocab)  # integers inside the vocabulary (outside the timing)
             rec = tok.decode(codes)
             _sync(device)
             t2 = time.perf_counter()

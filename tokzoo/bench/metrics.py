@@ -8,8 +8,6 @@ and gives the numbers a single process gives.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,8 +16,8 @@ from torch import Tensor
 from tokzoo.api import Codes, Metric, Tokenizer
 from tokzoo.bench.probes import EncoderProbe, LinearProbe  # noqa: F401 (importable here)
 from tokzoo.measures import psnr_per_image  # noqa: F401 (importable here)
+from tokzoo.bench.fid import FID_DIMS, RFID, frechet_distance, load_inception, resampled_fid  # noqa: F401 (importable here)
 from tokzoo.nn.quantizers import perplexity
-from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
 
@@ -149,207 +147,7 @@ class LPIPSMetric(MeanMetric):
         return self.net(originals.float() / 255, reconstructions.float() / 255)
 
 
-# -- rFID ---------------------------------------------------------------------------
-def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
-    """torch-fidelity's InceptionV3 (FID 2015-12-05 weights, TF-compatible resize),
-    from the local file ``weights-inception-2015-12-05-6726825d.pth``."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    path = find_weights(KNOWN_FILES["inception"], f"{purpose} (InceptionV3)", weights_dir)
-    try:  # refuse anything that is not a plain tensor state dict before torch-fidelity unpickles it
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsNotFoundError(f"{path} is not an InceptionV3 state dict ({str(exc).splitlines()[0]})") from None
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-    return model.eval().to(device), sha256(path)
-
-
-#: InceptionV3 pool3 feature dimensions: on fewer images the covariance is singular
-FID_DIMS = 2048
-
-
-def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 (scipy's sqrtm)."""
-    import scipy.linalg
-
-    import warnings
-
-    diff = mu1 - mu2
-    with warnings.catch_warnings():  # a singular product (fewer images than dimensions) is flagged in the results
-        warnings.simplefilter("ignore")
-        covmean = scipy.linalg.sqrtm(s1.dot(s2))
-        if not np.isfinite(covmean).all():
-            offset = np.eye(s1.shape[0]) * 1e-6
-            covmean = scipy.linalg.sqrtm((s1 + offset).dot(s2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
-def trace_sqrt_product(a: Tensor, b: Tensor) -> float:
-    """``Tr sqrt(S_a S_b)`` for the covariances ``S = X^T X`` of two factors
-    ``a`` ``[n_a, d]`` and ``b`` ``[n_b, d]`` (centred, weighted, scaled rows;
-    float64, on any device): the nuclear norm of ``a b^T`` when there are fewer
-    rows than dimensions, else the square roots of the eigenvalues of
-    ``R^T S_b R`` with ``S_a = R R^T`` (both symmetric: no complex square root).
-    The bootstrap's fast path to :func:`frechet_distance`'s trace term (equal to float noise)."""
-    if max(len(a), len(b)) < a.shape[1]:
-        m = a @ b.T
-        return float(torch.linalg.eigvalsh(m @ m.T).clamp(min=0).sqrt().sum())
-    lam, u = torch.linalg.eigh(a.T @ a)
-    r = u * lam.clamp(min=0).sqrt()
-    bb = b @ r
-    return float(torch.linalg.eigvalsh(bb.T @ bb).clamp(min=0).sqrt().sum())
-
-
-def _weighted_factor(x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean, factor ``A`` with ``A^T A`` the covariance) of rows ``x`` drawn ``w`` times."""
-    n = w.sum()
-    mu = w @ x / n
-    return mu, (x - mu) * (w / (n - 1)).sqrt()[:, None]
-
-
-def resampled_fid(x: Tensor, y: Tensor, w: Tensor) -> float:
-    """The Fréchet distance of rows ``x`` and ``y`` (paired), each row drawn ``w`` times."""
-    mx, a = _weighted_factor(x, w)
-    my, b = _weighted_factor(y, w)
-    diff = mx - my
-    return float(diff @ diff + (a * a).sum() + (b * b).sum()) - 2 * trace_sqrt_product(a, b)
-
-
-class RFID(SumMetric):
-    """Reconstruction FID against the preprocessed originals of the same images.
-
-    Streaming float64 sums (``sum x``, ``sum x x^T``, count) for both sets; the
-    reference sums can be cached by dataset fingerprint and protocol. The
-    interval: a normal bootstrap over the images, ``resamples`` draws of the
-    images with replacement (the same draws for originals and reconstructions,
-    paired by dataset index), the Fréchet distance recomputed on each from the
-    images' float32 features (kept, and cached with the reference sums);
-    ``resamples=0`` measures without it. Approximate below 2,048 images, as rFID itself."""
-
-    name = "rfid"
-    better = {"rfid": "lower"}
-
-    def __init__(self, resamples: int = 100):
-        if not isinstance(resamples, int) or isinstance(resamples, bool) or not 0 <= resamples <= 10000:
-            raise ValueError(f"metrics.rfid.resamples={resamples!r}: a whole number from 0 to 10000")
-        self.resamples = resamples
-        self.state = {}
-        self.reference: dict[str, Tensor] | None = None  # cached reference sums, when given
-
-    def protocol(self):
-        return {"interval": {"method": "normal", "confidence": 0.95, "resamples": self.resamples, "seed": 0,
-                             "over": "images measured, paired originals / reconstructions, resampled with replacement"}}
-
-    def setup(self, context):
-        super().setup(context)
-        self.model, sha = load_inception(context.weights_dir, context.device)
-        self.weights = {"inception-2015-12-05": sha}
-        self.device = context.device
-
-    def reference_identity(self):
-        return json.dumps(["rfid", self.weights, "with-features"])
-
-    def load_reference(self, state):
-        self.reference = state
-
-    def reset(self, tokenizer=None):
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
-        self.state = {"fake_sum": z(2048), "fake_outer": z(2048, 2048), "fake_n": z(()),
-                      "real_sum": z(2048), "real_outer": z(2048, 2048), "real_n": z(())}
-        self.reference = None
-        self.kept: dict[str, list[Tensor]] = {"fake": [], "real": [], "index": []}  # per image, for the interval
-        self.seen = 0
-
-    @torch.no_grad()
-    def features(self, images_u8: Tensor) -> Tensor:
-        return self.model(images_u8.to(self.device))[0].double().cpu()
-
-    def update(self, originals, reconstructions, codes=None, batch=None):
-        f = self.features(reconstructions)
-        self.state["fake_sum"] += f.sum(0)
-        self.state["fake_outer"] += f.t() @ f
-        self.state["fake_n"] += len(f)
-        index = (batch or {}).get("index")
-        if self.resamples:
-            self.kept["fake"].append(f.float())
-            self.kept["index"].append(index.cpu().long() if isinstance(index, Tensor) and len(index) == len(f)
-                                      else torch.arange(self.seen, self.seen + len(f)))
-        self.seen += len(f)
-        if self.reference is None:
-            r = self.features(originals)
-            self.state["real_sum"] += r.sum(0)
-            self.state["real_outer"] += r.t() @ r
-            self.state["real_n"] += len(r)
-            if self.resamples:
-                self.kept["real"].append(r.float())
-
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        super().reduce(all_reduce_sum, all_gather_object, world_size)
-        mine = {k: torch.cat(v) for k, v in self.kept.items() if v}
-        parts = [None] * world_size
-        all_gather_object(parts, mine)
-        self.kept = {k: [p[k] for p in parts if p and k in p] for k in ("fake", "real", "index")}
-
-    @staticmethod
-    def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        n = float(n)
-        mu = (s / n).numpy()
-        cov = ((outer - n * torch.outer(s / n, s / n)) / (n - 1)).numpy()
-        return mu, cov
-
-    def _sorted(self) -> tuple[Tensor, Tensor | None, Tensor] | None:
-        """(indices, originals' features or None, reconstructions' features), in dataset order."""
-        if not self.kept["fake"]:
-            return None
-        index = torch.cat(self.kept["index"])
-        order = torch.argsort(index, stable=True)
-        real = torch.cat(self.kept["real"])[order] if self.kept["real"] else None
-        return index[order], real, torch.cat(self.kept["fake"])[order]
-
-    def reference_state(self) -> dict[str, Tensor]:
-        out = {k: self.state[k] for k in ("real_sum", "real_outer", "real_n")}
-        kept = self._sorted()
-        if kept is not None and kept[1] is not None:
-            out["real_index"], out["real_features"] = kept[0], kept[1]
-        return out
-
-    def compute(self):
-        ref = self.reference or self.reference_state()
-        if float(self.state["fake_n"]) < 2:
-            raise ValueError("rFID needs at least 2 images")
-        mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
-        mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
-        self._value = frechet_distance(mu1, s1, mu2, s2)
-        return {"rfid": self._value}
-
-    def intervals(self):
-        from tokzoo.bench.stats import resample_counts, resample_interval
-
-        kept = self._sorted() if self.resamples else None
-        if kept is None:
-            return {}
-        index, real, fake = kept
-        if self.reference is not None:  # the originals' features from the cache, for these very images
-            if not torch.equal(self.reference.get("real_index", torch.zeros(0)), index):
-                return {}
-            real = self.reference["real_features"]
-        if real is None or len(index) < 2:
-            return {}
-        device = getattr(self, "device", "cpu")
-        x, y = real.to(device, torch.float64), fake.to(device, torch.float64)
-        resampled = [resampled_fid(x, y, torch.from_numpy(w).to(device))
-                     for draws in resample_counts(len(x), self.resamples, seed=0, chunk=8) for w in draws]
-        ci = resample_interval(self._value, resampled)
-        return {"rfid": ci} if ci is not None else {}
-
-    def flags(self) -> dict[str, str]:
-        n = int(float(self.state["fake_n"]))
-        if n < FID_DIMS:
-            return {"rfid": f"rank-deficient: N = {n} < {FID_DIMS} images, fewer than the Inception feature "
-                            "dimensions (singular covariance; compare only at equal N; its interval approximate)"}
-        return {}
+# -- rFID: tokzoo/bench/fid.py ---------------------------------------------------------
 
 
 # -- codebook usage -----------------------------------------------------------------
@@ -378,7 +176,7 @@ class CodebookUsage(SumMetric):
         if self.hierarchical:
             parent, child = list(self.vocab)
             self.vocab[child] = self.vocab[parent] * self.vocab[child]
-        self.state = {lvl: torch.zeros(n, dtype=torch.float64) for lvl, n in self.vocab.items()}
+        self.state = {}  # nothing summed: the codes of every image are kept (memory by images, never by vocabulary)
         self.better = {}
         for lvl in self.vocab:
             self.better[f"usage/{lvl}"] = "higher"
@@ -393,11 +191,10 @@ class CodebookUsage(SumMetric):
             parent, child = list(levels)
             levels[child] = levels[parent] * codes.vocab[child] + levels[child]
         for lvl, c in levels.items():
-            self.state[lvl] += torch.bincount(c.reshape(-1).cpu(), minlength=self.vocab[lvl]).double()
             small = torch.int32 if self.vocab[lvl] < 2 ** 31 else torch.int64
             self.codes[lvl].append(c.reshape(len(c), -1).cpu().to(small))
         index = (batch or {}).get("index")
-        n = len(originals)
+        n = codes.batch_size
         self.index.append(index.cpu().long() if isinstance(index, Tensor) and len(index) == n
                           else torch.arange(self.seen, self.seen + n))
         self.seen += n
@@ -414,8 +211,11 @@ class CodebookUsage(SumMetric):
 
     def compute(self):
         out = {}
-        for lvl, counts in self.state.items():
-            out[f"usage/{lvl}"] = float((counts > 0).double().mean())
+        for lvl, parts in self.codes.items():
+            if not parts:
+                continue
+            counts = torch.unique(torch.cat(parts).reshape(-1), return_counts=True)[1].double()
+            out[f"usage/{lvl}"] = len(counts) / self.vocab[lvl]
             out[f"perplexity/{lvl}"] = perplexity(counts)
         self._values = out
         return out

@@ -45,6 +45,10 @@ GPT_SIZES = {"micro": {"width": 64, "depth": 2, "heads": 2},
              "gpt-b": {"width": 768, "depth": 12, "heads": 12}}
 
 
+#: the largest token vocabulary a GPT is built for (its embedding and head are vocabulary x width)
+MAX_VOCAB = 2 ** 20
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     vocab: int  # flat token vocabulary (Codes.token_vocab_size)
@@ -59,6 +63,9 @@ class GPTConfig:
     grid: tuple[int, int] = field(default=(0, 0))  # (h, w) for "2d"
 
     def __post_init__(self):
+        if not isinstance(self.vocab, int) or not 1 <= self.vocab <= MAX_VOCAB:
+            raise ValueError(f"a vocabulary of {self.vocab} token ids is beyond the GPT's bound of {MAX_VOCAB} "
+                             "(2^20: its embedding and head grow with the vocabulary)")
         if self.width % self.heads or (self.width // self.heads) % 4:
             raise ValueError(f"GPT width {self.width} must split into {self.heads} heads of a multiple of 4 dims")
         if self.positions == "2d" and self.grid[0] * self.grid[1] != self.length:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
+from tokzoo.codes import check_vocab
 from tokzoo.ckptio import (atomic_write, load_weights, read_module_state, read_trainer_state,
                            resolve_checkpoint, save_checkpoint, write_run_config)
 from tokzoo.runfolder import RunLock, repair_latest
@@ -79,6 +80,8 @@ class Trainer:
         if not is_trainable(self.tokenizer):  # a bench-only tokenizer: refused before anything is written
             raise ConfigError(f"'{config['model'].get('name')}' ({type(self.tokenizer).__name__}) defines no training "
                               "pass (Tokenizer.forward): it can be benched, not trained")
+        if config.get("model_kind", "tokenizer") == "tokenizer":  # a vocabulary as the contract says, now
+            check_vocab(getattr(getattr(self.tokenizer, "info", None), "vocab", None), self.tokenizer)
         self.frozen = tuple(self.tokenizer.frozen_prefixes()) if hasattr(self.tokenizer, "frozen_prefixes") else ()
         self.recipe: Recipe = build("recipe", config["recipe"])
         self.stages: list[Stage] = self.recipe.stages()
@@ -201,14 +204,12 @@ class Trainer:
         now = time.perf_counter()
         rate = self.steps.images / max(1e-9, now - self._t_last)
         self._t_last, self.steps.images = now, 0
-        used = self.usage.summary()
-        self._used = used
+        self._used = used = self.usage.summary()
         self.log({"step": self.step, "stage": stage.name, "lr": self.steps.optimisers.sched.get_last_lr()[0],
                   "images_per_s": rate, **logs, **used})
         for line in self.usage.collapsed(used) if self.is_main else []:
             self.console.print(f"[bold yellow]warning:[/] {esc(line)}", highlight=False)
-        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
-        return info + "".join(f" {p}" for p in [usage.short(used)] if p) + f" | {rate:.1f} img/s"
+        return " ".join([*(f"{k}={v:.4f}" for k, v in logs.items()), usage.short(used)]).strip() + f" | {rate:.1f} img/s"
 
     # -- the run: checks, then the stages -------------------------------------------
     def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 A forward hook on the tokenizer keeps the codes of every training forward
 pass (any tokenizer whose ``forward`` returns a :class:`TokenizerOutput`,
-whichever recipe calls it); at each logged step the codes of the last
+whichever recipe calls it; the first of each stage is checked: integer codes
+inside their vocabulary, else a ContractError naming the tokenizer); at each logged step the codes of the last
 ``WINDOW`` steps are counted per level (a hierarchical child over the whole
 parent x child table, as the bench counts it): usage (the fraction of codes
 used) and perplexity go to metrics.jsonl, the lowest usage to the progress
@@ -18,7 +19,7 @@ from collections import deque
 import torch
 from torch import Tensor
 
-from tokzoo.codes import Codes
+from tokzoo.codes import check_codes
 
 #: steps counted together (a batch alone sees too few tokens to say a code is unused)
 WINDOW = 50
@@ -38,14 +39,19 @@ class CodeUsage:
         self.pending: dict[str, list[Tensor]] = {}
         self.vocab: dict[str, int] = {}
         self.warned: set[str] = set()
+        self.checked = False
 
     def attach(self, module: torch.nn.Module):
         return module.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output) -> None:
-        codes = getattr(getattr(output, "quant", None), "codes", None)
-        if not module.training or not isinstance(codes, Codes):
+        quant = getattr(output, "quant", None)
+        if not module.training or quant is None:
             return
+        codes = quant.codes
+        if not self.checked:  # the first training pass of a stage: integer codes inside the vocabulary
+            check_codes(codes, module, method="forward")
+            self.checked = True
         levels, vocab = dict(codes.levels), dict(codes.vocab)
         if codes.layout == "hierarchical" and len(levels) == 2:
             parent, child = list(levels)
@@ -62,7 +68,7 @@ class CodeUsage:
 
     def new_stage(self) -> None:
         self.recent.clear()
-        self.pending, self.warned = {}, set()
+        self.pending, self.warned, self.checked = {}, set(), False
 
     def summary(self) -> dict[str, float]:
         """``usage/<level>`` and ``perplexity/<level>`` over the steps in the window."""
