@@ -219,21 +219,23 @@ def check_codes(codes: Any, owner: Any, vocab: Mapping[str, int] | None = None, 
     """``codes`` if they are :class:`Codes` of integer tensors inside their
     vocabulary (and ``vocab``'s levels when given), else a :class:`ContractError`
     naming ``owner`` and what is wrong."""
+    quantizer = getattr(owner, "quantizer", None)  # a composed tokenizer's codes come from its quantizer
+    owner_name = who(owner) + (f", its quantizer {who(quantizer)}" if isinstance(quantizer, torch.nn.Module) else "")
     if not isinstance(codes, Codes):
-        raise ContractError(f"{who(owner)}: {method}() returned {type(codes).__name__}, but the contract expects "
+        raise ContractError(f"{owner_name}: {method}() returned {type(codes).__name__}, but the contract expects "
                             "tokzoo.api.Codes")
     if vocab is not None and dict(codes.vocab) != dict(vocab):
-        raise ContractError(f"{who(owner)}: {method}() gave codes of vocab {dict(codes.vocab)}, but its info "
+        raise ContractError(f"{owner_name}: {method}() gave codes of vocab {dict(codes.vocab)}, but its info "
                             f"declares {dict(vocab)}")
-    for name, c in codes.levels.items():
+    for level, c in codes.levels.items():
         if not isinstance(c, Tensor):
-            raise ContractError(f"{who(owner)}: {method}() level '{name}' is a {type(c).__name__}, not a tensor")
+            raise ContractError(f"{owner_name}: {method}() level '{level}' is a {type(c).__name__}, not a tensor")
         if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
-            raise ContractError(f"{who(owner)}: {method}() level '{name}' holds {c.dtype} values; codes are integers "
+            raise ContractError(f"{owner_name}: {method}() level '{level}' holds {c.dtype} values; codes are integers "
                                 "(a tokenizer without discrete codes is not supported yet)")
         if c.numel():
             lo, hi = int(c.min()), int(c.max())
-            if lo < 0 or hi >= codes.vocab[name]:
-                raise ContractError(f"{who(owner)}: {method}() level '{name}' holds codes from {lo} to {hi}, outside "
-                                    f"its vocabulary 0..{codes.vocab[name] - 1}")
+            if lo < 0 or hi >= codes.vocab[level]:
+                raise ContractError(f"{owner_name}: {method}() level '{level}' holds codes from {lo} to {hi}, outside "
+                                    f"its vocabulary 0..{codes.vocab[level] - 1}")
     return codes

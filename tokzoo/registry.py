@@ -201,6 +201,15 @@ class Registry:
                 given = ", ".join(f"{k}={v!r}" for k, v in params.items() if not isinstance(v, (dict, list)))
                 raise ConfigError(f"{kind} '{name}' at '{path}' cannot be built with {given or 'its parameters'}: "
                                   f"{type(exc).__name__}: {exc}") from exc
+            except TypeError as exc:  # a plugin class that leaves a method of the contract unwritten
+                if "abstract" not in str(exc):
+                    raise
+                from tokzoo.errors import ContractError
+
+                dist, version = self._dist_of.get(comp.plugin, (comp.distribution, "?"))
+                raise ContractError(f"{kind} '{name}' (plugin '{comp.plugin}', distribution '{dist} {version}') "
+                                    f"cannot be built: {exc} (tokzoo.api declares it: write it, see "
+                                    "docs/plugins.md)") from None
         try:  # provenance: which distribution built this (results.json records it)
             dist, version = self._dist_of.get(comp.plugin, (comp.distribution, "?"))
             obj.tokzoo_component = {"kind": kind, "name": name, "plugin": comp.plugin, "distribution": dist,

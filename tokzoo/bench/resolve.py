@@ -11,7 +11,7 @@ import torch
 
 from tokzoo import runfolder
 from tokzoo.errors import CheckpointError, TokzooError, UnknownNameError
-from tokzoo.models import build_model_from_config, first_non_finite, load_tokenizer
+from tokzoo.models import build_model_from_config, check_tokenizer, first_non_finite, load_tokenizer
 from tokzoo.registry import get_registry
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
@@ -44,7 +44,9 @@ def resolve_tokenizer(name: str, device: torch.device):
         if bad:
             raise CheckpointError(f"'{name}' loaded non-finite weights ({bad}): every number measured from it "
                                   "would be meaningless")
-        return tok.to(device).eval()
+        tok = tok.to(device).eval()
+        check_tokenizer(tok)  # its vocabulary and codes, before anything is measured (load_tokenizer does the same)
+        return tok
     run_dir = Path(config["run_dir"])
     try:
         tok = load_tokenizer(run_dir, map_location=str(device))
