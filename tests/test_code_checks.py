@@ -176,3 +176,77 @@ def test_a_tokenizer_missing_a_method_of_the_contract_is_named_not_a_traceback(p
     assert run.returncode == 3 and "Traceback" not in text, text
     assert "tokenizer 'half' (plugin 'declared', distribution 'tokzoo-declared 0.1.0') cannot be built" in text
     assert "decode_codes" in text
+
+
+def test_a_plugins_mistakes_are_named_where_the_user_meets_them(tmp_path, cli):
+    """Presets left out of the package, hooks not marked, a run whose plugin was uninstalled."""
+    from conftest import make_dist
+
+    source = DECLARED.replace("@tokzoo.hookimpl\ndef tokzoo_register_tokenizers", "def tokzoo_register_tokenizers")
+    source += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
+               "    from pathlib import Path\n    register('declared', Path(__file__).parent / 'declared_configs')\n")
+    site = make_dist(tmp_path / "site", "tokzoo-declared", "0.2.0", {"declared": "declared_plugin"},
+                     {"declared_plugin.py": source})
+    env = {"PYTHONPATH": str(site)}
+    listed = cli("plugins", env=env)
+    said = " ".join(listed.stdout.split())
+    assert "'tokzoo_register_tokenizers' is not marked @tokzoo.hookimpl and register nothing" in said
+    assert "lists presets in" in said and "is package-data set in its pyproject.toml" in said
+    # the user's next command names the same reasons beside "unknown ..."
+    preset = tmp_path / "decl.yaml"
+    preset.write_text("model: {name: declared, resolution: 16}\n")
+    bench = cli("bench", "--tokenizers", str(preset), "--num-images", "8", "--metrics", "psnr",
+                "--out", str(tmp_path / "b"), env=env)
+    text = " ".join(bench.stderr.split())
+    assert bench.returncode == 2 and "unknown tokenizer 'declared'" in text
+    assert "note: plugin 'declared' (tokzoo-declared 0.2.0) 'tokzoo_register_tokenizers' is not marked" in text
+    train = cli("train", "declared-tiny", env=env)
+    assert train.returncode == 2 and "is package-data set" in " ".join(train.stderr.split())
+
+
+def test_a_run_whose_plugin_is_uninstalled_names_the_distribution_to_install(tmp_path, cli):
+    from conftest import make_dist
+
+    quantizer = '''
+import torch
+from torch import nn
+
+import tokzoo
+from tokzoo.api import Codes, Quantizer, QuantizerOutput
+
+
+class Grey(Quantizer):
+    layout = "grid"
+
+    def __init__(self, dim: int = 4, codebook_size: int = 8):
+        super().__init__()
+        self.dim, self.size = dim, codebook_size
+        self.table = nn.Parameter(torch.linspace(-1, 1, codebook_size)[:, None].repeat(1, dim))
+
+    @property
+    def vocab(self):
+        return {"code": self.size}
+
+    def forward(self, z):
+        idx = (z.mean(1).tanh() * 3.99 + 4).long().clamp(0, self.size - 1)
+        q = z + (self.lookup(Codes({"code": idx}, self.vocab)) - z).detach()
+        return QuantizerOutput(q, Codes({"code": idx}, self.vocab), {"commitment": ((z - q.detach()) ** 2).mean()})
+
+    def lookup(self, codes):
+        return self.table[codes.levels["code"]].permute(0, 3, 1, 2)
+
+
+@tokzoo.hookimpl
+def tokzoo_register_quantizers(register):
+    register("grey", Grey, "grey levels")
+'''
+    site = make_dist(tmp_path / "site", "tokzoo-grey", "0.3.0", {"grey": "grey_plugin"}, {"grey_plugin.py": quantizer})
+    run = tmp_path / "run"
+    trained = cli("train", "vq-tiny", *TINY, "model.quantizer={name: grey, dim: 4, codebook_size: 8}",
+                  "recipe.steps=1", f"run_dir={run}", env={"PYTHONPATH": str(site)})
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    gone = cli("bench", "--tokenizers", str(run), "--num-images", "8", "--metrics", "psnr", "--out", str(tmp_path / "b"))
+    text = " ".join(gone.stderr.split())
+    assert gone.returncode == 2 and "Traceback" not in text, text
+    assert "its quantizer 'grey' was built by distribution 'tokzoo-grey 0.3.0', which is not installed here: " \
+           "pip install tokzoo-grey" in text

@@ -197,7 +197,8 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
     state, frozen = split_frozen(tokenizer.state_dict(), prefixes)
     try:
         tmp.mkdir()
-        meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag}
+        meta = {"format": FORMAT, "tokzoo_config": json.dumps(config), "tag": tag,
+                "tokzoo_components": json.dumps(components(tokenizer))}  # who built it: named if later missing
         if frozen:
             meta["tokzoo_frozen"] = json.dumps([_write_frozen(Path(run_dir), frozen)])
         save_file(_state_for_save(state), str(tmp / "model.safetensors"), metadata=meta)
@@ -290,6 +291,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"no checkpoint at {p}: the path does not exist")
     raise CheckpointError(f"no checkpoint in {p} (no model.safetensors and no checkpoints/latest); "
                           "has this run saved one yet?")
+
+
+def components(tok) -> dict[str, dict[str, str]]:
+    """Module path -> the registered component (kind, name, plugin, distribution, version) built there."""
+    out = {}
+    for path, module in tok.named_modules():
+        info = getattr(module, "tokzoo_component", None)
+        if isinstance(info, dict):
+            out[path or "(tokenizer)"] = dict(info)
+    return out
+
+
+def read_components(ckpt: Path) -> dict[str, dict[str, str]]:
+    """What :func:`components` recorded in a checkpoint ({} for one written before it did)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(ckpt) / "model.safetensors"), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("tokzoo_components", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
 
 
 def read_config(ckpt: Path) -> dict:

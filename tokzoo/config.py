@@ -136,7 +136,12 @@ def _preset_data(name: str, seen: tuple[str, ...]) -> tuple[dict, Path]:
     else:
         presets = list_presets()
         if name not in presets:
-            raise UnknownNameError("preset", name, presets)
+            from tokzoo.registry import get_registry
+
+            err, notes = UnknownNameError("preset", name, presets), get_registry().plugin_notes()
+            if notes:  # e.g. a plugin whose presets were left out of its package
+                err.args = (err.args[0] + "\n" + notes,)
+            raise err
         path = presets[name]
     data = _read_yaml(path)
     parent = data.pop("inherit", None)

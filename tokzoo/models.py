@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokzoo.ckptio import load_weights, read_config, resolve_checkpoint
-from tokzoo.errors import CheckpointError
+from tokzoo.ckptio import load_weights, read_components, read_config, resolve_checkpoint
+from tokzoo.errors import CheckpointError, UnknownNameError
 from tokzoo.pretrained import restoring
 from tokzoo.registry import build
 
@@ -32,8 +32,11 @@ def load_tokenizer(path: str | Path, map_location: str = "cpu", ema: bool = True
     if config.get("model_kind", "tokenizer") != "tokenizer":
         raise CheckpointError(f"{ckpt} holds a trained {config.get('model_kind')} "
                               f"('{config['model'].get('name')}'), not a tokenizer")
-    with restoring(config.get("references")):  # every tensor comes from the checkpoint
-        tok = build_model_from_config(config)
+    try:
+        with restoring(config.get("references")):  # every tensor comes from the checkpoint
+            tok = build_model_from_config(config)
+    except UnknownNameError as exc:  # a component whose plugin is not installed here: name the distribution
+        raise missing_plugin(ckpt, exc) from None
     weights = ckpt / "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else ckpt / "model.safetensors"
     load_weights(tok, weights)
     bad = first_non_finite(tok)
@@ -61,6 +64,25 @@ def check_tokenizer(tok) -> None:
         image = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
         with torch.no_grad():
             check_codes(tok.encode(image), tok, info.vocab)
+
+
+def missing_plugin(ckpt: Path, exc: UnknownNameError) -> Exception:
+    """The error for a checkpoint naming a component nobody registers: the distribution
+    that built it (recorded in the checkpoint) when it is not installed, else ``exc``."""
+    from importlib import metadata
+
+    for info in read_components(ckpt).values():
+        if info.get("kind") == exc.kind and info.get("name") == exc.name and info.get("distribution"):
+            dist = info["distribution"]
+            try:
+                metadata.distribution(dist)
+            except metadata.PackageNotFoundError:
+                return CheckpointError(f"{ckpt}: its {exc.kind} '{exc.name}' was built by distribution '{dist} "
+                                       f"{info.get('version', '?')}', which is not installed here: pip install {dist}")
+            return CheckpointError(f"{ckpt}: its {exc.kind} '{exc.name}' was built by distribution '{dist}', which "
+                                   f"is installed but registers no {exc.kind} '{exc.name}' now (see tokzoo plugins)"
+                                   f"\n{exc}")
+    return exc
 
 
 def first_non_finite(module) -> str | None:

@@ -93,8 +93,18 @@ class Registry:
             hint = closest(attr, hookspecs.HOOK_KINDS)
             info.warnings.append(f"'{attr}' is not a tokzoo hook and registers nothing"
                                  + (f"; did you mean '{hint}'?" if hint else ""))
+        unmarked = sorted(a for a in dir(plugin) if a in hookspecs.HOOK_KINDS and a not in info.hooks
+                          and callable(getattr(plugin, a, None)))
+        if unmarked:  # pluggy calls only functions marked as hook implementations
+            info.warnings.append(f"{', '.join(repr(a) for a in unmarked)} {'is' if len(unmarked) == 1 else 'are'} "
+                                 "not marked @tokzoo.hookimpl and register nothing; add the decorator")
         try:
             self._collect(plugin, name)
+            for plugin_name, folder, _ in self.preset_dirs:
+                if plugin_name == name and not (folder.is_dir() and any(folder.rglob("*.yaml"))):
+                    info.warnings.append(f"lists presets in {folder}, but no preset file is there: is package-data "
+                                         "set in its pyproject.toml (e.g. [tool.setuptools.package-data] "
+                                         "PKG = [\"configs/*.yaml\"])?")
         except BaseException as exc:  # a plugin whose hook raises (or clashes) is shown as failed, alone
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -182,7 +192,19 @@ class Registry:
         try:
             return self.components[kind][name]
         except KeyError:
-            raise UnknownNameError(kind, name, self.components[kind]) from None
+            err = UnknownNameError(kind, name, self.components[kind])
+            notes = self.plugin_notes()
+            if notes:  # a plugin that meant to register it, and why it did not
+                err.args = (err.args[0] + "\n" + notes,)
+            raise err from None
+
+    def plugin_notes(self) -> str:
+        """Every plugin's warnings (and failures), one line each: what may explain a name not found."""
+        lines = [f"note: plugin '{i.name}' ({i.distribution} {i.version}) {w}" for i in self.plugins.values()
+                 for w in i.warnings]
+        lines += [f"note: plugin '{i.name}' ({i.distribution} {i.version}) failed to load: {i.error}"
+                  for i in self.plugins.values() if i.error]
+        return "\n".join(lines)
 
     def create(self, kind: str, name: str, /, **params: Any) -> Any:
         """Build component ``name`` of ``kind`` after validating ``params``."""

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tokzoo import runfolder
+from tokzoo.ckptio import components  # noqa: F401 (importable here)
 from tokzoo.errors import CheckpointError, TokzooError, UnknownNameError
 from tokzoo.models import build_model_from_config, check_tokenizer, first_non_finite, load_tokenizer
 from tokzoo.registry import get_registry
@@ -57,16 +58,6 @@ def resolve_tokenizer(name: str, device: torch.device):
     if runfolder.finished_tag(run_dir) != used:
         tok.unfinished = used  # a preset's run that never finished: benched from its last checkpoint, visibly
     return tok
-
-
-def components(tok) -> dict[str, dict[str, str]]:
-    """Module path -> the registered component (kind, name, distribution, version) built there."""
-    out = {}
-    for path, module in tok.named_modules():
-        info = getattr(module, "tokzoo_component", None)
-        if isinstance(info, dict):
-            out[path or "(tokenizer)"] = dict(info)
-    return out
 
 
 def weight_files(weights_dir) -> dict[str, str | None]:
