@@ -250,3 +250,21 @@ def tokzoo_register_quantizers(register):
     assert gone.returncode == 2 and "Traceback" not in text, text
     assert "its quantizer 'grey' was built by distribution 'tokzoo-grey 0.3.0', which is not installed here: " \
            "pip install tokzoo-grey" in text
+
+
+def test_tokzoo_show_gives_a_components_parameters_and_a_presets_resolved_config(plugin, cli):
+    vq = cli("show", "vq")
+    lines = vq.stdout.splitlines()
+    assert vq.returncode == 0 and "quantizer 'vq'" in vq.stdout
+    assert any(line.split()[:3] == ["codebook_size", "int", "512"] for line in lines), vq.stdout
+    recipe = cli("show", "reconstruction")
+    assert any(line.split()[:4] == ["recon", "str", "'l1'", "l1"] for line in recipe.stdout.splitlines())
+    preset = cli("show", "vq-tiny")
+    assert "preset 'vq-tiny'" in preset.stdout and "quantizer: {name: vq, codebook_size: 512" in preset.stdout
+    assert "replaced whole" in " ".join(preset.stdout.split())  # inherit's rule, said where it applies
+    stranger = cli("show", "declared", env=plugin)  # a plugin's component, from its signature
+    assert "tokenizer 'declared' (tokzoo-declared" in stranger.stdout
+    assert any(line.split()[:3] == ["vocab", "int", "8"] for line in stranger.stdout.splitlines())
+    typo = cli("show", "vqq")
+    assert typo.returncode == 2 and "Did you mean 'vq'" in typo.stderr and "Traceback" not in typo.stderr
+    assert all(len(line) <= 80 for out in (vq, recipe, preset) for line in out.stdout.splitlines())

@@ -77,6 +77,44 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    import yaml
+
+    from tokzoo.describe import describe, params_of
+
+    comps, preset = describe(args.name, args.kind)
+    for comp in comps:
+        console.print(f"[bold]{comp.kind} '{escape(comp.name)}'[/] ({escape(comp.distribution)}, plugin "
+                      f"'{escape(comp.plugin)}')", highlight=False)
+        if comp.description:
+            console.print(f"  {escape(comp.description)}", highlight=False)
+        rows = params_of(comp)
+        if rows:
+            table = Table(box=None, pad_edge=False, show_edge=False)
+            for col in ("parameter", "type", "default", "help"):
+                table.add_column(col, overflow="fold")
+            for row in rows:
+                table.add_row(*(escape(c) for c in row))
+            console.print(table)
+        else:
+            console.print("  (no parameters)" if comp.config is not None else "  (its parameters are not declared)")
+        where = {"tokenizer": "model", "encoder": "model", "dataset": "data", "recipe": "recipe"}.get(comp.kind)
+        example = f"{where}.name={comp.name}" if where else (f"metrics.{comp.name}.<parameter>=V (tokzoo bench)"
+                                                             if comp.kind == "metric" else
+                                                             f"model.{comp.kind}={{name: {comp.name}, ...}}")
+        console.print(f"  set it: {escape(example)}", highlight=False)
+    if preset is not None:
+        from tokzoo.config import list_presets
+
+        console.print(f"[bold]preset '{escape(args.name)}'[/] ({escape(str(list_presets()[args.name]))}), resolved "
+                      "(inherit: applied; a parent's component block with another name is replaced whole):",
+                      highlight=False)
+        shown = {k: v for k, v in preset.items() if k not in ("references",) and v not in ("", {}, None)}
+        console.print(escape(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=76).rstrip()),
+                      highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_train(args) -> int:
     from tokzoo.train import run_training
 
@@ -153,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list registered components (and presets)")
     s.add_argument("kind", nargs="?", help="encoder, quantizer, decoder, tokenizer, recipe, dataset, metric or preset")
     s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("show", help="a component's parameters (type, default, help) or a preset's resolved config")
+    s.add_argument("name", help="a component or preset name (see `tokzoo list`)")
+    s.add_argument("--kind", default=None, help="only this kind: encoder, quantizer, ..., metric or preset")
+    s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("train", help="train a tokenizer preset: tokzoo train vqgan-tiny trainer.max_steps=50")
     s.add_argument("name", help="preset name (see `tokzoo list preset`) or a YAML file")
