@@ -85,3 +85,20 @@ def test_a_planted_regression_fails_naming_its_row(which):
     good["tokenizers"]["vqgan-tiny"]["metrics"]["perplexity/code"] = 1024.0
     verdicts = {r.metric: r.verdict for r in compare_results(good, base) if r.tokenizer == "vqgan-tiny"}
     assert verdicts["usage/code"] == "better" and verdicts["perplexity/code"] == "better"
+
+
+def test_a_protocol_file_narrowed_with_metrics_drops_the_parameters_of_the_others():
+    """What the reproduction's repeats do: the full protocol file, --metrics the default set."""
+    from tokzoo.bench.options import check_options, parse_bench_args
+    from tokzoo.errors import ConfigError
+
+    protocol = str(RESULTS.parent.parent / "configs" / "bench" / "reproduce.yaml")
+    narrowed = parse_bench_args(["--config", protocol, "--metrics", "psnr,codebook"], "vq-tiny")
+    assert narrowed.metrics == ["psnr", "codebook"] and narrowed.metric_params == {}
+    check_options(narrowed)
+    whole = parse_bench_args(["--config", protocol], "vq-tiny")
+    assert whole.metric_params == {"ar-probe": {"feature_probe": True}}
+    # a parameter given on the command line for a metric not measured is still a mistake, said
+    with pytest.raises(ConfigError, match="'ar-probe' is not among the metrics measured"):
+        check_options(parse_bench_args(["--config", protocol, "--metrics", "psnr", "metrics.ar-probe.steps=5"],
+                                       "vq-tiny"))

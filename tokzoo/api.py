@@ -46,7 +46,10 @@ class Quantizer(nn.Module, abc.ABC):
     composed tokenizer projects the encoder's features to it); ``vocab``, level
     name -> number of codes at that level (an attribute or a property: the one
     place the vocabulary is stated; :meth:`codes` builds :class:`Codes` with
-    it); ``layout`` (``grid`` unless said)."""
+    it); ``layout`` (``grid`` unless said). A quantizer may take a 1-D token
+    sequence ``[B, N, C]`` as well as a grid ``[B, C, h, w]`` (core's ``vq``
+    does): its codes are then ``[B, N]`` (layout ``sequence`` for one level)
+    and :meth:`lookup` gives ``[B, N, C]`` back."""
 
     #: the channels of the features it quantizes
     dim: int
@@ -55,8 +58,11 @@ class Quantizer(nn.Module, abc.ABC):
     layout: CodeLayout = "grid"
 
     def codes(self, levels: dict[str, Tensor]) -> Codes:
-        """``levels`` (name -> ``[B, h, w]`` long codes) as :class:`Codes` with this quantizer's vocab and layout."""
-        return Codes(levels, dict(self.vocab), self.layout)
+        """``levels`` (name -> ``[B, h, w]`` or ``[B, N]`` long codes) as :class:`Codes` with this
+        quantizer's vocab and layout (``grid`` of ``[B, N]`` codes: ``sequence``)."""
+        one = next(iter(levels.values()), None)
+        sequence = self.layout == "grid" and isinstance(one, Tensor) and one.dim() == 2
+        return Codes(levels, dict(self.vocab), "sequence" if sequence else self.layout)
 
     @abc.abstractmethod
     def forward(self, features: Tensor) -> QuantizerOutput: ...

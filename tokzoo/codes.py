@@ -18,7 +18,7 @@ from tokzoo.errors import ContractError, who
 __all__ = ["CodeLayout", "CodeSpec", "Codes", "QuantizerOutput", "TokenizerInfo", "TokenizerOutput", "check_vocab",
            "check_codes"]
 
-CodeLayout = Literal["grid", "residual", "hierarchical"]
+CodeLayout = Literal["grid", "sequence", "residual", "hierarchical"]
 
 
 # -----------------------------------------------------------------------------
@@ -28,16 +28,21 @@ CodeLayout = Literal["grid", "residual", "hierarchical"]
 class Codes:
     """The integer codes a tokenizer produces for a batch of images.
 
-    ``levels`` maps level name -> ``[B, h, w]`` long tensor. ``vocab`` maps the
-    same names to the number of possible values at that level. ``layout`` says
-    how the levels combine into the token ids a language model would see:
+    ``levels`` maps level name -> a long tensor ``[B, h, w]`` (a 2-D grid of
+    tokens) or ``[B, N]`` (a 1-D sequence: TiTok, FlexTok, SEED); every level
+    has the same shape. ``vocab`` maps the same names to the number of possible
+    values at that level. ``layout`` says how the levels combine into the
+    token ids a language model would see:
 
-    - ``grid``: one level; ids are the codes, ``h*w`` tokens per image;
-    - ``residual``: D levels (depth order); ``h*w*D`` tokens, position-major
+    - ``grid``: one level ``[B, h, w]``; ids are the codes, ``h*w`` tokens per image;
+    - ``sequence``: one level ``[B, N]``; ids are the codes, ``N`` tokens in order;
+    - ``residual``: D levels (depth order); ``positions*D`` tokens, position-major
       (all depths of position 0, then position 1, ...), ids are the codes;
     - ``hierarchical``: two levels ``(parent, child)`` where the child indexes
       within the parent's sub-codebook of ``vocab[child]`` entries; one token
       per position with id ``parent * m + child`` (``m = vocab[child]``).
+
+    ``residual`` and ``hierarchical`` levels may be grids or sequences.
     """
 
     levels: dict[str, Tensor]
@@ -47,15 +52,27 @@ class Codes:
     def __post_init__(self):
         if set(self.levels) != set(self.vocab):
             raise ValueError("Codes.levels and Codes.vocab must name the same levels")
-        if self.layout == "grid" and len(self.levels) != 1:
-            raise ValueError("a 'grid' layout has exactly one level")
+        if self.layout in ("grid", "sequence") and len(self.levels) != 1:
+            raise ValueError(f"a '{self.layout}' layout has exactly one level")
+        if not all(isinstance(v, Tensor) for v in self.levels.values()):
+            return  # said by the contract's checks where the codes enter (check_codes)
+        shapes = {tuple(v.shape) for v in self.levels.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"every level of Codes has the same shape, not {sorted(shapes)}")
+        dims = len(next(iter(shapes))) if shapes else 0
+        if self.layout == "sequence" and dims != 2:
+            raise ValueError(f"a 'sequence' layout's level is [B, N], not of {dims} dimensions")
+        if self.layout == "grid" and dims != 3:
+            raise ValueError(f"a 'grid' layout's level is [B, h, w], not of {dims} dimensions (a 1-D token "
+                             "sequence [B, N] is the 'sequence' layout)")
         if self.layout == "hierarchical" and len(self.levels) != 2:
             raise ValueError("a 'hierarchical' layout has exactly two levels (parent, child)")
 
     @property
-    def grid(self) -> tuple[int, int]:
+    def grid(self) -> tuple[int, ...]:
+        """The token positions' shape: ``(h, w)`` for a grid, ``(N,)`` for a sequence."""
         first = next(iter(self.levels.values()))
-        return int(first.shape[-2]), int(first.shape[-1])
+        return tuple(int(d) for d in first.shape[1:])
 
     @property
     def batch_size(self) -> int:
@@ -73,10 +90,10 @@ class Codes:
         """Flatten to the ``[B, L]`` token ids a language model would see."""
         names = list(self.levels)
         B = self.batch_size
-        if self.layout == "grid":
+        if self.layout in ("grid", "sequence"):
             return self.levels[names[0]].reshape(B, -1)
         if self.layout == "residual":
-            stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D]
+            stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D] or [B,N,D]
             return stacked.reshape(B, -1)
         parent, child = names
         return (self.levels[parent] * self.vocab[child] + self.levels[child]).reshape(B, -1)
@@ -84,19 +101,19 @@ class Codes:
     @classmethod
     def from_token_ids(cls, ids: Tensor, like: "CodeSpec") -> "Codes":
         """Inverse of :meth:`token_ids` for codes described by ``like``."""
-        h, w = like.grid
+        shape = tuple(like.grid)
         names = list(like.vocab)
         B = ids.shape[0]
         ids = ids.long()
-        if like.layout == "grid":
-            levels = {names[0]: ids.reshape(B, h, w)}
+        if like.layout in ("grid", "sequence"):
+            levels = {names[0]: ids.reshape(B, *shape)}
         elif like.layout == "residual":
-            stacked = ids.reshape(B, h, w, len(names))
+            stacked = ids.reshape(B, *shape, len(names))
             levels = {n: stacked[..., d] for d, n in enumerate(names)}
         else:
             parent, child = names
             m = like.vocab[child]
-            grid = ids.reshape(B, h, w)
+            grid = ids.reshape(B, *shape)
             levels = {parent: torch.div(grid, m, rounding_mode="floor"), child: grid % m}
         return cls(levels=levels, vocab=dict(like.vocab), layout=like.layout)
 
@@ -110,18 +127,32 @@ class CodeSpec:
 
     layout: CodeLayout
     vocab: Mapping[str, int]
-    grid: tuple[int, int]
+    grid: tuple[int, ...]  # the token positions: (h, w) for a grid, (N,) for a sequence
+
+    def __post_init__(self):
+        if not isinstance(self.grid, (tuple, list)) or len(self.grid) not in (1, 2) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.grid):
+            raise ValueError(f"CodeSpec.grid is (h, w) or (N,) of positive whole numbers, not {self.grid!r}")
+        if self.layout == "sequence" and len(self.grid) != 1:
+            raise ValueError(f"a 'sequence' layout's grid is (N,), not {tuple(self.grid)}")
+        if self.layout == "grid" and len(self.grid) != 2:
+            raise ValueError(f"a 'grid' layout's grid is (h, w), not {tuple(self.grid)} (a 1-D token sequence is "
+                             "the 'sequence' layout)")
+        object.__setattr__(self, "grid", tuple(self.grid))
+
+    @property
+    def positions(self) -> int:
+        """Token positions per image (h*w, or N)."""
+        return math.prod(self.grid)
 
     @property
     def tokens_per_image(self) -> int:
-        n = self.grid[0] * self.grid[1]
-        return n * len(self.vocab) if self.layout == "residual" else n
+        return self.positions * len(self.vocab) if self.layout == "residual" else self.positions
 
     @property
     def bits_per_image(self) -> float:
         """Bits to store one image's codes: sum over tokens of log2(vocab)."""
-        n = self.grid[0] * self.grid[1]
-        return float(n * sum(math.log2(v) for v in self.vocab.values()))
+        return float(self.positions * sum(math.log2(v) for v in self.vocab.values()))
 
 
 # -----------------------------------------------------------------------------
@@ -168,7 +199,8 @@ class TokenizerInfo:
     codes: CodeSpec
 
     @property
-    def token_grid(self) -> tuple[int, int]:
+    def token_grid(self) -> tuple[int, ...]:
+        """``(h, w)``, or ``(N,)`` for a 1-D token sequence."""
         return self.codes.grid
 
     @property

@@ -49,10 +49,17 @@ JUDGE_CEILING_FLAG = 0.9
 PICTURE_CLASSES = 10  # samples_grid.png: one sample for each of the first classes
 
 
-def positions_for(layout: str, grid: tuple[int, int], length: int) -> str:
-    """``2d`` rotary when the tokens are one per cell of a 2-D grid, ``1d`` otherwise."""
+def positions_for(layout: str, grid: tuple[int, ...], length: int) -> str:
+    """``2d`` rotary when the tokens are one per cell of a 2-D grid, ``1d`` otherwise (a sequence)."""
+    if len(grid) != 2:
+        return "1d"
     h, w = grid
     return "2d" if h > 1 and w > 1 and h * w == length and layout in ("grid", "hierarchical") else "1d"
+
+
+def gpt_grid(grid: tuple[int, ...]) -> tuple[int, int]:
+    """The GPT's (h, w): a sequence of N tokens is (1, N)."""
+    return (1, grid[0]) if len(grid) == 1 else (int(grid[0]), int(grid[1]))
 
 
 def _stats(feats: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +237,7 @@ class ARProbe(Metric):
         L = ids.shape[1]
         num_classes = max(self.num_classes, int(labels.max()) + 1, int(train_y.max()) + 1)
         cfg = GPTConfig(vocab=vocab, length=L, num_classes=num_classes, dropout=p["dropout"],
-                        positions=positions_for(spec.layout, spec.grid, L), grid=tuple(spec.grid),
+                        positions=positions_for(spec.layout, spec.grid, L), grid=gpt_grid(spec.grid),
                         **GPT_SIZES[p["size"]])
         torch.manual_seed(p["seed"])
         gpt = GPT(cfg).to(self.device)

@@ -210,6 +210,8 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
     data_params, metric_params = bench_overrides(given.get("overrides") or [])
     values["data_params"] = {**values.get("data_params", {}), **data_params}
     merged = {m: dict(p) for m, p in values.get("metric_params", {}).items()}
+    if given.get("metrics") and values.get("metrics"):  # --metrics narrows the file's list: its parameters
+        merged = {m: p for m, p in merged.items() if m in values["metrics"]}  # for the others do not apply
     for m, p in metric_params.items():
         merged[m] = {**merged.get(m, {}), **p}
     values["metric_params"] = merged

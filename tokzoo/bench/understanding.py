@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokzoo.api import Codes, Metric
-from tokzoo.bench.generation import positions_for
+from tokzoo.bench.generation import gpt_grid, positions_for
 from tokzoo.errors import ConfigError, DataError
 from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit
 
@@ -51,11 +51,12 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def first_level(codes: Codes) -> Codes | None:
-    """The first level of ``codes`` alone, as a ``grid`` (None: one level only)."""
+    """The first level of ``codes`` alone, as a ``grid`` or ``sequence`` (None: one level only)."""
     if len(codes.levels) < 2:
         return None
     name = next(iter(codes.levels))
-    return Codes({name: codes.levels[name]}, {name: codes.vocab[name]}, "grid")
+    return Codes({name: codes.levels[name]}, {name: codes.vocab[name]}, "grid" if codes.levels[name].dim() == 3
+                 else "sequence")
 
 
 def _sequence(features: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -290,7 +291,7 @@ class VQAProbe(Metric):
             test_x = ((test_x - mean) / std).float()
         L = train_x.shape[1]
         cfg = GPTConfig(vocab=vocab, length=L, num_classes=len(self.questions), dropout=p["dropout"],
-                        positions=positions_for(layout, grid, L), grid=tuple(grid), **GPT_SIZES[p["size"]])
+                        positions=positions_for(layout, grid, L), grid=gpt_grid(grid), **GPT_SIZES[p["size"]])
         torch.manual_seed(p["seed"])
         model = QuestionModel(cfg, None if ids else train_x.shape[2], [len(a) for _, a in self.questions])
         model.to(self.device)

@@ -73,8 +73,15 @@ class VectorQuantizer(Quantizer):
         return d.argmin(dim=1)
 
     def forward(self, features: Tensor) -> QuantizerOutput:
-        B, C, h, w = features.shape
-        z = features.permute(0, 2, 3, 1).reshape(-1, C).float()
+        """Features ``[B, C, h, w]`` (a grid) or ``[B, N, C]`` (a 1-D sequence of N tokens, as a
+        transformer gives them) -> codes ``[B, h, w]`` or ``[B, N]``, quantized features as given."""
+        sequence = features.dim() == 3
+        if sequence:
+            B, N, C = features.shape
+            z = features.reshape(-1, C).float()
+        else:
+            B, C, h, w = features.shape
+            z = features.permute(0, 2, 3, 1).reshape(-1, C).float()
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
         if self.training and self.restart_unused:
@@ -92,14 +99,20 @@ class VectorQuantizer(Quantizer):
                 self.usage_since_restart += torch.bincount(idx, minlength=self.codebook_size).float()
                 self.steps_since_restart += 1
         q = z + (q - z).detach()  # straight-through
-        quantized = q.reshape(B, h, w, C).permute(0, 3, 1, 2).to(features.dtype)
-        codes = Codes({self.level: idx.reshape(B, h, w)}, dict(self.vocab), "grid")
+        if sequence:
+            quantized = q.reshape(B, N, C).to(features.dtype)
+            codes = Codes({self.level: idx.reshape(B, N)}, dict(self.vocab), "sequence")
+        else:
+            quantized = q.reshape(B, h, w, C).permute(0, 3, 1, 2).to(features.dtype)
+            codes = Codes({self.level: idx.reshape(B, h, w)}, dict(self.vocab), "grid")
         stats = {f"perplexity/{self.level}": batch_perplexity(idx, self.codebook_size)}
         return QuantizerOutput(quantized.contiguous(), codes, losses, stats)
 
     def lookup(self, codes: Codes) -> Tensor:
+        """Codes -> quantized features: ``[B, C, h, w]`` for a grid, ``[B, N, C]`` for a sequence."""
         idx = codes.levels[self.level]
-        return self.codebook()[idx].permute(0, 3, 1, 2).contiguous()
+        q = self.codebook()[idx]
+        return q.contiguous() if idx.dim() == 2 else q.permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
     def ema_update(self, z: Tensor, idx: Tensor) -> None:

@@ -83,26 +83,34 @@ class LibraryQuantizer(Quantizer):
         return dict(self._vocab)
 
     def forward(self, features: Tensor) -> QuantizerOutput:
-        B, C, h, w = features.shape
-        x = features if self.channel_first else features.permute(0, 2, 3, 1).reshape(B, h * w, C)
+        """``[B, C, h, w]`` (a grid) or ``[B, N, C]`` (a 1-D sequence, given to the library as it is)."""
+        if features.dim() == 3:
+            if self.channel_first:
+                raise ValueError(f"the {self.family} quantizer here takes grids [B, C, h, w] only")
+            B, N, C = features.shape
+            shape, x = (N,), features
+        else:
+            B, C, h, w = features.shape
+            shape = (h, w)
+            x = features if self.channel_first else features.permute(0, 2, 3, 1).reshape(B, h * w, C)
         out = self.lib(x)
         quantized, indices = out[0], out[1]
         aux = out[2] if len(out) > 2 else None
-        if not self.channel_first:
+        if not self.channel_first and len(shape) == 2:
             quantized = quantized.reshape(B, h, w, C).permute(0, 3, 1, 2)
-        codes = self._codes(indices.long(), B, h, w)
+        codes = self._codes(indices.long(), B, shape)
         losses = {}
         if self.loss_name and aux is not None and torch.is_tensor(aux) and aux.requires_grad:
             losses[self.loss_name] = aux.sum()
         stats = {f"perplexity/{lvl}": batch_perplexity(c, self._vocab[lvl]) for lvl, c in codes.levels.items()}
         return QuantizerOutput(quantized, codes, losses, stats)
 
-    def _codes(self, indices: Tensor, B: int, h: int, w: int) -> Codes:
+    def _codes(self, indices: Tensor, B: int, shape: tuple[int, ...]) -> Codes:
         if self.depth:
-            levels = {f"depth{d}": indices[..., d].reshape(B, h, w) for d in range(self.depth)}
+            levels = {f"depth{d}": indices[..., d].reshape(B, *shape) for d in range(self.depth)}
         else:
-            levels = {"code": indices.reshape(B, h, w)}
-        return Codes(levels, self.vocab, self.layout)
+            levels = {"code": indices.reshape(B, *shape)}
+        return Codes(levels, self.vocab, "sequence" if self.layout == "grid" and len(shape) == 1 else self.layout)
 
     def library_indices(self, codes: Codes) -> Tensor:
         """Codes -> the indices the library itself returns (``[B, h*w]``, ``[B, h*w, depth]``, or a map)."""
@@ -113,10 +121,13 @@ class LibraryQuantizer(Quantizer):
         return idx if self.channel_first else idx.reshape(B, -1)
 
     def lookup(self, codes: Codes) -> Tensor:
-        h, w = codes.grid
+        """Codes -> ``[B, C, h, w]`` for a grid, ``[B, N, C]`` for a sequence."""
         idx = self.library_indices(codes)
         decode = getattr(self.lib, "get_output_from_indices", None) or self.lib.indices_to_codes
         q = decode(idx)
         if self.channel_first:
             return q
+        if len(codes.grid) == 1:
+            return q.reshape(codes.batch_size, codes.grid[0], -1)
+        h, w = codes.grid
         return q.reshape(codes.batch_size, h, w, -1).permute(0, 3, 1, 2)
