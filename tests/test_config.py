@@ -1,4 +1,6 @@
 """Configs: presets, overrides, validation that names the key and its closest spelling."""
+import re
+
 import pytest
 
 from tokzoo.config import load_preset, load_run_config
@@ -100,3 +102,19 @@ def test_config_values_are_never_interpolated():
     assert cfg["run_dir"] == "/tmp/x${oc.env:HOME}y" and cfg["data"]["captions"] == "${model.name}"
     with pytest.raises(ConfigError, match="eval_images"):
         load_run_config("vqgan-tiny", ["trainer.eval_images=${trainer.batch_size}"])
+
+
+def test_a_config_mistake_names_the_file_and_line_or_the_override_it_came_from(tmp_path, cli):
+    from tokzoo.errors import UnknownNameError
+
+    parent = tmp_path / "mine.yaml"
+    parent.write_text("inherit: vq-tiny\nmodel:\n  quantizer: {name: vq, codebok_size: 64}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"inherit: {parent}\ntrainer:\n  batch_size: 8\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key 'codebok_size'.*\(set in {re.escape(str(parent))}, line 3\)"):
+        load_run_config(str(child))
+    (tmp_path / "typo.yaml").write_text("inherit: vq-tiny\nmodel:\n  quantizer:\n    name: vqq\n")
+    with pytest.raises(UnknownNameError, match=r"unknown quantizer 'vqq'(.|\n)*typo.yaml, line 4\)"):
+        load_run_config(str(tmp_path / "typo.yaml"))
+    run = cli("train", "vq-tiny", "trainer.max_stepz=3", f"run_dir={tmp_path / 'r'}")
+    assert run.returncode == 2 and "(given on the command line as trainer.max_stepz=...)" in " ".join(run.stderr.split())

@@ -130,7 +130,43 @@ def load_preset(name: str) -> DictConfig:
     return cfg
 
 
-def _preset_data(name: str, seen: tuple[str, ...]) -> tuple[dict, Path]:
+def _key_lines(path: Path) -> dict[str, int]:
+    """Dotted key -> the line (1-based) of ``path`` that sets it (nothing for a file yaml cannot compose)."""
+    out: dict[str, int] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        walk(yaml.compose(Path(path).read_text()), "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return out
+
+
+def source_of(key: str | None, files: list[Path], overrides: list[str]) -> str | None:
+    """Where config key ``key`` (or its closest enclosing key) was set: the command line, or a
+    preset file and line (the last of the inherit chain that sets it)."""
+    if not key:
+        return None
+    given = {o.split("=", 1)[0].strip() for o in overrides if "=" in o}
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        k = ".".join(parts[:n])
+        if k in given:
+            return f"given on the command line as {k}=..."
+        for f in reversed(files):
+            line = _key_lines(f).get(k)
+            if line:
+                return f"set in {f}, line {line}"
+    return None
+
+
+def _preset_data(name: str, seen: tuple[str, ...], files: list[Path] | None = None) -> tuple[dict, Path]:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         path = Path(name)
     else:
@@ -148,9 +184,11 @@ def _preset_data(name: str, seen: tuple[str, ...]) -> tuple[dict, Path]:
     if parent:
         if parent in seen or parent == name:
             raise ConfigError(f"preset '{name}' inherits from itself through {' -> '.join(seen + (name, parent))}")
-        base, _ = _preset_data(parent, seen + (name,))
+        base, _ = _preset_data(parent, seen + (name,), files)
         base.pop("preset", None)
         data = merge_specs(base, data)
+    if files is not None:
+        files.append(path)  # the inherit chain, the root first
     return data, path
 
 
@@ -181,11 +219,23 @@ def merge_specs(base: Any, over: Any) -> Any:
 
 def load_run_config(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Preset + overrides, validated against :class:`RunConfig`, as a plain dict."""
-    cfg = load_preset(name)
+    files: list[Path] = []
+    data, path = _preset_data(name, (), files)
+    cfg = OmegaConf.create(data)
+    cfg.preset = path.stem
     if overrides:  # merged unresolved: a value is the text given, never an interpolation
         cfg = OmegaConf.create(merge_specs(OmegaConf.to_container(cfg, resolve=False),
                                            OmegaConf.to_container(parse_overrides(overrides), resolve=False)))
-    data = to_container(cfg)
+    try:
+        return _validated(name, to_container(cfg))
+    except (ConfigError, UnknownNameError) as exc:  # name the file and line (or the override) it came from
+        where = source_of(getattr(exc, "key_path", None), files, overrides or [])
+        if where:
+            exc.args = (f"{exc} ({where})",)
+        raise
+
+
+def _validated(name: str, data: dict[str, Any]) -> dict[str, Any]:
     out = validate_params(data, RunConfig)
     if not out.get("model"):
         raise ConfigError(f"preset '{name}' has no 'model' section")
@@ -241,7 +291,11 @@ def validate_spec(kind: str, spec: Any, where: str) -> None:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"'{where}' must be a mapping with a 'name' key")
     params = {k: v for k, v in spec.items() if k != "name"}
-    comp = get_registry().get(kind, spec["name"])
+    try:
+        comp = get_registry().get(kind, spec["name"])
+    except UnknownNameError as exc:
+        exc.key_path = f"{where}.name"
+        raise
     if comp.config is None:
         return
     validate_params(params, comp.config, where=f"{where} ({kind} '{spec['name']}')")

@@ -148,7 +148,9 @@ def check_keys(data: Any, schema: type, where: str) -> None:
             msg = f"unknown config key '{where}.{key}'" if where else f"unknown config key '{key}'"
             msg += f": did you mean '{hint}'?" if hint else "."
             msg += f" Valid keys here: {', '.join(sorted(types))}"
-            raise ConfigError(msg)
+            err = ConfigError(msg)
+            err.key_path = f"{where}.{key}" if where else str(key)  # where it came from can be looked up
+            raise err
         sub = types[key]
         if dataclasses.is_dataclass(sub) and isinstance(value, dict):
             check_keys(value, sub, f"{where}.{key}" if where else str(key))
@@ -160,7 +162,10 @@ def validate_params(params: dict[str, Any], schema: type, where: str = "") -> di
     try:
         check_keys(params, schema, "")
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        err = ConfigError(f"{where}: {exc}" if where else str(exc))
+        prefix = where.split(" ")[0] if where else ""  # "model.quantizer (quantizer 'vq')": the path first
+        err.key_path = ".".join(p for p in (prefix, getattr(exc, "key_path", "")) if p)
+        raise err from None
     types = _field_types(schema)
     params = {k: ("" if v is None and types.get(k) is str else v) for k, v in params.items()}  # `key=` on a str
     # a nested component spec given replaces the default spec whole (never merged into it:
