@@ -169,7 +169,8 @@ def main() -> None:
         if log is not None:
             log.unlink()
         if seed is not None:  # a repeat keeps its numbers; its pictures and report are the main one's kind
-            for f in [folder / "report.html", folder / "results.csv", *folder.glob("*.png")]:
+            kept = [folder / "report.html", folder / "results.csv", *folder.glob("*.png"), *folder.glob("*.safetensors")]
+            for f in kept:
                 f.unlink(missing_ok=True)
         return budget
 
