@@ -59,6 +59,11 @@ def test_the_readmes_compare_after_make_demo_passes_and_says_what_it_left_out():
     assert usage and all(r.rule.split(" ")[0] in ("noise", "repeats") for r in usage)
 
 
+#: a PSNR drop that must fail: beyond each baseline's band for semhitok-tiny (t(0.975, 2) s sqrt(2) over its
+#: three trainings: about 0.96 dB at the reproduction's budget, 1.48 dB at CI's shorter one)
+PSNR_DROP = {"reproduce": 1.0, "ci": 2.0}
+
+
 @pytest.mark.parametrize("which", sorted(BASELINES))
 def test_a_planted_regression_fails_naming_its_row(which):
     base = _load(which)
@@ -66,25 +71,30 @@ def test_a_planted_regression_fails_naming_its_row(which):
     for e in worse["tokenizers"].values():
         e.pop("repeats", None)
     sem = worse["tokenizers"]["semhitok-tiny"]
-    sem["metrics"]["psnr"] -= 1.0  # -1 dB
+    sem["metrics"]["psnr"] -= PSNR_DROP[which]
     rows = compare_results(worse, base)
     bad = [(r.tokenizer, r.metric) for r in rows if r.verdict == "REGRESSION"]
     assert bad == [("semhitok-tiny", "psnr")], bad
-    # a codebook collapsed to a handful of codes
+    # SemHiTok's pixel sub-codebooks collapsed to a handful of codes
     worse = copy.deepcopy(worse)
-    worse["tokenizers"]["semhitok-tiny"]["metrics"]["psnr"] += 1.0
-    vq = worse["tokenizers"]["vqgan-tiny"]["metrics"]
-    vq["usage/code"], vq["perplexity/code"] = 4 / 1024, 3.0
+    worse["tokenizers"]["semhitok-tiny"]["metrics"]["psnr"] += PSNR_DROP[which]
+    pix = worse["tokenizers"]["semhitok-tiny"]["metrics"]
+    pix["usage/pixel"], pix["perplexity/pixel"] = 4 / 2048, 3.0
     rows = compare_results(worse, base)
     bad = sorted((r.tokenizer, r.metric) for r in rows if r.verdict == "REGRESSION")
-    assert bad == [("vqgan-tiny", "perplexity/code"), ("vqgan-tiny", "usage/code")], bad
-    assert "FAIL, 2 regression(s)" in to_markdown(rows)
+    # usage names it at both budgets; perplexity only at the reproduction's: at CI's budget its spread over
+    # three trainings (578, 824, 709) gives a band wider than the value itself
+    expected = [("semhitok-tiny", "usage/pixel")]
+    if which == "reproduce":
+        expected.insert(0, ("semhitok-tiny", "perplexity/pixel"))
+    assert bad == expected, bad
+    assert f"FAIL, {len(expected)} regression(s)" in to_markdown(rows)
     # the same numbers moved the good way: better, never a regression
     good = copy.deepcopy(worse)
-    good["tokenizers"]["vqgan-tiny"]["metrics"]["usage/code"] = 1.0
-    good["tokenizers"]["vqgan-tiny"]["metrics"]["perplexity/code"] = 1024.0
-    verdicts = {r.metric: r.verdict for r in compare_results(good, base) if r.tokenizer == "vqgan-tiny"}
-    assert verdicts["usage/code"] == "better" and verdicts["perplexity/code"] == "better"
+    good["tokenizers"]["semhitok-tiny"]["metrics"]["usage/pixel"] = 1.0
+    good["tokenizers"]["semhitok-tiny"]["metrics"]["perplexity/pixel"] = 2048.0
+    verdicts = {r.metric: r.verdict for r in compare_results(good, base) if r.tokenizer == "semhitok-tiny"}
+    assert verdicts["usage/pixel"] == "better" and verdicts["perplexity/pixel"] == "better"
 
 
 def test_a_protocol_file_narrowed_with_metrics_drops_the_parameters_of_the_others():
