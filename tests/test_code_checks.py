@@ -7,13 +7,48 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+
+import tokzoo
+from tokzoo.errors import ContractError
+from tokzoo.testing import registered_plugin
+
+GREY = '''
 import torch
 from torch import nn
 
 import tokzoo
 from tokzoo.api import Codes, Quantizer, QuantizerOutput
-from tokzoo.errors import ContractError
-from tokzoo.testing import registered_plugin
+
+
+class Grey(Quantizer):
+    """Nearest of 8 grey levels; ``shift`` moves the codes (0: right; 8: outside the vocabulary)."""
+
+    layout = "grid"
+    shift = 0
+
+    def __init__(self, dim: int = 4, codebook_size: int = 8):
+        super().__init__()
+        self.dim, self.size = dim, codebook_size
+        self.table = nn.Parameter(torch.linspace(-1, 1, codebook_size)[:, None].repeat(1, dim))
+
+    @property
+    def vocab(self):
+        return {"code": self.size}
+
+    def forward(self, z):
+        idx = (z.mean(1).tanh() * 3.99 + 4).long().clamp(0, self.size - 1)
+        q = z + (self.lookup(Codes({"code": idx}, self.vocab)) - z).detach()
+        return QuantizerOutput(q, Codes({"code": idx + type(self).shift}, self.vocab),
+                               {"commitment": ((z - q.detach()) ** 2).mean()})
+
+    def lookup(self, codes):
+        return self.table[codes.levels["code"].clamp(0, self.size - 1)].permute(0, 3, 1, 2)
+
+
+@tokzoo.hookimpl
+def tokzoo_register_quantizers(register):
+    register("grey", Grey, "grey levels")
+'''
 
 TINY = ["model.resolution=16", "data.resolution=16", "data.train_size=32", "data.val_size=8",
         "model.encoder.ch=8", "model.decoder.ch=8", "model.encoder.z_channels=16", "model.decoder.z_channels=16",
@@ -121,33 +156,10 @@ def test_load_tokenizer_refuses_a_tokenizer_whose_codes_broke_the_contract(tmp_p
     from tokzoo.config import load_run_config
     from tokzoo.train.trainer import Trainer
 
-    class Shifted(Quantizer):
-        """Nearest of 8 grey levels; ``shift`` moves the codes (0: right; 8: outside the vocabulary)."""
-
-        layout = "grid"
-        shift = 0
-
-        def __init__(self, dim: int = 4, codebook_size: int = 8):
-            super().__init__()
-            self.dim, self.size = dim, codebook_size
-            self.table = nn.Parameter(torch.linspace(-1, 1, codebook_size)[:, None].repeat(1, dim))
-
-        @property
-        def vocab(self):
-            return {"code": self.size}
-
-        def forward(self, z):
-            idx = (z.mean(1).tanh() * 3.99 + 4).long().clamp(0, self.size - 1)
-            q = z + (self.lookup(Codes({"code": idx}, self.vocab)) - z).detach()
-            return QuantizerOutput(q, Codes({"code": idx + type(self).shift}, self.vocab),
-                                   {"commitment": ((z - q.detach()) ** 2).mean()})
-
-        def lookup(self, codes):
-            return self.table[codes.levels["code"].clamp(0, self.size - 1)].permute(0, 3, 1, 2)
-
-    @tokzoo.hookimpl
-    def tokzoo_register_quantizers(register):
-        register("shifted", Shifted, "grey levels")
+    plugin = {}
+    exec(GREY.replace('"grey"', '"shifted"'), plugin)  # the grey quantizer below, registered as 'shifted'
+    Shifted = plugin["Grey"]
+    tokzoo_register_quantizers = plugin["tokzoo_register_quantizers"]
 
     with registered_plugin(SimpleNamespace(tokzoo_register_quantizers=tokzoo_register_quantizers), "shifted"):
         run = tmp_path / "run"
@@ -207,40 +219,7 @@ def test_a_plugins_mistakes_are_named_where_the_user_meets_them(tmp_path, cli):
 def test_a_run_whose_plugin_is_uninstalled_names_the_distribution_to_install(tmp_path, cli):
     from conftest import make_dist
 
-    quantizer = '''
-import torch
-from torch import nn
-
-import tokzoo
-from tokzoo.api import Codes, Quantizer, QuantizerOutput
-
-
-class Grey(Quantizer):
-    layout = "grid"
-
-    def __init__(self, dim: int = 4, codebook_size: int = 8):
-        super().__init__()
-        self.dim, self.size = dim, codebook_size
-        self.table = nn.Parameter(torch.linspace(-1, 1, codebook_size)[:, None].repeat(1, dim))
-
-    @property
-    def vocab(self):
-        return {"code": self.size}
-
-    def forward(self, z):
-        idx = (z.mean(1).tanh() * 3.99 + 4).long().clamp(0, self.size - 1)
-        q = z + (self.lookup(Codes({"code": idx}, self.vocab)) - z).detach()
-        return QuantizerOutput(q, Codes({"code": idx}, self.vocab), {"commitment": ((z - q.detach()) ** 2).mean()})
-
-    def lookup(self, codes):
-        return self.table[codes.levels["code"]].permute(0, 3, 1, 2)
-
-
-@tokzoo.hookimpl
-def tokzoo_register_quantizers(register):
-    register("grey", Grey, "grey levels")
-'''
-    site = make_dist(tmp_path / "site", "tokzoo-grey", "0.3.0", {"grey": "grey_plugin"}, {"grey_plugin.py": quantizer})
+    site = make_dist(tmp_path / "site", "tokzoo-grey", "0.3.0", {"grey": "grey_plugin"}, {"grey_plugin.py": GREY})
     run = tmp_path / "run"
     trained = cli("train", "vq-tiny", *TINY, "model.quantizer={name: grey, dim: 4, codebook_size: 8}",
                   "recipe.steps=1", f"run_dir={run}", env={"PYTHONPATH": str(site)})

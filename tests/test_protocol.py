@@ -261,7 +261,7 @@ def _codebook(parts, vocab=64):
         def gather(out, obj):
             out[:] = mine
 
-        first.reduce(lambda t: t.add_(sum(s.state["code"] for s in shards[1:])), gather, len(shards))
+        first.reduce(lambda t: t, gather, len(shards))  # nothing is summed: the codes are gathered
     first.compute()
     return first.compute(), first.intervals()
 
