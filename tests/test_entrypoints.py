@@ -201,7 +201,7 @@ def test_a_component_breaking_the_contract_is_named_without_a_traceback(cli, tmp
 
 def _docs_onedim() -> tuple[str, str]:
     doc = (REPO / "docs" / "plugins.md").read_text()
-    section = doc[doc.index("## A 1-D tokenizer"):doc.index("## The hooks")]
+    section = doc[doc.index("## A 1-D tokenizer"):doc.index("## A continuous tokenizer")]
     return re.findall(r"```python\n(.*?)```", section, re.S)[0], re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
 
 

@@ -35,8 +35,8 @@ PAPER = ["vqgan", "vilau", "semhitok", "fsq", "lfq"]
 ZOO_TINY = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-fsq-tiny", "lfq-tiny", "bsq-tiny",
             "simvq-tiny", "latent-quantize-tiny"]
 #: ready-made released tokenizers (nothing to train): tests/test_released.py benches them at their real
-#: shapes from files made in each release's layout (make test-paper)
-READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024", "diffusers-vq"]
+#: shapes from files made in each release's layout (make test-paper); diffusers-kl: tests/test_continuous.py
+READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024", "diffusers-vq", "diffusers-kl"]
 #: what a user adds to run each preset here (the teacher, data, weights); every preset needs a line
 NEEDS = {
     "clip": [],

@@ -4,9 +4,12 @@ Conventions, for every class here:
 
 - images are float tensors ``[B, 3, H, W]`` with values in ``[0, 1]``;
 - features are float tensors ``[B, C, h, w]`` on the token grid ``(h, w)``;
-- codes are integer tensors ``[B, h, w]``, one per *level* of a quantizer
-  (one level for plain VQ, one per depth for residual VQ, ``semantic`` and
-  ``pixel`` for a hierarchical codebook).
+- codes are integer tensors ``[B, h, w]`` (or ``[B, N]``: a 1-D sequence),
+  one per *level* of a quantizer (one level for plain VQ, one per depth for
+  residual VQ, ``semantic`` and ``pixel`` for a hierarchical codebook);
+- a *continuous* tokenizer (an autoencoder without a quantizer, a reference
+  row) declares ``TokenizerInfo(resolution, LatentSpec(channels, grid))`` and
+  encodes to :class:`Latents` instead of codes.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from tokzoo.codes import (CodeLayout, Codes, CodeSpec, QuantizerOutput,  # the data a component passes on
-                          TokenizerInfo, TokenizerOutput)
+from tokzoo.codes import (CodeLayout, Codes, CodeSpec, LatentSpec, Latents,  # the data a component passes on
+                          QuantizerOutput, TokenizerInfo, TokenizerOutput)
 from tokzoo.metric import BenchContext, Metric  # the bench's side of the contract
 from tokzoo.measures import resample_counts, resample_interval  # a metric's own intervals
 from tokzoo.schema import Spec
@@ -90,7 +93,9 @@ class Decoder(nn.Module, abc.ABC):
 
 
 class Tokenizer(nn.Module, abc.ABC):
-    """A discrete image tokenizer.
+    """A discrete image tokenizer (or a continuous one: its ``info`` declares a
+    :class:`LatentSpec`, :meth:`encode` gives :class:`Latents` and
+    :meth:`decode_codes` takes them).
 
     Subclasses implement :attr:`info`, :meth:`encode` and :meth:`decode_codes`;
     :meth:`decode` and :meth:`reconstruct` come with the base class. A
@@ -121,15 +126,23 @@ class Tokenizer(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def encode(self, images: Tensor) -> Codes:
-        """Images ``[B,3,H,W]`` in ``[0,1]`` -> :class:`Codes`."""
+        """Images ``[B,3,H,W]`` in ``[0,1]`` -> :class:`Codes` (:class:`Latents` when continuous)."""
 
     @abc.abstractmethod
     def decode_codes(self, codes: Codes) -> Tensor:
-        """:class:`Codes` -> raw images ``[B,3,H,W]`` (not clamped)."""
+        """:class:`Codes` (:class:`Latents` when continuous) -> raw images ``[B,3,H,W]`` (not clamped)."""
 
-    def decode(self, tokens: Codes | Tensor) -> Tensor:
-        """Codes, or flat token ids ``[B, L]``, -> images ``[B,3,H,W]`` in ``[0,1]``."""
-        if not isinstance(tokens, Codes):
+    def decode(self, tokens: Codes | Latents | Tensor) -> Tensor:
+        """Codes, or flat token ids ``[B, L]`` (a continuous tokenizer: its
+        :class:`Latents`, or their float values), -> images ``[B,3,H,W]`` in ``[0,1]``."""
+        if isinstance(tokens, (Codes, Latents)):
+            pass
+        elif getattr(self.info, "continuous", False):
+            if not (isinstance(tokens, Tensor) and tokens.is_floating_point()):
+                raise TypeError(f"{type(self).__name__} is continuous: it has no token ids; decode its Latents "
+                                "(or their float values)")
+            tokens = Latents(tokens)
+        else:
             tokens = Codes.from_token_ids(tokens, self.info.codes)
         return self.decode_codes(tokens).clamp(0, 1)
 
@@ -258,7 +271,7 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
     load_weights(module, resolve_checkpoint(path) / "model.safetensors")
 
 
-__all__ = ["Codes", "CodeSpec", "CodeLayout", "QuantizerOutput", "is_trainable", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
+__all__ = ["Codes", "CodeSpec", "CodeLayout", "Latents", "LatentSpec", "QuantizerOutput", "is_trainable", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
            "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
            "referenced_config", "load_state_strict", "resample_counts", "resample_interval"]

@@ -1,5 +1,6 @@
 """The data that crosses the contract between components: a batch's integer
-codes (:class:`Codes`), their shape without values (:class:`CodeSpec`), what
+codes (:class:`Codes`), their shape without values (:class:`CodeSpec`), a
+continuous tokenizer's latents instead (:class:`Latents`, :class:`LatentSpec`), what
 a quantizer returns (:class:`QuantizerOutput`), a tokenizer's training pass
 (:class:`TokenizerOutput`) and metadata (:class:`TokenizerInfo`). Importable
 from :mod:`tokzoo.api`, where the components that pass them are declared.
@@ -14,9 +15,10 @@ import torch
 from torch import Tensor
 
 from tokzoo.errors import ContractError, who
+from tokzoo.latents import LatentSpec, Latents  # a continuous tokenizer's, instead of codes
 
-__all__ = ["CodeLayout", "CodeSpec", "Codes", "QuantizerOutput", "TokenizerInfo", "TokenizerOutput", "check_vocab",
-           "check_codes"]
+__all__ = ["CodeLayout", "CodeSpec", "Codes", "LatentSpec", "Latents", "QuantizerOutput", "TokenizerInfo",
+           "TokenizerOutput", "check_vocab", "check_codes", "check_encoded", "check_declared"]
 
 CodeLayout = Literal["grid", "sequence", "residual", "hierarchical"]
 
@@ -164,18 +166,21 @@ class QuantizerOutput:
 
     - ``quantized``: features ``[B, C, h, w]`` to decode (straight-through
       gradients to the encoder when training);
-    - ``codes``: the integer codes, see :class:`Codes`;
+    - ``codes``: the integer codes, see :class:`Codes` (a continuous
+      tokenizer's training pass gives its :class:`Latents` here);
     - ``losses``: named scalar loss terms the trainer adds (already weighted);
     - ``stats``: named scalar statistics for logging (e.g. batch perplexity).
     """
 
     quantized: Tensor
-    codes: Codes
+    codes: Codes | Latents
     losses: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
     def usage_counts(self) -> dict[str, Tensor]:
-        """Per level, how often each code value was chosen in this batch."""
+        """Per level, how often each code value was chosen in this batch (none for latents)."""
+        if isinstance(self.codes, Latents):
+            return {}
         return {
             name: torch.bincount(c.reshape(-1).long(), minlength=self.codes.vocab[name])
             for name, c in self.codes.levels.items()
@@ -193,14 +198,20 @@ class TokenizerOutput:
 
 @dataclass(frozen=True)
 class TokenizerInfo:
-    """Metadata that the benchmark reports next to every number."""
+    """Metadata that the benchmark reports next to every number. ``codes``: a
+    :class:`CodeSpec`, or a :class:`LatentSpec` for a continuous tokenizer."""
 
     resolution: int
-    codes: CodeSpec
+    codes: CodeSpec | LatentSpec
+
+    @property
+    def continuous(self) -> bool:
+        """True for a tokenizer without discrete codes (it encodes to :class:`Latents`)."""
+        return isinstance(self.codes, LatentSpec)
 
     @property
     def token_grid(self) -> tuple[int, ...]:
-        """``(h, w)``, or ``(N,)`` for a 1-D token sequence."""
+        """``(h, w)``, or ``(N,)`` for a 1-D token sequence (a continuous tokenizer: its latent grid)."""
         return self.codes.grid
 
     @property
@@ -212,11 +223,12 @@ class TokenizerInfo:
         return self.codes.tokens_per_image
 
     @property
-    def bits_per_image(self) -> float:
+    def bits_per_image(self) -> float | None:
+        """None for a continuous tokenizer."""
         return self.codes.bits_per_image
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "resolution": self.resolution,
             "layout": self.codes.layout,
             "token_grid": list(self.token_grid),
@@ -224,6 +236,9 @@ class TokenizerInfo:
             "tokens_per_image": self.tokens_per_image,
             "bits_per_image": self.bits_per_image,
         }
+        if self.continuous:
+            out["latent_channels"] = self.codes.channels
+        return out
 
 
 # -----------------------------------------------------------------------------
@@ -243,8 +258,8 @@ def check_vocab(vocab: Any, owner: Any) -> None:
             raise ContractError(f"{who(owner)}: vocab level name {name!r} is not a non-empty string")
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_LEVEL_VOCAB:
             raise ContractError(f"{who(owner)}: vocab '{name}' = {size!r}: a vocabulary is a whole number of codes "
-                                f"from 1 to 2^62 (a tokenizer without discrete codes has no vocabulary; such "
-                                "continuous tokenizers are not supported yet)")
+                                f"from 1 to 2^62 (a tokenizer without discrete codes declares "
+                                "TokenizerInfo(resolution, LatentSpec(channels, grid)) and encodes to Latents)")
 
 
 def check_codes(codes: Any, owner: Any, vocab: Mapping[str, int] | None = None, method: str = "encode") -> Codes:
@@ -264,10 +279,51 @@ def check_codes(codes: Any, owner: Any, vocab: Mapping[str, int] | None = None, 
             raise ContractError(f"{owner_name}: {method}() level '{level}' is a {type(c).__name__}, not a tensor")
         if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
             raise ContractError(f"{owner_name}: {method}() level '{level}' holds {c.dtype} values; codes are integers "
-                                "(a tokenizer without discrete codes is not supported yet)")
+                                "(a tokenizer without discrete codes declares LatentSpec and encodes to Latents)")
         if c.numel():
             lo, hi = int(c.min()), int(c.max())
             if lo < 0 or hi >= codes.vocab[level]:
                 raise ContractError(f"{owner_name}: {method}() level '{level}' holds codes from {lo} to {hi}, outside "
                                     f"its vocabulary 0..{codes.vocab[level] - 1}")
     return codes
+
+
+def check_latents(latents: Any, owner: Any, spec: LatentSpec | None = None, method: str = "encode") -> Latents:
+    """``latents`` if they are :class:`Latents` of float values ``[B, C, h, w]`` or
+    ``[B, N, C]`` (of ``spec``'s channels and grid when given), else a
+    :class:`ContractError` naming ``owner``."""
+    if isinstance(latents, Codes):
+        raise ContractError(f"{who(owner)}: {method}() returned Codes, but its info declares a LatentSpec (a "
+                            "continuous tokenizer); declare a CodeSpec for discrete codes")
+    if not isinstance(latents, Latents):
+        raise ContractError(f"{who(owner)}: {method}() returned {type(latents).__name__}, but a continuous tokenizer "
+                            "returns tokzoo.api.Latents")
+    v = latents.values
+    if not isinstance(v, Tensor) or not v.dtype.is_floating_point or v.dim() not in (3, 4):
+        what = f"{v.dtype} values of {v.dim()} dimensions" if isinstance(v, Tensor) else type(v).__name__
+        raise ContractError(f"{who(owner)}: {method}() gave Latents of {what}; latents are float [B, C, h, w] "
+                            "or [B, N, C]")
+    if spec is not None and (latents.channels, latents.grid) != (spec.channels, tuple(spec.grid)):
+        raise ContractError(f"{who(owner)}: {method}() gave latents of {latents.channels} channels on "
+                            f"{latents.grid}, but its info declares {spec.channels} on {tuple(spec.grid)}")
+    return latents
+
+
+def check_encoded(out: Any, owner: Any, info: Any, method: str = "encode") -> Codes | Latents:
+    """What ``owner.encode`` gave, checked against its ``info``: :class:`Codes`
+    inside the vocabulary, or :class:`Latents` of its :class:`LatentSpec`."""
+    spec = getattr(info, "codes", None)
+    if isinstance(spec, LatentSpec):
+        return check_latents(out, owner, spec, method)
+    if isinstance(out, Latents):
+        raise ContractError(f"{who(owner)}: {method}() returned Latents, but its info declares discrete codes "
+                            "(a CodeSpec); a continuous tokenizer declares TokenizerInfo(resolution, "
+                            "LatentSpec(channels, grid))")
+    return check_codes(out, owner, getattr(info, "vocab", None), method)
+
+
+def check_declared(info: Any, owner: Any) -> None:
+    """``owner``'s declared codes: a positive vocabulary, or a :class:`LatentSpec`."""
+    if isinstance(getattr(info, "codes", None), LatentSpec):
+        return
+    check_vocab(getattr(info, "vocab", None), owner)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from tokzoo.codes import Codes
+from tokzoo.codes import Codes, Latents
 
 #: a tokzoo.api.Tokenizer (named, not imported: the contract's components sit above this module)
 Tokenizer = Any
@@ -68,8 +68,9 @@ class BenchContext:
 
     def train_codes(self, tokenizer: "Tokenizer", n: int) -> list[tuple[Codes, Tensor]]:
         """The first ``n`` readable images of :meth:`train_set` (fewer when it has
-        fewer) encoded by ``tokenizer``: batches of (:class:`Codes` on the CPU,
-        labels). Encoded once: a later call for as many or fewer reuses them."""
+        fewer) encoded by ``tokenizer``: batches of (:class:`Codes` on the CPU, or a
+        continuous tokenizer's :class:`Latents`, labels). Encoded once: a later
+        call for as many or fewer reuses them."""
         return [(codes, labels) for codes, labels, _ in self._encoded(tokenizer, n)]
 
     def train_attributes(self, tokenizer: "Tokenizer", n: int) -> list[dict[str, Any]]:
@@ -86,8 +87,9 @@ class BenchContext:
                 if left <= 0:
                     break
                 k = min(left, len(labels))
-                out.append((Codes({name: v[:k] for name, v in codes.levels.items()}, dict(codes.vocab),
-                                  codes.layout), labels[:k], attrs[:k]))
+                head = codes.head(k) if isinstance(codes, Latents) else Codes(
+                    {name: v[:k] for name, v in codes.levels.items()}, dict(codes.vocab), codes.layout)
+                out.append((head, labels[:k], attrs[:k]))
                 left -= k
             return out
         train = self.train_set()
@@ -118,7 +120,9 @@ class Metric(abc.ABC):
     tokenizer :meth:`reset`, :meth:`update` for every batch, :meth:`reduce`
     under ``torchrun``, and :meth:`compute`. ``update`` sees each batch once:
     originals and reconstructions as uint8 tensors ``[B,3,H,W]`` (quantized, as
-    a saved image would be), the tokenizer's :class:`Codes`, and the batch
+    a saved image would be), the tokenizer's :class:`Codes` (:class:`Latents`
+    for a continuous tokenizer, only to a metric that declares
+    :attr:`measures_continuous`), and the batch
     itself (``image`` in ``[0,1]``, ``label``, ``caption``, and the host's
     ``encode_s`` / ``decode_s`` timings and ``warmup`` flag). ``compute``
     returns named float results; ``better`` says, per result, whether
@@ -135,6 +139,10 @@ class Metric(abc.ABC):
     better: Mapping[str, str] = MappingProxyType({})
     #: pretrained file -> SHA-256, recorded in the protocol (as ``better``)
     weights: Mapping[str, str] = MappingProxyType({})
+    #: True when the metric also measures a *continuous* tokenizer, whose
+    #: ``update`` gets :class:`tokzoo.api.Latents` instead of Codes (it reads only
+    #: the images, or handles latents). False: n/a on a continuous row, with the reason
+    measures_continuous: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

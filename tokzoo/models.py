@@ -54,16 +54,16 @@ def check_tokenizer(tok) -> None:
     ContractError naming it, exit 3, before anything is measured with it)."""
     import torch
 
-    from tokzoo.codes import check_codes, check_vocab
+    from tokzoo.codes import check_declared, check_encoded
 
     info = getattr(tok, "info", None)
-    check_vocab(getattr(info, "vocab", None), tok)
+    check_declared(info, tok)
     res = getattr(info, "resolution", None)
     if isinstance(res, int) and 0 < res <= 1024:
         device = next((p.device for p in tok.parameters()), torch.device("cpu"))
         image = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
         with torch.no_grad():
-            check_codes(tok.encode(image), tok, info.vocab)
+            check_encoded(tok.encode(image), tok, info)
 
 
 def missing_plugin(ckpt: Path, exc: UnknownNameError) -> Exception:

@@ -93,6 +93,7 @@ class RFID(Metric):
     ``resamples=0`` measures without it. Approximate below 2,048 images, as rFID itself."""
 
     name = "rfid"
+    measures_continuous = True  # images only
     better = {"rfid": "lower"}
 
     def __init__(self, resamples: int = 100):

@@ -71,6 +71,7 @@ class ARProbe(Metric):
     """A class-conditional GPT trained on the tokens; NLL, gFID / judge, samples."""
 
     name = "ar-probe"
+    measures_continuous = False  # a GPT on the token ids
     better = {"ar_nll_bits": "lower", "ar_nll_bits_per_token": "lower", "ar_class_bits": "higher",
               "gen_class_acc": "higher",
               "gfd_judge": "lower", "gfid": "lower", "ar_probe_top1": "higher"}

@@ -218,7 +218,7 @@ class Bench:
         # the entry of results.json (every key: bench.results.Entry)
         entry = Entry(
             metrics=values, intervals=intervals, better=better, unavailable=unavailable,
-            info=tok.info.as_dict(), token_features=getattr(tok, "token_features_kind", "") or None,
+            info=tok.info.as_dict(), token_features=measure.features_kind(tok),
             # the images measured (not the number asked for), and the unreadable ones skipped among those asked
             resolution=res, num_images=n - len(skipped), dataset=dataset,
             skipped_images=len(skipped), skipped=skipped[:SKIPS_KEPT], extractors=weights,

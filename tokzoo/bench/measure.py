@@ -17,13 +17,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokzoo.api import BenchContext, Codes
+from tokzoo.api import BenchContext
 from tokzoo.bench.protocol import PROTOCOL_VERSION
 from tokzoo.bench.stats import bootstrap_interval
 from tokzoo.data import SkipCounter, build_dataset, collate, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
-from tokzoo.codes import check_codes
-from tokzoo.errors import ConfigError, TokzooError, check_returns
+from tokzoo.codes import check_encoded
+from tokzoo.errors import ConfigError, TokzooError
 from tokzoo.registry import get_registry
 
 
@@ -77,9 +77,14 @@ def make_metrics(names: list[str], params: dict[str, dict[str, Any]], tok,
     """(metrics ready for ``tok``, unavailable metric -> why, weight file -> SHA-256)."""
     metrics, unavailable, weights = {}, {}, {}
     reg = get_registry()
+    continuous = bool(getattr(tok.info, "continuous", False))
     for m in names:
         try:
             metric = reg.create("metric", m, **params.get(m, {}))
+            why = not_for_continuous(m, metric) if continuous else ""
+            if why:  # latents, no codes: a metric of the codes is n/a, said with the reason
+                unavailable[m] = why
+                continue
             metric.setup(ctx)
         except TokzooError as exc:
             unavailable[m] = str(exc)
@@ -91,6 +96,30 @@ def make_metrics(names: list[str], params: dict[str, dict[str, Any]], tok,
         weights.update(getattr(metric, "weights", {}) or {})
         metrics[m] = metric
     return metrics, unavailable, weights
+
+
+#: why a metric of the discrete codes is n/a on a continuous tokenizer's row
+CONTINUOUS_NA = "n/a: continuous tokenizer (latents, no discrete codes)"
+
+
+def not_for_continuous(name: str, metric) -> str:
+    """Why ``metric`` does not measure a continuous tokenizer ('' when it does:
+    it declares ``measures_continuous = True``)."""
+    if getattr(metric, "measures_continuous", False):
+        return ""
+    if any("measures_continuous" in vars(k) for k in type(metric).__mro__ if k.__module__ != "tokzoo.metric"):
+        return CONTINUOUS_NA  # it says it reads the codes
+    return (f"{CONTINUOUS_NA}; metric '{name}' does not declare measures_continuous = True (a metric that reads "
+            "only the images may)")
+
+
+def features_kind(tok) -> str | None:
+    """What the probe's features are, recorded with every result: the tokenizer's
+    ``token_features_kind``; a continuous one without it, its latents."""
+    kind = getattr(tok, "token_features_kind", "") or None
+    if getattr(tok.info, "continuous", False):
+        return f"continuous: {kind}" if kind else "continuous latents, mean-pooled (no discrete tokens)"
+    return kind
 
 
 def _sync(device: torch.device) -> None:
@@ -120,10 +149,10 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
             x = batch["image"].to(device)
             _sync(device)  # timings: synchronised on GPU
             t0 = time.perf_counter()
-            codes = check_returns(tok, "encode", tok.encode(x), Codes, "tokzoo.api.Codes")
+            codes = tok.encode(x)
             _sync(device)
             t1 = time.perf_counter()
-            check_codes(codes, tok, tok.info.vocab)  # integers inside the vocabulary (outside the timing)
+            check_encoded(codes, tok, tok.info)  # integers inside the vocabulary, or its latents (outside the timing)
             rec = tok.decode(codes)
             _sync(device)
             t2 = time.perf_counter()

@@ -67,6 +67,7 @@ class PSNR(MeanMetric):
     """Mean over images of PSNR on uint8 data, ``data_range=255`` (skimage convention)."""
 
     name = key = "psnr"
+    measures_continuous = True  # images only
     better = {"psnr": "higher"}
 
     def per_image(self, originals, reconstructions):
@@ -109,6 +110,7 @@ def ssim_per_image(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
 
 class SSIM(MeanMetric):
     name = key = "ssim"
+    measures_continuous = True
     better = {"ssim": "higher"}
 
     def per_image(self, originals, reconstructions):
@@ -120,6 +122,7 @@ class LPIPSMetric(MeanMetric):
     """Mean LPIPS (AlexNet by default, ``net=vgg`` optional) between uint8 originals and reconstructions."""
 
     name = key = "lpips"
+    measures_continuous = True
     better = {"lpips": "lower"}
 
     def __init__(self, net: str = "alex"):
@@ -161,6 +164,7 @@ class CodebookUsage(SumMetric):
     nothing without its parent."""
 
     name = "codebook"
+    measures_continuous = False  # counts the discrete codes
 
     def __init__(self):
         self.state, self.better = {}, {}
@@ -262,6 +266,7 @@ class Throughput(SumMetric):
 
     name = "throughput"
     better = {"encode_img_s": "higher", "decode_img_s": "higher"}
+    measures_continuous = True  # timings; bits per image n/a on latents
 
     def __init__(self):
         self.state = {}
@@ -281,11 +286,18 @@ class Throughput(SumMetric):
     def compute(self):
         # summed over processes: images/s of one process (processes run side by side)
         n = float(self.state["n"])
-        out = {"tokens_per_image": float(self.info.tokens_per_image), "bits_per_image": self.info.bits_per_image}
+        out = {"tokens_per_image": float(self.info.tokens_per_image)}
+        if self.info.bits_per_image is not None:  # None: continuous latents are no bit budget
+            out["bits_per_image"] = self.info.bits_per_image
         if n > 0:
             out["encode_img_s"] = n / max(1e-12, float(self.state["enc_s"]))
             out["decode_img_s"] = n / max(1e-12, float(self.state["dec_s"]))
         return out
+
+    def not_measured(self) -> dict[str, str]:
+        if getattr(self.info, "continuous", False):
+            return {"bits_per_image": "n/a: continuous tokenizer (float latents are not a bit budget)"}
+        return {}
 
 
 #: registered by core: name -> (class, description); parameters: the class's signature

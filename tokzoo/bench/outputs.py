@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tokzoo.bench.render import grid_png, render_csv, render_markdown, row_key
+from tokzoo.bench.render import grid_png, is_continuous, render_csv, render_markdown, row_key
 from tokzoo.bench.report import write_report
 from tokzoo.ckptio import atomic_write
 from tokzoo.bench.results import Results
@@ -60,13 +60,14 @@ def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> t
         picture, _, row = key.partition(":")
         if row and row.startswith("tok:") and row in names and picture not in ("tok", "originals"):
             by_picture.setdefault(picture, {})[names[row]] = images
-    png = grid_png(ordered) if len(ordered) > 1 else None
+    continuous = [n for n, e in results["tokenizers"].items() if is_continuous(e)]
+    png = grid_png(ordered, continuous=continuous) if len(ordered) > 1 else None
     if png:
         atomic_write(out / "recon_grid.png", png)
     pictures = {}
     for picture, drawn in by_picture.items():
         header = [f"class {c}" for c in range(max(len(v) for v in drawn.values()))] if picture == "samples" else None
-        pictures[picture] = grid_png(drawn, header=header)
+        pictures[picture] = grid_png(drawn, header=header, continuous=continuous)
         atomic_write(out / f"{picture}{PICTURE_PNG}", pictures[picture])
     return png, pictures
 

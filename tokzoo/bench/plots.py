@@ -8,7 +8,7 @@ import io
 import math
 from typing import Any
 
-from tokzoo.bench.render import short_names
+from tokzoo.bench.render import CONTINUOUS, is_continuous, short_names
 from tokzoo.bench.results import Results
 from tokzoo.textsafe import plot as plot_text
 
@@ -31,6 +31,14 @@ def pareto(points: list[tuple[float, float]], higher_x: bool) -> list[int]:
         if not beaten:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
+
+
+def frontier(points: list[dict[str, Any]], key: str, ykey: str, higher_x: bool) -> list[int]:
+    """Indices of ``points`` (:func:`tradeoff_points`) on the Pareto frontier of
+    ``ykey`` against ``key``: among the discrete tokenizers only (a continuous
+    one is a reference, drawn apart, never a competitor)."""
+    discrete = [i for i, p in enumerate(points) if not p.get("continuous")]
+    return [discrete[i] for i in pareto([(points[i][key], points[i][ykey]) for i in discrete], higher_x)]
 
 
 #: the understanding axes: the linear probe, and the VQA probe's mean over questions when measured
@@ -58,7 +66,7 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
         out.append({"name": short[name], "probe": v[PROBE], "vqa": v["vqa_top1"], "psnr": v["psnr"],
                     "rfid": v["rfid"], "gfid": v["gfid"], "gfd_judge": v["gfd_judge"],
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
-                    "flags": e.get("flags") or {}})
+                    "flags": e.get("flags") or {}, "continuous": is_continuous(e)})
     return out
 
 
@@ -102,13 +110,21 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
             mine = [p for p in pts if p[key] is not None and p[ykey] is not None]
             xy = [(p[key], p[ykey]) for p in mine]
             sizes = [40 + 360 * ((p["bits"] or top) / top) for p in mine]
-            front = pareto(xy, higher_x)
+            discrete = [i for i, p in enumerate(mine) if not p["continuous"]]
+            front = frontier(mine, key, ykey, higher_x)
             colors = ["tab:red" if i in front else "tab:blue" for i in range(len(mine))]
-            dots = ax.scatter([x for x, _ in xy], [y for _, y in xy], s=sizes, c=colors, alpha=0.6,
+            dots = ax.scatter([xy[i][0] for i in discrete], [xy[i][1] for i in discrete],
+                              s=[sizes[i] for i in discrete], c=[colors[i] for i in discrete], alpha=0.6,
                               edgecolors="black", linewidths=0.6, zorder=3)
+            refs = [i for i, p in enumerate(mine) if p["continuous"]]
+            if refs:
+                ax.scatter([xy[i][0] for i in refs], [xy[i][1] for i in refs], s=120, marker="D", facecolors="none",
+                           edgecolors="dimgray", linewidths=1.2, zorder=3,
+                           label=f"{CONTINUOUS} (latents, no codes): a reference")
             if len(front) > 1:
                 ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="tab:red", lw=1.2, ls="--",
                         zorder=2, label="Pareto frontier")
+            if len(front) > 1 or refs:
                 ax.legend(loc="best", fontsize=8, frameon=False)
             if not higher_x:
                 ax.invert_xaxis()  # better to the right on both panels
@@ -117,12 +133,13 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
             ax.grid(True, alpha=0.3)
             ax.margins(0.18)
             texts = [ax.text(x, y, plot_text(f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
-                                             if p["bits"] else p["name"]), fontsize=8,
+                                             if p["bits"] else f"{p['name']} ({CONTINUOUS})" if p["continuous"]
+                                             else p["name"]), fontsize=8,
                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
                      for p, (x, y) in zip(mine, xy)]
             if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
-                adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax, objects=dots,
-                            expand=(1.3, 1.6), arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+                adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax,
+                            **({"objects": dots} if discrete else {}), expand=(1.3, 1.6), arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     fig.suptitle(f"{title}  (marker area: bits per image; red: on the frontier)", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -6,18 +6,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tokzoo.api import Metric, Tokenizer
+from tokzoo.api import Latents, Metric, Tokenizer
 from tokzoo.measures import linear_probe, pool
 
 
 class LinearProbe(Metric):
     """Top-1 of a linear classifier on frozen, pooled features computed from the
     tokens alone (``Tokenizer.token_features(codes)``; train split -> val split),
-    recipe in :mod:`tokzoo.measures`."""
+    recipe in :mod:`tokzoo.measures`. On a continuous tokenizer: on its latents
+    (``token_features(latents)`` when it has one, else the latents themselves),
+    recorded as continuous, never a discrete competitor's number."""
 
     name = "probe"
     result = "probe_top1"
     better = {"probe_top1": "higher"}
+    measures_continuous = True  # on the latents, recorded as such
 
     def setup(self, context):
         super().setup(context)
@@ -36,6 +39,8 @@ class LinearProbe(Metric):
         """Why ``tokenizer`` offers no token features ('' when it does)."""
         if type(tokenizer).token_features is not Tokenizer.token_features:
             return ""
+        if getattr(tokenizer.info, "continuous", False):
+            return ""  # the latents themselves
         if hasattr(tokenizer, "probe_features"):  # written against the first contract
             return (f"{type(tokenizer).__name__} defines probe_features(images), which the contract replaced by "
                     "token_features(codes) (features from the codes alone) and encoder_features(images) "
@@ -48,6 +53,8 @@ class LinearProbe(Metric):
         if codes is None:
             codes = self.tokenizer.encode(images.to(self.device))
         f = self.tokenizer.token_features(codes)
+        if f is None and isinstance(codes, Latents):
+            f = codes.values  # a continuous tokenizer without token_features: its latents
         return None if f is None else pool(f).cpu()
 
     def update(self, originals, reconstructions, codes, batch=None):
@@ -116,6 +123,7 @@ class EncoderProbe(LinearProbe):
     name = "probe-encoder"
     result = "probe_encoder_top1"
     better = {"probe_encoder_top1": "higher"}
+    measures_continuous = True  # encoder_features(images)
 
     @staticmethod
     def _unsupported(tokenizer) -> str:

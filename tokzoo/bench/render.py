@@ -165,11 +165,32 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
+#: how every output marks a continuous tokenizer's row (a reference, not a discrete competitor)
+CONTINUOUS = "continuous"
+
+
+def is_continuous(e: dict[str, Any]) -> bool:
+    """Whether the entry ``e`` is a continuous tokenizer's (latents, no discrete codes)."""
+    return (e.get("info") or {}).get("layout") == CONTINUOUS
+
+
+def continuous_note(results: Results) -> str:
+    """The line every output prints under a table holding continuous rows ('' without)."""
+    short = short_names(results["tokenizers"])
+    names = [short[n] for n, e in results["tokenizers"].items() if is_continuous(e)]
+    if not names:
+        return ""
+    return (f"({CONTINUOUS}) {', '.join(names)}: a continuous tokenizer (latents, no discrete codes), a reference "
+            "row, not a discrete competitor: its probe reads the latents, and what needs codes (codebook usage, "
+            "bits, the AR and VQA probes) is n/a.")
+
+
 def label(name: str, e: dict[str, Any]) -> str:
-    """A tokenizer's name, flagged when a pretrained part of it was random."""
+    """A tokenizer's name, marked when it is continuous, flagged when a pretrained part of it was random."""
     parts = e.get("random_parts") or []
     if e.get("swept"):  # a sweep's point: its folder's name (the swept values) is unique in the sweep
         name = Path(name).name
+    name = f"{name} ({CONTINUOUS})" if is_continuous(e) else name
     name = f"{name} (RANDOM {', '.join(parts)})" if parts else name
     return f"{name} (unfinished: {e['unfinished']})" if e.get("unfinished") else name
 
@@ -225,6 +246,7 @@ def render_table(results: Results, width: int | None = None) -> Table:
         keep = [i for i in keep if i in chosen]
     notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
     shown = {columns[i][1] for i in keep}
+    notes += [continuous_note(results)] if continuous_note(results) else []
     notes += ["† " + line for line in flag_lines(results, shown)]
     notes += ["skipped: " + line for line in skip_lines(results)]
     esc = textsafe.console  # names, swept values and reasons print as the text they are
@@ -258,6 +280,9 @@ def render_markdown(results: Results) -> str:
                   "| tokenizer | " + " | ".join(md(a) for a in attrs) + " | mean |", "|---" * (len(attrs) + 2) + "|"]
         lines += [f"| {md(row)} | " + " | ".join(vqa_cell(cells.get(a)) for a in attrs)
                   + f" | {vqa_cell(cells.get('top1'))} |" for row, _, cells in vqa]
+    refs = continuous_note(results)
+    if refs:
+        lines += ["", md(refs)]
     flagged = flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {md(line)}" for line in flagged]
@@ -284,14 +309,16 @@ def render_csv(results: Results) -> str:
     swept = [k for _, k in summary_columns(results) if k.startswith(SWEPT)]
     cell = textsafe.csv_cell  # every cell: text a spreadsheet would run as a formula stays text
     w.writerow([cell(c) for c in ["tokenizer", *[k[len(SWEPT):] for k in swept], *cols,
-                                  *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts", "flags"]])
+                                  *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts", "flags",
+                                  "layout"]])
     for name, e in results["tokenizers"].items():
         ci = e.get("intervals") or {}
         w.writerow([cell(c) for c in [
             name, *[(e.get("swept") or {}).get(k[len(SWEPT):], "") for k in swept],
             *[e["metrics"].get(c, "") for c in cols],
             *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
-            "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items())]])
+            "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items()),
+            (e.get("info") or {}).get("layout", "")]])
     return buf.getvalue()
 
 
@@ -299,9 +326,10 @@ def row_key(name: str) -> str:
     return "originals" if name == "originals" else "tok:" + name
 
 
-def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None) -> bytes:
+def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None, continuous: Iterable[str] = ()) -> bytes:
     """One labelled row per entry of ``rows`` (the originals first, when there,
-    then each tokenizer's images), ``header`` above the columns when given."""
+    then each tokenizer's images), ``header`` above the columns when given;
+    the rows named in ``continuous`` marked so under their label."""
     from PIL import Image, ImageDraw
 
     names = list(rows)
@@ -315,13 +343,17 @@ def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None) -> 
     for c, text in enumerate((header or [])[:n]):
         draw.text((label_w + c * w * scale + 2, 1), text[:w * scale // 6], fill="black")
     short = short_names(names)
+    marked = set(continuous)
     for r, name in enumerate(names):
         imgs = rows[name]
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, top + r * h * scale))
         label = short[name]  # a checkpoint path: its run folder's name
-        draw.text((4, top + r * h * scale + h * scale // 2 - 6), label[:18], fill="black")
+        middle = top + r * h * scale + h * scale // 2
+        draw.text((4, middle - 6 - (6 if name in marked else 0)), label[:18], fill="black")
+        if name in marked:
+            draw.text((4, middle + 2), f"({CONTINUOUS})", fill="dimgray")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

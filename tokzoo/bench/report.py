@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
-from tokzoo.bench.render import (flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
+from tokzoo.bench.render import (continuous_note, flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
                                  vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
 from tokzoo.bench.results import Results
@@ -138,6 +138,8 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
     p = results.get("protocol") or {}
     flags = flag_lines(results)
     notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
+    if continuous_note(results):
+        notes.insert(0, f"<li>{html.escape(continuous_note(results))}</li>")
     notes += [f"<li>skipped: {html.escape(line)}</li>" for line in skip_lines(results)]
     notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]

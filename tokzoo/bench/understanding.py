@@ -119,6 +119,7 @@ class VQAProbe(Metric):
     """Questions about each image's attributes, answered from its tokens; accuracy per attribute."""
 
     name = "vqa-probe"
+    measures_continuous = False  # questions from the tokens
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                  dropout: float = 0.1, train_images: int = 4096, seed: int = 0, input: str = "features",

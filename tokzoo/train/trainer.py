@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
-from tokzoo.codes import check_vocab
+from tokzoo.codes import check_declared
 from tokzoo.ckptio import (atomic_write, load_weights, read_module_state, read_trainer_state,
                            resolve_checkpoint, save_checkpoint, write_run_config)
 from tokzoo.runfolder import RunLock, repair_latest
@@ -81,7 +81,7 @@ class Trainer:
             raise ConfigError(f"'{config['model'].get('name')}' ({type(self.tokenizer).__name__}) defines no training "
                               "pass (Tokenizer.forward): it can be benched, not trained")
         if config.get("model_kind", "tokenizer") == "tokenizer":  # a vocabulary as the contract says, now
-            check_vocab(getattr(getattr(self.tokenizer, "info", None), "vocab", None), self.tokenizer)
+            check_declared(getattr(self.tokenizer, "info", None), self.tokenizer)
         self.frozen = tuple(self.tokenizer.frozen_prefixes()) if hasattr(self.tokenizer, "frozen_prefixes") else ()
         self.recipe: Recipe = build("recipe", config["recipe"])
         self.stages: list[Stage] = self.recipe.stages()

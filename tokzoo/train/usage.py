@@ -19,7 +19,7 @@ from collections import deque
 import torch
 from torch import Tensor
 
-from tokzoo.codes import check_codes
+from tokzoo.codes import Latents, check_codes, check_latents
 
 #: steps counted together (a batch alone sees too few tokens to say a code is unused)
 WINDOW = 50
@@ -49,6 +49,11 @@ class CodeUsage:
         if not module.training or quant is None:
             return
         codes = quant.codes
+        if isinstance(codes, Latents):  # a continuous tokenizer: latents, no codes to count
+            if not self.checked:
+                check_latents(codes, module, method="forward")
+                self.checked = True
+            return
         if not self.checked:  # the first training pass of a stage: integer codes inside the vocabulary
             check_codes(codes, module, method="forward")
             self.checked = True

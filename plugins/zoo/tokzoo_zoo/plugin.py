@@ -67,10 +67,11 @@ def tokzoo_register_quantizers(register):
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    from tokzoo_zoo.released import DiffusersVQ, ReleasedVQ
+    from tokzoo_zoo.released import DiffusersKL, DiffusersVQ, ReleasedVQ
 
     register("released-vq", ReleasedVQ, "a released taming VQGAN / LlamaGen VQ from its local checkpoint file")
     register("diffusers-vq", DiffusersVQ, "a diffusers VQModel from a local folder (save_pretrained layout)")
+    register("diffusers-kl", DiffusersKL, "a diffusers AutoencoderKL (SD-VAE) from a local folder: continuous")
 
 
 @tokzoo.hookimpl

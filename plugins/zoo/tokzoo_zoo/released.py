@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokzoo.api import (Codes, CodeSpec, QuantizerOutput, Tokenizer, TokenizerInfo, TokenizerOutput,
-                        load_state_strict, require_pretrained)
+from tokzoo.api import (Codes, CodeSpec, LatentSpec, Latents, QuantizerOutput, Tokenizer, TokenizerInfo,
+                        TokenizerOutput, load_state_strict, require_pretrained)
 from tokzoo.errors import CheckpointError
 
 
@@ -354,7 +354,37 @@ class ReleasedVQ(Tokenizer):
         return self.decoder.conv_out.weight
 
 
-# -- diffusers VQModel folders ---------------------------------------------------------
+# -- diffusers model folders ------------------------------------------------------------
+def diffusers_model(class_name: str, path: str, arch: dict | None):
+    """The diffusers ``class_name`` (``VQModel``, ``AutoencoderKL``) of the local
+    folder ``path`` (``config.json`` + weights, as ``save_pretrained`` writes
+    it), run through diffusers itself; nothing is downloaded. ``arch``: a
+    config to use instead of the folder's. The folder's config is recorded with
+    an imported run, which then rebuilds (weights from the run) without it."""
+    try:
+        import diffusers
+    except ImportError:
+        raise CheckpointError("diffusers models need the diffusers library: "
+                              "pip install 'tokzoo-zoo[diffusers]'") from None
+    from tokzoo.api import is_restoring, referenced_config
+
+    cls = getattr(diffusers, class_name)
+    folder = Path(path).expanduser()
+
+    def read(p: str) -> dict:
+        if not path or not (folder / "config.json").is_file():
+            raise CheckpointError(f"model.path: '{path}' is not a diffusers model folder (no config.json); "
+                                  "give the local folder written by save_pretrained (nothing is downloaded)")
+        return {k: v for k, v in cls.load_config(p).items()}
+
+    arch = dict(arch or referenced_config(str(folder), read))
+    if arch.get("_class_name", class_name) != class_name:
+        raise CheckpointError(f"{folder} holds a diffusers {arch['_class_name']}, not a {class_name}")
+    if is_restoring():
+        return cls.from_config(arch)
+    return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
+
+
 class DiffusersVQ(Tokenizer):
     """A diffusers ``VQModel`` from a local folder (``config.json`` + weights, as
     ``save_pretrained`` writes it), run through diffusers itself.
@@ -365,29 +395,7 @@ class DiffusersVQ(Tokenizer):
 
     def __init__(self, path: str = "", resolution: int = 0, arch: dict | None = None):
         super().__init__()
-        try:
-            import diffusers
-        except ImportError:
-            raise CheckpointError("diffusers models need the diffusers library: "
-                                  "pip install 'tokzoo-zoo[diffusers]'") from None
-        from tokzoo.api import is_restoring, referenced_config
-
-        folder = Path(path).expanduser()
-
-        def read(p: str) -> dict:
-            if not path or not (folder / "config.json").is_file():
-                raise CheckpointError(f"model.path: '{path}' is not a diffusers model folder (no config.json); "
-                                      "give the local folder written by save_pretrained (nothing is downloaded)")
-            return {k: v for k, v in diffusers.VQModel.load_config(p).items()}
-
-        # the folder's config is recorded with a run (tokzoo import), which then rebuilds without the folder
-        arch = dict(arch or referenced_config(str(folder), read))
-        if arch.get("_class_name", "VQModel") != "VQModel":
-            raise CheckpointError(f"{folder} holds a diffusers {arch['_class_name']}, not a VQModel")
-        if is_restoring():
-            self.vq = diffusers.VQModel.from_config(arch)
-        else:
-            self.vq = diffusers.VQModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
+        self.vq = diffusers_model("VQModel", path, arch)
         self.arch = dict(self.vq.config)
         res = resolution or int(self.arch.get("sample_size") or 256)
         self.factor = 2 ** (len(self.arch["block_out_channels"]) - 1)
@@ -431,3 +439,36 @@ class DiffusersVQ(Tokenizer):
         codes = Codes({"code": idx.reshape(b, hh, ww)}, dict(self.info.vocab), "grid")
         recon = (self.vq.decode(q, force_not_quantize=True).sample + 1) / 2
         return TokenizerOutput(recon, QuantizerOutput(q, codes, {"vq": loss}))
+
+
+class DiffusersKL(Tokenizer):
+    """A diffusers ``AutoencoderKL`` (SD-VAE, SDXL's, SD3's, FLUX's VAE) from a
+    local folder, run through diffusers itself: a *continuous* tokenizer, a
+    reference row. It encodes to the posterior's mode (its mean; diffusers'
+    own reconstruction path, never a sample) and decodes it; the probe reads
+    those latents (standardised per channel: diffusers' ``scaling_factor`` and
+    ``shift_factor`` would change nothing).
+
+    ``path``: the folder (``vae/`` of a pipeline); ``arch``: a config to use
+    instead of the folder's; ``resolution``: the size it runs at (its ``sample_size`` by default)."""
+
+    def __init__(self, path: str = "", resolution: int = 0, arch: dict | None = None):
+        super().__init__()
+        self.vae = diffusers_model("AutoencoderKL", path, arch)
+        self.arch = dict(self.vae.config)
+        res = resolution or int(self.arch.get("sample_size") or 256)
+        self.factor = 2 ** (len(self.arch["block_out_channels"]) - 1)
+        if res % self.factor:
+            raise ValueError(f"resolution {res} is not a multiple of the VAE's downsampling factor {self.factor}")
+        g = res // self.factor
+        self._info = TokenizerInfo(res, LatentSpec(int(self.arch["latent_channels"]), (g, g)))
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    def encode(self, images: Tensor) -> Latents:
+        return Latents(self.vae.encode(images * 2 - 1).latent_dist.mode())
+
+    def decode_codes(self, latents: Latents) -> Tensor:
+        return (self.vae.decode(latents.values).sample + 1) / 2
