@@ -393,7 +393,10 @@ class DiffusersVQ(Tokenizer):
     run, which then rebuilds without the folder); ``arch``: a config to use
     instead of the folder's; ``resolution``: the size it runs at (its ``sample_size`` by default)."""
 
-    def __init__(self, path: str = "", resolution: int = 0, arch: dict | None = None):
+    def __init__(self,
+                 path: str = "",  # the local VQModel folder (config.json + weights, as save_pretrained writes)
+                 resolution: int = 0,  # the side it runs at (0: the folder's sample_size)
+                 arch: dict | None = None):  # a config to use instead of the folder's
         super().__init__()
         self.vq = diffusers_model("VQModel", path, arch)
         self.arch = dict(self.vq.config)
@@ -452,7 +455,10 @@ class DiffusersKL(Tokenizer):
     ``path``: the folder (``vae/`` of a pipeline); ``arch``: a config to use
     instead of the folder's; ``resolution``: the size it runs at (its ``sample_size`` by default)."""
 
-    def __init__(self, path: str = "", resolution: int = 0, arch: dict | None = None):
+    def __init__(self,
+                 path: str = "",  # the local AutoencoderKL folder (config.json + weights), e.g. a pipeline's vae/
+                 resolution: int = 0,  # the side it runs at (0: the folder's sample_size)
+                 arch: dict | None = None):  # a config to use instead of the folder's
         super().__init__()
         self.vae = diffusers_model("AutoencoderKL", path, arch)
         self.arch = dict(self.vae.config)
