@@ -116,6 +116,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from tokzoo.config import load_preset
+
+    load_preset(args.name)  # an unknown preset or a broken file is refused before torch is imported
     from tokzoo.train import run_training
 
     run_training(args.name, args.overrides, resume=args.resume, stage=args.stage, console=console)
@@ -123,10 +126,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from tokzoo.bench.harness import run_bench
-    from tokzoo.bench.options import bench_options
+    from tokzoo.bench.options import bench_options, check_options
 
-    run_bench(bench_options(args), console)
+    opts = bench_options(args)
+    check_options(opts)  # what may be refused, before the harness (and torch) is imported
+    from tokzoo.bench.harness import run_bench
+
+    run_bench(opts, console)
     return 0
 
 

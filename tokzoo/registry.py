@@ -10,7 +10,6 @@ entry-point or distribution names, or ``none``. Core built-ins always load.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata as md
 import os
 import threading
@@ -23,28 +22,14 @@ import pluggy
 from tokzoo import hookspecs
 from tokzoo.errors import PluginError, UnknownNameError, closest
 from tokzoo.pretrained import building, current_frame
-from tokzoo.schema import schema_of, to_container, validate_params
+from tokzoo.component import LAZY, Component, one_line as _one_line
+from tokzoo.schema import to_container, validate_params
 
 ENTRY_POINT_GROUP = "tokzoo"
 KINDS = hookspecs.KINDS
 CORE = "tokzoo"
 #: core's own components, each module registered like any plugin (datasette's DEFAULT_PLUGINS)
-DEFAULT_PLUGINS = ("tokzoo.nn.plugin", "tokzoo.data.plugin", "tokzoo.train.plugin", "tokzoo.bench.plugin",
-                   "tokzoo.configs")
-
-
-@dataclass
-class Component:
-    """One registered component."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    description: str
-    plugin: str  # the plugin (entry-point name, or ``tokzoo`` for core)
-    distribution: str  # the distribution that ships it
-    config: type | None = None  # the parameter schema (a dataclass): given, or derived from the factory
-    schema_source: str = "signature"  # "signature" (derived) or "dataclass" (given by the plugin)
+DEFAULT_PLUGINS = ("tokzoo.builtins", "tokzoo.configs")
 
 
 @dataclass
@@ -61,11 +46,6 @@ class PluginInfo:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 class Registry:
@@ -141,10 +121,16 @@ class Registry:
                     impl.function(register=self._registrar(kind, plugin_name, dist))
 
     def _registrar(self, kind: str, plugin_name: str, dist: str):
-        def register(name: str, factory: Callable[..., Any], description: str = "", config: type | None = None):
+        def register(name: str, factory: Callable[..., Any] | str, description: str = "", config: Any = None):
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin '{plugin_name}' registered a {kind} without a name")
-            if config is not None and not dataclasses.is_dataclass(config):
+            for what, value in (("factory", factory), ("config", config)):
+                if isinstance(value, str) and not LAZY.fullmatch(value):
+                    raise PluginError(f"plugin '{plugin_name}': the {what} of {kind} '{name}' is the string "
+                                      f"{value!r}; a factory registered by name is 'package.module:attr'")
+            if not isinstance(factory, str) and not callable(factory):
+                raise PluginError(f"plugin '{plugin_name}': the factory of {kind} '{name}' is not callable")
+            if config is not None and not isinstance(config, str) and not callable(config):
                 raise PluginError(f"plugin '{plugin_name}': config for {kind} '{name}' must be a dataclass")
             table = self.components[kind]
             if name in table:
@@ -154,16 +140,7 @@ class Registry:
                     f"(plugin '{other.plugin}'); distribution '{dist}' (plugin '{plugin_name}') is disabled. "
                     f"Rename its {kind}, or restrict plugins with TOKZOO_PLUGINS."
                 )
-            doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-            source = "dataclass"
-            if config is None and dataclasses.is_dataclass(getattr(factory, "config_class", None)):
-                config = factory.config_class  # a **params factory (and its subclasses) naming its dataclass
-            if config is None:  # one source of truth: the factory's own signature
-                try:
-                    config, source = schema_of(factory, name), "signature"
-                except (TypeError, ValueError):
-                    config, source = None, "none"  # a factory whose signature cannot be read
-            table[name] = Component(kind, name, factory, doc, plugin_name, dist, config, source)
+            table[name] = Component(kind, name, factory, description, plugin_name, dist, config)
 
         return register
 

@@ -77,9 +77,9 @@ class Bench:
                 probe = self.out / f".write-test-{os.getpid()}"
                 probe.write_bytes(b"")  # a folder we cannot write to fails now, before any measuring
                 probe.unlink()
-            except PermissionError as exc:
+            except OSError as exc:  # not allowed, a read-only or special file system, a file in the way
                 lock.release()
-                raise ConfigError(f"--out {self.out}: cannot write there ({exc.strerror}); "
+                raise ConfigError(f"--out {self.out}: cannot write there ({exc.strerror or exc}); "
                                   "choose a folder you can write to") from None
             for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write: its own names only
                 own = TEMP_FILE.fullmatch(junk.name)

@@ -298,16 +298,3 @@ class Throughput(SumMetric):
         if getattr(self.info, "continuous", False):
             return {"bits_per_image": "n/a: continuous tokenizer (float latents are not a bit budget)"}
         return {}
-
-
-#: registered by core: name -> (class, description); parameters: the class's signature
-CORE_METRICS = {
-    "psnr": (PSNR, "PSNR on uint8 reconstructions, data_range 255"),
-    "ssim": (SSIM, "SSIM (Gaussian 11x11, sigma 1.5) on uint8, data_range 255"),
-    "lpips": (LPIPSMetric, "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file"),
-    "rfid": (RFID, "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
-    "codebook": (CodebookUsage, "codebook usage and perplexity per level"),
-    "probe": (LinearProbe, "linear-probe top-1 on features from the tokens alone (token_features)"),
-    "probe-encoder": (EncoderProbe, "linear-probe top-1 on continuous pre-quantization features"),
-    "throughput": (Throughput, "encode / decode images per second after warm-up; tokens and bits per image"),
-}

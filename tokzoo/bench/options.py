@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokzoo.errors import ConfigError
+from tokzoo.errors import ConfigError, UnknownNameError
 
 DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
 
@@ -76,8 +76,6 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
     if tokenizers:
         if not opts.tokenizers:
             raise ConfigError("give at least one tokenizer: --tokenizers vqgan-tiny,semhitok-tiny")
-        from tokzoo.bench.resolve import check_tokenizer_name
-
         for name in opts.tokenizers:  # a mistyped name fails before results.json is read, moved or written
             check_tokenizer_name(name)
     if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
@@ -95,6 +93,21 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
         from tokzoo.bench.results import load_results
 
         load_results(opts.baseline)
+
+
+def check_tokenizer_name(name: str) -> bool:
+    """Refuse a name that is no existing path, preset or preset file (UnknownNameError with close
+    matches), before anything is loaded or moved; True when it is a path (not a preset file)."""
+    from tokzoo.config import list_presets
+
+    p = Path(name).expanduser()
+    is_yaml = p.suffix in (".yaml", ".yml") and p.is_file()  # a preset file, as `tokzoo train FILE` takes
+    if p.exists() and not is_yaml:
+        return True
+    presets = list_presets()
+    if name not in presets and not is_yaml:
+        raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
+    return False
 
 
 # -- a protocol file ------------------------------------------------------------------------

@@ -11,25 +11,11 @@ import torch
 
 from tokzoo import runfolder
 from tokzoo.ckptio import components  # noqa: F401 (importable here)
-from tokzoo.errors import CheckpointError, TokzooError, UnknownNameError
+from tokzoo.bench.options import check_tokenizer_name
+from tokzoo.errors import CheckpointError, TokzooError
 from tokzoo.models import build_model_from_config, check_tokenizer, first_non_finite, load_tokenizer
 from tokzoo.registry import get_registry
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
-
-
-def check_tokenizer_name(name: str) -> bool:
-    """Refuse a name that is no existing path, preset or preset file (UnknownNameError with close
-    matches), before anything is loaded or moved; True when it is a path (not a preset file)."""
-    from tokzoo.config import list_presets
-
-    p = Path(name).expanduser()
-    is_yaml = p.suffix in (".yaml", ".yml") and p.is_file()  # a preset file, as `tokzoo train FILE` takes
-    if p.exists() and not is_yaml:
-        return True
-    presets = list_presets()
-    if name not in presets and not is_yaml:
-        raise UnknownNameError("tokenizer (preset or checkpoint path)", name, presets)
-    return False
 
 
 def resolve_tokenizer(name: str, device: torch.device):

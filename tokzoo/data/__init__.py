@@ -13,10 +13,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
-from tokzoo.data.preprocess import PREPROCESSING, center_crop_uint8, to_tensor, to_uint8
 from tokzoo.textsafe import console as esc
+
+#: imported when first used (PEP 562): naming a dataset on the command line imports no torch
+_PREPROCESS = ("PREPROCESSING", "center_crop_uint8", "to_tensor", "to_uint8")
+
+
+def __getattr__(name: str):
+    if name in _PREPROCESS:
+        from tokzoo.data import preprocess
+
+        return getattr(preprocess, name)
+    raise AttributeError(f"module 'tokzoo.data' has no attribute '{name}'")
 
 #: the splits of the procedural datasets (shapes, synthetic) and the number each
 #: mixes into its random seed, so the splits never share an image
@@ -34,6 +42,8 @@ def split_index(dataset: str, split: str) -> int:
 
 def collate(samples: list[dict]) -> dict[str, Any]:
     """Batch samples; skipped files are left out and listed under ``skipped``."""
+    import torch
+
     good = [s for s in samples if "skipped" not in s]
     batch: dict[str, Any] = {"skipped": [s["skipped"] for s in samples if "skipped" in s]}
     if good:

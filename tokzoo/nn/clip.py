@@ -225,3 +225,10 @@ def build_openclip(**params) -> OpenClipEncoder:
         arch.update({k: params[k] for k in ("checkpoint", "freeze", "text", "text_tokenizer") if k in params})
         return OpenClipEncoder(**arch)
     return OpenClipEncoder(**params)
+
+
+def openclip_schema():
+    """``openclip``'s parameters: :class:`OpenClipEncoder`'s own signature (its factory takes ``**params``)."""
+    from tokzoo.schema import schema_of
+
+    return schema_of(OpenClipEncoder, "openclip")

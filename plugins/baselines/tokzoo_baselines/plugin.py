@@ -1,4 +1,5 @@
-"""Entry point of tokzoo-baselines: registers its components with tokzoo."""
+"""Entry point of tokzoo-baselines: registers its components with tokzoo (by
+name, ``"module:attr"``: imported when first built, so listing them is fast)."""
 from pathlib import Path
 
 import tokzoo
@@ -6,25 +7,18 @@ import tokzoo
 
 @tokzoo.hookimpl
 def tokzoo_register_quantizers(register):
-    from tokzoo_baselines.rvq import ResidualVQ
-
-    register("rvq", ResidualVQ, "residual VQ, shared codebook, EMA updates, restarts of unused codes")
+    register("rvq", "tokzoo_baselines.rvq:ResidualVQ", "residual VQ, shared codebook, EMA updates, restarts of unused codes")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    from tokzoo_baselines.vilau import VilaUTokenizer
-    from tokzoo_baselines.vqgan import build_vqgan
-
-    register("vqgan", build_vqgan, "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)")
-    register("vilau", VilaUTokenizer, "VILA-U-style: open_clip tower + residual VQ + conv decoder")
+    register("vqgan", "tokzoo_baselines.vqgan:build_vqgan", "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)")
+    register("vilau", "tokzoo_baselines.vilau:VilaUTokenizer", "VILA-U-style: open_clip tower + residual VQ + conv decoder")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_recipes(register):
-    from tokzoo_baselines.vilau import VilaURecipe
-
-    register("vilau", VilaURecipe, "joint contrastive (frozen text tower) + reconstruction")
+    register("vilau", "tokzoo_baselines.vilau:VilaURecipe", "joint contrastive (frozen text tower) + reconstruction")
 
 
 @tokzoo.hookimpl

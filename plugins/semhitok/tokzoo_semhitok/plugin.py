@@ -1,4 +1,5 @@
-"""Entry point of tokzoo-semhitok: registers its components with tokzoo."""
+"""Entry point of tokzoo-semhitok: registers its components with tokzoo (by
+name, ``"module:attr"``: imported when first built, so listing them is fast)."""
 from pathlib import Path
 
 import tokzoo
@@ -22,39 +23,29 @@ def pixel_encoder(ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num
 
 @tokzoo.hookimpl
 def tokzoo_register_encoders(register):
-    from tokzoo_semhitok.teacher import SemanticTeacher
-
-    register("semantic-teacher", SemanticTeacher, "frozen pretrained semantic encoder (open_clip or timm, local weights)")
+    register("semantic-teacher", "tokzoo_semhitok.teacher:SemanticTeacher", "frozen pretrained semantic encoder (open_clip or timm, local weights)")
     register("pixel-encoder", pixel_encoder, "SemHiTok's pixel encoder (conv, on the semantic token grid)")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_quantizers(register):
-    from tokzoo_semhitok.sghc import SGHCQuantizer
-
     register("semantic-vq", semantic_vq, "SemHiTok semantic codebook (EMA, l2-normalised, restarts)")
-    register("sghc", SGHCQuantizer, "Semantic-Guided Hierarchical Codebook: m texture sub-codes per semantic code")
+    register("sghc", "tokzoo_semhitok.sghc:SGHCQuantizer", "Semantic-Guided Hierarchical Codebook: m texture sub-codes per semantic code")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_decoders(register):
-    from tokzoo_semhitok.tokenizer import EnhanceDecoder
-
-    register("enhance-decoder", EnhanceDecoder, "SemHiTok Enhance Decoder: pixels from [semantic ; pixel] features")
+    register("enhance-decoder", "tokzoo_semhitok.tokenizer:EnhanceDecoder", "SemHiTok Enhance Decoder: pixels from [semantic ; pixel] features")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    from tokzoo_semhitok.tokenizer import SemHiTok
-
-    register("semhitok", SemHiTok, "SemHiTok: semantic codebook + SGHC texture sub-codebooks + Enhance Decoder")
+    register("semhitok", "tokzoo_semhitok.tokenizer:SemHiTok", "SemHiTok: semantic codebook + SGHC texture sub-codebooks + Enhance Decoder")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_recipes(register):
-    from tokzoo_semhitok.recipe import SemHiTokRecipe
-
-    register("semhitok", SemHiTokRecipe, "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)")
+    register("semhitok", "tokzoo_semhitok.recipe:SemHiTokRecipe", "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)")
 
 
 @tokzoo.hookimpl
