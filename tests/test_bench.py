@@ -606,3 +606,32 @@ def test_a_stray_unlabelled_train_image_is_left_out_of_the_probes_and_said(train
     assert "probe_top1" in entry["metrics"] and "ar_nll_bits" in entry["metrics"], entry.get("unavailable")
     assert "1 train images without a class were left out" in entry["flags"]["probe_top1"]
     assert "1 without a class left out" in entry["flags"]["ar_nll_bits"]
+
+
+def test_loader_workers_change_no_number(trained, tmp_path, cli):
+    """A JPEG folder laid out like ImageNet (one file unreadable), benched with the
+    images decoded in the main process and by two loader processes: the same
+    images in the same order, every number and interval identical, the skip said."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 12), ("val", 10)):
+        for c in ("n01", "n02"):
+            (tmp_path / "in" / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "in" / split / c / f"{c}_{i}.JPEG", format="JPEG")
+    (tmp_path / "in" / "val" / "n02" / "broken.JPEG").write_bytes(b"not a jpeg")
+    runs = {}
+    for workers in ("0", "2"):
+        out = cli("bench", "--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'in'}",
+                  "--num-images", "11", "--batch-size", "4", "--probe-train-images", "12", "--workers", workers,
+                  "--metrics", "psnr,ssim,codebook,probe", "--out", str(tmp_path / f"w{workers}"), cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[workers] = json.loads((tmp_path / f"w{workers}" / "results.json").read_text())["tokenizers"][
+            str(trained["a"])]
+    a, b = runs["0"], runs["2"]
+    assert a["num_images"] == b["num_images"] == 10 and a["skipped_images"] == b["skipped_images"] == 1
+    assert a["metrics"] == b["metrics"] and a["intervals"] == b["intervals"] and a["skipped"] == b["skipped"]
+    bad = cli("bench", "--tokenizers", str(trained["a"]), "--workers", "-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr

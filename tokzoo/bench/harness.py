@@ -29,7 +29,7 @@ from rich.console import Console
 
 from tokzoo.api import BenchContext
 from tokzoo.bench import measure
-from tokzoo.bench.options import BenchOptions, check_options
+from tokzoo.bench.options import BenchOptions, check_options, workers_of
 from tokzoo.bench.outputs import stored_rows, write_outputs
 from tokzoo.bench.protocol import protocol_block, protocol_key
 from tokzoo.bench.render import render_table, row_key, short_names
@@ -197,6 +197,7 @@ class Bench:
         mine = torch.utils.data.Subset(val, list(range(n))[self.rank::self.world])
         grid_o, grid_r = measure.stream(name, tok, mine, metrics, unavailable, skips, device=self.device,
                                         batch_size=o.batch_size, grid_images=o.grid_images, console=self.console,
+                                        workers=workers_of(o),
                                         show=self.is_main, counts=counts)
         skipped = list(skips.skipped)
         if self.world > 1:  # every process's skips: the count measured is the whole bench's

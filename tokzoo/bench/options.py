@@ -37,6 +37,7 @@ class BenchOptions:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     num_images: int | str = 512  # or "all": every image of the val split
     batch_size: int = 32
+    workers: int | str = "auto"  # loader processes decoding the next batches; "auto": default_workers(); 0: none
     probe_train_images: int = 1024
     out_dir: str = "runs/bench"
     weights_dir: str | None = None
@@ -46,6 +47,20 @@ class BenchOptions:
     swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tokenizer -> its values in a sweep
     data_params: dict[str, Any] = field(default_factory=dict)  # data.<param>=... overrides
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
+
+
+def default_workers() -> int:
+    """``--workers auto``: one loader process per core but one (the main process
+    runs the model and the metrics), at most 8; 0 on a single core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 1))
+
+
+def workers_of(opts: "BenchOptions") -> int:
+    """The loader processes ``opts`` asks for (``auto`` resolved)."""
+    return default_workers() if opts.workers == "auto" else int(opts.workers)
 
 
 def default(name: str) -> Any:
@@ -81,6 +96,9 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
     if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
                                      or opts.num_images <= 0):
         raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")
+    if opts.workers != "auto" and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int)
+                                   or opts.workers < 0):
+        raise ConfigError(f"--workers must be 'auto' or a whole number >= 0, not {opts.workers!r}")
     for flag, value in (("--batch-size", opts.batch_size), ("--probe-train-images", opts.probe_train_images),
                         ("grid_images", opts.grid_images)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -158,13 +176,25 @@ def count(text: str) -> int:
     return value
 
 
+def workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number >= 0, not '{text}'")
+    return value
+
+
 def count_or_all(text: str) -> int | str:
     return "all" if text == "all" else count(text)
 
 
 #: command-line flag -> BenchOptions field, for the flags that set one
 FLAGS = {"tokenizers": "tokenizers", "data": "data", "metrics": "metrics", "num_images": "num_images",
-         "batch_size": "batch_size", "probe_train_images": "probe_train_images", "out": "out_dir",
+         "batch_size": "batch_size", "workers": "workers", "probe_train_images": "probe_train_images", "out": "out_dir",
          "weights_dir": "weights_dir", "device": "device", "baseline": "baseline"}
 
 
@@ -186,6 +216,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
                    help="images to measure, or 'all' (part of the protocol; more than the split has is an error; "
                         f"default: {d('num_images')})")
     s.add_argument("--batch-size", type=count, default=none, help=f"images per batch (default: {d('batch_size')})")
+    s.add_argument("--workers", type=workers_arg, default=none,
+                   help="loader processes decoding the next batches while one is measured; 0: in the main "
+                        f"process; the numbers are the same with any count (default: auto, {default_workers()} here)")
     s.add_argument("--probe-train-images", type=count, default=none,
                    help=f"train-split images for the linear probe (default: {d('probe_train_images')})")
     s.add_argument("--out", default=none, help=f"run folder for results.json/md/csv and recon_grid.png "
