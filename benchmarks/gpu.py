@@ -124,6 +124,27 @@ def bench_throughput(run_dir: Path, args, tmp: Path) -> dict:
             "decode_img_s": res.get("decode_img_s")}
 
 
+def jpeg_bench(run_dir: Path, args, tmp: Path) -> dict:
+    """`tokzoo bench` of the trained tokenizer on a locally made folder of JPEGs laid out like
+    ImageNet (500x375 photos' sizes), with 0 and --workers loader processes, beside the
+    decode-only limit of each (benchmarks/loader.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import loader
+
+    n = 32 if args.smoke else args.jpeg_images
+    res = 32 if args.smoke else args.resolution
+    t = time.perf_counter()
+    folder = loader.make_folder(tmp / "imagenet-like", n)
+    print(f"made {2 * n} JPEGs in {time.perf_counter() - t:.0f} s", flush=True)
+    rows = loader.compare(folder, n, args.workers or 2, res, args.bench_batch_size, args.device, tmp, str(run_dir))
+    w = args.workers or 2
+    print(f"JPEG folder, {n} images at {res} px: bench {w} workers / 0 = "
+          f"{rows[w]['bench_img_s'] / rows[0]['bench_img_s']:.2f}x; bench / decode-only limit "
+          f"{rows[w]['bench_img_s'] / rows[w]['decode_only_img_s']:.2f} ({w} workers), "
+          f"{rows[0]['bench_img_s'] / rows[0]['decode_only_img_s']:.2f} (0)", flush=True)
+    return {"images": n, "workers": w, "rows": rows}
+
+
 def ar_probe_cost(args) -> dict:
     """The AR probe's GPT at paper size (GPT-B, 256 tokens, vocabulary 16,384,
     1,000 classes) on the device: training steps/s at batch 64 (bf16 autocast)
@@ -164,6 +185,7 @@ def main() -> None:
     ap.add_argument("--bench-images", type=int, default=10_000)
     ap.add_argument("--bench-batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--jpeg-images", type=int, default=2000, help="JPEGs of the loader-workers bench")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 dense TFLOP/s of the accelerator")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--smoke", action="store_true", help="tiny presets, 32x32, CPU: check the script, not the GPU")
@@ -197,6 +219,7 @@ def main() -> None:
             results["train"].append(train_one(name, table, args, tmp))
         bench_run = tmp / ("vqgan" if "vqgan" in names else names[0])
         results["bench"] = bench_throughput(bench_run, args, tmp)
+        results["jpeg_bench"] = jpeg_bench(bench_run, args, tmp)
         results["ar_probe"] = ar_probe_cost(args)
     print(f"\n| preset | stage | train img/s | GFLOP/img | MFU |  ({results['device']}, batch {args.batch_size}, "
           f"{results['resolution']}px, {'fp32' if args.smoke else 'bf16 + torch.compile'})")

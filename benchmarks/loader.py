@@ -71,17 +71,27 @@ def decode_only(folder: Path, images: int, workers: int, res: int, batch: int) -
     return n / (time.perf_counter() - t)
 
 
-def bench(folder: Path, images: int, workers: int, res: int, batch: int, device: str, tmp: Path, ch: int) -> float:
-    """Images/s of `tokzoo bench` end to end (wall time of the command)."""
-    preset = tmp / f"conv-vq-{res}.yaml"
-    preset.write_text(TOKENIZER.format(res=res, ch=ch))
+def bench(folder: Path, images: int, workers: int, batch: int, device: str, tmp: Path, tokenizer: str) -> float:
+    """Images/s of `tokzoo bench --tokenizers TOKENIZER` end to end (wall time of the command)."""
     out = tmp / f"bench-w{workers}"
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tokzoo.cli", "bench", "--tokenizers", str(preset), "--data",
+    subprocess.run([sys.executable, "-m", "tokzoo.cli", "bench", "--tokenizers", tokenizer, "--data",
                     f"imagefolder:{folder}", "--num-images", str(images), "--batch-size", str(batch),
                     "--metrics", "psnr,ssim", "--workers", str(workers), "--device", device, "--out", str(out)],
                    check=True, capture_output=True, text=True)
     return images / (time.perf_counter() - t)
+
+
+def compare(folder: Path, images: int, workers: int, res: int, batch: int, device: str, tmp: Path,
+            tokenizer: str) -> dict[int, dict[str, float]]:
+    """Decode-only and bench images/s with 0 and ``workers`` loader processes."""
+    rows = {}
+    for w in (0, workers):
+        rows[w] = {"decode_only_img_s": decode_only(folder, images, w, res, batch),
+                   "bench_img_s": bench(folder, images, w, batch, device, tmp, tokenizer)}
+        print(f"workers {w}: decode-only {rows[w]['decode_only_img_s']:.1f} img/s, "
+              f"tokzoo bench {rows[w]['bench_img_s']:.1f} img/s", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -100,13 +110,10 @@ def main() -> None:
         t = time.perf_counter()
         folder = make_folder(tmp / "imagenet-like", args.images)
         print(f"made {2 * args.images} JPEGs (500x375 / 375x500) in {time.perf_counter() - t:.0f} s", flush=True)
-        rows = {}
-        for w in (0, args.workers):
-            rows[w] = {"decode_only_img_s": decode_only(folder, args.images, w, args.resolution, args.batch_size),
-                       "bench_img_s": bench(folder, args.images, w, args.resolution, args.batch_size, args.device,
-                                            tmp, args.width)}
-            print(f"workers {w}: decode-only {rows[w]['decode_only_img_s']:.1f} img/s, "
-                  f"tokzoo bench {rows[w]['bench_img_s']:.1f} img/s", flush=True)
+        preset = tmp / f"conv-vq-{args.resolution}.yaml"
+        preset.write_text(TOKENIZER.format(res=args.resolution, ch=args.width))
+        rows = compare(folder, args.images, args.workers, args.resolution, args.batch_size, args.device, tmp,
+                       str(preset))
     n = args.workers
     print(f"\n{args.images} images at {args.resolution} px, batch {args.batch_size}, device {args.device}, "
           f"tokenizer width {args.width}, "

@@ -12,7 +12,12 @@ dimension 8 (the LlamaGen / SemHiTok pixel code dimension). Measured, in one run
 - a flat nearest-neighbour search over the same 196,608 codes (chunked over
   positions so it fits in memory);
 - a flat 16,384-code VQ (LlamaGen's size), tokzoo's VectorQuantizer;
-- peers from vector-quantize-pytorch: VectorQuantize(16,384) and ResidualVQ(depth 4).
+- peers from vector-quantize-pytorch: VectorQuantize(16,384) and ResidualVQ(depth 4);
+- each search's bound: the plain matrix product of the same shapes (positions x
+  dim @ dim x codes, no argmax, no lookup): 4,096 x 32 @ 32 x 24,576 for SGHC's
+  semantic search, 4,096 x 8 @ 8 x 16,384 for the flat VQ. A search may not
+  cost much more than writing its score matrix: past 1.5x of its bound (forward)
+  the report names it a regression.
 
 Forward (no grad) and forward+backward; median of repeats; peak memory of each
 measurement, taken as the growth of max-RSS in a fresh subprocess (CPU) or
@@ -36,6 +41,11 @@ N_IMAGES, TOKENS, DIM = 16, 256, 8
 K, M, SEMANTIC_DIM = 24576, 8, 32
 END_TO_END = "sghc-end-to-end-196608"
 PARTIAL = "sghc-sub-codebook-only (partial)"
+#: search -> (its bound: the plain matrix product of the same shapes, (positions, dim, codes))
+BOUNDS = {END_TO_END: ("matmul-4096x32x24576", (N_IMAGES * TOKENS, SEMANTIC_DIM, K)),
+          "flat-16384": ("matmul-4096x8x16384", (N_IMAGES * TOKENS, DIM, 16384))}
+#: a search slower than this many times its bound (forward) is a regression
+BOUND_LIMIT = 1.5
 
 
 def flat_chunked(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -62,6 +72,11 @@ def build(name: str, device: str):
             s = semantic(z_sem)
             return q(x, s.codes.levels["semantic"]).quantized.sum() + s.quantized.sum()
         return token, z
+    for bound, (n, d, k) in BOUNDS.values():
+        if name == bound:
+            a = torch.randn(n, d, generator=g).to(device)
+            b = torch.randn(d, k, generator=g).to(device)
+            return (lambda x: a @ b), z
     if name == PARTIAL:
         q = reg.create("quantizer", "sghc", num_semantic=K, sub_size=M, dim=DIM, ema=False).to(device)
         parent = torch.randint(0, K, (N_IMAGES, 16, 16), generator=g).to(device)
@@ -137,6 +152,15 @@ def report(rows: list[dict], device: str, repeats: int) -> None:
     print("partial, not a token's cost: the sub-codebook step alone takes")
     print(f"  {'':36s} " + " ".join(f"{by[(PARTIAL, b)] / by[(END_TO_END, b)]:8.1%}" for b in (False, True)))
     print("  of the end-to-end time")
+    print(f"\nsearches vs their bound (the plain matrix product of the same shapes, forward; "
+          f"regression past {BOUND_LIMIT}x):")
+    print(f"  {'':46s} {'fwd':>8s} {'fwd+bwd':>8s}")
+    for search, (bound, _) in BOUNDS.items():
+        if (bound, False) not in by or (search, False) not in by:
+            continue
+        ratios = [by[(search, b)] / by[(bound, False)] for b in (False, True)]
+        verdict = "REGRESSION" if ratios[0] > BOUND_LIMIT else "ok"
+        print(f"  {search + ' / ' + bound:46s} " + " ".join(f"{r:7.2f}x" for r in ratios) + f"  {verdict}")
 
 
 def main() -> None:
@@ -151,11 +175,13 @@ def main() -> None:
             report(json.load(f), args.device, args.repeats)
         return
     names = [END_TO_END, PARTIAL, "flat-196608", "flat-16384", "vqpytorch-VectorQuantize-16384",
-             "vqpytorch-ResidualVQ-4x16384"]
+             "vqpytorch-ResidualVQ-4x16384", *(bound for bound, _ in BOUNDS.values())]
     ctx = mp.get_context("spawn")
     rows = []
     for backward in (False, True):
         for name in names:
+            if backward and name in {bound for bound, _ in BOUNDS.values()}:
+                continue  # a bound is the forward product alone
             q = ctx.Queue()
             p = ctx.Process(target=measure, args=(name, args.device, args.repeats, backward, q))
             p.start()
