@@ -197,7 +197,7 @@ class Bench:
         mine = torch.utils.data.Subset(val, list(range(n))[self.rank::self.world])
         grid_o, grid_r = measure.stream(name, tok, mine, metrics, unavailable, skips, device=self.device,
                                         batch_size=o.batch_size, grid_images=o.grid_images, console=self.console,
-                                        workers=workers_of(o),
+                                        workers=workers_of(o, self.device.type),
                                         show=self.is_main, counts=counts)
         skipped = list(skips.skipped)
         if self.world > 1:  # every process's skips: the count measured is the whole bench's
