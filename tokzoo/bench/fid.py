@@ -25,7 +25,9 @@ def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
     except Exception as exc:
         raise WeightsNotFoundError(f"{path} is not an InceptionV3 state dict ({str(exc).splitlines()[0]})") from None
     model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-    return model.eval().to(device), sha256(path)
+    # channels-last convolutions: 1.5x faster on a CPU here, the features equal within 2e-6 relative (float32
+    # summation order); the metric that dominates a bench's time
+    return model.eval().to(device).to(memory_format=torch.channels_last), sha256(path)
 
 
 #: InceptionV3 pool3 feature dimensions: on fewer images the covariance is singular
@@ -118,7 +120,7 @@ class RFID(Metric):
         self.device = context.device
 
     def reference_identity(self):
-        return json.dumps(["rfid", self.weights, "with-features"])
+        return json.dumps(["rfid", self.weights, "with-features", "channels-last"])
 
     def load_reference(self, state):
         self.reference = state
