@@ -80,3 +80,26 @@ def test_the_token_ids_table_is_the_committed_results():
             shown, _ = number(cells[titles.index(q)])
             digits = len(cells[titles.index(q)].replace("**", "").split("±")[0].strip().split(".")[-1])
             assert round(e["metrics"][key], digits) == shown, (row, q)
+
+
+def test_the_performance_table_is_the_committed_benchmark_outputs():
+    """Each 'now' figure of the README's performance table is the one its committed output prints."""
+    results = REPO / "benchmarks" / "results"
+    titles, rows = table("| what | before | now |")
+    now = {name: cells[titles.index("now")] for name, cells in rows.items()}
+    startup = (results / "startup.txt").read_text()
+    for cmd, row in (("--help", "`tokzoo --help`"), ("list", "`tokzoo list`"), ("plugins", "`tokzoo plugins`"),
+                     ("train vq-tinyy", "a mistyped preset (`tokzoo train vq-tinyy`)")):
+        line = next(x for x in startup.splitlines()[::-1] if x.startswith(cmd + " "))
+        before, after = re.findall(r"([0-9.]+) s", line)[:2]
+        assert (rows[row][0], now[row]) == (f"{before} s", f"{after} s"), row
+    first, cached = re.search(r"= ([0-9.]+)x first run, ([0-9.]+)x", (results / "harness.txt").read_text()).groups()
+    assert now["bench vs PNG dump + torchmetrics + torch-fidelity, first run"] == f"{first}x"
+    assert now["the same, reference statistics cached"] == f"{cached}x"
+    median = re.search(r"median ([0-9.]+)", (results / "trainer_overhead.txt").read_text()).group(1)
+    assert now["trainer / bare PyTorch loop (vq-tiny)"] == median
+    quant = (results / "quantizers.txt").read_text()
+    for search, row in (("sghc-end-to-end-196608", "SGHC search / its matrix-product bound"),
+                        ("flat-16384", "flat VQ (16,384 codes) / its bound")):
+        ratio = re.search(re.escape(search) + r" / matmul\S+\s+([0-9.]+)x", quant).group(1)
+        assert now[row] == f"{ratio}x", row
