@@ -122,3 +122,23 @@ def tiny_teacher(tmp_path_factory):
     Trainer(cfg).train()
     reset_registry()
     return run
+
+
+def docs_section(start: str, end: str) -> tuple[str, str]:
+    """(the first python block, the first yaml block) of docs/plugins.md between two headings."""
+    import re
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    section = doc[doc.index(start):doc.index(end)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0], re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
+
+
+def install_docs_plugin(root: Path, code: str, preset: str, dist: str, package: str, preset_name: str) -> dict:
+    """A plugin from the docs' code, its preset registered, installed as a throwaway
+    distribution under ``root``: the environment that finds it (``PYTHONPATH``)."""
+    code += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
+             f"    from pathlib import Path\n    register('{package}', Path(__file__).parent / 'configs')\n")
+    make_dist(root, dist, "0.1.0", {package: f"tokzoo_{package}"},
+              {f"tokzoo_{package}/__init__.py": code, f"tokzoo_{package}/configs/{preset_name}.yaml": preset})
+    return {"PYTHONPATH": str(root)}
+

@@ -2,7 +2,6 @@
 docs' plain autoencoder plugin trained and benched from outside, diffusers'
 AutoencoderKL through `diffusers-kl`, and the contract's checks of latents."""
 import json
-import re
 import sys
 
 import pytest
@@ -12,13 +11,7 @@ import tokzoo
 from tokzoo.api import Codes, CodeSpec, LatentSpec, Latents, Tokenizer, TokenizerInfo
 from tokzoo.errors import ContractError
 
-from conftest import REPO, make_dist
-
-
-def _docs_plain_ae() -> tuple[str, str]:
-    doc = (REPO / "docs" / "plugins.md").read_text()
-    section = doc[doc.index("## A continuous tokenizer"):doc.index("## The hooks")]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[0], re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
+from conftest import docs_section, install_docs_plugin
 
 
 CODE_METRICS = ("codebook", "ar-probe", "vqa-probe", "bits_per_image")
@@ -26,12 +19,8 @@ CODE_METRICS = ("codebook", "ar-probe", "vqa-probe", "bits_per_image")
 
 def test_the_continuous_autoencoder_of_the_docs_trains_and_benches_from_outside(cli, tmp_path):
     """Every output marks the row continuous and says why what needs codes is n/a; no traceback."""
-    code, preset = _docs_plain_ae()
-    code += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
-             "    from pathlib import Path\n    register('plainae', Path(__file__).parent / 'configs')\n")
-    make_dist(tmp_path / "site", "tokzoo-plainae", "0.1.0", {"plainae": "tokzoo_plainae"},
-              {"tokzoo_plainae/__init__.py": code, "tokzoo_plainae/configs/plain-ae-tiny.yaml": preset})
-    env = {"PYTHONPATH": str(tmp_path / "site")}
+    code, preset = docs_section("## A continuous tokenizer", "## The hooks")
+    env = install_docs_plugin(tmp_path / "site", code, preset, "tokzoo-plainae", "plainae", "plain-ae-tiny")
     train = cli("train", "plain-ae-tiny", "recipe.steps=3", "data.train_size=32", "data.val_size=8",
                 "trainer.eval_images=8", "trainer.batch_size=8", env=env, cwd=tmp_path)
     assert train.returncode == 0, train.stdout + train.stderr

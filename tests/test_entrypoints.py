@@ -6,7 +6,7 @@ import pytest
 import tokzoo
 from tokzoo.api import Codes
 
-from conftest import make_dist
+from conftest import docs_section, install_docs_plugin, make_dist
 from conftest import REPO
 
 
@@ -149,21 +149,9 @@ def test_broken_checkpoint_on_the_command_line(cli, tmp_path):
     assert "is corrupt or not a safetensors file" in " ".join(out.stderr.split())
 
 
-def _docs_palette() -> tuple[str, str]:
-    doc = (REPO / "docs" / "plugins.md").read_text()
-    section = doc[doc.index("## A ready-made tokenizer"):doc.index("## The hooks")]
-    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
-    preset = re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
-    return code, preset
-
-
 def test_a_ready_made_tokenizer_from_the_docs_is_benched_not_trained(cli, tmp_path):
-    code, preset = _docs_palette()
-    code += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
-             "    from pathlib import Path\n    register('palette', Path(__file__).parent / 'configs')\n")
-    make_dist(tmp_path / "site", "tokzoo-palette", "0.1.0", {"palette": "tokzoo_palette"},
-              {"tokzoo_palette/__init__.py": code, "tokzoo_palette/configs/palette-32.yaml": preset})
-    env = {"PYTHONPATH": str(tmp_path / "site")}
+    code, preset = docs_section("## A ready-made tokenizer", "## The hooks")
+    env = install_docs_plugin(tmp_path / "site", code, preset, "tokzoo-palette", "palette", "palette-32")
     train = cli("train", "palette-32", env=env, cwd=tmp_path)
     assert train.returncode == 2 and "nothing to train" in train.stderr and "Traceback" not in train.stderr
     assert not (tmp_path / "runs").exists()
@@ -199,24 +187,14 @@ def test_a_component_breaking_the_contract_is_named_without_a_traceback(cli, tmp
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def _docs_onedim() -> tuple[str, str]:
-    doc = (REPO / "docs" / "plugins.md").read_text()
-    section = doc[doc.index("## A 1-D tokenizer"):doc.index("## A continuous tokenizer")]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[0], re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
-
-
 @pytest.mark.paper  # 70 s (the AR and VQA probes' judge and GPTs): with the paper group, which CI runs
 def test_the_1d_tokenizer_of_the_docs_trains_and_benches_from_outside(cli, tmp_path):
     import json
 
     import torch
 
-    code, preset = _docs_onedim()
-    code += ("\n\n@tokzoo.hookimpl\ndef tokzoo_register_presets(register):\n"
-             "    from pathlib import Path\n    register('onedim', Path(__file__).parent / 'configs')\n")
-    make_dist(tmp_path / "site", "tokzoo-onedim", "0.1.0", {"onedim": "tokzoo_onedim"},
-              {"tokzoo_onedim/__init__.py": code, "tokzoo_onedim/configs/onedim-tiny.yaml": preset})
-    env = {"PYTHONPATH": str(tmp_path / "site")}
+    code, preset = docs_section("## A 1-D tokenizer", "## A continuous tokenizer")
+    env = install_docs_plugin(tmp_path / "site", code, preset, "tokzoo-onedim", "onedim", "onedim-tiny")
     train = cli("train", "onedim-tiny", "recipe.steps=4", "data.train_size=64", "data.val_size=16",
                 "trainer.eval_images=8", "trainer.batch_size=8", env=env, cwd=tmp_path)
     assert train.returncode == 0, train.stdout + train.stderr

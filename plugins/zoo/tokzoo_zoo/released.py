@@ -385,6 +385,16 @@ def diffusers_model(class_name: str, path: str, arch: dict | None):
     return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
 
 
+def diffusers_grid(arch: dict, resolution: int) -> tuple[int, int, int]:
+    """(resolution, downsampling factor, grid side) of a diffusers model's config at ``resolution``
+    (0: its ``sample_size``)."""
+    res = resolution or int(arch.get("sample_size") or 256)
+    factor = 2 ** (len(arch["block_out_channels"]) - 1)
+    if res % factor:
+        raise ValueError(f"resolution {res} is not a multiple of the model's downsampling factor {factor}")
+    return res, factor, res // factor
+
+
 class DiffusersVQ(Tokenizer):
     """A diffusers ``VQModel`` from a local folder (``config.json`` + weights, as
     ``save_pretrained`` writes it), run through diffusers itself.
@@ -400,9 +410,7 @@ class DiffusersVQ(Tokenizer):
         super().__init__()
         self.vq = diffusers_model("VQModel", path, arch)
         self.arch = dict(self.vq.config)
-        res = resolution or int(self.arch.get("sample_size") or 256)
-        self.factor = 2 ** (len(self.arch["block_out_channels"]) - 1)
-        g = res // self.factor
+        res, self.factor, g = diffusers_grid(self.arch, resolution)
         self._info = TokenizerInfo(res, CodeSpec("grid", {"code": int(self.arch["num_vq_embeddings"])}, (g, g)))
 
     @property
@@ -462,11 +470,7 @@ class DiffusersKL(Tokenizer):
         super().__init__()
         self.vae = diffusers_model("AutoencoderKL", path, arch)
         self.arch = dict(self.vae.config)
-        res = resolution or int(self.arch.get("sample_size") or 256)
-        self.factor = 2 ** (len(self.arch["block_out_channels"]) - 1)
-        if res % self.factor:
-            raise ValueError(f"resolution {res} is not a multiple of the VAE's downsampling factor {self.factor}")
-        g = res // self.factor
+        res, self.factor, g = diffusers_grid(self.arch, resolution)
         self._info = TokenizerInfo(res, LatentSpec(int(self.arch["latent_channels"]), (g, g)))
 
     @property
