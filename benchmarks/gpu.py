@@ -20,6 +20,17 @@ trained vqgan. Pretrained towers are random-initialised (``pretrained: random``)
 and LPIPS uses a locally made AlexNet stand-in: the cost is the real one, the
 numbers mean nothing for quality.
 
+Eager and compiled (``trainer.compile=true``: the tokenizer and the recipe's
+loss networks) side by side for the presets named in ``--compiled``, with the
+ratio; the peak memory per image of each run (metrics.jsonl's
+``peak_gib_per_image``). The ``sync`` section trains a few steps with
+``torch.cuda.set_sync_debug_mode("error")`` between log lines: the first host
+read of a device value stops it and says where.
+
+``--section NAME`` runs one part (``benchmarks/gpu.sh`` runs each under its own
+timeout, so a failure costs one section, and writes ``--out`` per section);
+``--summarise DIR`` prints and writes ``DIR/summary.md`` from the sections' JSON.
+
 ``--smoke`` runs the same code path at 32x32 with the tiny presets on the CPU
 in about a minute: what CI-less machines can check before spending GPU time.
 """
@@ -34,7 +45,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import stage_rates
+from _common import run_metrics, stage_rates
 
 PAPER = {
     # name: (preset, overrides, stage steps override keys)
@@ -70,7 +81,7 @@ def model_flops(tok, x: torch.Tensor, stage: str, amp: bool) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
+def train_one(name: str, table: dict, args, tmp: Path, compiled: bool = False) -> list[dict]:
     from tokzoo.config import load_run_config
     from tokzoo.train.trainer import Trainer
 
@@ -80,19 +91,24 @@ def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
         from tokzoo.testing import make_hf_text_tokenizer
 
         make_hf_text_tokenizer(tmp / "siglip-tokenizer")
+    run = tmp / f"{name}-{'compiled' if compiled else 'eager'}"
     overrides = [o.format(steps=args.steps, s1=max(1, args.steps // 2), teacher=tmp / "clip",
                           tokenizer=tmp / "siglip-tokenizer") for o in extra] + [
         f"data={{name: synthetic, resolution: {res}, train_size: 100000, val_size: 1000}}",
         f"trainer.batch_size={args.batch_size}", f"trainer.precision={'fp32' if args.smoke else 'bf16'}",
-        f"trainer.compile={'false' if args.smoke else 'true'}", f"trainer.device={args.device}",
+        f"trainer.compile={'true' if compiled else 'false'}", f"trainer.device={args.device}",
         "trainer.eval_images=16", f"trainer.ckpt_every={10 ** 9}", "trainer.log_every=10",
-        f"trainer.num_workers={args.workers}", f"run_dir={tmp / name}"]
+        f"trainer.num_workers={args.workers}", f"run_dir={run}"]
     cfg = load_run_config(preset, overrides)
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.train()
     wall = time.perf_counter() - t0
-    r = stage_rates(tmp / name, skip_fraction=1 / 3)
+    r = stage_rates(run, skip_fraction=1 / 3)
+    peak = {}
+    for rec in run_metrics(run):
+        if "peak_gib_per_image" in rec:
+            peak[rec["stage"]] = max(peak.get(rec["stage"], 0.0), rec["peak_gib_per_image"])
     out = []
     tok = trainer.tokenizer
     x = torch.stack([trainer.train_set[i]["image"] for i in range(args.batch_size)]).to(trainer.device)
@@ -101,11 +117,56 @@ def train_one(name: str, table: dict, args, tmp: Path) -> list[dict]:
         kind = "semantic" if stage == "semantic" else "pixel"
         flops = model_flops(tok, x, kind, amp)
         mfu = flops * ips / (args.peak_tflops * 1e12)
-        out.append({"preset": preset, "stage": stage, "images_per_s": ips, "gflops_per_image": flops / 1e9,
-                    "mfu": mfu, "wall_s": wall})
-        print(f"{preset:>14} {stage:>14}: {ips:9.1f} img/s  {flops / 1e9:8.1f} GFLOP/img  MFU {100 * mfu:5.1f}%",
-              flush=True)
+        out.append({"preset": preset, "stage": stage, "compiled": compiled, "images_per_s": ips,
+                    "gflops_per_image": flops / 1e9, "mfu": mfu, "peak_gib_per_image": peak.get(stage),
+                    "wall_s": wall})
+        mem = f"{peak[stage]:.2f} GiB/img" if stage in peak else "peak n/a (CPU)"
+        print(f"{preset:>14} {stage:>14} {'compiled' if compiled else 'eager':>8}: {ips:9.1f} img/s  "
+              f"{flops / 1e9:8.1f} GFLOP/img  MFU {100 * mfu:5.1f}%  {mem}", flush=True)
     return out
+
+
+def sync_check(table: dict, args, tmp: Path) -> dict:
+    """A few steps of vqgan with ``torch.cuda.set_sync_debug_mode("error")`` between
+    log lines (off at the log lines themselves, which read by design): the first
+    host read of a device value raises, and where it happened is reported."""
+    import traceback
+
+    from tokzoo.config import load_run_config
+    from tokzoo.train.trainer import Trainer
+
+    if not str(args.device).startswith("cuda"):
+        print("sync check: CUDA only (the CPU's own check is tests/test_train_gpu_habits.py)", flush=True)
+        return {"skipped": "not on CUDA"}
+    preset, extra = table["vqgan"]
+    res = args.resolution
+    overrides = [o.format(steps=12, s1=1, teacher=tmp / "clip", tokenizer="") for o in extra] + [
+        f"data={{name: synthetic, resolution: {res}, train_size: 10000, val_size: 100}}",
+        f"trainer.batch_size={args.batch_size}", "trainer.precision=bf16", f"trainer.device={args.device}",
+        "trainer.eval_images=16", f"trainer.ckpt_every={10 ** 9}", "trainer.log_every=4",
+        f"trainer.num_workers={args.workers}", f"run_dir={tmp / 'sync'}"]
+    trainer = Trainer(load_run_config(preset, overrides))
+    original = trainer._log_step
+
+    def logged(stage, meter, images):
+        torch.cuda.set_sync_debug_mode(0)
+        out = original(stage, meter, images)
+        if trainer.stage_step < stage.steps:  # the next steps, up to the next log line
+            torch.cuda.set_sync_debug_mode("error")
+        return out
+
+    trainer._log_step = logged
+    try:
+        trainer.train()
+        result = {"ok": True, "steps": 12, "log_every": 4}
+        print("sync check: no host read of a device value between log lines (12 steps, vqgan)", flush=True)
+    except RuntimeError as exc:
+        where = [line for line in traceback.format_exc().splitlines() if line.strip().startswith("File")][-4:]
+        result = {"ok": False, "error": str(exc).splitlines()[0], "where": where}
+        print(f"sync check: FAILED: {result['error']}\n  " + "\n  ".join(where), flush=True)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return result
 
 
 def bench_throughput(run_dir: Path, args, tmp: Path) -> dict:
@@ -176,9 +237,46 @@ def ar_probe_cost(args) -> dict:
             "samples_s": samples_s}
 
 
+SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "jpeg")
+
+
+def summarise(folder: Path) -> str:
+    """The sections' JSON in ``folder`` -> one Markdown summary (also written there)."""
+    parts = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    lines = []
+    meta = next((v for v in parts.values() if "device" in v), {})
+    lines.append(f"GPU check: {meta.get('device', '?')}, torch {meta.get('torch', '?')}, batch "
+                 f"{meta.get('batch_size', '?')}, {meta.get('resolution', '?')} px, bf16")
+    rows = [r for v in parts.values() for group in v.get("train", []) for r in group]
+    if rows:
+        lines += ["", "| preset | stage | mode | img/s | GFLOP/img | MFU | GiB/img | compiled / eager |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        eager = {(r["preset"], r["stage"]): r["images_per_s"] for r in rows if not r["compiled"]}
+        for r in rows:
+            ratio = (f"{r['images_per_s'] / eager[(r['preset'], r['stage'])]:.2f}x"
+                     if r["compiled"] and (r["preset"], r["stage"]) in eager else "")
+            mem = f"{r['peak_gib_per_image']:.2f}" if r.get("peak_gib_per_image") else "n/a"
+            lines.append(f"| {r['preset']} | {r['stage']} | {'compiled' if r['compiled'] else 'eager'} | "
+                         f"{r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | {100 * r['mfu']:.1f}% | {mem} | "
+                         f"{ratio} |")
+    for key in ("sync", "bench", "ar_probe", "jpeg_bench"):
+        for v in parts.values():
+            if key in v:
+                lines += ["", f"{key}: {json.dumps(v[key])[:600]}"]
+    missing = [s for s in SECTIONS if s not in parts]
+    if missing:
+        lines += ["", "sections without a result (failed or timed out, see their logs): " + ", ".join(missing)]
+    text = "\n".join(lines) + "\n"
+    (folder / "summary.md").write_text(text)
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="semhitok,vqgan,vilau")
+    ap.add_argument("--compiled", default="vqgan,semhitok", help="presets also trained with trainer.compile=true")
+    ap.add_argument("--section", default="all", choices=("all", *SECTIONS))
+    ap.add_argument("--summarise", default=None, metavar="DIR", help="print and write DIR/summary.md, then stop")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -191,12 +289,16 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny presets, 32x32, CPU: check the script, not the GPU")
     ap.add_argument("--out", default=None, help="write the measurements here as JSON")
     args = ap.parse_args()
+    if args.summarise:
+        print(summarise(Path(args.summarise)))
+        return
     if args.smoke:
         args.device, args.steps, args.batch_size, args.workers = "cpu", min(args.steps, 20), 8, 0
         args.bench_batch_size = 16
     elif not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --smoke to check the script on a CPU")
     table = SMOKE if args.smoke else PAPER
+    want = SECTIONS if args.section == "all" else (args.section,)
     results: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "cpu",
                      "torch": torch.__version__, "steps": args.steps, "batch_size": args.batch_size,
                      "resolution": 32 if args.smoke else args.resolution, "train": []}
@@ -216,18 +318,33 @@ def main() -> None:
         for name in names:
             if name not in table:
                 sys.exit(f"unknown preset '{name}': choose from {', '.join(table)}")
-            results["train"].append(train_one(name, table, args, tmp))
-        bench_run = tmp / ("vqgan" if "vqgan" in names else names[0])
-        results["bench"] = bench_throughput(bench_run, args, tmp)
-        results["jpeg_bench"] = jpeg_bench(bench_run, args, tmp)
-        results["ar_probe"] = ar_probe_cost(args)
-    print(f"\n| preset | stage | train img/s | GFLOP/img | MFU |  ({results['device']}, batch {args.batch_size}, "
-          f"{results['resolution']}px, {'fp32' if args.smoke else 'bf16 + torch.compile'})")
-    print("|---|---|---:|---:|---:|")
-    for rows in results["train"]:
-        for r in rows:
-            print(f"| {r['preset']} | {r['stage']} | {r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | "
-                  f"{100 * r['mfu']:.1f}% |")
+        if "sync" in want:
+            results["sync"] = sync_check(table, args, tmp)
+        for name in names:
+            if f"train-{name}" in want:
+                modes = [False, True] if name in args.compiled.split(",") and not args.smoke else [False]
+                for compiled in modes:
+                    results["train"].append(train_one(name, table, args, tmp, compiled))
+        if {"bench", "jpeg"} & set(want):  # a tokenizer to bench: the trained vqgan, or a short training of it
+            bench_run = tmp / "vqgan-eager"
+            if not (bench_run / "checkpoints").is_dir():
+                steps, args.steps = args.steps, 10
+                train_one("vqgan", table, args, tmp)
+                args.steps = steps
+            if "bench" in want:
+                results["bench"] = bench_throughput(bench_run, args, tmp)
+            if "jpeg" in want:
+                results["jpeg_bench"] = jpeg_bench(bench_run, args, tmp)
+        if "ar" in want:
+            results["ar_probe"] = ar_probe_cost(args)
+    if results["train"]:
+        print(f"\n| preset | stage | mode | train img/s | GFLOP/img | MFU |  ({results['device']}, batch "
+              f"{args.batch_size}, {results['resolution']}px, {'fp32' if args.smoke else 'bf16'})")
+        print("|---|---|---|---:|---:|---:|")
+        for rows in results["train"]:
+            for r in rows:
+                print(f"| {r['preset']} | {r['stage']} | {'compiled' if r['compiled'] else 'eager'} | "
+                      f"{r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | {100 * r['mfu']:.1f}% |")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# GPU throughput check (one H200, no network, under 10 minutes):
-# paper-size semhitok / vqgan / vilau, a few hundred steps each at 256x256 with
-# bf16 + torch.compile on synthetic data, then `tokzoo bench` on 10k images;
-# prints images/s and model FLOP utilisation, then the AR probe's GPT-B
-# training steps/s and KV-cache samples/s (benchmarks/gpu.py).
+# GPU check (one H200, no network, at most 9 minutes), in sections ordered by
+# value, each under its own timeout so that a failure costs one section:
+#   sync            a few vqgan steps with CUDA's sync debug mode "error" between log lines
+#   train-vqgan     paper-size vqgan, eager then compiled: img/s, MFU, GiB per image
+#   train-semhitok  both stages, eager then compiled
+#   train-vilau     eager
+#   bench           `tokzoo bench` of the trained vqgan on 10k images
+#   ar              the AR probe's GPT-B: train steps/s, KV-cache samples/s
+# Each writes OUT/SECTION.json and .log; OUT/summary.md gathers them (commit
+# it under benchmarks/results/gpu/). OUT: $OUT (the device runner's), else
+# benchmarks/results/gpu. The measuring code is benchmarks/gpu.py.
 #
 # PyTorch, torchvision, timm, torchmetrics, rich, pluggy, safetensors, scipy and
 # scikit-image are expected on the machine; the rest travels as wheels in .whl/
@@ -11,7 +17,7 @@
 # tokzoo and its plugins are installed from this checkout into a private
 # folder, so nothing on the machine is modified.
 #
-#   bash benchmarks/gpu.sh [gpu.py options]     e.g. --steps 100 --presets vqgan
+#   bash benchmarks/gpu.sh [gpu.py options]     e.g. --steps 100
 #   bash benchmarks/gpu.sh --smoke              the same path on a CPU, tiny presets
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +32,27 @@ PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" \
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target "$SITE" \
   . plugins/semhitok plugins/baselines
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+ROOT=$PWD
+OUT=${OUT:-$ROOT/benchmarks/results/gpu}
+mkdir -p "$OUT"
 cd /tmp  # import tokzoo from $SITE, not from the checkout
 $PY -c "import tokzoo, open_clip, omegaconf, lpips, torch_fidelity, torch; print('tokzoo', tokzoo.__version__, 'torch', torch.__version__)"
-exec $PY "$OLDPWD/benchmarks/gpu.py" "$@"
+section() {  # section NAME SECONDS [gpu.py options]
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (at most ${limit} s)"
+  set +e
+  timeout --kill-after=10 "$limit" $PY "$ROOT/benchmarks/gpu.py" --section "$name" --out "$OUT/$name.json" "$@" \
+    > "$OUT/$name.log" 2>&1
+  local rc=$?
+  set -e
+  grep -v '^\s*$' "$OUT/$name.log" | grep -Ev '━|it/s|img/s \|' | tail -n 12 || true
+  [ $rc -eq 0 ] || echo "== $name: exit $rc (124: timed out); the other sections go on"
+}
+section sync 40 "$@"
+section train-vqgan 140 "$@"
+section train-semhitok 130 "$@"
+section train-vilau 60 "$@"
+section bench 70 "$@"
+section ar 50 "$@"
+$PY "$ROOT/benchmarks/gpu.py" --summarise "$OUT"

@@ -123,7 +123,8 @@ def main() -> None:
         a, b = rows[0][key], rows[n][key]
         print(f"{label:34s}{a:12.1f}{b:12.1f}{b / a:7.2f}x")
     for w in (0, n):
-        print(f"bench / its decode-only limit, {w} workers: {rows[w]['bench_img_s'] / rows[w]['decode_only_img_s']:.2f}")
+        limit = rows[w]["bench_img_s"] / rows[w]["decode_only_img_s"]
+        print(f"bench / its decode-only limit, {w} workers: {limit:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 

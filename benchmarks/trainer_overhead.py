@@ -48,6 +48,7 @@ def bare_rate(steps: int) -> float:
     from tokzoo.data import build_dataset, collate
     from tokzoo.models import build_model_from_config
     from tokzoo.train.sampler import StepBatches
+    from tokzoo.workers import resolve_workers
 
     cfg = load_run_config("vq-tiny", [f"recipe.steps={steps}"])
     t = cfg["trainer"]
@@ -56,7 +57,7 @@ def bare_rate(steps: int) -> float:
     data = build_dataset(cfg["data"], "train")
     sampler = StepBatches(len(data), t["batch_size"], cfg["seed"], 0, steps, 0, 1)
     loader = iter(torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate,
-                                              num_workers=t["num_workers"]))
+                                              num_workers=resolve_workers(t["num_workers"], "cpu")))
     opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], betas=(t["beta1"], t["beta2"]),
                             weight_decay=t["weight_decay"])
     rates, last, images = [], time.perf_counter(), 0

@@ -122,8 +122,9 @@ diffusers = pytest.importorskip("diffusers")
 
 def _kl_folder(tmp_path):
     torch.manual_seed(0)
-    ref = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                                  block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=4,
+    ref = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 3,
+                                  up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32),
+                                  layers_per_block=1, latent_channels=4,
                                   norm_num_groups=8, sample_size=32).eval()
     folder = tmp_path / "my kl"  # a space, as people name folders
     ref.save_pretrained(str(folder))

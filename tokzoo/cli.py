@@ -110,7 +110,7 @@ def cmd_show(args) -> int:
                       "(inherit: applied; a parent's component block with another name is replaced whole):",
                       highlight=False)
         shown = {k: v for k, v in preset.items() if k not in ("references",) and v not in ("", {}, None)}
-        console.print(escape(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=76).rstrip()),
+        console.print(escape(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=50).rstrip()),
                       highlight=False, soft_wrap=True)
     return 0
 

@@ -122,6 +122,10 @@ class Codes:
     def to(self, device) -> "Codes":
         return Codes({k: v.to(device) for k, v in self.levels.items()}, dict(self.vocab), self.layout)
 
+    def head(self, k: int) -> "Codes":
+        """The first ``k`` images' codes (as :meth:`Latents.head`)."""
+        return Codes({name: v[:k] for name, v in self.levels.items()}, dict(self.vocab), self.layout)
+
 
 @dataclass(frozen=True)
 class CodeSpec:
@@ -169,13 +173,15 @@ class QuantizerOutput:
     - ``codes``: the integer codes, see :class:`Codes` (a continuous
       tokenizer's training pass gives its :class:`Latents` here);
     - ``losses``: named scalar loss terms the trainer adds (already weighted);
-    - ``stats``: named scalar statistics for logging (e.g. batch perplexity).
+    - ``stats``: named scalar statistics for the training log (e.g. batch
+      perplexity), best as 0-dim tensors: the trainer reads them at its log
+      lines only (``batch/<name>`` in metrics.jsonl).
     """
 
     quantized: Tensor
     codes: Codes | Latents
     losses: dict[str, Tensor] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Tensor | float] = field(default_factory=dict)
 
     def usage_counts(self) -> dict[str, Tensor]:
         """Per level, how often each code value was chosen in this batch (none for latents)."""

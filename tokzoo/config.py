@@ -45,10 +45,13 @@ class TrainerConfig:
     log_every: int = 10
     ckpt_every: int = 100
     eval_images: int = 64
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # loader processes; auto: none on the CPU, one per core but one (<= 8) on a GPU
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16
-    compile: bool = False
+    tf32: bool = True  # fp32 matmuls and convolutions in TF32 on CUDA (no effect on the CPU)
+    memory_format: str = "auto"  # auto: channels_last on CUDA, contiguous elsewhere | channels_last | contiguous
+    compile: bool = False  # torch.compile the tokenizer and the recipe's loss networks (LPIPS, discriminator)
+    checkpoint_activations: bool = False  # recompute blocks that support it in backward: less memory, more time
 
 
 @dataclass
@@ -253,8 +256,9 @@ def _validated(name: str, data: dict[str, Any]) -> dict[str, Any]:
 
 #: trainer values that must be > 0, >= 0, or one of a set: checked before anything runs
 _POSITIVE = ("batch_size", "grad_accum", "log_every", "ckpt_every", "eval_images")
-_NON_NEGATIVE = ("lr", "weight_decay", "warmup_steps", "grad_clip", "num_workers")
-_CHOICES = {"precision": ("fp32", "bf16"), "device": ("auto", "cpu", "cuda", "mps")}
+_NON_NEGATIVE = ("lr", "weight_decay", "warmup_steps", "grad_clip")
+_CHOICES = {"precision": ("fp32", "bf16"), "device": ("auto", "cpu", "cuda", "mps"),
+            "memory_format": ("auto", "channels_last", "contiguous")}
 
 
 def check_trainer(t: dict[str, Any]) -> None:
@@ -267,6 +271,9 @@ def check_trainer(t: dict[str, Any]) -> None:
     for key in _NON_NEGATIVE:
         if not t[key] >= 0 or (isinstance(t[key], float) and math.isinf(t[key])):
             raise ConfigError(f"trainer.{key} must be a finite number >= 0, not {t[key]}")
+    w = t["num_workers"]
+    if w != "auto" and (isinstance(w, bool) or not isinstance(w, int) or w < 0):
+        raise ConfigError(f"trainer.num_workers must be 'auto' or a count >= 0, not {w}")
     if t["max_steps"] == 0 or t["max_steps"] < -1:
         raise ConfigError(f"trainer.max_steps must be a positive cap on every stage's steps, or -1 for none "
                           f"(the default), not {t['max_steps']}")

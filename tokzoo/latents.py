@@ -60,7 +60,7 @@ class LatentSpec:
 
     channels: int
     grid: tuple[int, ...]
-    layout: ClassVar[str] = "continuous"
+    layout: ClassVar[str] = Latents.layout
 
     def __post_init__(self):
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from tokzoo.codes import Codes, Latents
+from tokzoo.codes import Codes
 
 #: a tokzoo.api.Tokenizer (named, not imported: the contract's components sit above this module)
 Tokenizer = Any
@@ -87,9 +87,7 @@ class BenchContext:
                 if left <= 0:
                     break
                 k = min(left, len(labels))
-                head = codes.head(k) if isinstance(codes, Latents) else Codes(
-                    {name: v[:k] for name, v in codes.levels.items()}, dict(codes.vocab), codes.layout)
-                out.append((head, labels[:k], attrs[:k]))
+                out.append((codes.head(k), labels[:k], attrs[:k]))
                 left -= k
             return out
         train = self.train_set()

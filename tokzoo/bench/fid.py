@@ -132,6 +132,7 @@ class RFID(Metric):
         self.reference = None
         self.kept: dict[str, list[Tensor]] = {"fake": [], "real": [], "index": []}  # per image, for the interval
         self.seen = 0
+        self._pairs: tuple[Tensor, Tensor] | None = None  # compute()'s paired features, for intervals()
 
     @torch.no_grad()
     def features(self, images_u8: Tensor) -> Tensor:
@@ -187,14 +188,14 @@ class RFID(Metric):
         return out
 
     def compute(self):
-        ref = self.reference or self.reference_state()
         if float(self.state["fake_n"]) < 2:
             raise ValueError("rFID needs at least 2 images")
-        paired = self._paired()
-        if paired is not None:  # the features themselves: the trace term from symmetric eigenvalues, no sqrtm
-            x, y = paired
+        self._pairs = self._paired()
+        if self._pairs is not None:  # the features themselves: the trace term from symmetric eigenvalues, no sqrtm
+            x, y = self._pairs
             self._value = resampled_fid(x, y, torch.ones(len(x), dtype=torch.float64, device=x.device))
         else:
+            ref = self.reference or self.reference_state()
             mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
             mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
             self._value = frechet_distance(mu1, s1, mu2, s2)
@@ -219,10 +220,9 @@ class RFID(Metric):
     def intervals(self):
         from tokzoo.bench.stats import resample_counts, resample_interval
 
-        paired = self._paired()
-        if paired is None:
+        if self._pairs is None:  # after compute(): no features kept, or not of these images
             return {}
-        x, y = paired
+        x, y = self._pairs
         device = x.device
         resampled = [resampled_fid(x, y, torch.from_numpy(w).to(device))
                      for draws in resample_counts(len(x), self.resamples, seed=0, chunk=8) for w in draws]

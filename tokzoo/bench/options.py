@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tokzoo.errors import ConfigError, UnknownNameError
+from tokzoo.workers import default_workers, resolve_workers  # noqa: F401 (default_workers: public here too)
 
 DEFAULT_METRICS = ["psnr", "ssim", "lpips", "rfid", "codebook", "probe", "throughput"]
 
@@ -37,7 +38,7 @@ class BenchOptions:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     num_images: int | str = 512  # or "all": every image of the val split
     batch_size: int = 32
-    workers: int | str = "auto"  # loader processes decoding the next batches; "auto": default_workers(device); 0: none
+    workers: int | str = "auto"  # loader processes decoding the next batches; "auto": default_workers(); 0: none
     probe_train_images: int = 1024
     out_dir: str = "runs/bench"
     weights_dir: str | None = None
@@ -49,22 +50,9 @@ class BenchOptions:
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.<metric>.<param>=...
 
 
-def default_workers(device: str = "cuda") -> int:
-    """``--workers auto``: on an accelerator, one loader process per core but one
-    (the main process feeds the model and runs the metrics), at most 8; on the
-    CPU none (the model and the metrics use every core already: a worker only
-    takes cores from them, measured 0.91x with one on 2 cores, benchmarks/loader.py)."""
-    import os
-
-    if str(device) == "cpu":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 1))
-
-
 def workers_of(opts: "BenchOptions", device: str) -> int:
     """The loader processes ``opts`` asks for (``auto`` resolved for ``device``, where the model runs)."""
-    return default_workers(device) if opts.workers == "auto" else int(opts.workers)
+    return resolve_workers(opts.workers, device)
 
 
 def default(name: str) -> Any:
@@ -222,8 +210,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--batch-size", type=count, default=none, help=f"images per batch (default: {d('batch_size')})")
     s.add_argument("--workers", type=workers_arg, default=none,
                    help="loader processes decoding the next batches while one is measured; 0: in the main "
-                        f"process; the numbers are the same with any count (default: auto: 0 when the model runs on the CPU, "
-                        f"{default_workers()} with a GPU here)")
+                        "process; the numbers are the same with any count (default: auto: 0 when the model runs "
+                        f"on the CPU, {default_workers()} with a GPU here)")
     s.add_argument("--probe-train-images", type=count, default=none,
                    help=f"train-split images for the linear probe (default: {d('probe_train_images')})")
     s.add_argument("--out", default=none, help=f"run folder for results.json/md/csv and recon_grid.png "

@@ -139,7 +139,8 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
                      for p, (x, y) in zip(mine, xy)]
             if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
                 adjust_text(texts, x=[x for x, _ in xy], y=[y for _, y in xy], ax=ax,
-                            **({"objects": dots} if discrete else {}), expand=(1.3, 1.6), arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+                            **({"objects": dots} if discrete else {}), expand=(1.3, 1.6),
+                            arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     fig.suptitle(f"{title}  (marker area: bits per image; red: on the frontier)", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -14,6 +14,7 @@ import torch
 from rich.table import Table
 
 from tokzoo import textsafe
+from tokzoo.latents import LatentSpec
 from tokzoo.bench.stats import half_width
 from tokzoo.bench.results import Results
 
@@ -165,8 +166,8 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
-#: how every output marks a continuous tokenizer's row (a reference, not a discrete competitor)
-CONTINUOUS = "continuous"
+#: how every output marks a continuous tokenizer's row (a reference, not a discrete competitor): its layout
+CONTINUOUS = LatentSpec.layout
 
 
 def is_continuous(e: dict[str, Any]) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
-from tokzoo.bench.render import (continuous_note, flag_lines, label, short_names, skip_lines, summary_cells, unavailable_by_reason,
-                                 vqa_breakdown, vqa_cell)
+from tokzoo.bench.render import (continuous_note, flag_lines, label, short_names, skip_lines, summary_cells,
+                                 unavailable_by_reason, vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
 from tokzoo.bench.results import Results
 from tokzoo.errors import TokzooError

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from tokzoo.api import Decoder, Encoder
 
@@ -18,6 +20,12 @@ def _norm(ch: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
+    """GroupNorm, SiLU, 3x3 conv, twice, plus a skip connection. With
+    ``checkpoint_activations`` (the trainer sets it: ``trainer.checkpoint_activations``)
+    a training pass keeps only the block's input and recomputes the rest in backward."""
+
+    checkpoint_activations = False
+
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.block = nn.Sequential(
@@ -27,6 +35,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         return self.skip(x) + self.block(x)
 
 

@@ -15,15 +15,29 @@ from torch import Tensor, nn
 from tokzoo.api import Codes, QuantizerOutput, Quantizer
 
 
-def perplexity(counts: Tensor) -> float:
-    """exp(entropy) of a histogram of code counts (float64)."""
+def code_counts(codes: Tensor, n: int) -> Tensor:
+    """How often each of ``n`` codes occurs in ``codes``: float32 ``[n]`` on their
+    device. A scatter-add, not ``torch.bincount``, which on CUDA reads the
+    largest code on the host first (a sync in every training step)."""
+    flat = codes.reshape(-1).long()
+    return torch.zeros(n, device=flat.device).index_add_(0, flat, torch.ones(flat.shape, device=flat.device))
+
+
+def perplexity_of(counts: Tensor) -> Tensor:
+    """exp(entropy) of a histogram of code counts: a 0-dim float64 tensor on its device."""
     p = counts.double() / counts.double().sum().clamp(min=1)
-    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-30))).sum()))
+    return torch.exp(-(p * torch.log(p.clamp(min=1e-30))).sum())
 
 
-def batch_perplexity(codes: Tensor, n: int) -> float:
-    """exp(entropy) of the code histogram of one batch."""
-    return perplexity(torch.bincount(codes.reshape(-1), minlength=n))
+def perplexity(counts: Tensor) -> float:
+    """exp(entropy) of a histogram of code counts (float64), read on the host."""
+    return float(perplexity_of(counts))
+
+
+def batch_perplexity(codes: Tensor, n: int) -> Tensor:
+    """exp(entropy) of the code histogram of one batch: a 0-dim tensor on the codes'
+    device (a quantizer's ``stats``; the trainer reads it at its log lines only)."""
+    return perplexity_of(code_counts(codes, n))
 
 
 class VectorQuantizer(Quantizer):
@@ -96,7 +110,7 @@ class VectorQuantizer(Quantizer):
             else:
                 losses["codebook"] = F.mse_loss(q, z.detach())
             if self.restart_unused:
-                self.usage_since_restart += torch.bincount(idx, minlength=self.codebook_size).float()
+                self.usage_since_restart += code_counts(idx, self.codebook_size)
                 self.steps_since_restart += 1
         q = z + (q - z).detach()  # straight-through
         if sequence:
@@ -116,7 +130,7 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def ema_update(self, z: Tensor, idx: Tensor) -> None:
-        onehot_count = torch.bincount(idx, minlength=self.codebook_size).float()
+        onehot_count = code_counts(idx, self.codebook_size)
         summed = torch.zeros_like(self.ema_sum).index_add_(0, idx, z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(onehot_count)
@@ -130,15 +144,21 @@ class VectorQuantizer(Quantizer):
     @torch.no_grad()
     def maybe_restart(self, z: Tensor) -> None:
         """Every ``restart_every`` steps, codes unused since the last restart
-        are moved onto randomly chosen features of the current batch."""
-        if int(self.steps_since_restart) < self.restart_every:
+        are moved onto randomly chosen features of the current batch.
+
+        Decided on the device, never read on the host: every training step
+        draws a candidate feature per code and a mask (due, and unused) says
+        which codes take theirs, so the step is the same graph each time."""
+        if z.shape[0] == 0:
             return
-        dead = (self.usage_since_restart == 0).nonzero().flatten()
-        if len(dead) and len(z):
-            pick = torch.randint(0, len(z), (len(dead),), device=z.device)
-            self.embedding.weight[dead] = z[pick].to(self.embedding.weight.dtype)
-            if self.ema:
-                self.ema_sum[dead] = z[pick]
-                self.ema_count[dead] = 1.0
-        self.usage_since_restart.zero_()
-        self.steps_since_restart.zero_()
+        due = self.steps_since_restart >= self.restart_every  # 0-dim bool, on the device
+        dead = (self.usage_since_restart == 0) & due
+        pick = z[torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)]
+        w = self.embedding.weight
+        w.copy_(torch.where(dead[:, None], pick.to(w.dtype), w))
+        if self.ema:
+            self.ema_sum.copy_(torch.where(dead[:, None], pick, self.ema_sum))
+            self.ema_count.copy_(torch.where(dead, torch.ones_like(self.ema_count), self.ema_count))
+        keep = ~due
+        self.usage_since_restart.mul_(keep)
+        self.steps_since_restart.mul_(keep)

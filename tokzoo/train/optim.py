@@ -30,8 +30,10 @@ class StageOptimisers:
             self.disc_opt.load_state_dict(state["disc_optimizer"])
 
 
-def trainable_parameters(tokenizer: torch.nn.Module, stage) -> list[torch.nn.Parameter]:
-    """Freeze the tokenizer but the parameter groups ``stage`` trains; those parameters, once each."""
+def trainable_parameters(tokenizer: torch.nn.Module, stage, fixed: set[int] = frozenset()) -> list[torch.nn.Parameter]:
+    """Freeze the tokenizer but the parameter groups ``stage`` trains; those parameters, once each.
+    ``fixed``: ids of parameters the model itself made untrainable (an EMA codebook): listed with their
+    group (the optimiser's state keeps its layout) but left without gradients, so DDP waits for none."""
     groups = (tokenizer.trainable_groups() if hasattr(tokenizer, "trainable_groups")
               else {"all": list(tokenizer.parameters())})
     unknown = [g for g in stage.train if g not in groups]
@@ -47,7 +49,7 @@ def trainable_parameters(tokenizer: torch.nn.Module, stage) -> list[torch.nn.Par
                 seen.add(id(p))
                 params.append(p)
     for p in params:
-        p.requires_grad_(True)
+        p.requires_grad_(id(p) not in fixed)
     return params
 
 
@@ -62,11 +64,14 @@ def cosine_schedule(warm: int, total: int):
 
 
 def make_optimisers(params: list[torch.nn.Parameter], discriminator: torch.nn.Module | None, stage,
-                    tcfg: dict[str, Any]) -> StageOptimisers:
-    """AdamW over ``params`` (the stage's lr, or the trainer's) with the schedule; the discriminator's AdamW."""
+                    tcfg: dict[str, Any], device: torch.device | None = None) -> StageOptimisers:
+    """AdamW over ``params`` (the stage's lr, or the trainer's) with the schedule; the discriminator's AdamW.
+    On CUDA both are fused (one kernel for every parameter's update); elsewhere PyTorch's default."""
     lr = stage.lr or tcfg["lr"]
     betas = (tcfg["beta1"], tcfg["beta2"])
-    opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=tcfg["weight_decay"])
-    disc_opt = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=betas) if discriminator is not None else None
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=tcfg["weight_decay"], **fused)
+    disc_opt = (torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=betas, **fused)
+                if discriminator is not None else None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(tcfg["warmup_steps"], stage.steps))
     return StageOptimisers(opt, sched, disc_opt)

@@ -25,6 +25,9 @@ class Stage:
     steps: int
     train: list[str] = field(default_factory=lambda: ["all"])
     lr: float | None = None  # None: the trainer's lr
+    #: some trainable parameter gets no gradient in this stage's steps: under torchrun, DDP must look
+    #: for them after every backward (find_unused_parameters), which costs a graph walk per step
+    unused_parameters: bool = False
 
 
 @dataclass
@@ -69,6 +72,12 @@ class Recipe(abc.ABC):
     def discriminator_step(self, batch: dict, recon: Tensor, ctx: StepContext) -> StepResult | None:
         """Loss for the discriminator, or None to skip this step."""
         return None
+
+    def loss_networks(self) -> list[nn.Module]:
+        """Networks the recipe runs inside its losses (LPIPS, a discriminator), after
+        :meth:`setup`: the trainer puts them in the trainer's memory format and,
+        with ``trainer.compile``, compiles them in place (their state keys unchanged)."""
+        return []
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Parameters the recipe itself learns with the model (e.g. SigLIP's bias)."""

@@ -90,35 +90,66 @@ def last_layer_of(tokenizer: Tokenizer) -> Tensor | None:
     return fn() if fn is not None else None
 
 
-class ReconstructionRecipe(Recipe):
+class PixelRecipe(Recipe):
+    """The base of every recipe that reconstructs pixels: it owns the
+    :class:`ReconstructionLosses` (``self.pixel``), sets them up, and gives the
+    discriminator, its step and the loss networks; a subclass keeps its stages
+    and its generator step (where ``pixel_terms`` gives the pixel-side terms).
+
+    Two questions a multi-stage recipe answers by overriding: which stages
+    reconstruct pixels (:meth:`reconstructs`; the others load no LPIPS and
+    train no discriminator) and which step ``disc_start`` counts
+    (:meth:`disc_clock`: the global step, or e.g. the stage's own)."""
+
+    def __init__(self, cfg: PixelLossConfig):
+        self.pixel = ReconstructionLosses(cfg)
+
+    def reconstructs(self, stage: Stage) -> bool:
+        return True
+
+    def disc_clock(self, ctx: StepContext) -> int:
+        return ctx.step
+
+    def setup(self, tokenizer, stage, device):
+        if self.reconstructs(stage):
+            self.pixel.setup(device)
+
+    def discriminator(self):
+        return self.pixel.disc
+
+    def loss_networks(self) -> list[nn.Module]:
+        return [m for m in (self.pixel.lpips, self.pixel.disc) if m is not None]
+
+    def pixel_terms(self, tokenizer: Tokenizer, recon: Tensor, target: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """Reconstruction, LPIPS and adversarial terms of ``recon`` against ``target``."""
+        return self.pixel.generator_terms(recon, target, last_layer_of(tokenizer), self.disc_clock(ctx))
+
+    def discriminator_step(self, batch, recon, ctx):
+        if not self.reconstructs(ctx.stage):
+            return None
+        return self.pixel.discriminator_step(batch, recon, self.disc_clock(ctx))
+
+
+class ReconstructionRecipe(PixelRecipe):
     """One stage training a tokenizer to reconstruct its input (parameters: :class:`ReconstructionConfig`)."""
 
     config_class = ReconstructionConfig  # subclasses registered without config= inherit it
 
     def __init__(self, **params):
         cfg = ReconstructionConfig(**params)
+        super().__init__(cfg)
         self.steps, self.train, self.quant_weight = cfg.steps, list(cfg.train), cfg.quant_weight
-        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self) -> list[Stage]:
         return [Stage("reconstruction", self.steps, self.train)]
 
-    def setup(self, tokenizer, stage, device):
-        self.pixel.setup(device)
-
-    def discriminator(self):
-        return self.pixel.disc
-
     def generator_step(self, model, tokenizer, batch, ctx: StepContext) -> StepResult:
         x = batch["image"]
         out = model(x)
-        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.step)
+        terms = self.pixel_terms(tokenizer, out.reconstruction, x, ctx)
         for k, v in out.quant.losses.items():
             terms[k] = self.quant_weight * v
         return StepResult(sum(terms.values()), terms, out.reconstruction)
-
-    def discriminator_step(self, batch, recon, ctx):
-        return self.pixel.discriminator_step(batch, recon, ctx.step)
 
 
 class ClipRecipe(Recipe):
@@ -176,9 +207,11 @@ class ClipRecipe(Recipe):
 
 
 def captions_for(batch: dict, prompt: str) -> list[str]:
-    """The batch's captions; class-labelled images without one get ``prompt`` with the class name."""
+    """The batch's captions; class-labelled images without one get ``prompt`` with the class name.
+    Labels are read from the loader's own batch (``batch["host"]``, on the CPU) when the
+    trainer gives it: a host read of a device tensor would wait for the GPU."""
     names = batch.get("class_names")
     out = []
-    for cap, label in zip(batch["caption"], batch["label"].tolist()):
+    for cap, label in zip(batch["caption"], batch.get("host", batch)["label"].tolist()):
         out.append(cap if cap else prompt.format(names[label] if names else f"class {label}"))
     return out

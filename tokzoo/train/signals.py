@@ -32,10 +32,14 @@ class StopSignals:
             for sig, h in old.items():
                 signal.signal(sig, h)
 
-    def requested(self, world: int, device: torch.device) -> bool:
-        """Whether any rank was signalled (a collective under ``torchrun``: every rank stops after the same step)."""
+    def requested(self, world: int, device: torch.device, collective: bool = True) -> bool:
+        """Whether any rank was signalled. Under ``torchrun`` a collective, asked
+        only where ``collective`` (the log lines: it reads a device value), so
+        every rank stops after the same step; alone, the flag itself, every step."""
         flag = self.signum
         if world > 1:
+            if not collective:
+                return False
             t = torch.tensor([flag], dtype=torch.long, device=device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             flag = int(t)

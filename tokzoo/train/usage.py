@@ -40,6 +40,8 @@ class CodeUsage:
         self.vocab: dict[str, int] = {}
         self.warned: set[str] = set()
         self.checked = False
+        self.first: tuple | None = None  # (codes, module) of the stage's first training pass, until checked
+        self.stats: dict[str, Tensor | float] = {}  # the last training pass's QuantizerOutput.stats (on the device)
 
     def attach(self, module: torch.nn.Module):
         return module.register_forward_hook(self._hook)
@@ -48,15 +50,14 @@ class CodeUsage:
         quant = getattr(output, "quant", None)
         if not module.training or quant is None:
             return
+        self.stats = dict(getattr(quant, "stats", None) or {})
         codes = quant.codes
-        if isinstance(codes, Latents):  # a continuous tokenizer: latents, no codes to count
-            if not self.checked:
-                check_latents(codes, module, method="forward")
-                self.checked = True
-            return
         if not self.checked:  # the first training pass of a stage: integer codes inside the vocabulary
-            check_codes(codes, module, method="forward")
-            self.checked = True
+            self.first = (codes, module)
+            if not torch.compiler.is_compiling():  # a compiled pass is checked by end_step, outside the graph
+                self._check_first()
+        if isinstance(codes, Latents):  # a continuous tokenizer: latents, no codes to count
+            return
         levels, vocab = dict(codes.levels), dict(codes.vocab)
         if codes.layout == "hierarchical" and len(levels) == 2:
             parent, child = list(levels)
@@ -66,18 +67,36 @@ class CodeUsage:
             self.pending.setdefault(lvl, []).append(c.detach().reshape(-1))
         self.vocab.update(vocab)
 
+    def _check_first(self) -> None:
+        codes, module = self.first
+        if isinstance(codes, Latents):
+            check_latents(codes, module, method="forward")
+        else:
+            check_codes(codes, module, method="forward")
+        self.checked, self.first = True, None
+
     def end_step(self) -> None:
+        if not self.checked and self.first is not None:
+            self._check_first()
         if self.pending:
             self.recent.append({lvl: torch.cat(v) for lvl, v in self.pending.items()})
         self.pending = {}
 
     def new_stage(self) -> None:
         self.recent.clear()
-        self.pending, self.warned, self.checked = {}, set(), False
+        self.pending, self.warned, self.checked, self.stats, self.first = {}, set(), False, {}, None
 
     def summary(self) -> dict[str, float]:
-        """``usage/<level>`` and ``perplexity/<level>`` over the steps in the window."""
+        """``usage/<level>`` and ``perplexity/<level>`` over the steps in the window, and
+        the quantizer's own ``stats`` of the last training pass as ``batch/<name>``
+        (e.g. ``batch/perplexity/code``). Read on the host: called at log lines."""
         out = {}
+        if self.stats:
+            values = [torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() if not torch.is_tensor(v)
+                      else v.detach().double().reshape(()) for v in self.stats.values()]
+            devices = {v.device for v in values}
+            read = torch.stack([v.to(next(iter(devices))) for v in values]).tolist()
+            out.update({f"batch/{k}": r for k, r in zip(self.stats, read)})
         for lvl, k in self.vocab.items():
             parts = [s[lvl] for s in self.recent if lvl in s]
             if not parts or k < 1:

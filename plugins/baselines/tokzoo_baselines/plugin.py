@@ -7,13 +7,16 @@ import tokzoo
 
 @tokzoo.hookimpl
 def tokzoo_register_quantizers(register):
-    register("rvq", "tokzoo_baselines.rvq:ResidualVQ", "residual VQ, shared codebook, EMA updates, restarts of unused codes")
+    register("rvq", "tokzoo_baselines.rvq:ResidualVQ",
+             "residual VQ, shared codebook, EMA updates, restarts of unused codes")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    register("vqgan", "tokzoo_baselines.vqgan:build_vqgan", "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)")
-    register("vilau", "tokzoo_baselines.vilau:VilaUTokenizer", "VILA-U-style: open_clip tower + residual VQ + conv decoder")
+    register("vqgan", "tokzoo_baselines.vqgan:build_vqgan",
+             "taming/LlamaGen VQGAN (conv, l2-normalised 8-dim codebook)")
+    register("vilau", "tokzoo_baselines.vilau:VilaUTokenizer",
+             "VILA-U-style: open_clip tower + residual VQ + conv decoder")
 
 
 @tokzoo.hookimpl

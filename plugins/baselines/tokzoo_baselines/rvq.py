@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from tokzoo.api import Codes, QuantizerOutput, Quantizer
-from tokzoo.nn import VectorQuantizer, batch_perplexity
+from tokzoo.nn import VectorQuantizer, batch_perplexity, code_counts
 
 
 class ResidualVQ(Quantizer):
@@ -52,7 +52,7 @@ class ResidualVQ(Quantizer):
             all_idx = torch.cat(idxs)
             self.vq.ema_update(torch.cat(inputs), all_idx)
             if self.vq.restart_unused:
-                self.vq.usage_since_restart += torch.bincount(all_idx, minlength=self.codebook_size).float()
+                self.vq.usage_since_restart += code_counts(all_idx, self.codebook_size)
                 self.vq.steps_since_restart += 1
         quantized = (z + (total - z).detach()).reshape(B, h, w, C).permute(0, 3, 1, 2).contiguous()
         codes = Codes({n: i.reshape(B, h, w) for n, i in zip(self.names, idxs)}, self.vocab, "residual")

@@ -20,9 +20,9 @@ from tokzoo.api import (RANDOM, Codes, CodeSpec, Spec, Tokenizer, TokenizerInfo,
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.nn import ConvDecoder
 from tokzoo.registry import build
-from tokzoo.train import Recipe, Stage, StepResult
+from tokzoo.train import Stage, StepResult
 from tokzoo.train import losses as L
-from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, captions_for, last_layer_of
+from tokzoo.train.recipes import PixelLossConfig, PixelRecipe, captions_for
 
 from tokzoo_baselines.rvq import ResidualVQ
 
@@ -131,35 +131,26 @@ class VilaURecipeConfig(PixelLossConfig):
     prompt: str = "a photo of a {}"
 
 
-class VilaURecipe(Recipe):
+class VilaURecipe(PixelRecipe):
     """One joint stage: contrastive (text tower frozen) + reconstruction."""
 
     config_class = VilaURecipeConfig
 
     def __init__(self, **params):
         cfg = VilaURecipeConfig(**params)  # the one place the parameters and defaults live
+        super().__init__(cfg)
         self.steps, self.cw, self.prompt = cfg.steps, cfg.contrastive_weight, cfg.prompt
-        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self):
         return [Stage("joint", self.steps, ["vision", "quantizer", "decoder"])]
 
-    def setup(self, tokenizer, stage, device):
-        self.pixel.setup(device)
-
-    def discriminator(self):
-        return self.pixel.disc
-
     def generator_step(self, model, tokenizer, batch, ctx):
         x = batch["image"]
         out = model(x)
-        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.step)
+        terms = self.pixel_terms(tokenizer, out.reconstruction, x, ctx)
         img = tokenizer.image_embedding(out.extras["semantic"])
         with torch.no_grad():
             txt = tokenizer.tower.embed_text(captions_for(batch, self.prompt))
         terms["contrastive"] = self.cw * L.clip_contrastive_loss(img, txt, tokenizer.tower.model.logit_scale.exp().detach())
         terms.update(out.quant.losses)
         return StepResult(sum(terms.values()), terms, out.reconstruction)
-
-    def discriminator_step(self, batch, recon, ctx):
-        return self.pixel.discriminator_step(batch, recon, ctx.step)

@@ -23,29 +23,34 @@ def pixel_encoder(ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num
 
 @tokzoo.hookimpl
 def tokzoo_register_encoders(register):
-    register("semantic-teacher", "tokzoo_semhitok.teacher:SemanticTeacher", "frozen pretrained semantic encoder (open_clip or timm, local weights)")
+    register("semantic-teacher", "tokzoo_semhitok.teacher:SemanticTeacher",
+             "frozen pretrained semantic encoder (open_clip or timm, local weights)")
     register("pixel-encoder", pixel_encoder, "SemHiTok's pixel encoder (conv, on the semantic token grid)")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_quantizers(register):
     register("semantic-vq", semantic_vq, "SemHiTok semantic codebook (EMA, l2-normalised, restarts)")
-    register("sghc", "tokzoo_semhitok.sghc:SGHCQuantizer", "Semantic-Guided Hierarchical Codebook: m texture sub-codes per semantic code")
+    register("sghc", "tokzoo_semhitok.sghc:SGHCQuantizer",
+             "Semantic-Guided Hierarchical Codebook: m texture sub-codes per semantic code")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_decoders(register):
-    register("enhance-decoder", "tokzoo_semhitok.tokenizer:EnhanceDecoder", "SemHiTok Enhance Decoder: pixels from [semantic ; pixel] features")
+    register("enhance-decoder", "tokzoo_semhitok.tokenizer:EnhanceDecoder",
+             "SemHiTok Enhance Decoder: pixels from [semantic ; pixel] features")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_tokenizers(register):
-    register("semhitok", "tokzoo_semhitok.tokenizer:SemHiTok", "SemHiTok: semantic codebook + SGHC texture sub-codebooks + Enhance Decoder")
+    register("semhitok", "tokzoo_semhitok.tokenizer:SemHiTok",
+             "SemHiTok: semantic codebook + SGHC texture sub-codebooks + Enhance Decoder")
 
 
 @tokzoo.hookimpl
 def tokzoo_register_recipes(register):
-    register("semhitok", "tokzoo_semhitok.recipe:SemHiTokRecipe", "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)")
+    register("semhitok", "tokzoo_semhitok.recipe:SemHiTokRecipe",
+             "two stages: semantic codebook, then SGHC + Enhance Decoder (decoupled)")
 
 
 @tokzoo.hookimpl

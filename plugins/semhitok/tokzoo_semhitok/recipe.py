@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tokzoo.train import Recipe, Stage, StepResult
+from tokzoo.train import Stage, StepResult
 from tokzoo.train import losses as L
-from tokzoo.train.recipes import PixelLossConfig, ReconstructionLosses, last_layer_of
+from tokzoo.train.recipes import PixelLossConfig, PixelRecipe
 
 
 @dataclass
@@ -31,28 +31,30 @@ class SemHiTokRecipeConfig(PixelLossConfig):
     disc_start: int = 20000  # counted within stage 2
 
 
-class SemHiTokRecipe(Recipe):
+class SemHiTokRecipe(PixelRecipe):
     """Parameters: :class:`SemHiTokRecipeConfig` (the one place their defaults live)."""
 
     config_class = SemHiTokRecipeConfig
 
     def __init__(self, **params):
         cfg = SemHiTokRecipeConfig(**params)
+        super().__init__(cfg)
         self.s1, self.s2, self.s1_lr = cfg.stage1_steps, cfg.stage2_steps, cfg.stage1_lr or None
         self.cw, self.l1w = cfg.cosine_weight, cfg.l1_weight
-        self.pixel = ReconstructionLosses(cfg)
 
     def stages(self):
         return [Stage("semantic", self.s1, ["semantic"], lr=self.s1_lr), Stage("pixel", self.s2, ["pixel"])]
 
+    def reconstructs(self, stage):
+        return stage.name == "pixel"
+
+    def disc_clock(self, ctx):
+        return ctx.stage_step  # disc_start counts within stage 2
+
     def setup(self, tokenizer, stage, device):
         self.stage_name = stage.name
         tokenizer.freeze_semantic(stage.name == "pixel")
-        if stage.name == "pixel":
-            self.pixel.setup(device)
-
-    def discriminator(self):
-        return self.pixel.disc
+        super().setup(tokenizer, stage, device)
 
     @torch.no_grad()
     def evaluate(self, model, train_set, val_set, device):
@@ -77,11 +79,6 @@ class SemHiTokRecipe(Recipe):
             terms.update(out.quant.losses)
             return StepResult(sum(terms.values()), terms)
         out = model(x)
-        terms = self.pixel.generator_terms(out.reconstruction, x, last_layer_of(tokenizer), ctx.stage_step)
+        terms = self.pixel_terms(tokenizer, out.reconstruction, x, ctx)
         terms.update({k: v for k, v in out.quant.losses.items() if k.startswith("pixel_")})
         return StepResult(sum(terms.values()), terms, out.reconstruction)
-
-    def discriminator_step(self, batch, recon, ctx):
-        if ctx.stage.name != "pixel":
-            return None
-        return self.pixel.discriminator_step(batch, recon, ctx.stage_step)  # disc_start counts within stage 2

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokzoo.api import Codes, QuantizerOutput, Quantizer
-from tokzoo.nn import batch_perplexity
+from tokzoo.nn import batch_perplexity, code_counts
 
 
 class SGHCQuantizer(Quantizer):
@@ -92,33 +92,41 @@ class SGHCQuantizer(Quantizer):
     @torch.no_grad()
     def _ema_update(self, z: Tensor, parent: Tensor, j: Tensor) -> None:
         flat = parent * self.m + j
-        count = torch.bincount(flat, minlength=self.K * self.m).float()
+        count = code_counts(flat, self.K * self.m)
         summed = torch.zeros(self.K * self.m, self.dim, device=z.device).index_add_(0, flat, z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(count)
             torch.distributed.all_reduce(summed)
-        touched = count > 0  # only sub-codes seen in this batch move (others keep their value)
-        c = self.ema_count.view(-1)
+        touched = count > 0  # only sub-codes seen in this batch move (others keep their value); a mask,
+        c = self.ema_count.view(-1)  # not boolean indexing, which reads the count of True on the host
         s = self.ema_sum.view(-1, self.dim)
-        c[touched] = c[touched] * self.decay + count[touched] * (1 - self.decay)
-        s[touched] = s[touched] * self.decay + summed[touched] * (1 - self.decay)
-        self.table.data.view(-1, self.dim)[touched] = s[touched] / c[touched, None].clamp(min=1e-5)
+        c.copy_(torch.where(touched, c * self.decay + count * (1 - self.decay), c))
+        s.copy_(torch.where(touched[:, None], s * self.decay + summed * (1 - self.decay), s))
+        table = self.table.data.view(-1, self.dim)
+        table.copy_(torch.where(touched[:, None], s / c[:, None].clamp(min=1e-5), table))
 
     @torch.no_grad()
     def _maybe_restart(self, z: Tensor, parent: Tensor) -> None:
-        if int(self.steps) < self.restart_every or int(self.steps) % self.restart_every:
+        """Every ``restart_every`` steps, each unused sub-code of a used semantic code
+        takes a feature drawn at random among this batch's positions of that code.
+
+        Decided on the device, never read on the host: each step draws one
+        candidate per sub-code (positions grouped by semantic code, a uniform
+        offset into the code's group) and a mask says which take theirs."""
+        n = z.shape[0]
+        if n == 0:
             return
-        dead = (self.usage == 0) & (self.parent_usage[:, None] > 0)  # unused sub-code of a used semantic code
-        rows, cols = dead.nonzero(as_tuple=True)
-        for i in rows.unique().tolist():
-            mine = (parent == i).nonzero().flatten()
-            if len(mine) == 0:
-                continue
-            slots = cols[rows == i]
-            pick = mine[torch.randint(0, len(mine), (len(slots),), device=z.device)]
-            self.table.data[i, slots] = z[pick]
-            if self.ema:
-                self.ema_sum[i, slots] = z[pick]
-                self.ema_count[i, slots] = 1.0
-        self.usage.zero_()
-        self.parent_usage.zero_()
+        due = (self.steps >= self.restart_every) & (self.steps % self.restart_every == 0)  # 0-dim, on the device
+        per_code = torch.zeros(self.K, dtype=torch.long, device=z.device).index_add_(0, parent, torch.ones_like(parent))
+        dead = (self.usage == 0) & (self.parent_usage[:, None] > 0) & (per_code[:, None] > 0) & due  # [K, m]
+        grouped = torch.argsort(parent, stable=True)  # this batch's positions, grouped by semantic code
+        start = torch.cumsum(per_code, 0) - per_code
+        offset = (torch.rand(self.K, self.m, device=z.device) * per_code[:, None]).long()
+        pick = z[grouped[(start[:, None] + offset).clamp(max=n - 1)]]  # [K, m, d]
+        self.table.data.copy_(torch.where(dead[..., None], pick.to(self.table.dtype), self.table.data))
+        if self.ema:
+            self.ema_sum.copy_(torch.where(dead[..., None], pick, self.ema_sum))
+            self.ema_count.copy_(torch.where(dead, torch.ones_like(self.ema_count), self.ema_count))
+        keep = ~due
+        self.usage.mul_(keep)
+        self.parent_usage.mul_(keep)

@@ -90,12 +90,15 @@ class SemHiTok(Tokenizer):
                               f"{resolution}; change decoder_ch_mult")
         self._info = TokenizerInfo(resolution, CodeSpec("hierarchical", self.sghc.vocab, (g, g)))
         self.semantic_frozen = False
+        # the semantic branch's own untrainable parameters (its EMA codebook): unfreezing never turns them on
+        self._semantic_fixed = {id(p) for p in self.semantic.parameters() if not p.requires_grad}
 
     # -- stages -------------------------------------------------------------------------------
     def freeze_semantic(self, frozen: bool = True) -> None:
         """Stage 2: the semantic branch stops changing (no gradients, no EMA, no restarts)."""
         self.semantic_frozen = frozen
-        self.semantic.requires_grad_(not frozen)
+        for p in self.semantic.parameters():
+            p.requires_grad_(not frozen and id(p) not in self._semantic_fixed)
         self.train(self.training)
 
     def train(self, mode: bool = True):
