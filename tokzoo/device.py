@@ -49,3 +49,17 @@ def free_memory(device: torch.device) -> int | None:
         except OSError:
             return None
     return None
+
+
+def average_gradients(module: torch.nn.Module | None, world: int) -> None:
+    """Under torch.distributed, average ``module``'s gradients over the ranks as one
+    flat bucket (one all-reduce; for a module not wrapped in DDP, e.g. a discriminator)."""
+    if world == 1 or module is None:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))

@@ -1,9 +1,12 @@
-"""The data order: deterministic in the step, so a resumed run sees the same batches."""
+"""The data order: deterministic in the step, so a resumed run sees the same
+batches; the loader that feeds it and the copy of a batch to the device."""
 from __future__ import annotations
 
 from typing import Iterator
 
 import torch
+
+from tokzoo.data import collate
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -31,3 +34,22 @@ class StepBatches(torch.utils.data.Sampler):
             if len(chunk) < self.global_bs:  # tiny datasets: wrap around
                 chunk = perm[torch.arange(k * self.global_bs, (k + 1) * self.global_bs) % self.n]
             yield chunk[self.rank * self.bs:(self.rank + 1) * self.bs].tolist()
+
+
+def step_loader(dataset, sampler: StepBatches, workers: int, device: torch.device, seed: int) -> Iterator[dict]:
+    """Batches of ``sampler`` decoded in ``workers`` processes (the next ones while a step
+    runs), in pinned memory when they go to a GPU."""
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                                         generator=torch.Generator().manual_seed(seed))
+    return iter(loader)
+
+
+def to_device(batch: dict, device: torch.device, memory_format=torch.contiguous_format, **extra) -> dict:
+    """The loader's batch with its tensors on ``device`` (copied from pinned memory
+    without waiting, images in ``memory_format``) and ``extra`` keys; ``batch["host"]``
+    keeps the loader's own, for what a recipe reads on the host (captions from labels)."""
+    out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    out["image"] = out["image"].contiguous(memory_format=memory_format)
+    out.update(extra, host=batch)
+    return out

@@ -10,6 +10,16 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from tokzoo.errors import TokzooError
+
+
+class TrainingInterrupted(TokzooError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved at the current step."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
 
 class StopSignals:
     def __init__(self):

@@ -34,26 +34,25 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokzoo import runfolder
 from tokzoo.codes import check_declared
-from tokzoo.ckptio import (atomic_write, load_weights, read_module_state, read_trainer_state,
-                           resolve_checkpoint, save_checkpoint, write_run_config)
-from tokzoo.runfolder import RunLock, repair_latest
+from tokzoo.ckptio import atomic_write, save_checkpoint
+from tokzoo.runfolder import RunLock
 from tokzoo.api import is_trainable
 from tokzoo.config import load_run_config
-from tokzoo.data import SkipCounter, build_dataset, collate
-from tokzoo.device import dist_info, maybe_init_distributed, pick_device
-from tokzoo.errors import ConfigError, DataError, TokzooError, check_returns
+from tokzoo.data import SkipCounter, build_dataset
+from tokzoo.device import average_gradients, dist_info, maybe_init_distributed, pick_device
+from tokzoo.errors import ConfigError, DataError, check_returns
 from tokzoo.models import build_model_from_config
 from tokzoo.pretrained import recording_references
 from tokzoo.registry import build
-from tokzoo.train.checks import check_batch_fits, check_resume
 from tokzoo.train.ema import EMA
 from tokzoo.train.evaluate import reconstruction_psnr
 from tokzoo.train.optim import StageOptimisers, make_optimisers, trainable_parameters
 from tokzoo.train.lossmeter import LossMeter, NonFiniteLossError, nonfinite_message
 from tokzoo.train.recipe import Recipe, Stage, StepContext, StepResult
 from tokzoo.train.runlog import MetricsLog
-from tokzoo.train.sampler import StepBatches
-from tokzoo.train.signals import StopSignals
+from tokzoo.train.sampler import StepBatches, step_loader, to_device
+from tokzoo.train.runstart import RunStart
+from tokzoo.train.signals import StopSignals, TrainingInterrupted
 from tokzoo.train import usage
 from tokzoo.train.usage import CodeUsage
 from tokzoo.textsafe import console as esc
@@ -62,15 +61,11 @@ from tokzoo.workers import resolve_workers
 __all__ = ["NonFiniteLossError", "StepBatches", "Trainer", "TrainingInterrupted", "run_training"]
 
 
-class TrainingInterrupted(TokzooError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved at the current step."""
+class Trainer(RunStart):
+    """A run: its config, model, recipe and data; :meth:`train` runs every stage.
+    How a run starts (resume, a later stage, fine-tuning) and what a checkpoint
+    keeps of the trainer: :class:`~tokzoo.train.runstart.RunStart`."""
 
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class Trainer:
     def __init__(self, config: dict, console: Console | None = None):
         self.cfg = config
         self.tcfg = config["trainer"]
@@ -157,50 +152,12 @@ class Trainer:
         self.entered = None
 
     # -- checkpoints -------------------------------------------------------------
-    def _trainer_state(self) -> dict[str, Any]:
-        opts = self.optimisers if self.entered is not None else None
-        return {
-            "step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
-            **(opts.state_dict() if opts else {"optimizer": None, "disc_optimizer": None, "scheduler": None}),
-            "recipe": self.recipe.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "metrics_bytes": self.metrics_log.size(),
-        }
-
     def save(self, tag: str) -> None:
         if self.is_main:
             save_checkpoint(self.run_dir, tag, self.tokenizer, self.cfg, self._trainer_state(),
                             self.ema.state if self.ema else None)
         if self.world > 1:
             dist.barrier()
-
-    def restore(self, ckpt: Path, full: bool) -> None:
-        """The weights of ``ckpt``; with ``full``, where it stopped too (steps,
-        optimisers, recipe state, EMA, random state), metrics.jsonl cut back to then."""
-        load_weights(self.tokenizer, ckpt / "model.safetensors")
-        if not full:
-            return
-        state = read_trainer_state(ckpt)
-        self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
-        if self.is_main:
-            self.metrics_log.truncate(state.get("metrics_bytes"), self.step)
-        if self.stage_index < len(self.stages):
-            self._enter_stage(self.stage_index)
-            self.optimisers.load_state_dict(state)
-        self.recipe.load_state_dict(state["recipe"])
-        if (ckpt / "ema.safetensors").is_file() and self.tcfg["ema_decay"] > 0:
-            saved = read_module_state(self.tokenizer, ckpt / "ema.safetensors")
-            self.ema = self.ema or EMA(self.tokenizer, self.tcfg["ema_decay"], self.frozen)
-            self.ema.load(saved, self.tokenizer, self.device)
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-    def _where_kept(self) -> str:
-        latest = runfolder.latest_tag(self.run_dir)
-        return (f"the last good checkpoint is kept at {runfolder.checkpoint(self.run_dir, latest)}"
-                if latest else "no checkpoint had been written yet")
 
     # -- evaluation and logging ----------------------------------------------------
     def evaluate(self, tag: str) -> dict[str, float]:
@@ -269,56 +226,6 @@ class Trainer:
             raise
         finally:
             lock.release()
-
-    def _start(self, resume: bool, start_stage: int | None) -> None:
-        """Every check that may refuse the command, then the run's config is written.
-        Four ways in: resume, a later stage, fine-tuning (init_from), a new run."""
-        if resume:
-            if self.is_main:
-                repair_latest(self.run_dir)  # a kill while a tag was replaced: put it back
-            if self.world > 1:
-                dist.barrier()
-            ckpt = resolve_checkpoint(self.run_dir)
-            check_resume(self.run_dir, self.cfg, ckpt)
-            self.restore(ckpt, full=True)
-            self.console.print(f"resumed from {esc(ckpt)} at step {self.step}")
-        elif start_stage is not None:
-            if start_stage < 1 or start_stage > len(self.stages):
-                raise ConfigError(f"--stage must be between 1 and {len(self.stages)}")
-            if start_stage > 1:
-                prev = runfolder.checkpoint(self.run_dir, runfolder.final_tag(start_stage - 1))
-                if self._stage_started(start_stage - 1):
-                    raise ConfigError(f"{self.run_dir} already holds checkpoints past stage {start_stage - 1} "
-                                      f"(latest: {runfolder.latest_tag(self.run_dir)}); use --resume to continue, "
-                                      f"or set run_dir=... to run stage {start_stage} again in a new folder "
-                                      "(nothing was overwritten)")
-                ckpt = resolve_checkpoint(self.cfg.get("init_from") or prev)
-                self.restore(ckpt, full=False)
-                self.stage_index = start_stage - 1
-                self.step = sum(s.steps for s in self.stages[: self.stage_index])
-                self.console.print(f"stage {start_stage} starts from {esc(ckpt)}")
-        elif runfolder.has_checkpoint(self.run_dir):  # also when fine-tuning: never over a run
-            raise ConfigError(f"{self.run_dir} already holds a run; use --resume to continue it, "
-                              f"or set run_dir=... to start a new one (nothing was overwritten)")
-        elif self.cfg.get("init_from"):
-            ckpt = resolve_checkpoint(self.cfg["init_from"])
-            self.restore(ckpt, full=False)
-            self.console.print(f"fine-tuning from {esc(ckpt)}")
-        check_batch_fits(self.tokenizer, self.train_set, self.tcfg["batch_size"], self.device)
-        if self.is_main:
-            write_run_config(self.run_dir, self.cfg)
-
-    def _stage_started(self, index: int) -> bool:
-        """Whether this run folder's latest checkpoint is past the start of stage
-        ``index`` (0-based): a step of it or of a later stage was trained."""
-        if not runfolder.latest_file(self.run_dir).is_file():
-            return False
-        ckpt = resolve_checkpoint(self.run_dir)
-        if ckpt.name == runfolder.final_tag(index):
-            return False  # exactly where the stage starts
-        state = read_trainer_state(ckpt, mmap=True)
-        at, step = int(state.get("stage_index", 0)), int(state.get("stage_step", 0))
-        return at > index or (at == index and step > 0)
 
     def _train_stages(self) -> dict[str, float]:
         results: dict[str, float] = {}
@@ -412,7 +319,7 @@ class Trainer:
                         if d is not None:
                             (d.loss / accum).backward()
                             meter.add(d.terms, self.step, accum)
-                    self._average_gradients(self.recipe.discriminator())  # it is not wrapped in DDP
+                    average_gradients(self.recipe.discriminator(), self.world)  # it is not wrapped in DDP
                     disc_opt.step()
                 # the step is done: EMA, usage window, counters
                 meter.end_step()
@@ -451,25 +358,7 @@ class Trainer:
         return {f"{tag}/{k}": v for k, v in after.items()}
 
     def _to_device(self, batch: dict) -> dict:
-        """The loader's batch with its tensors on the device (copied from pinned memory
-        without waiting, images in the trainer's memory format); ``batch["host"]`` keeps
-        the loader's own, for what a recipe reads on the host (captions from labels)."""
-        out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        out["image"] = out["image"].contiguous(memory_format=self.memory_format)
-        out["class_names"], out["host"] = self.class_names, batch
-        return out
-
-    def _average_gradients(self, module: torch.nn.Module | None) -> None:
-        """Under torchrun, average ``module``'s gradients over the ranks as one flat bucket."""
-        if self.world == 1 or module is None:
-            return
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            flat /= self.world
-            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-                g.copy_(part.view_as(g))
+        return to_device(batch, self.device, self.memory_format, class_names=self.class_names)
 
     def _batches(self, stage: Stage) -> Iterator[dict]:
         """This rank's batches for the rest of the stage, deterministic in the step (resumable)."""
@@ -477,11 +366,7 @@ class Trainer:
         sampler = StepBatches(len(self.train_set), self.tcfg["batch_size"], self.cfg["seed"] + self.stage_index,
                               self.stage_step * accum, stage.steps * accum, self.rank, self.world)
         workers = resolve_workers(self.tcfg["num_workers"], self.device.type)
-        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False, prefetch_factor=4 if workers else None,
-                                             generator=torch.Generator().manual_seed(self.cfg["seed"]))
-        return iter(loader)
+        return step_loader(self.train_set, sampler, workers, self.device, self.cfg["seed"])
 
     def _save_and_stop(self, stage: Stage, signals: StopSignals, meter: LossMeter) -> None:
         """Save the current step (unless saved already, never a non-finite one), then say how to resume."""

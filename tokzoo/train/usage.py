@@ -92,11 +92,9 @@ class CodeUsage:
         (e.g. ``batch/perplexity/code``). Read on the host: called at log lines."""
         out = {}
         if self.stats:
-            values = [torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() if not torch.is_tensor(v)
-                      else v.detach().double().reshape(()) for v in self.stats.values()]
-            devices = {v.device for v in values}
-            read = torch.stack([v.to(next(iter(devices))) for v in values]).tolist()
-            out.update({f"batch/{k}": r for k, r in zip(self.stats, read)})
+            values = [v.detach().double().mean().cpu() if torch.is_tensor(v)
+                      else torch.tensor(float(v), dtype=torch.float64) for v in self.stats.values()]
+            out.update({f"batch/{k}": r for k, r in zip(self.stats, torch.stack(values).tolist())})
         for lvl, k in self.vocab.items():
             parts = [s[lvl] for s in self.recent if lvl in s]
             if not parts or k < 1:
