@@ -238,6 +238,7 @@ def ar_probe_cost(args) -> dict:
 
 
 SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "jpeg")
+SCRIPTED = SECTIONS[:-1]  # what gpu.sh runs (the JPEG-folder bench: on request, --section jpeg)
 
 
 def summarise(folder: Path) -> str:
@@ -246,7 +247,7 @@ def summarise(folder: Path) -> str:
     lines = []
     meta = next((v for v in parts.values() if "device" in v), {})
     lines.append(f"GPU check: {meta.get('device', '?')}, torch {meta.get('torch', '?')}, batch "
-                 f"{meta.get('batch_size', '?')}, {meta.get('resolution', '?')} px, bf16")
+                 f"{meta.get('batch_size', '?')}, {meta.get('resolution', '?')} px, {meta.get('precision', '?')}")
     rows = [r for v in parts.values() for group in v.get("train", []) for r in group]
     if rows:
         lines += ["", "| preset | stage | mode | img/s | GFLOP/img | MFU | GiB/img | compiled / eager |",
@@ -263,7 +264,7 @@ def summarise(folder: Path) -> str:
         for v in parts.values():
             if key in v:
                 lines += ["", f"{key}: {json.dumps(v[key])[:600]}"]
-    missing = [s for s in SECTIONS if s not in parts]
+    missing = [s for s in SCRIPTED if s not in parts]
     if missing:
         lines += ["", "sections without a result (failed or timed out, see their logs): " + ", ".join(missing)]
     text = "\n".join(lines) + "\n"
@@ -301,7 +302,8 @@ def main() -> None:
     want = SECTIONS if args.section == "all" else (args.section,)
     results: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "cpu",
                      "torch": torch.__version__, "steps": args.steps, "batch_size": args.batch_size,
-                     "resolution": 32 if args.smoke else args.resolution, "train": []}
+                     "resolution": 32 if args.smoke else args.resolution, "train": [],
+                     "precision": "fp32" if args.smoke else "bf16"}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         from tokzoo.testing import make_alexnet_weights
