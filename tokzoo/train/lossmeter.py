@@ -2,9 +2,10 @@
 
 Every micro-batch adds its terms here without reading them: the last step's
 values (what the log line shows) and, per term, the first step at which it was
-not finite, with its value. The host reads them in one go, at a log line and
-before a checkpoint is written (:meth:`LossMeter.read`), so a non-finite step
-never reaches a checkpoint: the run stops naming the term and the step.
+not finite, with its value. The host reads them in one go (:meth:`LossMeter.values`,
+through the trainer's ``_read_losses``), at a log line and before a checkpoint is
+written, so a non-finite step never reaches a checkpoint: the run stops naming
+the term and the step.
 """
 from __future__ import annotations
 

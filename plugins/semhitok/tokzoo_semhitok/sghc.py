@@ -117,7 +117,7 @@ class SGHCQuantizer(Quantizer):
         if n == 0:
             return
         due = (self.steps >= self.restart_every) & (self.steps % self.restart_every == 0)  # 0-dim, on the device
-        per_code = torch.zeros(self.K, dtype=torch.long, device=z.device).index_add_(0, parent, torch.ones_like(parent))
+        per_code = code_counts(parent, self.K).long()  # this batch's positions per semantic code
         dead = (self.usage == 0) & (self.parent_usage[:, None] > 0) & (per_code[:, None] > 0) & due  # [K, m]
         grouped = torch.argsort(parent, stable=True)  # this batch's positions, grouped by semantic code
         start = torch.cumsum(per_code, 0) - per_code
