@@ -2,6 +2,7 @@ import atexit
 import importlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,19 @@ os.environ["TOKZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="tokzoo-test-cache-")  
 atexit.register(shutil.rmtree, os.environ["TOKZOO_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
+
+# `make test` runs the suite on every core with pytest-xdist (-n auto): the workers share the cores, so each
+# one, and every command it starts, uses its share of threads (set before torch is imported, kept if given)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on now: torchrun tests that run side by side never share one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -142,3 +156,14 @@ def install_docs_plugin(root: Path, code: str, preset: str, dist: str, package: 
               {f"tokzoo_{package}/__init__.py": code, f"tokzoo_{package}/configs/{preset_name}.yaml": preset})
     return {"PYTHONPATH": str(root)}
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What tests recorded as their ``summary`` property (timings, sizes), after the run: printed from the
+    reports, so it arrives from pytest-xdist's workers too (their own output is not shown)."""
+    lines = [value for report in terminalreporter.stats.get("passed", []) if report.when == "call"
+             for key, value in report.user_properties if key == "summary"]
+    if lines:
+        terminalreporter.section("recorded by the tests")
+        for line in lines:
+            terminalreporter.write_line(line)

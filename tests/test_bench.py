@@ -16,6 +16,7 @@ import torch
 
 from tokzoo.bench.metrics import PSNR, SSIM, frechet_distance, ssim_per_image
 from tokzoo.measures import linear_probe
+from conftest import free_port
 from tokzoo.config import load_run_config
 from tokzoo.errors import DataError
 from tokzoo.testing import make_alexnet_weights, make_inception_weights
@@ -238,7 +239,8 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          env=env, timeout=300)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}",
                           *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     r1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]

@@ -232,8 +232,9 @@ def paper_setup(tmp_path_factory):
 
 
 @pytest.mark.paper
+@pytest.mark.xdist_group("paper-weights")  # one worker makes the stand-in weights (3.6 GB) and runs these
 @pytest.mark.parametrize("preset", PAPER)
-def test_paper_preset_end_to_end(preset, paper_setup, tmp_path):
+def test_paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property):
     root, weights, data = paper_setup
     work = tmp_path / "work"
     work.mkdir()
@@ -242,6 +243,7 @@ def test_paper_preset_end_to_end(preset, paper_setup, tmp_path):
     timings: dict[str, float] = {}
     end_to_end(preset, work, extra, env, f"imagefolder:{data}", timings)
     files = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(timings["checkpoint_mb"].items()))
-    print(f"\n{preset}: one step per stage {timings['one_step']:.0f} s (peak RSS of the CLI processes so far "
-          f"{timings['peak_rss_gb']:.1f} GB), train+resume {timings['train']:.0f} s, bench {timings['bench']:.0f} s;"
-          f" files: {files}")
+    # shown in the run's summary (conftest), from whichever pytest-xdist worker ran it
+    record_property("summary", f"{preset}: one step per stage {timings['one_step']:.0f} s (peak RSS of the CLI "
+                    f"processes so far {timings['peak_rss_gb']:.1f} GB), train+resume {timings['train']:.0f} s, "
+                    f"bench {timings['bench']:.0f} s; files: {files}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from tokzoo.errors import ConfigError
 from tokzoo.sweep import grid_points, parse_grid, split_values
 
@@ -134,7 +135,7 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
 @pytest.mark.paper
 def test_each_point_can_run_under_torchrun(cli, tmp_path):
     out = tmp_path / "sw"
-    run = _sweep(cli, out, "--torchrun=--nproc_per_node 2 --master_port 29561")
+    run = _sweep(cli, out, f"--torchrun=--nproc_per_node 2 --master_port {free_port()}")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     log = (out / "logs" / "q=16.log").read_text()
     assert "torch.distributed.run --nproc_per_node 2" in log
@@ -150,9 +151,11 @@ def test_points_can_span_two_machines(tmp_path):
     out = tmp_path / "sw"
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
+    port = free_port()
+
     def sweep(rank: int) -> subprocess.Popen:
         launch = f"--torchrun=--nnodes 2 --node_rank {rank} --nproc_per_node 1 --master_addr 127.0.0.1 " \
-                 "--master_port 29577"
+                 f"--master_port {port}"
         return subprocess.Popen([sys.executable, "-m", "tokzoo.cli", "sweep", "vq-tiny",
                                  "q:model.quantizer.codebook_size=16,32", *TINY, "recipe.steps=2", "--out", str(out),
                                  f"--bench-args={BENCH}", launch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

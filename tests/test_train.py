@@ -14,6 +14,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 import tokzoo
+from conftest import free_port
 from tokzoo.errors import CheckpointError
 from tokzoo.train.trainer import NonFiniteLossError, Trainer
 from tokzoo.config import load_run_config
@@ -62,7 +63,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, cli):
 
 def test_torchrun_two_processes(tmp_path):
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "tokzoo.cli", "train", "vq-tiny", *TINY, "recipe.steps=6", f"run_dir={run_dir}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stderr[-3000:]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import free_port
 from tokzoo.config import load_run_config
 from tokzoo.data import collate
 from tokzoo.train.recipe import StepContext
@@ -281,7 +282,8 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     one = subprocess.run([sys.executable, "-m", "tokzoo.cli", "train", *common, "trainer.batch_size=8",
                           f"run_dir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}",
                           "-m", "tokzoo.cli", "train", *common, "trainer.batch_size=4", f"run_dir={tmp_path / 'two'}"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]

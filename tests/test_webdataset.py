@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, make_dist
+from conftest import REPO, free_port, make_dist
 from tokzoo.data import build_dataset, collate
 from tokzoo.errors import DataError
 
@@ -292,7 +292,7 @@ def test_two_process_gloo_training_sees_every_sample_once_per_epoch(tmp_path):
     log = tmp_path / "seen"
     env = dict(os.environ, OMP_NUM_THREADS="1", SEEN_LOG=str(log),
                PYTHONPATH=os.pathsep.join([str(root), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "tokzoo.cli", "train", "vq-tiny", *SMALL,
            f"data={{name: webdataset, path: {tmp_path / 'shards'}}}", "data.resolution=16",
            "recipe={name: record, steps: 8, perceptual_weight: 0.0}", "trainer.batch_size=8",
