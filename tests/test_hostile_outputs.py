@@ -19,7 +19,19 @@ from tokzoo.bench.report import render_html
 
 #: the pieces hostile text is made of: Markdown, HTML, CSV formulas, rich markup, math text, newlines
 PIECES = ["|", "<script>alert(1)</script>", "&amp;", "\n", "\r", "=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)",
-          "\t", "[/]", "[bold]", "[red]x[/red]", "$x^2$", "$", "\\", "`", "*", "a", "é", "名", " "]
+          "\t", "[/]", "[bold]", "[red]x[/red]", "$x^2$", "$", "\\", "`", "*", "a", "é", "名", " ",
+          # terminal control sequences (clear the screen, retitle the terminal, an 8-bit CSI), a Markdown
+          # image and link, and a file name's undecodable byte (Python's surrogate escape)
+          "\x1b[2J", "\x1b]0;pwned\x07", "\x9b31m", "![t](https://evil.example/t.png)", "[x](javascript:y)",
+          "\udcff"]
+#: a control character or an undecodable byte: never in any output
+HIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def live_markdown(text: str) -> bool:
+    """Whether Markdown text (escapes removed) still holds a link or an image."""
+    bare = re.sub(r"\\.", "", text)
+    return "](" in bare or "![" in bare
 hostile = st.lists(st.sampled_from(PIECES), min_size=1, max_size=6).map("".join)
 
 
@@ -47,7 +59,8 @@ def test_every_text_writer_keeps_its_format_whatever_the_names(names, reason, al
     res = results_with(names, reason, alias, value)
     # Markdown: every table row has the header's cells, user text never opens HTML or a new line
     md = render_markdown(res)
-    assert "<script" not in md
+    assert "<script" not in md and not HIDDEN.search(md) and not live_markdown(md)
+    md.encode("utf-8")
     lines = md.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("| tokenizer |"))
     cells = unescaped_pipes(lines[head])
@@ -56,32 +69,39 @@ def test_every_text_writer_keeps_its_format_whatever_the_names(names, reason, al
     # compare's Markdown the same, and its terminal table prints the names as they are
     rows = compare_results(res, res)
     cmp = to_markdown(rows)
+    assert not HIDDEN.search(cmp) and not live_markdown(cmp)
     for line in cmp.splitlines():
         if line.startswith("| "):
             assert unescaped_pipes(line) == 8, line
     term = io.StringIO()
     print_rows(rows, [], Console(file=term, width=200, color_system=None))
+    assert not HIDDEN.search(term.getvalue())  # no ESC / CSI / OSC reaches a terminal: shown as \x1b
     for n in names:
-        visible = " ".join(n.split())
+        visible = " ".join(textsafe.visible(n).split())
         if visible and len(visible) < 20 and "[" in visible:
             assert visible.split()[0] in term.getvalue(), (n, term.getvalue())
     # CSV: one row per tokenizer, no cell a spreadsheet would run
-    rows = list(csv.reader(io.StringIO(render_csv(res))))
+    text = render_csv(res)
+    assert not HIDDEN.search(text.replace("\r\n", "").replace("\n", ""))
+    rows = list(csv.reader(io.StringIO(text)))
     assert len(rows) == 1 + len(names)
     for row in rows:
         for cell in row:
             if cell[:1] in ("=", "@", "\t", "\r") or (cell[:1] in "+-" and cell and not _number(cell)):
                 raise AssertionError(f"formula cell {cell!r}")
-    assert {r[0].removeprefix("'") for r in rows[1:]} == set(names)
+    assert {r[0].removeprefix("'") for r in rows[1:]} == {textsafe.visible(n) for n in names}
     # HTML: no element from user text
     page = render_html(res)
     assert "<script" not in page and "[/]" not in page.replace(textsafe.html("[/]"), "")
+    assert not HIDDEN.search(page.replace("\n", ""))
+    page.encode("utf-8")
     # the terminal: rich prints the names as they are
     out = io.StringIO()
     Console(file=out, width=200, color_system=None).print(render_table(res, width=200))
     printed = out.getvalue()
+    assert not HIDDEN.search(printed)
     for n in short_names(names).values():  # as every output names them (a name with "/" is a path)
-        visible = " ".join(n.split())
+        visible = " ".join(textsafe.visible(n).split())
         if visible and len(visible) < 20:
             assert visible.split()[0] in printed, (n, printed)
 

@@ -29,14 +29,15 @@ def _clean(out):
 
 @contextlib.contextmanager
 def _lock_held_by_a_live_process(folder: Path, command: str):
-    """``folder/.tokzoo.lock`` naming a running process of this host (its pid is yielded)."""
-    import socket
-
+    """``folder/.tokzoo.lock`` held by another running process of this host, as a tokzoo command
+    holds it (its pid is yielded)."""
     folder.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = ("import sys, time; from tokzoo.runfolder import RunLock; folder = sys.argv[1]; "
+            "sys.argv[1:] = sys.argv[2:]; RunLock(folder).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder), *command.split()[1:]],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        (folder / ".tokzoo.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                         "since": "now", "command": command}))
+        assert holder.stdout.readline().strip() == "held"
         yield holder.pid
     finally:
         holder.kill()
@@ -60,7 +61,7 @@ def _steps(run):
     ("trainer.grad_accum=0", "trainer.grad_accum must be a positive integer"),
     ("trainer.max_steps=0", "trainer.max_steps must be a positive cap"),
     ("trainer.precision=fp8", "trainer.precision=fp8 is not one of fp32, bf16"),
-    ("trainer.device=tpu", "trainer.device=tpu is not one of auto, cpu, cuda, mps"),
+    ("trainer.device=tpu", "trainer.device 'tpu' is not a device tokzoo runs on: auto, cpu, cuda, cuda:N or mps"),
     ("trainer.lr=-1", "trainer.lr must be a finite number >= 0, not -1"),
     ("trainer.beta1=1.5", "trainer.beta1 must be in [0, 1)"),
 ])
@@ -75,7 +76,7 @@ def test_bad_trainer_values_are_refused(override, message):
 
 @pytest.mark.parametrize("override, message", [
     ("trainer.batch_size=0", "trainer.batch_size must be a positive integer, not 0"),
-    ("trainer.device=tpu", "trainer.device=tpu is not one of auto, cpu, cuda, mps"),
+    ("trainer.device=tpu", "trainer.device 'tpu' is not a device tokzoo runs on: auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_bad_trainer_values_through_the_cli_write_nothing(tmp_path, override, message):
     out = _train(tmp_path / "run", override)
@@ -194,11 +195,16 @@ def test_interrupt_saves_the_current_step_and_says_how_to_resume(tmp_path, sig, 
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-1500:]
-    assert "Traceback" not in err and f"Continue with: tokzoo train vq-tiny --resume run_dir={run}" in err
+    assert "Traceback" not in err and "Continue with: tokzoo train vq-tiny --resume" in err
     latest = (run / "checkpoints" / "latest").read_text().strip()
     step = int(latest.split("-")[1])
     assert step >= 10 and f"at step {step}" in err  # the step it was at, not the last periodic one
-    out = _train(run, "recipe.steps=80", "trainer.ckpt_every=1000", "--resume")
+    # the command it names, typed as it is printed (every override kept): it resumes, never refused
+    import shlex
+
+    again = shlex.split(err.split("Continue with: ", 1)[1].splitlines()[0])
+    assert again[:4] == ["tokzoo", "train", "vq-tiny", "--resume"] and f"run_dir={run}" in again
+    out = run_tokzoo(*again[1:], env={"OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-1500:]
     steps = _steps(run)
     assert steps == sorted(set(steps)) and steps[-1] == 80  # each step logged once

@@ -26,7 +26,6 @@ folder, so the folder stays self-contained and movable.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from tokzoo import runfolder
 from tokzoo.runfolder import (COMPLETE, TAG as _TAG, RunLock, RunLocked, repair_latest,  # noqa: F401 (importable here)
                               stranded as _stranded)
-from tokzoo.errors import CheckpointError
+from tokzoo.errors import CheckpointError, cannot_write, is_full_disk
 
 FORMAT = "tokzoo-checkpoint-1"
 #: the temporary files atomic_write leaves only when killed mid-write: ``.NAME.8HEX.tmp``
@@ -73,18 +72,26 @@ def run_config_edited(run_dir: str | Path) -> bool:
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the whole new
-    one, never half: a temporary file in the same folder, fsynced, then renamed."""
+    one, never half: a temporary file in the same folder, fsynced, then renamed.
+    A full disk, a read-only or unwritable folder or a file in the way raise one
+    :class:`~tokzoo.errors.OutputError` naming ``path`` (exit 2), and no partial
+    file stays. Every file tokzoo writes for a user goes through here."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def alias_map(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -157,10 +164,13 @@ def _write_frozen(run_dir: Path, live: dict[str, torch.Tensor]) -> str:
     if not final.is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
-        save_file(frozen, str(tmp), metadata={"format": FORMAT, "sha256": digest})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            save_file(frozen, str(tmp), metadata={"format": FORMAT, "sha256": digest})
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        finally:  # a full disk: no partial file stays (the checkpoint's caller names the space needed)
+            tmp.unlink(missing_ok=True)
     _FROZEN_STORED[ident] = rel
     return rel
 
@@ -208,9 +218,11 @@ def save_checkpoint(run_dir: str | Path, tag: str, tokenizer: torch.nn.Module, c
         torch.save(trainer_state, tmp / "trainer.pt")
         _fsync_tree(tmp)
         (tmp / COMPLETE).write_text(tag + "\n")
-    except OSError as exc:
+    except (OSError, SafetensorError, RuntimeError) as exc:  # the last two: safetensors' / torch.save's I/O
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not is_full_disk(exc):
+            if isinstance(exc, OSError):
+                raise cannot_write(tmp.parent / tag, exc, "checkpoint") from None
             raise
         need = _bytes_of(state) * (2 if ema_state is not None else 1) * 3  # weights, EMA, optimiser moments
         free = shutil.disk_usage(ckpt_root).free
@@ -314,6 +326,19 @@ def read_components(ckpt: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
+def unreadable(file: Path, exc: BaseException, kind: str = "a safetensors file") -> CheckpointError:
+    """Why a checkpoint file could not be read, told apart: no permission (the file may be
+    fine), metadata that is not UTF-8 text, or a damaged file."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, PermissionError) or "Permission denied" in text or "os error 13" in text:
+        return CheckpointError(f"{file} cannot be read: permission denied (give this user read access; "
+                               "the file itself may be intact)")
+    if isinstance(exc, UnicodeError) or "utf-8" in text.lower() or "utf8" in text.lower():
+        return CheckpointError(f"{file} holds text that is not UTF-8 ({text}): it was not written by tokzoo, "
+                               "or was damaged")
+    return CheckpointError(f"{file} is corrupt or not {kind} ({text})")
+
+
 def read_config(ckpt: Path) -> dict:
     """The resolved config stored inside ``model.safetensors``."""
     from safetensors import safe_open
@@ -322,19 +347,22 @@ def read_config(ckpt: Path) -> dict:
         with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt / 'model.safetensors'} is corrupt or not a safetensors file "
-                              f"({str(exc).splitlines()[0]})") from None
+        raise unreadable(ckpt / "model.safetensors", exc) from None
     if meta.get("format") != FORMAT or "tokzoo_config" not in meta:
         raise CheckpointError(f"{ckpt / 'model.safetensors'} has no tokzoo config in its metadata; "
                               "it was not written by tokzoo")
-    return json.loads(meta["tokzoo_config"])
+    try:
+        return json.loads(meta["tokzoo_config"])
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'}: its tokzoo config is not readable JSON "
+                              f"({str(exc).splitlines()[0]}); the file was damaged or edited") from None
 
 
 def _load_file(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} is corrupt or not a safetensors file ({str(exc).splitlines()[0]})") from None
+        raise unreadable(file, exc) from None
 
 
 def read_state(file: Path) -> dict[str, torch.Tensor]:
@@ -394,4 +422,4 @@ def read_trainer_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt} has no trainer.pt: it can be loaded as a model but not resumed") from None
     except Exception as exc:
-        raise CheckpointError(f"{ckpt / 'trainer.pt'} is corrupt ({str(exc).splitlines()[0]})") from None
+        raise unreadable(ckpt / "trainer.pt", exc, "a torch.save file") from None

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
+from tokzoo.textsafe import console as escape  # markup and control characters shown as text
 from rich.table import Table
 
 from tokzoo import __version__
-from tokzoo.errors import ConfigError, TokzooError
+from tokzoo.errors import ConfigError, TokzooError, cannot_write
 
 console = Console()
 err_console = Console(stderr=True)
@@ -148,10 +148,19 @@ def cmd_report(args) -> int:
     from tokzoo.bench.results import load_results
 
     results = load_results(args.results)
-    out = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    source = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    own = Path(args.results).is_dir() or Path(args.results).name == "results.json"
+    if args.out is None and not own:  # results.<time>.json set aside: its numbers never beside today's pictures
+        raise ConfigError(f"{args.results} is not the results.json of its folder, whose results.md, csv and "
+                          f"report.html show that file: give the report a folder of its own, e.g. "
+                          f"tokzoo report {args.results} --out {source / 'old-report'}")
+    out = Path(args.out) if args.out is not None else source
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
     if args.baseline:
         load_results(args.baseline)  # an unreadable baseline: exit 2 before anything is written
-    for path in write_outputs(out, results, args.baseline, results_json=False):
+    elsewhere = out.resolve() != source.resolve()  # the results.json goes with the outputs made from it
+    for path in write_outputs(out, results, args.baseline, results_json=elsewhere):
         console.print(escape(f"{path.name:13s} {path}"), highlight=False, soft_wrap=True)
     return 0
 
@@ -177,8 +186,11 @@ def cmd_compare(args) -> int:
     md = to_markdown(rows, notes)
     print_rows(rows, notes, console)
     for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):
-        with open(target, "a") as f:
-            f.write(md)
+        try:
+            with open(target, "a", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(md)
+        except OSError as exc:  # a missing folder or a read-only one: exit 2, never 1 (a regression)
+            raise cannot_write(target, exc, "the Markdown table to") from None
     return 1 if has_regression(rows) else 0
 
 
@@ -220,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="write results.md/csv, tradeoff.png and report.html again from a results.json")
     s.add_argument("results", help="a results.json, or the folder holding it")
     s.add_argument("--baseline", default=None, help="a results.json to compare against")
+    s.add_argument("--out", default=None, help="write into this folder (default: the results' own folder; "
+                   "needed for a set-aside results.<time>.json)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("import", help="a released tokenizer's file -> a run folder: "
@@ -264,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except TokzooError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc), keep=chr(10))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping
 import torch
 from torch import Tensor
 
-from tokzoo.errors import ContractError, who
+from tokzoo.errors import CodesError, ContractError, who
 from tokzoo.latents import LatentSpec, Latents  # a continuous tokenizer's, instead of codes
 
 __all__ = ["CodeLayout", "CodeSpec", "Codes", "LatentSpec", "Latents", "QuantizerOutput", "TokenizerInfo",
@@ -53,22 +53,22 @@ class Codes:
 
     def __post_init__(self):
         if set(self.levels) != set(self.vocab):
-            raise ValueError("Codes.levels and Codes.vocab must name the same levels")
+            raise CodesError("Codes.levels and Codes.vocab must name the same levels")
         if self.layout in ("grid", "sequence") and len(self.levels) != 1:
-            raise ValueError(f"a '{self.layout}' layout has exactly one level")
+            raise CodesError(f"a '{self.layout}' layout has exactly one level")
         if not all(isinstance(v, Tensor) for v in self.levels.values()):
             return  # said by the contract's checks where the codes enter (check_codes)
         shapes = {tuple(v.shape) for v in self.levels.values()}
         if len(shapes) > 1:
-            raise ValueError(f"every level of Codes has the same shape, not {sorted(shapes)}")
+            raise CodesError(f"every level of Codes has the same shape, not {sorted(shapes)}")
         dims = len(next(iter(shapes))) if shapes else 0
         if self.layout == "sequence" and dims != 2:
-            raise ValueError(f"a 'sequence' layout's level is [B, N], not of {dims} dimensions")
+            raise CodesError(f"a 'sequence' layout's level is [B, N], not of {dims} dimensions")
         if self.layout == "grid" and dims != 3:
-            raise ValueError(f"a 'grid' layout's level is [B, h, w], not of {dims} dimensions (a 1-D token "
+            raise CodesError(f"a 'grid' layout's level is [B, h, w], not of {dims} dimensions (a 1-D token "
                              "sequence [B, N] is the 'sequence' layout)")
         if self.layout == "hierarchical" and len(self.levels) != 2:
-            raise ValueError("a 'hierarchical' layout has exactly two levels (parent, child)")
+            raise CodesError("a 'hierarchical' layout has exactly two levels (parent, child)")
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -138,11 +138,11 @@ class CodeSpec:
     def __post_init__(self):
         if not isinstance(self.grid, (tuple, list)) or len(self.grid) not in (1, 2) or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.grid):
-            raise ValueError(f"CodeSpec.grid is (h, w) or (N,) of positive whole numbers, not {self.grid!r}")
+            raise CodesError(f"CodeSpec.grid is (h, w) or (N,) of positive whole numbers, not {self.grid!r}")
         if self.layout == "sequence" and len(self.grid) != 1:
-            raise ValueError(f"a 'sequence' layout's grid is (N,), not {tuple(self.grid)}")
+            raise CodesError(f"a 'sequence' layout's grid is (N,), not {tuple(self.grid)}")
         if self.layout == "grid" and len(self.grid) != 2:
-            raise ValueError(f"a 'grid' layout's grid is (h, w), not {tuple(self.grid)} (a 1-D token sequence is "
+            raise CodesError(f"a 'grid' layout's grid is (h, w), not {tuple(self.grid)} (a 1-D token sequence is "
                              "the 'sequence' layout)")
         object.__setattr__(self, "grid", tuple(self.grid))
 

@@ -46,7 +46,7 @@ class TrainerConfig:
     ckpt_every: int = 100
     eval_images: int = 64
     num_workers: int | str = "auto"  # loader processes; auto: none on the CPU, one per core but one (<= 8) on a GPU
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16
     tf32: bool = True  # fp32 matmuls and convolutions in TF32 on CUDA (no effect on the CPU)
     memory_format: str = "auto"  # auto: channels_last on CUDA, contiguous elsewhere | channels_last | contiguous
@@ -88,9 +88,41 @@ def list_presets() -> dict[str, Path]:
     return found
 
 
+#: a config or experiment file tokzoo reads: at most this many bytes, and this many values once its
+#: YAML aliases are expanded (a few hundred bytes of nested aliases would otherwise expand into GBs)
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_VALUES = 100_000
+
+
+def _bounded_yaml(path: Path, what: str) -> Any:
+    """``path`` read as plain YAML data, refused (ConfigError naming the file) when
+    larger than :data:`YAML_MAX_BYTES` or expanding to more than :data:`YAML_MAX_VALUES`
+    values: checked before anything copies, prints or merges it."""
+    with open(path, "rb") as f:
+        raw = f.read(YAML_MAX_BYTES + 1)
+    if len(raw) > YAML_MAX_BYTES:
+        raise ConfigError(f"{what} {path}: larger than {YAML_MAX_BYTES >> 20} MB; a config file is a few KB")
+    data = yaml.safe_load(raw.decode("utf-8"))  # an alias shares the object: nothing is expanded yet
+    budget = [YAML_MAX_VALUES]
+
+    def count(node: Any) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(f"{what} {path}: more than {YAML_MAX_VALUES:,} values once its YAML aliases "
+                              "(&name / *name) are expanded; a config file holds far fewer")
+        for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()):
+            count(child)
+
+    count(data)
+    return data
+
+
 def _read_yaml(path: Path) -> dict:
     try:
+        _bounded_yaml(path, "config")
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except RecursionError:
+        raise ConfigError(f"cannot read config {path}: nested too deeply") from None
     except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -104,9 +136,11 @@ def read_experiment_file(path: str | Path, keys, what: str) -> dict[str, Any]:
     ``keys``; a misspelled key is refused with its closest spelling."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _bounded_yaml(p, "--config")
     except FileNotFoundError:
         raise ConfigError(f"--config {p}: no such file") from None
+    except RecursionError:
+        raise ConfigError(f"--config {p}: nested too deeply") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"--config {p}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -184,6 +218,9 @@ def _preset_data(name: str, seen: tuple[str, ...], files: list[Path] | None = No
         path = presets[name]
     data = _read_yaml(path)
     parent = data.pop("inherit", None)
+    if parent is not None and not (isinstance(parent, str) and parent):
+        raise ConfigError(f"preset {path}: 'inherit' names the preset it builds on (a name such as vq-tiny), "
+                          f"not {parent!r:.60}")
     if parent:
         if parent in seen or parent == name:
             raise ConfigError(f"preset '{name}' inherits from itself through {' -> '.join(seen + (name, parent))}")
@@ -257,8 +294,7 @@ def _validated(name: str, data: dict[str, Any]) -> dict[str, Any]:
 #: trainer values that must be > 0, >= 0, or one of a set: checked before anything runs
 _POSITIVE = ("batch_size", "grad_accum", "log_every", "ckpt_every", "eval_images")
 _NON_NEGATIVE = ("lr", "weight_decay", "warmup_steps", "grad_clip")
-_CHOICES = {"precision": ("fp32", "bf16"), "device": ("auto", "cpu", "cuda", "mps"),
-            "memory_format": ("auto", "channels_last", "contiguous")}
+_CHOICES = {"precision": ("fp32", "bf16"), "memory_format": ("auto", "channels_last", "contiguous")}
 
 
 def check_trainer(t: dict[str, Any]) -> None:
@@ -280,10 +316,12 @@ def check_trainer(t: dict[str, Any]) -> None:
     for key in ("beta1", "beta2", "ema_decay"):
         if not 0 <= t[key] < 1:
             raise ConfigError(f"trainer.{key} must be in [0, 1), not {t[key]}")
+    from tokzoo.device import check_device_name
+
+    check_device_name(t["device"], "trainer.device")  # the one rule, also bench --device's
     for key, allowed in _CHOICES.items():
         value = str(t[key])
-        base = value.split(":")[0]
-        if base not in allowed:
+        if value not in allowed:
             hint = closest(value, allowed)
             raise ConfigError(f"trainer.{key}={value} is not one of {', '.join(allowed)}"
                               + (f" (did you mean '{hint}'?)" if hint else ""))

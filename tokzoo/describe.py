@@ -103,7 +103,16 @@ def describe(name: str, kind: str | None = None) -> tuple[list[Any], dict[str, A
         raise UnknownNameError("component kind", kind, [*KINDS, "preset"])
     comps = [c for k in kinds if k in KINDS for c in reg.list(k) if c.name == name]
     preset = load_run_config(name) if kind in (None, "preset") and name in list_presets() else None
-    if not comps and preset is None:
-        every = {c.name for c in reg.list()} | set(list_presets())
-        raise UnknownNameError(kind or "component or preset", name, every)
+    if not comps and preset is None:  # the names of the kind asked for: never "did you mean" the name itself
+        every = set(list_presets()) if kind == "preset" else {c.name for k in kinds if k in KINDS
+                                                              for c in reg.list(k)}
+        if kind is None:
+            every |= set(list_presets())
+        err = UnknownNameError(kind or "component or preset", name, every)
+        others = sorted({c.kind for c in reg.list() if c.name == name} | ({"preset"} if name in list_presets()
+                                                                           else set()))
+        if others:
+            err.args = (err.args[0] + f"\n'{name}' is a {' and a '.join(others)}: tokzoo show {name} "
+                        f"--kind {others[0]}",)
+        raise err
     return comps, preset

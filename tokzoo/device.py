@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,15 +22,32 @@ def maybe_init_distributed(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+#: what a device may be called wherever one is given (trainer.device, bench --device)
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
+def check_device_name(name: Any, what: str = "device") -> str:
+    """``name`` if it names a device kind tokzoo runs on (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``, ``mps``); a ConfigError naming the choices otherwise.
+    Whether this machine has it is :func:`pick_device`'s question."""
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r:.60} is not a device tokzoo runs on: auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 def pick_device(name: str) -> torch.device:
+    name = check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but no CUDA device is available")
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
+            raise ConfigError(f"device={name} but no CUDA device is available here; available: cpu")
+        index = int(name[5:]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if name.startswith("mps") and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device={name} but no Apple MPS device is available here; available: "
                           + ", ".join(["cpu"] + (["cuda"] if torch.cuda.is_available() else [])))

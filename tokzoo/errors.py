@@ -49,6 +49,51 @@ class CheckpointError(TokzooError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
 
 
+class OutputError(TokzooError):
+    """A file tokzoo must write that cannot be written: a full disk, a read-only or missing folder."""
+
+
+#: errno values that mean the device is full (ENOSPC, EDQUOT)
+FULL = (28, 122)
+
+
+def is_full_disk(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or a library's wrapper of one: safetensors' SafetensorError,
+    torch.save's RuntimeError) says the device is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL
+    text = str(exc)
+    return any(s in text for s in ("No space left", "StorageFull", "code: 28", "Disk quota"))
+
+
+def cannot_write(path, exc: BaseException, what: str = "") -> OutputError:
+    """One clear message for a write that failed, naming the file and why (a full disk with the space
+    left, a read-only file system, no permission, a missing folder or a file in the way)."""
+    import errno
+    import os
+    import shutil
+
+    where = f"{what} {path}".strip()
+    if is_full_disk(exc):
+        probe = next((str(p) for p in (path, os.path.dirname(str(path)) or ".") if os.path.exists(p)), ".")
+        try:
+            free = f"; {shutil.disk_usage(probe).free / 2 ** 20:,.0f} MB are free there"
+        except OSError:
+            free = ""
+        why = f"no space left on its device{free}. Free space and run it again"
+    elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        why = "the file system is read-only. Choose a folder you can write to"
+    elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        why = "permission denied. Choose a folder you can write to"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+        why = "its folder does not exist"
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        why = "a file or folder of that name is in the way"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc)
+    return OutputError(f"cannot write {where}: {why}")
+
+
 class WeightsNotFoundError(TokzooError):
     """A pretrained weights file that is not on this machine."""
 
@@ -74,6 +119,11 @@ def check_returns(component, method: str, value, expected: type, what: str):
         raise ContractError(f"{who(component)}: {method}() returned {type(value).__name__}, but the contract "
                             f"expects {what}")
     return value
+
+
+class CodesError(ContractError, ValueError):
+    """:class:`~tokzoo.codes.Codes` or a ``CodeSpec`` built against its rules (a level of the wrong rank,
+    levels that disagree): a contract breach (exit 3), also a ValueError for code that caught one."""
 
 
 class NotAvailableError(TokzooError):

@@ -114,50 +114,123 @@ class RunLocked(CheckpointError):
 
 
 class RunLock:
-    """``FOLDER/.tokzoo.lock``: one writer per run or results folder. Holds the
-    holder's pid, host and command; a lock whose process is gone (same host)
-    is stale and taken over."""
+    """``FOLDER/.tokzoo.lock``: one writer per run or results folder. The
+    holder keeps an exclusive ``flock`` on the file (the kernel drops it when
+    the process ends, however it ends) and writes its pid, host and command
+    into it for the message a second writer gets. A lock file nobody holds is
+    left by a process that is gone, and is simply taken. On a file system
+    without ``flock`` the file's pid decides (a dead pid of this host is
+    stale), and a takeover is itself exclusive, so two writers never both
+    take one stale lock."""
 
     NAME = ".tokzoo.lock"
 
     def __init__(self, folder: str | Path, what: str = "run folder"):
         self.path, self.what, self.held = Path(folder) / self.NAME, what, False
+        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def _me(self) -> bytes:
         import socket
         import sys
         import time
 
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(["tokzoo", *sys.argv[1:]])[:300]}
-        for _ in range(3):
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                           "command": " ".join(["tokzoo", *sys.argv[1:]])[:300]}).encode()
+
+    def _holder(self) -> dict:
+        try:
+            holder = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def _busy(self, holder: dict) -> RunLocked:
+        return RunLocked(
+            f"{self.path.parent} is in use by another tokzoo process (pid {holder.get('pid')} on "
+            f"{holder.get('host')}, since {holder.get('since')}: {holder.get('command', '?')}). "
+            f"Wait for it to finish; if that process is gone, remove {self.path}.")
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import time
+
+        for _ in range(50):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self._holder()
+                if holder:
+                    raise self._busy(holder) from None
+                time.sleep(0.05)  # its holder took it this instant and is writing its name
+                continue
+            except OSError:  # no flock on this file system (some network mounts)
+                os.close(fd)
+                return self._acquire_by_pid()
+            try:  # released (unlinked) and made anew between our open and our flock: lock the new file
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(fd).st_ino:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, self._me())
+            self._fd, self.held = fd, True
+            return self
+        raise RunLocked(f"cannot take the lock {self.path} of this {self.what}; remove it if no tokzoo runs there")
+
+    def _acquire_by_pid(self) -> "RunLock":
+        import socket
+        import time
+
+        me = self._me()
+        for _ in range(20):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    holder = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    holder = {}
-                if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+                holder = self._holder()
+                if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
                         and not _alive(holder["pid"]):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    self._take_over_stale(holder)
                     continue
                 if not holder:  # being written by its holder this instant, or unreadable
                     time.sleep(0.2)
                     continue
-                raise RunLocked(
-                    f"{self.path.parent} is in use by another tokzoo process (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('since')}: {holder.get('command', '?')}). "
-                    f"Wait for it to finish; if that process is gone, remove {self.path}.")
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
+                raise self._busy(holder) from None
+            with os.fdopen(fd, "wb") as f:
+                f.write(me)
             self.held = True
             return self
         raise RunLocked(f"cannot take the lock {self.path} of this {self.what}; remove it if no tokzoo runs there")
 
+    def _take_over_stale(self, holder: dict) -> None:
+        """Remove the stale lock ``holder`` named, only if it is still that one, and only one
+        process at a time (``.tokzoo.lock.takeover``, made exclusively): another writer cannot
+        remove a lock just taken in its place."""
+        guard = self.path.with_name(self.NAME + ".takeover")
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            import time
+
+            time.sleep(0.1)
+            return
+        try:
+            if self._holder() == holder:
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+            guard.unlink(missing_ok=True)
+
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)  # while still held: a waiter then finds its file gone
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             self.held = False
 
     def __enter__(self) -> "RunLock":

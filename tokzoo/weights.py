@@ -35,6 +35,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TOKZOO_CACHE_DIR") or Path.home() / ".cache" / "tokzoo")
 
 
+def cache_folder(name: str) -> Path:
+    """``cache_dir() / name``, made if missing and checked writable: called
+    before the work whose result it will keep (training the AR probe's judge,
+    Inception over the originals), so a ``TOKZOO_CACHE_DIR`` that is a file or
+    read-only stops the bench at once with one clear message."""
+    from tokzoo.errors import cannot_write
+
+    folder = cache_dir() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise cannot_write(folder, exc, "tokzoo's cache folder ($TOKZOO_CACHE_DIR)") from None
+    return folder
+
+
 def hub_dir() -> Path:
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")

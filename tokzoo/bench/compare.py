@@ -28,6 +28,7 @@ refused, naming the field that differs.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -221,6 +222,15 @@ def compare_results(new: Results, old: Results, tolerance: str | None = None) ->
             gain = (nv - ov) if direction == "higher" else (ov - nv)
             verdict = "ok" if abs(gain) <= allowed else ("better" if gain > 0 else "REGRESSION")
             rows.append(Row(name, metric, ov, nv, verdict, why, direction))
+    measured = {m for side in (new, old) for e in side["tokenizers"].values() for m in e["metrics"]}
+    for metric in sorted(set(explicit) - measured):  # a typo (psrn=2) would otherwise be ignored
+        close = difflib.get_close_matches(metric, sorted(measured), n=1)
+        raise ConfigError(f"--tolerance names '{metric}', which neither results file measured"
+                          + (f". Did you mean '{close[0]}'?" if close else ""))
+    if not any(r.new is not None for r in rows):  # PASS with nothing compared would read as a check passed
+        raise ConfigError("nothing to compare: " + ("the baseline holds no tokenizer" if not old["tokenizers"]
+                                                    else "no metric of the baseline was measured by the new results"
+                                                    " for the same tokenizer names"))
     return rows
 
 

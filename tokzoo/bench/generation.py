@@ -308,6 +308,10 @@ class ARProbe(Metric):
             out["gen_class_acc"] = (f"the judge recognises {float(self.results['judge_top1'].mean()):.2f} of the "
                                     f"real measured images (below {JUDGE_CEILING_FLAG}): a sample's class is read "
                                     "unreliably")
+        if (self.num_classes or 0) < 2:  # a one-class folder: right by construction, never evidence
+            for k in ("gen_class_acc", "judge_top1"):
+                out[k] = (f"the data has {self.num_classes or 0} class: every sample is of it, so this is 1.0 by "
+                          "construction (chance is 1.0), not a measure of the tokens")
         out["gfd_judge"] = ("dataset-specific: Fréchet distance in the features of a judge trained on this "
                             "dataset; never compare with a literature gFID"
                             + (f"; N = {self.n_samples} < {judges.FEATURE_DIMS} feature dimensions (singular)"

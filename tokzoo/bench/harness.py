@@ -18,6 +18,7 @@ folder's earlier results), :mod:`.outputs` (every file written).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -103,7 +104,8 @@ class Bench:
                 tok = resolve_tokenizer(name, self.device)
             ident = identity(tok, o)
             prev = results["tokenizers"].get(name)
-            if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok):
+            if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok) \
+                    and prev.get("data_fingerprints") == self._fingerprints(tok, prev.get("data_fingerprints")):
                 self.console.print(f"[dim]{esc(name)}: reusing finished results from {esc(self.out / 'results.json')}[/]",
                                    highlight=False)
                 written = False
@@ -144,6 +146,12 @@ class Bench:
         for f in [self.out / "results.json", self.out / "results.md", *self.written[2:]]:
             self.console.print(esc(f"{f.name:13s} {f}"), highlight=False, soft_wrap=True)
 
+    def _fingerprints(self, tok, splits) -> dict[str, str]:
+        """Each split's fingerprint now (images and labels), for the splits in ``splits``: the
+        same as when an entry was measured, or the entry is measured again."""
+        spec = measure.data_spec(self.opts.data, tok.info.resolution, self.opts.data_params)
+        return {s: fingerprint(self._dataset(spec, s), spec) for s in (splits or {"val": ""})}
+
     def _protocol_key(self, tok) -> str:
         return protocol_key(self.opts.data, self.opts.num_images, tok.info.resolution, self.opts.probe_train_images)
 
@@ -156,12 +164,14 @@ class Bench:
                               num_images=self.opts.num_images, probe_train_images=self.opts.probe_train_images,
                               world=self.world, device=str(self.device), plugins=get_registry().versions())
 
+    @staticmethod
+    def _data_key(spec: dict[str, Any], split: str) -> tuple[str, str]:
+        return json.dumps(spec, sort_keys=True, default=str), split
+
     def _dataset(self, spec: dict[str, Any], split: str):
         """``build_dataset(spec, split)``, built once per bench: tokenizers of one
         resolution share it (listing ImageNet's train/ costs about a minute)."""
-        import json
-
-        key = (json.dumps(spec, sort_keys=True, default=str), split)
+        key = self._data_key(spec, split)
         if key not in self._datasets:
             from rich.errors import LiveError
 
@@ -232,6 +242,9 @@ class Bench:
             asked=list(o.metrics), sources=sources,
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
+            # the splits this bench read (train: when a probe trained on it), each re-checked before a reuse
+            data_fingerprints={s: fingerprint(self._dataset(spec, s), spec) for s in ("val", "train")
+                               if self._data_key(spec, s) in self._datasets},
         )
         if counts["non_finite"]:  # a broken tokenizer: every number it gave is flagged with the reason
             why = (f"{counts['non_finite']} reconstruction(s) held NaN or Inf (measured clamped, as a saved image; "

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokzoo.weights import cache_dir
+from tokzoo.weights import cache_dir, cache_folder
 
 #: the judge's architecture and training budget (part of the AR probe's protocol)
 JUDGE_PROTOCOL = {"name": "judge", "version": 1,
@@ -79,7 +79,7 @@ def train_judge(images: Callable[[int], tuple[Tensor, Tensor]], num_classes: int
 
 
 def load_cached(key: str, num_classes: int, device) -> Judge | None:
-    path = cache_dir() / "judge" / f"{key}.safetensors"
+    path = cache_folder("judge") / f"{key}.safetensors"  # checked writable before a judge is trained
     if not path.is_file():
         return None
     from safetensors.torch import load_file

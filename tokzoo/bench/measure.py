@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 import uuid
 from pathlib import Path
@@ -19,11 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokzoo.api import BenchContext
 from tokzoo.bench.protocol import PROTOCOL_VERSION
+from tokzoo.bench.results import PICTURE_NAME
 from tokzoo.bench.stats import bootstrap_interval
 from tokzoo.data import SkipCounter, build_dataset, collate, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.codes import check_encoded
-from tokzoo.errors import ConfigError, TokzooError
+from tokzoo.errors import CodesError, ConfigError, TokzooError, who
 from tokzoo.registry import get_registry
 
 
@@ -155,7 +155,10 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
             x = batch["image"].to(device, non_blocking=cuda)
             _sync(device)  # timings: synchronised on GPU
             t0 = time.perf_counter()
-            codes = tok.encode(x)
+            try:
+                codes = tok.encode(x)
+            except CodesError as exc:  # Codes built against the contract: exit 3, naming who built them
+                raise CodesError(f"{who(tok)}: encode() made Codes against the contract: {exc}") from None
             _sync(device)
             t1 = time.perf_counter()
             check_encoded(codes, tok, tok.info)  # integers inside the vocabulary, or its latents (outside the timing)
@@ -225,7 +228,7 @@ def pictures(metrics: dict, unavailable: dict) -> dict[str, torch.Tensor]:
         if m in unavailable or not hasattr(metric, "images"):
             continue
         for picture, images in (metric.images() or {}).items():
-            if not (isinstance(picture, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", picture)):
+            if not (isinstance(picture, str) and PICTURE_NAME.fullmatch(picture)):
                 unavailable[f"{m} picture"] = (f"picture name {picture!r} refused: a file name of lower-case "
                                                "letters, digits, '-' and '_' (at most 40)")
             elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
@@ -259,9 +262,9 @@ def reduce_across(metrics: dict, all_reduce: Callable, all_gather_object: Callab
 
 # -- reference statistics (the originals' side of rFID and the like), cached ----------------------
 def _reference_cache_path(key: str) -> Path:
-    from tokzoo.weights import cache_dir
+    from tokzoo.weights import cache_folder
 
-    return cache_dir() / "fid-reference" / f"{key}.safetensors"
+    return cache_folder("fid-reference") / f"{key}.safetensors"  # checked writable before it is filled
 
 
 def load_reference(m: str, metric, dataset: str, n: int, res: int) -> tuple[str, bool]:

@@ -88,6 +88,9 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
     if opts.num_images != "all" and (isinstance(opts.num_images, bool) or not isinstance(opts.num_images, int)
                                      or opts.num_images <= 0):
         raise ConfigError(f"--num-images must be a positive integer or 'all', not {opts.num_images}")
+    from tokzoo.device import check_device_name
+
+    check_device_name(opts.device, "--device")  # the same rule as trainer.device; whether it is here: pick_device
     if opts.workers != "auto" and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int)
                                    or opts.workers < 0):
         raise ConfigError(f"--workers must be 'auto' or a whole number >= 0, not {opts.workers!r}")

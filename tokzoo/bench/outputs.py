@@ -11,7 +11,7 @@ import torch
 from tokzoo.bench.render import grid_png, is_continuous, render_csv, render_markdown, row_key
 from tokzoo.bench.report import write_report
 from tokzoo.ckptio import atomic_write
-from tokzoo.bench.results import Results
+from tokzoo.bench.results import PICTURE_NAME, Results
 
 GRID_ROWS = "grid_samples.safetensors"  # every tokenizer's grid row (uint8), kept across benches into one folder
 
@@ -58,7 +58,7 @@ def _write_grid(out: Path, results: Results, rows: dict[str, torch.Tensor]) -> t
             ordered[name] = rows[row_key(name)]
     for key, images in rows.items():
         picture, _, row = key.partition(":")
-        if row and row.startswith("tok:") and row in names and picture not in ("tok", "originals"):
+        if row.startswith("tok:") and row in names and PICTURE_NAME.fullmatch(picture):
             by_picture.setdefault(picture, {})[names[row]] = images
     continuous = [n for n, e in results["tokenizers"].items() if is_continuous(e)]
     png = grid_png(ordered, continuous=continuous) if len(ordered) > 1 else None
@@ -80,6 +80,17 @@ def stored_rows(out: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
 
-        return load_file(str(samples))
+        rows = load_file(str(samples))
     except Exception:  # an unreadable cache only costs the old rows of the picture
         return {}
+    return {k: v for k, v in rows.items() if _stored_row_ok(k, v)}
+
+
+def _stored_row_ok(key: str, images: torch.Tensor) -> bool:
+    """A row read back from a folder (made by another machine, or by hand): uint8 images
+    [n,3,H,W] under ``originals``, ``tok:...`` or ``PICTURE:tok:...`` with PICTURE a
+    picture name (never a path: it becomes a file name in --out)."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        return False
+    picture, _, row = key.partition(":")
+    return key == "originals" or picture == "tok" or (row.startswith("tok:") and bool(PICTURE_NAME.fullmatch(picture)))

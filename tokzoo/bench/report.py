@@ -9,10 +9,10 @@ by :mod:`tokzoo.bench.plots`).
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
 
+from tokzoo import textsafe  # every user text through its HTML rule (control characters shown)
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
 from tokzoo.bench.render import (continuous_note, flag_lines, label, short_names, skip_lines, summary_cells,
@@ -41,20 +41,20 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 
 def _img(png: bytes | None, ident: str, alt: str) -> str:
     if not png:
-        return f'<p class="note">{html.escape(alt)}: not available.</p>'
+        return f'<p class="note">{textsafe.html(alt)}: not available.</p>'
     data = base64.b64encode(png).decode()
-    return f'<img id="{ident}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img id="{ident}" alt="{textsafe.html(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _results_table(results: Results) -> str:
 
     columns, cells = summary_cells(results, intervals=True)  # no empty columns
-    head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
+    head = "".join(f"<th>{textsafe.html(title)}</th>" for title, _ in columns)
     rows = []
     short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells[name])
-        rows.append(f"<tr><td>{html.escape(label(short[name], e))}</td>{tds}</tr>")
+        tds = "".join(f"<td>{textsafe.html(c)}</td>" for c in cells[name])
+        rows.append(f"<tr><td>{textsafe.html(label(short[name], e))}</td>{tds}</tr>")
     return (f'<table id="results"><thead><tr><th>tokenizer</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
 
@@ -68,8 +68,8 @@ def _usage_table(results: Results) -> str:
             level = key[len("usage/"):]
             usage, ppl = m[key], m.get(f"perplexity/{level}")
             vocab = ((e.get("info") or {}).get("vocab") or {}).get(level)
-            rows.append(f"<tr><td>{html.escape(short[name])}</td><td>{html.escape(level)}</td>"
-                        f"<td>{html.escape(str(vocab)) if vocab is not None else 'n/a'}</td>"
+            rows.append(f"<tr><td>{textsafe.html(short[name])}</td><td>{textsafe.html(level)}</td>"
+                        f"<td>{textsafe.html(str(vocab)) if vocab is not None else 'n/a'}</td>"
                         f'<td><span class="bar" style="width:{max(0.0, min(1.0, usage)) * 120:.0f}px"></span>'
                         f"{usage:.3f}</td><td>{'n/a' if ppl is None else f'{ppl:.1f}'}</td></tr>")
     if not rows:
@@ -91,10 +91,10 @@ def _vqa_table(results: Results) -> str:
         tick = (f'<span class="chance" style="left:{max(0.0, min(1.0, chance)) * 80:.0f}px"></span>'
                 if chance is not None else "")
         return (f'<td><span class="acc"><span class="fill" style="width:{max(0.0, min(1.0, v)) * 80:.0f}px"></span>'
-                f"{tick}</span>{html.escape(vqa_cell(c))}</td>")
+                f"{tick}</span>{textsafe.html(vqa_cell(c))}</td>")
 
-    head = "".join(f"<th>{html.escape(a)}</th>" for a in attrs)
-    body = "".join(f"<tr><td>{html.escape(row)}</td>{''.join(cell(cells.get(a)) for a in attrs)}"
+    head = "".join(f"<th>{textsafe.html(a)}</th>" for a in attrs)
+    body = "".join(f"<tr><td>{textsafe.html(row)}</td>{''.join(cell(cells.get(a)) for a in attrs)}"
                    f"{cell(cells.get('top1'))}</tr>" for row, _, cells in rows)
     return ("<h2>Questions from the tokens (VQA probe)</h2>\n"
             '<p class="note">Accuracy per attribute, answered from the tokens alone, ± half the bootstrap 95 % '
@@ -106,7 +106,7 @@ def _vqa_table(results: Results) -> str:
 
 def _compare_table(rows, error: str | None) -> str:
     if error:
-        return f'<p class="note">Not compared with the baseline: {html.escape(error)}</p>'
+        return f'<p class="note">Not compared with the baseline: {textsafe.html(error)}</p>'
     if rows is None:
         return '<p class="note">No baseline given (<code>--baseline results.json</code>).</p>'
 
@@ -118,15 +118,15 @@ def _compare_table(rows, error: str | None) -> str:
         cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         arrow = f" {ARROWS[r.better]}" if r.better in ARROWS else ""
-        out.append(f"<tr><td>{html.escape(short[r.tokenizer])}</td><td>{html.escape(r.metric)}{arrow}</td>"
-                   f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{html.escape(r.rule)}</td>"
-                   f'<td class="{cls}">{html.escape(r.verdict)}</td></tr>')
+        out.append(f"<tr><td>{textsafe.html(short[r.tokenizer])}</td><td>{textsafe.html(r.metric)}{arrow}</td>"
+                   f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{textsafe.html(r.rule)}</td>"
+                   f'<td class="{cls}">{textsafe.html(r.verdict)}</td></tr>')
     verdict = "FAIL" if has_regression(rows) else "PASS"
     return (f"<p><b>compare: {verdict}</b></p>"
             '<table id="compare"><thead><tr><th>tokenizer</th><th>metric</th><th>baseline</th><th>new</th>'
             f"<th>delta</th><th>rule</th><th>verdict</th></tr></thead><tbody>{''.join(out)}</tbody></table>"
-            f'<p class="note">{html.escape(RULES)}</p>'
-            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in skipped_note(rows)))
+            f'<p class="note">{textsafe.html(RULES)}</p>'
+            + "".join(f'<p class="note">{textsafe.html(n)}</p>' for n in skipped_note(rows)))
 
 
 def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes | None = None,
@@ -137,29 +137,29 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 
     p = results.get("protocol") or {}
     flags = flag_lines(results)
-    notes = [f"<li>† {html.escape(line)}</li>" for line in flags]
+    notes = [f"<li>† {textsafe.html(line)}</li>" for line in flags]
     if continuous_note(results):
-        notes.insert(0, f"<li>{html.escape(continuous_note(results))}</li>")
-    notes += [f"<li>skipped: {html.escape(line)}</li>" for line in skip_lines(results)]
-    notes += [f"<li>{html.escape(m)} unavailable for {html.escape(', '.join(names))}: {html.escape(why)}</li>"
+        notes.insert(0, f"<li>{textsafe.html(continuous_note(results))}</li>")
+    notes += [f"<li>skipped: {textsafe.html(line)}</li>" for line in skip_lines(results)]
+    notes += [f"<li>{textsafe.html(m)} unavailable for {textsafe.html(', '.join(names))}: {textsafe.html(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
     kinds: dict[str, list[str]] = {}
     short = short_names(results["tokenizers"])
     for n, e in results["tokenizers"].items():
         if e.get("token_features"):
             kinds.setdefault(e["token_features"], []).append(short[n])
-    notes += [f"<li>probe features from the tokens, {html.escape(kind)}: {html.escape(', '.join(names))}</li>"
+    notes += [f"<li>probe features from the tokens, {textsafe.html(kind)}: {textsafe.html(', '.join(names))}</li>"
               for kind, names in kinds.items()]
-    summary = (f"{html.escape(str(p.get('dataset')))}, {html.escape(str(p.get('num_images')))} images, "
-               f"protocol v{html.escape(str(p.get('version')))}; ± is half the bootstrap 95 % interval over "
+    summary = (f"{textsafe.html(str(p.get('dataset')))}, {textsafe.html(str(p.get('num_images')))} images, "
+               f"protocol v{textsafe.html(str(p.get('version')))}; ± is half the bootstrap 95 % interval over "
                "the images; the probe sees features computed from the tokens alone.")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{textsafe.html(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <style>{CSS}</style></head>
 <body>
-<h1>{html.escape(title)}</h1>
+<h1>{textsafe.html(title)}</h1>
 <p>{summary}</p>
 <h2>Results</h2>
 {_results_table(results)}
@@ -175,9 +175,9 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
 <h2>Codebook usage per level</h2>
 {_usage_table(results)}
 <h2>Compared with the baseline</h2>
-{_compare_table(compare_rows, compare_error)}{"".join(f'<p class="note">{html.escape(n)}</p>' for n in compare_notes)}
+{_compare_table(compare_rows, compare_error)}{"".join(f'<p class="note">{textsafe.html(n)}</p>' for n in compare_notes)}
 <h2>Protocol</h2>
-<pre id="protocol">{html.escape(json.dumps(p, indent=2))}</pre>
+<pre id="protocol">{textsafe.html(json.dumps(p, indent=2))}</pre>
 </body></html>
 """
 
@@ -196,9 +196,9 @@ def _picture_sections(results: Results, pictures: dict[str, bytes]) -> str:
                    f"seed {p.get('seed')}") if p else ""
             out.append('<h2>Generated samples (AR probe)</h2>\n<p class="note">One row per tokenizer: a sample of '
                        'each of the first classes, in class order, decoded by the tokenizer itself'
-                       f'{html.escape(how)}.</p>\n' + _img(png, "samples", "AR-probe samples, class by class"))
+                       f'{textsafe.html(how)}.</p>\n' + _img(png, "samples", "AR-probe samples, class by class"))
         else:
-            out.append(f"<h2>{html.escape(picture)}</h2>\n" + _img(png, f"picture-{html.escape(picture)}", picture))
+            out.append(f"<h2>{textsafe.html(picture)}</h2>\n" + _img(png, f"picture-{textsafe.html(picture)}", picture))
     return "\n".join(out)
 
 

@@ -59,12 +59,26 @@ def weight_files(weights_dir) -> dict[str, str | None]:
     return out
 
 
+def state_sha256(module) -> str | None:
+    """SHA-256 (16 hex) of a module's tensors, names, dtypes and shapes: what it computes with."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}\n".encode())
+        if v.numel() and v.device.type != "meta":
+            h.update(v.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def identity(tok, opts) -> dict[str, Any]:
     """Everything a finished result of ``tok`` under ``opts`` (:class:`BenchOptions`) depends on."""
     ckpt = getattr(tok, "checkpoint_path", None)
     sha = sha256(Path(ckpt) / "model.safetensors") if ckpt else None
     cfg_hash = hashlib.sha256(json.dumps(tok.config, sort_keys=True).encode()).hexdigest()[:16] if tok.config else None
     return {"checkpoint": ckpt, "checkpoint_sha256": sha, "config_sha256": cfg_hash,
+            # a ready-made tokenizer (no checkpoint of ours): the weights it holds, whatever file they came from
+            "weights_sha256": None if sha else state_sha256(tok),
             "metrics": sorted(opts.metrics), "metric_params": opts.metric_params,
             "data_params": opts.data_params, "weight_files": weight_files(opts.weights_dir),
             "plugins": get_registry().versions(), "components": components(tok)}

@@ -7,13 +7,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
+import types
+import typing
 from pathlib import Path
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, Literal, TypedDict
 
 from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
 from tokzoo.errors import ConfigError
 from tokzoo.textsafe import console as esc
+
+
+#: what a metric's picture may be called (Metric.images): it becomes the file name PICTURE_grid.png in
+#: --out, so the same rule holds for a name read back from a folder's grid_samples.safetensors
+PICTURE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
 class Entry(TypedDict, total=False):
@@ -22,7 +30,7 @@ class Entry(TypedDict, total=False):
 
     metrics: dict[str, float]  # result name -> value (``usage/<level>``, ``perplexity/<level>`` per level)
     intervals: dict[str, list[float]]  # result -> [lo, hi], bootstrap 95 % over the images
-    better: dict[str, str]  # result -> "higher" | "lower" (absent: informational)
+    better: dict[str, Literal["higher", "lower"]]  # result -> which way is better (absent: informational)
     flags: dict[str, str]  # result -> why the number may mislead (shown with a dagger)
     unavailable: dict[str, str]  # metric -> why it was not measured
     info: dict[str, Any]  # TokenizerInfo.as_dict(): resolution, layout, token grid, vocab, tokens and bits per image
@@ -32,6 +40,7 @@ class Entry(TypedDict, total=False):
     skipped_images: int  # unreadable images skipped among those asked for
     skipped: list[str]  # the first skipped files, "path: why"
     dataset: str  # the images' fingerprint
+    data_fingerprints: dict[str, str]  # split -> fingerprint (images, labels) of what was measured or trained on
     extractors: dict[str, str]  # feature-extractor file -> SHA-256
     protocol_key: str  # what a re-bench must match to reuse this entry
     identity: dict[str, Any]  # checkpoint, config, metrics, weight files, plugins, components
@@ -70,20 +79,72 @@ def load_results(path: str | Path) -> Results:
         raise ConfigError(f"{p} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
+    check_results(data, p)
+    return data
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON is of the type ``hint`` (the annotations of :class:`Entry`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        number = isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values()) if args \
+            else isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    return isinstance(value, hint)
+
+
+ENTRY_FIELDS = typing.get_type_hints(Entry)
+
+
+def check_results(data: Any, p: Path | str) -> None:
+    """A results dict read from ``p`` checked field by field against :class:`Entry`
+    (every field an output reads), with one ConfigError naming the file, the
+    tokenizer and the field: a hand-edited or foreign file never crashes a
+    command after it has measured."""
     if not isinstance(data, dict) or not isinstance(data.get("tokenizers"), dict) or "protocol" not in data:
         raise ConfigError(f"{p} is not a tokzoo results.json (no 'tokenizers' / 'protocol')")
+    protocol = data["protocol"]
+    if protocol is not None and not (isinstance(protocol, dict) and all(
+            isinstance(protocol.get(k, {}), dict) for k in ("metrics", "intervals", "extractors", "preprocessing"))):
+        raise ConfigError(f"{p}: 'protocol' is not a mapping of tokzoo's protocol fields: a damaged or "
+                          "hand-edited results file")
     for name, entry in data["tokenizers"].items():
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
         if not isinstance(metrics, dict):
             raise ConfigError(f"{p}: tokenizer '{name}' has no 'metrics' mapping")
         bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
         if bad:
-            raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r})")
+            raise ConfigError(f"{p}: tokenizer '{name}' metric '{bad[0]}' is not a number ({metrics[bad[0]]!r:.80})")
         odd = [k for k, v in metrics.items() if not math.isfinite(v)]
         if odd:  # Infinity or NaN: never compared, plotted or reported as if it were a measurement
             raise ConfigError(f"{p}: tokenizer '{name}' metric '{odd[0]}' is not finite ({metrics[odd[0]]!r}): "
                               "a damaged or hand-edited results file")
-    return data
+        for field, hint in ENTRY_FIELDS.items():
+            if field in entry and not _fits(entry[field], hint):
+                raise ConfigError(f"{p}: tokenizer '{name}' field '{field}' is not {_described(hint)} "
+                                  f"({entry[field]!r:.80}): a damaged or hand-edited results file")
+        for k, iv in entry.get("intervals", {}).items():
+            if len(iv) != 2 or iv[0] > iv[1]:
+                raise ConfigError(f"{p}: tokenizer '{name}' interval '{k}' is not [low, high] ({iv!r:.80})")
+        reps = entry.get("repeats")
+        if reps is not None and not (_fits(reps.get("n", 1), int) and _fits(reps.get("sd", {}), dict[str, float])):
+            raise ConfigError(f"{p}: tokenizer '{name}' field 'repeats' needs n (a whole number) and sd (numbers)")
+
+
+def _described(hint: Any) -> str:
+    return {str: "text", int: "a whole number", float: "a number"}.get(hint) or str(hint).replace("typing.", "")
 
 
 def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str],
@@ -96,8 +157,8 @@ def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str
         return fresh_results()
     try:
         old = json.loads(path.read_text())
-        assert isinstance(old, dict) and isinstance(old.get("tokenizers"), dict)
-    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, OSError):
+        check_results(old, path)  # a damaged entry is never merged (it would crash the writing after measuring)
+    except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, OSError):
         backup = path.with_name(f"results.unreadable-{int(time.time())}.json")
         os.replace(path, backup)
         say(f"[yellow]warning:[/] {esc(path)} was unreadable; kept it as {esc(backup)}")

@@ -204,6 +204,11 @@ class VQAProbe(Metric):
                 self.why[f"vqa-probe attribute {name[:40]!r}"] = ("not asked: attribute names are lower-case "
                                                                    "letters, digits and '_' (at most 32)")
                 continue
+            if name == "top1" or name.endswith(("_chance", "_lo95", "_hi95")):
+                self.why[f"vqa-probe attribute {name!r}"] = (
+                    "not asked: its result would be named like one the probe builds for another (vqa_top1 is the "
+                    "mean over questions; vqa_<attribute>_chance, _lo95, _hi95 belong to an attribute)")
+                continue
             seen = {str(a[name]) for a in train_attrs if name in a}
             if not seen:
                 continue  # declared, but no train image carries it

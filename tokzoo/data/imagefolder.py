@@ -214,9 +214,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return sample
 
     def fingerprint(self) -> str:
+        """The files (name, size, modification time to the nanosecond) and every
+        image's label and caption: a changed image or a corrected labels file
+        changes it, so no cached or reused result outlives them."""
         h = hashlib.sha256()
         for f in self.files:
             st = f.stat()
             # file names in any encoding: undecodable bytes stay as surrogate escapes, hashed as their bytes
-            h.update(f"{f.relative_to(self.root)}:{st.st_size}:{int(st.st_mtime)}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{f.relative_to(self.root)}:{st.st_size}:{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        h.update(json.dumps([self.classes, self.labels, self.captions], default=str).encode("utf-8", "surrogateescape"))
         return f"imagefolder:{h.hexdigest()[:16]}:n={len(self.files)}:res={self.resolution}"

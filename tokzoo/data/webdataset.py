@@ -74,13 +74,40 @@ def expand_shards(pattern: str) -> list[Path]:
         return sorted(p.glob("*.tar"))
     from braceexpand import braceexpand
 
+    if _brace_count(str(p)) > MAX_SHARDS:  # counted, not expanded: {00000000..99999999} is 10^8 names
+        from tokzoo.errors import ConfigError
+
+        raise ConfigError(f"data.path={pattern}: more than {MAX_SHARDS:,} shards; give the range the shards "
+                          "have (train-{000000..000127}.tar)")
     out: list[Path] = []
-    for item in braceexpand(str(p)):
+    for item in braceexpand(str(p)):  # a generator: bounded here before a huge range fills memory
+        if len(out) >= MAX_SHARDS:
+            from tokzoo.errors import ConfigError
+
+            raise ConfigError(f"data.path={pattern}: more than {MAX_SHARDS:,} shards; give the range the shards "
+                              "have (train-{000000..000127}.tar)")
         if any(c in item for c in "*?["):
             out.extend(sorted(Path(m) for m in glob.glob(item)))
         else:
             out.append(Path(item))
     return out
+
+
+def _brace_count(pattern: str) -> int:
+    """An upper bound of the names a brace pattern expands to (ranges and lists multiplied)."""
+    import re
+
+    total = 1
+    for inner in re.findall(r"\{([^{}]*)\}", pattern):
+        numbers = re.fullmatch(r"(-?\d+)\.\.(-?\d+)(?:\.\.-?\d+)?", inner)
+        letters = re.fullmatch(r"(\w)\.\.(\w)", inner)
+        if numbers:
+            total *= abs(int(numbers[2]) - int(numbers[1])) + 1
+        elif letters:
+            total *= abs(ord(letters[2]) - ord(letters[1])) + 1
+        else:
+            total *= inner.count(",") + 1
+    return total
 
 
 def index_shard(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
@@ -146,8 +173,11 @@ def cached_index(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     return samples
 
 
-#: the largest label without a classes file (a label is a class index: a probe sizes its classifier by it)
-MAX_LABEL = 1 << 20
+#: the largest label without a classes file (a label is a class index: a probe sizes its classifier by it,
+#: so one stray label must not ask for a million classes; ImageNet-21k has 21,841)
+MAX_LABEL = 1 << 16
+#: the most shards a brace pattern or glob may name
+MAX_SHARDS = 1_000_000
 
 
 class WebDatasetDataset(torch.utils.data.Dataset):

@@ -62,9 +62,9 @@ def read_sweep_file(path: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"--config {p}: 'grid' must be a list of words (key=a,b,c or key=v), "
                                   "quoted where YAML would read them otherwise")
         elif want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"--config {p}: '{key}' must be an integer, not {value!r}")
+            raise ConfigError(f"--config {p}: '{key}' must be an integer, not {value!r:.60}")
         elif want is str and not isinstance(value, str):
-            raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r}")
+            raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r:.60}")
     return data
 
 

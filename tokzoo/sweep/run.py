@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokzoo import runfolder
 from tokzoo.ckptio import atomic_write
 from tokzoo.errors import ConfigError, TokzooError
-from tokzoo.runfolder import RunLock
+from tokzoo.runfolder import RunLock, check_output_folder
 from tokzoo.sweep.grid import Point, grid_points, parse_grid
 from tokzoo.textsafe import console as esc
 
@@ -67,6 +67,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def _words(text: str, what: str) -> list[str]:
+    """A command line's words as a shell splits them; an unbalanced quote is a clear error."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {text!r}: {exc} (quote each word at most once, e.g. "
+                          f"{what}=\"--num-images 64\")") from None
+
+
 class Sweep:
     def __init__(self, preset: str, words: list[str], out: str | None, jobs: int = 1, torchrun: str = "",
                  bench_args: str = "", console: Console | None = None):
@@ -79,12 +88,13 @@ class Sweep:
         self.axes, self.fixed = parse_grid(words)
         self.points = grid_points(self.axes)
         self.out = Path(out or Path("runs") / f"sweep-{preset}")
-        self.torchrun = shlex.split(torchrun)
+        check_output_folder(self.out, "--out")  # a file, the root, the working folder: refused before training
+        self.torchrun = _words(torchrun, "--torchrun")
         self.node_rank = _node_rank(self.torchrun)
         if self.node_rank and jobs > 1:
             raise ConfigError("--jobs must be 1 when points span machines (every machine trains the points in "
                               "the grid's order)")
-        self.bench_args = shlex.split(bench_args)
+        self.bench_args = _words(bench_args, "--bench-args")
         self.bench_opts = self._bench_options()  # bad bench arguments fail now, before any training
         for p in self.points:
             p.run_dir = self.out / "points" / p.name

@@ -22,6 +22,7 @@ optimisers and schedule), :mod:`.lossmeter`, :mod:`.ema`, :mod:`.evaluate`,
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ class Trainer(RunStart):
     """A run: its config, model, recipe and data; :meth:`train` runs every stage.
     How a run starts (resume, a later stage, fine-tuning) and what a checkpoint
     keeps of the trainer: :class:`~tokzoo.train.runstart.RunStart`."""
+    continue_with: list[str] | None = None  # `tokzoo train` words that resume this run (run_training sets them)
 
     def __init__(self, config: dict, console: Console | None = None):
         self.cfg = config
@@ -377,12 +379,11 @@ class Trainer(RunStart):
             self.save(tag)
         saved = (f"saved checkpoint {where}" if (where / "model.safetensors").is_file()
                  else "no checkpoint of this stage yet")
-        preset = self.cfg.get("preset") or "PRESET"
-        default = str(Path("runs") / preset)
-        run_arg = "" if str(self.run_dir) == default else f" run_dir={self.run_dir}"
+        # the command as given, every override kept (--resume checks them); else the preset and the folder
+        again = shlex.join(["tokzoo", "train", *(self.continue_with or [self.cfg.get("preset") or "PRESET",
+                                                                         "--resume", f"run_dir={self.run_dir}"])])
         raise TrainingInterrupted(f"{signals.name} at step {self.step} of stage {self.stage_index + 1} ({stage.name}): "
-                                  f"{saved}. Continue with: tokzoo train {preset} --resume{run_arg}",
-                                  int(signals.signum))
+                                  f"{saved}. Continue with: {again}", int(signals.signum))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -397,4 +398,5 @@ def run_training(name: str, overrides: list[str] | None = None, resume: bool = F
         raise ConfigError(f"'{name}' is a ready-made tokenizer (its preset has no recipe): there is nothing to "
                           f"train. Bench it directly: tokzoo bench --tokenizers {name}")
     trainer = Trainer(config, console)
+    trainer.continue_with = [name, "--resume", *(overrides or [])]  # what "Continue with:" says after a stop
     return trainer.train(resume=resume, start_stage=stage)

@@ -1,0 +1,382 @@
+"""Hostile inputs, round four: each cause fixed at its root, tried the way a careful
+user or a hostile file would (results files from elsewhere, config files, names
+reaching terminals, two writers, full disks and read-only folders)."""
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing as mp
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import REPO, run_tokzoo_here
+from tokzoo.errors import CheckpointError, CodesError, ConfigError, ContractError, OutputError, TokzooError
+
+BASELINE = REPO / "benchmarks" / "results" / "reproduce" / "results.json"
+
+
+# -- results.json from elsewhere: every field checked, never a crash after measuring --------------------
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
+                                                                                    max_size=3), max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(["metrics", "intervals", "better", "flags", "unavailable", "info", "resolution",
+                              "num_images", "skipped", "asked", "sources", "repeats", "swept", "identity",
+                              "metric_protocols", "random_parts", "unfinished", "data_fingerprints"]),
+       value=json_values, protocol=st.booleans())
+def test_a_hand_edited_results_file_is_refused_or_every_writer_reads_it(tmp_path_factory, field, value, protocol):
+    from tokzoo.bench.compare import compare_results, print_rows, to_markdown
+    from tokzoo.bench.render import render_csv, render_markdown
+    from tokzoo.bench.report import render_html
+    from tokzoo.bench.results import load_results
+
+    data = json.loads(BASELINE.read_text())
+    entry = next(iter(data["tokenizers"].values()))
+    if protocol:
+        data["protocol"] = value if field == "metrics" else {**data["protocol"], "metrics": value}
+    else:
+        entry[field] = value
+    path = tmp_path_factory.mktemp("r") / "results.json"
+    path.write_text(json.dumps(data))
+    try:
+        res = load_results(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc)
+        return
+    import io
+
+    from rich.console import Console
+
+    render_markdown(res), render_csv(res), render_html(res)  # none raises on what load_results let through
+    try:
+        rows = compare_results(res, load_results(BASELINE))
+    except TokzooError:
+        return  # another protocol, or nothing in common: said clearly
+    to_markdown(rows)
+    print_rows(rows, [], Console(file=io.StringIO(), width=80))
+
+
+def test_the_field_rules_name_the_file_and_the_field(tmp_path):
+    from tokzoo.bench.results import load_results
+
+    for field, value in (("intervals", {"psnr": "1-2"}), ("flags", ["x"]), ("better", {"psnr": "up"}),
+                         ("num_images", "8"), ("intervals", {"psnr": [3.0, 1.0]})):
+        data = json.loads(BASELINE.read_text())
+        next(iter(data["tokenizers"].values()))[field] = value
+        (tmp_path / "results.json").write_text(json.dumps(data))
+        with pytest.raises(ConfigError, match=f"results.json: tokenizer '.*' (field|interval) '({field}|psnr)'"):
+            load_results(tmp_path)
+    data = json.loads(BASELINE.read_text())
+    data["protocol"] = ["not", "a", "mapping"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="'protocol' is not a mapping"):
+        load_results(tmp_path)
+
+
+def test_a_damaged_entry_in_out_is_set_aside_not_merged(tmp_path):
+    from tokzoo.bench.results import load_previous
+
+    data = json.loads(BASELINE.read_text())
+    next(iter(data["tokenizers"].values()))["flags"] = ["not", "a", "mapping"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    said = []
+    assert load_previous(tmp_path / "results.json", data["protocol"], [], said.append)["tokenizers"] == {}
+    assert "unreadable" in said[0] and list(tmp_path.glob("results.unreadable-*.json"))
+
+
+# -- compare: a typo, nothing compared, a summary file it cannot write -------------------------------------
+def test_compare_refuses_a_tolerance_for_no_metric_and_a_comparison_of_nothing(tmp_path):
+    out = run_tokzoo_here("compare", str(BASELINE), "--baseline", str(BASELINE), "--tolerance", "psrn=2")
+    assert out.returncode == 2 and "'psrn'" in out.stderr and "Did you mean 'psnr'?" in out.stderr
+    empty = json.loads(BASELINE.read_text())
+    empty["tokenizers"] = {}
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    out = run_tokzoo_here("compare", str(BASELINE), "--baseline", str(tmp_path / "empty.json"))
+    assert out.returncode == 2 and "nothing to compare" in out.stderr and "PASS" not in out.stdout
+    out = run_tokzoo_here("compare", str(BASELINE), "--baseline", str(BASELINE), "--markdown",
+                          str(tmp_path / "missing" / "summary.md"))
+    assert out.returncode == 2 and "cannot write" in out.stderr and "folder does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# -- config files: bounded before anything expands them ----------------------------------------------------
+def test_nested_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 400
+    for cmd in (["bench", "--config", str(bomb)], ["sweep", "--config", str(bomb)], ["train", str(bomb)]):
+        t0 = time.perf_counter()
+        out = run_tokzoo_here(*cmd)
+        assert out.returncode == 2 and "more than 100,000 values" in out.stderr, (cmd, out.stderr[-500:])
+        assert len(out.stderr) < 2000 and time.perf_counter() - t0 < 30
+    big = tmp_path / "big.yaml"
+    big.write_text("grid: [" + ",".join(["'q=1'"] * 300_000) + "]\n")
+    out = run_tokzoo_here("sweep", "--config", str(big))
+    assert out.returncode == 2 and "larger than 1 MB" in out.stderr
+
+
+@pytest.mark.parametrize("inherit", ["5", "[vq-tiny]", "{a: 1}", "''", "true"])
+def test_inherit_that_is_no_name_is_refused(tmp_path, inherit):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text(f"inherit: {inherit}\nrecipe: {{steps: 1}}\n")
+    out = run_tokzoo_here("train", str(preset), cwd=str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'inherit' names the preset it builds on" in out.stderr or "inherit" in out.stderr
+
+
+# -- one validator per value, in every command -------------------------------------------------------------
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:x", "cuda:0", "CPU", ""])
+def test_bench_refuses_a_device_as_train_does(tmp_path, device):
+    out = run_tokzoo_here("bench", "--tokenizers", "vq-tiny", "--device", device, "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-800:]
+    assert "device" in out.stderr
+    train = run_tokzoo_here("train", "vq-tiny", f"trainer.device={device}", f"run_dir={tmp_path / 'r'}",
+                            "recipe.steps=1")
+    assert train.returncode == 2 and "Traceback" not in train.stderr
+    if device not in ("cuda:0", ""):  # cuda:0 is a device name, this machine has none; "" is no value at all
+        assert train.returncode == 2 and "is not a device tokzoo runs on" in train.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_sweep_refuses_its_folder_and_arguments_before_training(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    cases = [(["--out", "."], "working folder itself"), (["--out", str(tmp_path / "afile")], "existing file"),
+             (["--out", str(tmp_path / "s"), "--bench-args=--num-images '4"], "No closing quotation"),
+             (["--out", str(tmp_path / "s"), "--torchrun=--nproc_per_node \"2"], "No closing quotation")]
+    for extra, said in cases:
+        out = run_tokzoo_here("sweep", "vq-tiny", "q:model.quantizer.codebook_size=16,32", *extra, cwd=str(tmp_path))
+        assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, (extra, out.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing trained, nothing written
+
+
+def test_show_of_a_kind_suggests_names_of_that_kind():
+    out = run_tokzoo_here("show", "vq", "--kind", "preset")
+    assert out.returncode == 2 and "Did you mean 'vq'" not in out.stderr
+    assert "'vq' is a quantizer: tokzoo show vq --kind quantizer" in " ".join(out.stderr.split())
+
+
+def test_brace_patterns_and_labels_are_bounded_before_they_cost():
+    from tokzoo.data.webdataset import MAX_LABEL, expand_shards
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="more than 1,000,000 shards"):
+        expand_shards("/nowhere/x-{00000000..99999999}.tar")
+    assert time.perf_counter() - t0 < 20 and MAX_LABEL <= 1 << 16
+
+
+# -- what is reused or cached is keyed by what defines it --------------------------------------------------
+def _folder(root: Path, colour: int, labels: dict[str, str] | None = None) -> Path:
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (colour, 40 * i, 90)).save(root / c / f"{i}.png")
+    if labels:
+        (root / "labels.csv").write_text("".join(f"{k},{v}\n" for k, v in labels.items()))
+    return root
+
+
+def test_the_imagefolder_fingerprint_follows_images_and_labels(tmp_path):
+    from PIL import Image
+
+    from tokzoo.data import build_dataset
+
+    root = _folder(tmp_path / "imgs" / "train", 10).parent
+    (root / "val").mkdir()
+    for i in range(4):  # ImageNet's flat val/, labelled by a file
+        Image.new("RGB", (16, 16), (10 * i, 40, 90)).save(root / "val" / f"{i}.png")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("0.png,dog\n1.png,cat\n2.png,dog\n3.png,dog\n")
+    spec = {"name": "imagefolder", "path": str(root), "resolution": 16, "labels": str(labels)}
+    first = build_dataset(spec, "val").fingerprint()
+    os.utime(root / "val" / "0.png", ns=(1, 1))  # touched to another time, same size: another file version
+    second = build_dataset(spec, "val").fingerprint()
+    assert second != first
+    labels.write_text("0.png,cat\n1.png,cat\n2.png,dog\n3.png,dog\n")
+    assert build_dataset(spec, "val").fingerprint() != second  # a corrected labels file: the judge trains anew
+
+
+def test_a_ready_made_tokenizer_is_identified_by_its_weights():
+    from tokzoo.bench.resolve import state_sha256
+
+    net = torch.nn.Linear(3, 2)
+    before = state_sha256(net)
+    with torch.no_grad():
+        net.weight[0, 0] += 1e-3
+    assert state_sha256(net) != before and state_sha256(object()) is None
+
+
+# -- files that arrive with a results folder: names are never paths ---------------------------------------
+def test_grid_rows_from_a_folder_never_name_a_file_outside_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from tokzoo.bench.outputs import GRID_ROWS, _write_grid, stored_rows
+
+    out, victim = tmp_path / "out", tmp_path / "important"
+    out.mkdir()
+    img = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    keys = ["originals", "tok:a", f"{victim}:tok:a", "../x:tok:a", "ok:tok:a"]
+    save_file({**{k: img.clone() for k in keys}, "bad:tok:a": torch.zeros(1, 3, 8, 8)}, str(out / GRID_ROWS))
+    rows = stored_rows(out)
+    assert sorted(rows) == ["ok:tok:a", "originals", "tok:a"]
+    results = {"tokzoo_results": 1, "protocol": None, "tokenizers": {"a": {"metrics": {}}}}
+    _write_grid(out, results, {**rows, "../y:tok:a": img.clone()})
+    assert not list(tmp_path.glob("important*")) and not (tmp_path / "x_grid.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_report_of_a_set_aside_file_never_rewrites_the_folder(tmp_path):
+    import shutil
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    shutil.copy(BASELINE, folder / "results.json")
+    shutil.copy(BASELINE, folder / "results.20260101-000000.json")
+    assert run_tokzoo_here("report", str(folder)).returncode == 0
+    current = (folder / "results.md").read_text()
+    out = run_tokzoo_here("report", str(folder / "results.20260101-000000.json"))
+    assert out.returncode == 2 and "--out" in out.stderr and (folder / "results.md").read_text() == current
+    out = run_tokzoo_here("report", str(folder / "results.20260101-000000.json"), "--out", str(tmp_path / "old"))
+    assert out.returncode == 0 and (tmp_path / "old" / "results.md").is_file()
+    assert (tmp_path / "old" / "results.json").is_file()
+
+
+# -- two writers of one folder -----------------------------------------------------------------------------
+def _take(folder: str, q, go) -> None:
+    from tokzoo.runfolder import RunLock, RunLocked
+
+    go.wait()
+    try:
+        lock = RunLock(folder).acquire()
+    except RunLocked:
+        q.put("busy")
+        return
+    q.put(("held", time.monotonic()))
+    time.sleep(0.3)
+    q.put(("released", time.monotonic()))
+    lock.release()
+
+
+@pytest.mark.parametrize("flock", [True, False])
+def test_two_writers_never_both_take_a_stale_lock(tmp_path, flock, monkeypatch):
+    if not flock:  # a file system without flock: the pid rule with an exclusive takeover
+        import fcntl
+
+        def no_flock(*a):
+            raise OSError(errno.ENOLCK, "no locks")
+        monkeypatch.setattr(fcntl, "flock", no_flock)
+    ctx = mp.get_context("fork")
+    for trial in range(6):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        (folder / ".tokzoo.lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname()}))
+        q, go = ctx.Queue(), ctx.Event()
+        procs = [ctx.Process(target=_take, args=(str(folder), q, go)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(30)
+        events = []
+        while not q.empty():
+            events.append(q.get())
+        spans = sorted((t, kind) for kind, t in (e for e in events if e != "busy"))
+        depth = 0
+        for _, kind in spans:  # never two holders at one time
+            depth += 1 if kind == "held" else -1
+            assert depth <= 1, spans
+        assert any(e != "busy" for e in events)
+
+
+# -- full disks, read-only folders, caches ----------------------------------------------------------------
+def test_a_full_disk_during_a_checkpoint_leaves_nothing_partial(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import tokzoo.ckptio as ckptio
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              "message: \"No space left on device\" })")
+    monkeypatch.setattr(ckptio, "save_file", full)
+    with pytest.raises(CheckpointError, match="no space left"):
+        ckptio.save_checkpoint(tmp_path / "run", "step-1", torch.nn.Linear(2, 2), {}, {"step": 1})
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+    def torch_full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed; No space left on device")
+    monkeypatch.undo()
+    monkeypatch.setattr(ckptio.torch, "save", torch_full)
+    with pytest.raises(CheckpointError, match="no space left"):
+        ckptio.save_checkpoint(tmp_path / "run", "step-1", torch.nn.Linear(2, 2), {}, {"step": 1})
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("err, said", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
+                                       (errno.EACCES, "permission denied")])
+def test_every_write_says_why_it_failed_and_leaves_no_partial_file(tmp_path, monkeypatch, err, said):
+    import tokzoo.ckptio as ckptio
+
+    real = os.fsync
+
+    def failing(fd):
+        raise OSError(err, os.strerror(err))
+    monkeypatch.setattr(ckptio.os, "fsync", failing)
+    with pytest.raises(OutputError, match=said) as info:
+        ckptio.atomic_write(tmp_path / "results.md", "x")
+    monkeypatch.setattr(ckptio.os, "fsync", real)
+    assert str(tmp_path / "results.md") in str(info.value) and info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+    ckptio.atomic_write(tmp_path / "odd.md", "a broken image named \udcff.png")  # surrogate: written, not raised
+    assert (tmp_path / "odd.md").read_bytes().startswith(b"a broken image named ")
+
+
+def test_a_cache_folder_that_is_a_file_stops_before_the_work(tmp_path, monkeypatch):
+    from tokzoo.weights import cache_folder
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("TOKZOO_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(OutputError, match="TOKZOO_CACHE_DIR"):
+        cache_folder("judge")
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path):
+    from tokzoo.ckptio import unreadable
+
+    denied = unreadable(tmp_path / "model.safetensors", PermissionError(13, "Permission denied"))
+    assert "permission denied" in str(denied) and "corrupt" not in str(denied)
+    text = unreadable(tmp_path / "model.safetensors", UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid"))
+    assert "not UTF-8" in str(text) and "corrupt" not in str(text)
+
+
+# -- contract breaches: exit 3, naming who ---------------------------------------------------------------
+def test_codes_of_the_wrong_rank_are_a_contract_breach():
+    from tokzoo.codes import Codes
+
+    with pytest.raises(CodesError, match="'grid' layout's level is \\[B, h, w\\]") as info:
+        Codes({"code": torch.zeros(2, 16, dtype=torch.long)}, {"code": 8}, "grid")
+    assert isinstance(info.value, ContractError) and isinstance(info.value, ValueError)
+    assert info.value.exit_code == 3
+
+
+def test_vqa_attribute_names_that_would_collide_are_not_asked():
+    from tokzoo.bench.understanding import VQAProbe
+
+    probe = VQAProbe()
+    probe.declared, probe.why = {}, {}
+    attrs = [{"top1": "a", "colour_chance": "b", "colour": c, "shape": s} for c in "xy" for s in "pq"]
+    asked = [name for name, _ in probe._questions(attrs)]
+    assert asked == ["colour", "shape"]
+    assert any("top1" in k for k in probe.why) and any("colour_chance" in k for k in probe.why)
