@@ -40,9 +40,9 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/tokzoo bench --tokenizers semhitok-tiny,vilau-tiny,vqgan-tiny
 
 # pytest-xdist runs the tests on every core (-n auto; each worker takes its share of
-# the threads, tests/conftest.py); --dist loadgroup keeps a group's tests on one worker
+# the threads, tests/conftest.py)
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadgroup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto
 
 # every other preset end to end (the paper-size ones on stand-in weights at
 # the real architectures; the zoo's tiny ones): one step per stage, resume,
@@ -50,7 +50,7 @@ test: $(STAMP)
 # longer reliability, webdataset and CLI end-to-end checks (every test marked
 # `paper`). About 25 minutes; CI runs it after `make test`.
 test-paper: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m paper -n auto --dist loadgroup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m paper -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs

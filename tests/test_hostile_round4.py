@@ -380,3 +380,34 @@ def test_vqa_attribute_names_that_would_collide_are_not_asked():
     asked = [name for name, _ in probe._questions(attrs)]
     assert asked == ["colour", "shape"]
     assert any("top1" in k for k in probe.why) and any("colour_chance" in k for k in probe.why)
+
+
+def test_a_read_only_run_folder_is_one_message(tmp_path, monkeypatch):
+    from tokzoo import runfolder
+
+    def read_only(path, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(runfolder.os, "open", read_only)
+    with pytest.raises(OutputError, match="cannot write the run folder .*read-only"):
+        runfolder.RunLock(tmp_path / "run").acquire()
+
+
+YAML_PIECES = ["preset: vq-tiny\n", "grid: [a=1,2]\n", "out: x\n", "jobs: 2\n", "&a ", "*a", "[", "]", "{", "}",
+               ": ", "- ", "\n", "  ", "!!python/object:os.system ", "tokenizers: ", "metrics: psnr\n", "'", "\"",
+               "\t", "\x00", "\udcff", "%YAML 1.1\n", "---\n", "? ", "inherit: 5\n", "1e-3", "null", "~"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(st.sampled_from(YAML_PIECES), max_size=12).map("".join))
+def test_any_config_file_is_read_or_refused_with_its_name(tmp_path_factory, text):
+    from tokzoo.bench.options import read_bench_file
+    from tokzoo.config import load_preset
+    from tokzoo.sweep.options import read_sweep_file
+
+    path = tmp_path_factory.mktemp("c") / "mine.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    for read in (read_bench_file, read_sweep_file, lambda p: load_preset(str(p))):
+        try:
+            read(path)
+        except ConfigError as exc:
+            assert str(path) in str(exc) and len(str(exc)) < 5000

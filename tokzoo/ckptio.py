@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -40,13 +39,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tokzoo import runfolder
-from tokzoo.runfolder import (COMPLETE, TAG as _TAG, RunLock, RunLocked, repair_latest,  # noqa: F401 (importable here)
+from tokzoo.runfolder import (COMPLETE, TAG as _TAG, TEMP_FILE, RunLock, RunLocked, atomic_write,  # noqa: F401
+                              repair_latest,  # (importable here)
                               stranded as _stranded)
-from tokzoo.errors import CheckpointError, cannot_write, is_full_disk
+from tokzoo.errors import CheckpointError, cannot_write, is_full_disk, unreadable
 
 FORMAT = "tokzoo-checkpoint-1"
-#: the temporary files atomic_write leaves only when killed mid-write: ``.NAME.8HEX.tmp``
-TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
 
 
 def write_run_config(run_dir: str | Path, config: dict) -> None:
@@ -68,30 +66,6 @@ def run_config_edited(run_dir: str | Path) -> bool:
     if not cfg.is_file() or not mark.is_file():
         return False
     return hashlib.sha256(cfg.read_bytes()).hexdigest() != mark.read_text().strip()
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the whole new
-    one, never half: a temporary file in the same folder, fsynced, then renamed.
-    A full disk, a read-only or unwritable folder or a file in the way raise one
-    :class:`~tokzoo.errors.OutputError` naming ``path`` (exit 2), and no partial
-    file stays. Every file tokzoo writes for a user goes through here."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise cannot_write(path, exc) from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def alias_map(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -324,19 +298,6 @@ def read_components(ckpt: Path) -> dict[str, dict[str, str]]:
             return json.loads((f.metadata() or {}).get("tokzoo_components", "{}"))
     except (SafetensorError, OSError, ValueError):
         return {}
-
-
-def unreadable(file: Path, exc: BaseException, kind: str = "a safetensors file") -> CheckpointError:
-    """Why a checkpoint file could not be read, told apart: no permission (the file may be
-    fine), metadata that is not UTF-8 text, or a damaged file."""
-    text = (str(exc).splitlines() or [type(exc).__name__])[0]
-    if isinstance(exc, PermissionError) or "Permission denied" in text or "os error 13" in text:
-        return CheckpointError(f"{file} cannot be read: permission denied (give this user read access; "
-                               "the file itself may be intact)")
-    if isinstance(exc, UnicodeError) or "utf-8" in text.lower() or "utf8" in text.lower():
-        return CheckpointError(f"{file} holds text that is not UTF-8 ({text}): it was not written by tokzoo, "
-                               "or was damaged")
-    return CheckpointError(f"{file} is corrupt or not {kind} ({text})")
 
 
 def read_config(ckpt: Path) -> dict:

@@ -110,7 +110,7 @@ def cmd_show(args) -> int:
                       "(inherit: applied; a parent's component block with another name is replaced whole):",
                       highlight=False)
         shown = {k: v for k, v in preset.items() if k not in ("references",) and v not in ("", {}, None)}
-        console.print(escape(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=50).rstrip()),
+        console.print(escape(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=50).rstrip(), keep="\n"),
                       highlight=False, soft_wrap=True)
     return 0
 
@@ -170,7 +170,7 @@ def cmd_import(args) -> int:
 
     ckpt = import_release(args.preset, args.source, args.out, args.overrides, args.weights_dir)
     console.print(escape(f"imported {args.source} as {args.preset}: {ckpt}\n"
-                         f"bench it: tokzoo bench --tokenizers {args.out}"), highlight=False)
+                         f"bench it: tokzoo bench --tokenizers {args.out}", keep="\n"), highlight=False)
     return 0
 
 

@@ -134,3 +134,16 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
     """The closest valid spelling of ``name``, or None."""
     match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
     return match[0] if match else None
+
+
+def unreadable(file, exc: BaseException, kind: str = "a safetensors file") -> CheckpointError:
+    """Why a checkpoint file could not be read, told apart: no permission (the file may be
+    fine), metadata that is not UTF-8 text, or a damaged file."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, PermissionError) or "Permission denied" in text or "os error 13" in text:
+        return CheckpointError(f"{file} cannot be read: permission denied (give this user read access; "
+                               "the file itself may be intact)")
+    if isinstance(exc, UnicodeError) or "utf-8" in text.lower() or "utf8" in text.lower():
+        return CheckpointError(f"{file} holds text that is not UTF-8 ({text}): it was not written by tokzoo, "
+                               "or was damaged")
+    return CheckpointError(f"{file} is corrupt or not {kind} ({text})")

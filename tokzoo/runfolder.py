@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 
-from tokzoo.errors import CheckpointError
+from tokzoo.errors import CheckpointError, cannot_write
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -156,7 +157,11 @@ class RunLock:
         import time
 
         for _ in range(50):
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:  # the folder made if missing; a read-only or unwritable one: one message (exit 2)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as exc:
+                raise cannot_write(self.path.parent, exc, f"the {self.what}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -275,3 +280,32 @@ def repair_latest(run_dir: str | Path) -> str | None:
         return None
     os.replace(cand, ckpt_root / tag)
     return tag
+
+
+# -- every file written for a user -------------------------------------------------------------
+#: the temporary files atomic_write leaves only when killed mid-write: ``.NAME.8HEX.tmp``
+TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new
+    one, never half: a temporary file in the same folder, fsynced, then renamed.
+    A full disk, a read-only or unwritable folder or a file in the way raise one
+    :class:`~tokzoo.errors.OutputError` naming ``path`` (exit 2), and no partial
+    file stays. Every file tokzoo writes for a user goes through here."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -40,7 +40,7 @@ from tokzoo.ckptio import TEMP_FILE
 from tokzoo.runfolder import RunLock
 from tokzoo.data import SkipCounter, build_dataset, fingerprint
 from tokzoo.device import dist_info, maybe_init_distributed, pick_device
-from tokzoo.errors import ConfigError, DataError
+from tokzoo.errors import ConfigError, DataError, OutputError
 from tokzoo.pretrained import random_parts
 from tokzoo.registry import get_registry
 from tokzoo.weights import using_weights_dir
@@ -78,9 +78,9 @@ class Bench:
                 probe = self.out / f".write-test-{os.getpid()}"
                 probe.write_bytes(b"")  # a folder we cannot write to fails now, before any measuring
                 probe.unlink()
-            except OSError as exc:  # not allowed, a read-only or special file system, a file in the way
-                lock.release()
-                raise ConfigError(f"--out {self.out}: cannot write there ({exc.strerror or exc}); "
+            except (OSError, OutputError) as exc:  # not allowed, a read-only or special file system, a file
+                lock.release()                          # in the way
+                raise ConfigError(f"--out {self.out}: cannot write there ({getattr(exc, 'strerror', None) or exc}); "
                                   "choose a folder you can write to") from None
             for junk in self.out.glob(".*.tmp"):  # left by a bench killed mid-write: its own names only
                 own = TEMP_FILE.fullmatch(junk.name)

@@ -251,7 +251,7 @@ def render_table(results: Results, width: int | None = None) -> Table:
     notes += ["† " + line for line in flag_lines(results, shown)]
     notes += ["skipped: " + line for line in skip_lines(results)]
     esc = textsafe.console  # names, swept values and reasons print as the text they are
-    table = Table(title="tokzoo bench", caption=esc("\n".join(notes)) or None)
+    table = Table(title="tokzoo bench", caption=esc("\n".join(notes), keep="\n") or None)
     table.add_column("tokenizer")
     for i in keep:
         table.add_column(esc(columns[i][0]), justify="right")

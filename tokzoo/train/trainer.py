@@ -66,7 +66,7 @@ class Trainer(RunStart):
     """A run: its config, model, recipe and data; :meth:`train` runs every stage.
     How a run starts (resume, a later stage, fine-tuning) and what a checkpoint
     keeps of the trainer: :class:`~tokzoo.train.runstart.RunStart`."""
-    continue_with: list[str] | None = None  # `tokzoo train` words that resume this run (run_training sets them)
+    continue_with: list[str] | None = None  # the `tokzoo train` words that resume this run, overrides kept
 
     def __init__(self, config: dict, console: Console | None = None):
         self.cfg = config
@@ -210,8 +210,7 @@ class Trainer(RunStart):
     def train(self, resume: bool = False, start_stage: int | None = None) -> dict[str, float]:
         created = not self.run_dir.exists()
         lock = RunLock(self.run_dir)
-        if self.is_main:  # one writer per run folder; refused before anything is written
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:  # one writer per run folder (made by the lock); refused before anything is written
             try:
                 lock.acquire()
             except BaseException:
@@ -377,9 +376,7 @@ class Trainer(RunStart):
         if self.stage_step > 0 and not (where / "model.safetensors").is_file():
             self._read_losses(meter, stage)
             self.save(tag)
-        saved = (f"saved checkpoint {where}" if (where / "model.safetensors").is_file()
-                 else "no checkpoint of this stage yet")
-        # the command as given, every override kept (--resume checks them); else the preset and the folder
+        saved = f"saved checkpoint {where}" if (where / "model.safetensors").is_file() else "no checkpoint yet"
         again = shlex.join(["tokzoo", "train", *(self.continue_with or [self.cfg.get("preset") or "PRESET",
                                                                          "--resume", f"run_dir={self.run_dir}"])])
         raise TrainingInterrupted(f"{signals.name} at step {self.step} of stage {self.stage_index + 1} ({stage.name}): "
