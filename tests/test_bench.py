@@ -637,3 +637,28 @@ def test_loader_workers_change_no_number(trained, tmp_path, cli):
     assert a["metrics"] == b["metrics"] and a["intervals"] == b["intervals"] and a["skipped"] == b["skipped"]
     bad = cli("bench", "--tokenizers", str(trained["a"]), "--workers", "-1", cwd=tmp_path)
     assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_rebench_after_the_images_changed_measures_again(trained, tmp_path, cli):
+    """Round four: the reuse check once compared the tokenizer alone; now every split the
+    entry read is fingerprinted (files, labels) and checked before a result is reused."""
+    from PIL import Image
+
+    def folder(seed: int) -> None:
+        g = np.random.default_rng(seed)
+        for c in ("a", "b"):
+            (tmp_path / "imgs" / c).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    folder(0)
+    args = ["bench", "--tokenizers", str(trained["a"]), "--data", f"imagefolder:{tmp_path / 'imgs'}",
+            "--metrics", "psnr", "--num-images", "all", "--out", str(tmp_path / "out")]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    psnr = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    assert "reusing" in cli(*args).stdout  # nothing changed: reused, and said
+    folder(1)  # the same names and sizes, other pixels
+    again = cli(*args)
+    assert again.returncode == 0 and "reusing" not in again.stdout
+    now = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    assert now["psnr"] != psnr["psnr"]
