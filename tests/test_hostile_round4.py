@@ -411,3 +411,8 @@ def test_any_config_file_is_read_or_refused_with_its_name(tmp_path_factory, text
             read(path)
         except ConfigError as exc:
             assert str(path) in str(exc) and len(str(exc)) < 5000
+
+
+def test_show_names_the_slot_an_encoder_goes_in():
+    out = run_tokzoo_here("show", "conv")
+    assert "set it: model.encoder={name: conv, ...}" in out.stdout and "model.name=conv" not in out.stdout

@@ -98,7 +98,7 @@ def cmd_show(args) -> int:
             console.print(table)
         else:
             console.print("  (no parameters)" if comp.config is not None else "  (its parameters are not declared)")
-        where = {"tokenizer": "model", "encoder": "model", "dataset": "data", "recipe": "recipe"}.get(comp.kind)
+        where = {"tokenizer": "model", "dataset": "data", "recipe": "recipe"}.get(comp.kind)  # an encoder: model.encoder={...}
         example = f"{where}.name={comp.name}" if where else (f"metrics.{comp.name}.<parameter>=V (tokzoo bench)"
                                                              if comp.kind == "metric" else
                                                              f"model.{comp.kind}={{name: {comp.name}, ...}}")
