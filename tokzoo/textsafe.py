@@ -10,7 +10,7 @@ escape) as ``\\xNN`` too, so no output carries a control sequence and every
 writer can encode the text.
 
 - :func:`md`: Markdown table cells and lines (``|``, HTML, newlines, and the
-  ``[ ] ( ) !`` of links and images);
+  ``[ ]`` of links and images);
 - :func:`csv_cell`: a CSV cell that a spreadsheet would run as a formula
   (``= + - @``, tab, CR first) is quoted as text (OWASP's rule);
 - :func:`console`: rich markup (``[...]``) printed as the text it is, in a
@@ -46,10 +46,10 @@ def visible(text: Any, keep: str = "") -> str:
 
 #: what Markdown reads as markup inside a table cell or list line: a backslash, ``|``, a backtick,
 #: ``<`` that opens a tag or comment (``<b``, ``</``, ``<!``, ``<?``), ``&`` that opens an entity, line ends,
-#: and the brackets, parentheses and ``!`` that make a link or an image
-_MD_RE = re.compile(r"[\\|`\r\n\[\]()!]|<(?=[A-Za-z/!?])|&(?=#|[A-Za-z0-9]+;)")
+#: and the brackets without which no link or image is made (``[t](url)``, ``![t](url)``, ``[t][ref]``)
+_MD_RE = re.compile(r"[\\|`\r\n\[\]]|<(?=[A-Za-z/!?])|&(?=#|[A-Za-z0-9]+;)")
 _MD = {"\\": "\\\\", "|": "\\|", "`": "\\`", "\r": " ", "\n": " ", "<": "&lt;", "&": "&amp;",
-       "[": "\\[", "]": "\\]", "(": "\\(", ")": "\\)", "!": "\\!"}
+       "[": "\\[", "]": "\\]"}
 
 
 def md(text: Any) -> str:
