@@ -416,3 +416,21 @@ def test_any_config_file_is_read_or_refused_with_its_name(tmp_path_factory, text
 def test_show_names_the_slot_an_encoder_goes_in():
     out = run_tokzoo_here("show", "conv")
     assert "set it: model.encoder={name: conv, ...}" in out.stdout and "model.name=conv" not in out.stdout
+
+
+def test_compare_pairs_names_and_says_which_it_could_not(tmp_path):
+    """#38: a retrain benched by path against a baseline benched by preset name."""
+    data = json.loads(BASELINE.read_text())
+    name = next(iter(data["tokenizers"]))
+    data["tokenizers"] = {"runs/retrain/" + name: data["tokenizers"][name]}
+    (tmp_path / "new.json").write_text(json.dumps(data))
+    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE))
+    said = " ".join((out.stdout + out.stderr).split())  # nothing in common: exit 2, naming both sides
+    assert out.returncode == 2 and "in the baseline only" in said
+    assert f"not in the baseline, so not compared: runs/retrain/{name}" in said and "--match" in said
+    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE),
+                          "--match", f"runs/retrain/{name}", name)
+    assert "not in the baseline, so not compared" not in out.stdout and " ok " in out.stdout
+    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE),
+                          "--match", "runs/retrain/nope", name)
+    assert out.returncode == 2 and "is not a tokenizer of the new results" in out.stderr

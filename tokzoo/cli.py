@@ -175,14 +175,15 @@ def cmd_import(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tokzoo.bench.compare import (compare_results, data_notes, has_regression, load_results, print_rows,
-                                      rule_notes, to_markdown)
+    from tokzoo.bench.compare import (compare_results, data_notes, has_regression, load_results, match_names,
+                                      name_notes, print_rows, rule_notes, to_markdown)
 
     if not args.baseline:
         raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
     new, old = load_results(args.new), load_results(args.baseline)
+    new = match_names(new, old, args.match)
     rows = compare_results(new, old, args.tolerance)
-    notes = [*rule_notes(rows, old), *data_notes(new, old)]
+    notes = [*name_notes(new, old), *rule_notes(rows, old), *data_notes(new, old)]
     md = to_markdown(rows, notes)
     print_rows(rows, notes, console)
     for target in filter(None, [args.markdown, os.environ.get("GITHUB_STEP_SUMMARY")]):
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("new", help="the new results.json")
     s.add_argument("--baseline", help="the baseline results.json")
     s.add_argument("--tolerance", default=None, help="per-metric tolerances, e.g. psnr=0.2,rfid=10%%")
+    s.add_argument("--match", nargs=2, action="append", metavar=("NEW", "OLD"),
+                   help="compare the new results' tokenizer NEW with the baseline's OLD (repeat for more pairs)")
     s.add_argument("--markdown", default=None, help="append the Markdown table to this file (CI step summary)")
     s.set_defaults(func=cmd_compare)
     return p

@@ -130,6 +130,38 @@ def data_notes(new: dict, old: dict) -> list[str]:
     return out
 
 
+def match_names(new: Results, old: Results, pairs: list[list[str]] | None) -> Results:
+    """``new`` with tokenizers renamed to the baseline's names (``--match NEW OLD``, repeated):
+    a retrain benched by path compared with a baseline benched by preset name, a sweep point
+    with a one-tokenizer baseline. Each name must exist on its side."""
+    if not pairs:
+        return new
+    tokenizers = dict(new["tokenizers"])
+    for name, base in pairs:
+        for side, have in ((name, tokenizers), (base, old["tokenizers"])):
+            if side not in have:
+                close = difflib.get_close_matches(side, list(have), n=1, cutoff=0.4)
+                raise ConfigError(f"--match {name} {base}: '{side}' is not a tokenizer of the "
+                                  f"{'new results' if have is tokenizers else 'baseline'}"
+                                  + (f". Did you mean '{close[0]}'?" if close else f" ({', '.join(have)})"))
+        tokenizers[base] = tokenizers.pop(name)
+    return {**new, "tokenizers": tokenizers}
+
+
+def name_notes(new: Results, old: Results) -> list[str]:
+    """The names compare could not pair, on each side (pair them with --match NEW OLD)."""
+    only_new = [n for n in new["tokenizers"] if n not in old["tokenizers"]]
+    only_old = [n for n in old["tokenizers"] if n not in new["tokenizers"]]
+    out = []
+    if only_new:
+        out.append("not in the baseline, so not compared: " + ", ".join(only_new))
+    if only_old:
+        out.append("in the baseline only (its rows are 'missing' or 'not measured'): " + ", ".join(only_old))
+    if only_new and only_old:
+        out.append("the same tokenizer under two names? pair them: tokzoo compare ... --match NEW_NAME BASELINE_NAME")
+    return out
+
+
 def _tolerance(metric: str, tol: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
     if metric in tol:
         return tol[metric]
@@ -230,7 +262,8 @@ def compare_results(new: Results, old: Results, tolerance: str | None = None) ->
     if not any(r.new is not None for r in rows):  # PASS with nothing compared would read as a check passed
         raise ConfigError("nothing to compare: " + ("the baseline holds no tokenizer" if not old["tokenizers"]
                                                     else "no metric of the baseline was measured by the new results"
-                                                    " for the same tokenizer names"))
+                                                    " for the same tokenizer names")
+                          + "".join(f"\n{line}" for line in name_notes(new, old)))
     return rows
 
 
