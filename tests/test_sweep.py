@@ -172,3 +172,14 @@ def test_points_can_span_two_machines(tmp_path):
         assert (out / "points" / point / "checkpoints" / "finished").is_file()
     res = json.loads((out / "results.json").read_text())
     assert sorted(Path(k).name for k in res["tokenizers"]) == ["q=16", "q=32"]
+
+
+def test_a_points_progress_is_its_logs_last_line(tmp_path):
+    """What the sweep shows under its bar while a point trains: the end of the point's log (a
+    long log is not read whole; a progress line redrawn with carriage returns counts as lines)."""
+    from tokzoo.sweep.run import _last_line
+
+    log = tmp_path / "p.log"
+    log.write_text("x" * 100_000 + "\nstage 1/1: reconstruction\nrecon 1/20\rrecon 7/20\r\n\n")
+    assert _last_line(log) == "recon 7/20"
+    assert _last_line(tmp_path / "missing.log") == "?"

@@ -48,11 +48,15 @@ def _node_rank(torchrun: list[str]) -> int:
 
 
 def _last_line(log: Path) -> str:
-    """The last line a failed training printed (its error message)."""
+    """The last line a training printed (its progress, or a failed one's error message),
+    read from the end of its log (a long training's log is never read whole)."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return "?"
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1][:300] if lines else "?"
 
 
@@ -184,7 +188,7 @@ class Sweep:
         state = self._state(p)
         if state == "finished":
             return 0
-        log = self.out / "logs" / (f"{p.name}.log" if not self.node_rank else f"{p.name}.node{self.node_rank}.log")
+        log = self._log(p.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # points side by side share the cores
@@ -201,20 +205,32 @@ class Sweep:
                 proc.wait()
                 raise
 
+    def _log(self, name: str) -> Path:
+        return self.out / "logs" / (f"{name}.log" if not self.node_rank else f"{name}.node{self.node_rank}.log")
+
     def _train_all(self) -> dict[str, int]:
         todo = [p for p in self.points if self._state(p) != "finished"]
         done = len(self.points) - len(todo)
         if done:
             self.console.print(f"{done} of {len(self.points)} points already trained (skipped)", highlight=False)
         failed: dict[str, int] = {}
+        # the points done of all, and under it each running point's last log line (its own progress)
         progress = Progress(TextColumn("[bold]training points"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=self.console)
+                            TextColumn("\n{task.fields[now]}"), console=self.console)
         with progress:
-            task = progress.add_task("points", total=len(self.points), completed=done)
+            task = progress.add_task("points", total=len(self.points), completed=done, now="")
             with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                futures = {p.name: pool.submit(self._train_one, p) for p in todo}
-                for name, fut in futures.items():
-                    rc = fut.result()
+                pending = {p.name: pool.submit(self._train_one, p) for p in todo}
+                while pending:
+                    finished = [name for name, fut in pending.items() if fut.done()]
+                    if not finished:
+                        now = [f"  {name}: {_last_line(self._log(name))[:60]}" for name in pending
+                               if self._log(name).is_file()][:self.jobs]
+                        progress.update(task, now=esc("\n".join(now), keep="\n"))
+                        time.sleep(0.5)
+                        continue
+                    name = finished[0]
+                    rc = pending.pop(name).result()
                     if rc != 0:
                         failed[name] = rc
                         progress.console.print(f"[red]{esc(name)}: training failed (exit {rc})[/], log: "
@@ -222,6 +238,7 @@ class Sweep:
                     else:
                         progress.console.print(f"{esc(name)}: trained", highlight=False)
                     progress.advance(task)
+            progress.update(task, now="")
         return failed
 
     def _bench(self, points: list[Point]) -> dict[str, Any]:
