@@ -434,3 +434,16 @@ def test_compare_pairs_names_and_says_which_it_could_not(tmp_path):
     out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE),
                           "--match", "runs/retrain/nope", name)
     assert out.returncode == 2 and "is not a tokenizer of the new results" in out.stderr
+
+
+def test_numbers_a_reader_may_misread_are_explained_where_shown():
+    """#38: the sign of the AR class bits and the VQA chance level, under results.md's and report.html's tables."""
+    from tokzoo.bench.render import render_markdown
+    from tokzoo.bench.report import render_html
+    from tokzoo.bench.results import load_results
+
+    res = load_results(BASELINE)
+    md, page = render_markdown(res), render_html(res)
+    for text in (md, page):
+        assert "negative: the class-conditioned prediction is worse" in " ".join(text.split())
+        assert "can fall below 1/k" in text

@@ -260,6 +260,24 @@ def render_table(results: Results, width: int | None = None) -> Table:
     return table
 
 
+#: what a number means where a reader may misread it: shown under the tables (results.md, report.html)
+#: when any entry has the result
+READING = {
+    "ar_class_bits": "AR class bits = NLL(null class) - NLL(true class) per image: the bits the class saves the "
+                     "GPT in predicting the tokens. About 0: the tokens do not tell the class apart; negative: the "
+                     "class-conditioned prediction is worse than the unconditioned one (on small data, within its "
+                     "interval, no class information rather than harm).",
+    "vqa_top1": "VQA chance: the accuracy of always giving the train split's most frequent answer, scored on the "
+                "measured images; it can fall below 1/k when that answer is rarer among them.",
+}
+
+
+def reading_notes(results: Results) -> list[str]:
+    """The :data:`READING` lines for the results present."""
+    present = {k for e in results["tokenizers"].values() for k in e.get("metrics", {})}
+    return [line for key, line in READING.items() if key in present]
+
+
 def render_markdown(results: Results) -> str:
     p = results.get("protocol") or {}
     columns, cells = summary_cells(results, intervals=True)
@@ -284,6 +302,9 @@ def render_markdown(results: Results) -> str:
     refs = continuous_note(results)
     if refs:
         lines += ["", md(refs)]
+    reading = reading_notes(results)
+    if reading:
+        lines += ["", "Reading the numbers:", ""] + [f"- {md(line)}" for line in reading]
     flagged = flag_lines(results)
     if flagged:
         lines += ["", "Flagged numbers (†):", ""] + [f"- {md(line)}" for line in flagged]

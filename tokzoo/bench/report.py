@@ -15,8 +15,8 @@ from pathlib import Path
 from tokzoo import textsafe  # every user text through its HTML rule (control characters shown)
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
-from tokzoo.bench.render import (continuous_note, flag_lines, label, short_names, skip_lines, summary_cells,
-                                 unavailable_by_reason, vqa_breakdown, vqa_cell)
+from tokzoo.bench.render import (continuous_note, flag_lines, label, reading_notes, short_names, skip_lines,
+                                 summary_cells, unavailable_by_reason, vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
 from tokzoo.bench.results import Results
 from tokzoo.errors import TokzooError
@@ -140,6 +140,7 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
     notes = [f"<li>† {textsafe.html(line)}</li>" for line in flags]
     if continuous_note(results):
         notes.insert(0, f"<li>{textsafe.html(continuous_note(results))}</li>")
+    notes += [f"<li>{textsafe.html(line)}</li>" for line in reading_notes(results)]
     notes += [f"<li>skipped: {textsafe.html(line)}</li>" for line in skip_lines(results)]
     notes += [f"<li>{textsafe.html(m)} unavailable for {textsafe.html(', '.join(names))}: {textsafe.html(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
