@@ -447,3 +447,16 @@ def test_numbers_a_reader_may_misread_are_explained_where_shown():
     for text in (md, page):
         assert "negative: the class-conditioned prediction is worse" in " ".join(text.split())
         assert "can fall below 1/k" in text
+
+
+def test_a_help_comment_is_read_before_or_after_a_noqa():
+    """#38: `show` took "# noqa: B006" for help, and lost help written after it."""
+    from tokzoo.describe import _comments
+
+    def factory(a: list = [],  # noqa: B006  # the first help
+                b: list = [],  # the second help  # noqa: B006
+                c: int = 0):  # type: ignore
+        return a, b, c
+
+    found = _comments(factory)
+    assert found.get("a") == "the first help" and found.get("b") == "the second help" and "c" not in found

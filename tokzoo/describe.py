@@ -45,8 +45,10 @@ def _comments(target: Any) -> dict[str, str]:
             elif tok.type == tokenize.NAME and depth <= 1:
                 names.append(tok.string)
             elif tok.type == tokenize.COMMENT and names:
-                text = tok.string.lstrip("# ").strip()
-                if not text.startswith(("noqa", "type:", "pragma")):
+                # the help, before or after a tool's directive (`# help  # noqa: B006`, `# noqa: B006  # help`)
+                parts = [s.strip() for s in tok.string.split("#")]
+                text = " ".join(s for s in parts if s and not s.startswith(("noqa", "type:", "pragma")))
+                if text:
                     out.setdefault(_param_name(names), text)
             if tok.type in (tokenize.NL, tokenize.NEWLINE):
                 names = []
@@ -58,6 +60,8 @@ def _comments(target: Any) -> dict[str, str]:
 def _param_name(names: list[str]) -> str:
     skip = {"def", "self", "class", "__init__", "int", "float", "str", "bool", "list", "dict", "tuple", "None",
             "Any", "Spec", "field", "lambda"}
+    if names[:1] == ["def"]:  # `def factory(a: int = 0,  # help`: the first parameter, not the function
+        names = names[2:]
     return next((n for n in names if n not in skip), "")
 
 
