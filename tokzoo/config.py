@@ -33,7 +33,7 @@ class TrainerConfig:
     """How the trainer runs (per-stage budgets live in the recipe)."""
 
     batch_size: int = 16
-    lr: float = 2e-4
+    lr: float = 2e-4  # peak: linear warm-up over warmup_steps, then cosine down to lr/10 at the stage's last step
     weight_decay: float = 0.0
     beta1: float = 0.5
     beta2: float = 0.9
