@@ -460,3 +460,13 @@ def test_a_help_comment_is_read_before_or_after_a_noqa():
 
     found = _comments(factory)
     assert found.get("a") == "the first help" and found.get("b") == "the second help" and "c" not in found
+
+
+def test_a_dataset_is_created_by_name_with_what_its_factory_takes():
+    """#38: registry.create("dataset", NAME, split=...) failed with "unknown config key 'split'"."""
+    from tokzoo.registry import create
+
+    val = create("dataset", "shapes", split="val", resolution=32)
+    assert len(val) > 0 and tuple(val[0]["image"].shape) == (3, 32, 32)
+    with pytest.raises(ConfigError, match="splt"):
+        create("dataset", "shapes", splt="val")

@@ -10,6 +10,8 @@ entry-point or distribution names, or ``none``. Core built-ins always load.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.metadata as md
 import os
 import threading
@@ -186,8 +188,13 @@ class Registry:
     def create(self, kind: str, name: str, /, **params: Any) -> Any:
         """Build component ``name`` of ``kind`` after validating ``params``."""
         comp = self.get(kind, name)
+        host: dict[str, Any] = {}
+        if kind == "dataset":  # what the host passes every dataset beside its declared parameters
+            declared = {f.name for f in dataclasses.fields(comp.config)} if comp.config is not None else set()
+            host = {k: params.pop(k) for k in ("split", "resolution") if k in params and k not in declared}
         if comp.config is not None:
             params = validate_params(params, comp.config, where=f"{kind} '{name}'")
+        params = {**params, **host}
         path = current_frame()[0] or ("model" if kind in ("tokenizer", "encoder") else kind)
         with building(path, params):
             try:
