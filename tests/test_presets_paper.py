@@ -3,9 +3,9 @@ tests/test_presets_e2e.py runs every other preset: train one step per stage ->
 ``--resume`` -> move -> load elsewhere -> bench, on locally made stand-in weight
 files of the real architectures (SigLIP ViT-L/16-256 and ViT-B/16-256 open_clip
 files, the AlexNet LPIPS backbone, the FID Inception) and a folder laid out like
-ImageNet. A file of their own: make test-paper spreads files over the cores
-(pytest-xdist --dist loadfile), so one worker makes the 3.6 GB of stand-in
-weights and runs these while the other runs the rest."""
+ImageNet. Files of their own (this one and test_presets_paper_semantic.py):
+make test-paper spreads files over the cores (pytest-xdist --dist loadfile),
+so the paper presets run on two workers, each making its stand-in weights."""
 from __future__ import annotations
 
 import shutil
@@ -33,9 +33,23 @@ def paper_setup(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)  # ~3.6 GB of stand-in weights: not kept past this module
 
 
+#: the presets of this file; the semantic ones (their SigLIP towers: the longest) are in
+#: tests/test_presets_paper_semantic.py, so two workers share the paper presets
+PIXEL = ["vqgan", "fsq", "lfq"]
+SEMANTIC = ["semhitok", "vilau"]
+
+
+def test_the_two_files_cover_every_paper_preset():
+    assert sorted(PIXEL + SEMANTIC) == sorted(PAPER)
+
+
 @pytest.mark.paper
-@pytest.mark.parametrize("preset", PAPER)
+@pytest.mark.parametrize("preset", PIXEL)
 def test_paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property):
+    paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property)
+
+
+def paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property):
     root, weights, data = paper_setup
     work = tmp_path / "work"
     work.mkdir()
