@@ -206,9 +206,13 @@ def test_compare_uses_the_training_repeats_when_wider_than_the_image_noise(tmp_p
     # the larger of the two rules judges: a narrow spread leaves the image band in charge
     old["tokenizers"]["t"]["repeats"]["sd"]["psnr"] = 0.01
     assert _verdicts(tmp_path, new, old)[0]["psnr"] == ("REGRESSION", "noise ±0.141")
-    # a spread that is not a number is no rule
+    # a spread that is not a number: the baseline file is refused, naming the field (round four: every field read
+    # from a file is checked, never ignored)
+    from tokzoo.errors import ConfigError
+
     old["tokenizers"]["t"]["repeats"]["sd"]["psnr"] = "wide"
-    assert _verdicts(tmp_path, new, old)[0]["psnr"] == ("REGRESSION", "noise ±0.141")
+    with pytest.raises(ConfigError, match="field 'repeats'"):
+        _verdicts(tmp_path, new, old)
 
 
 def test_a_change_the_good_way_is_never_a_regression_and_the_direction_is_shown(tmp_path):
