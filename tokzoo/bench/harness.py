@@ -68,6 +68,7 @@ class Bench:
         self.unavailable: dict[tuple[str, str], list[str]] = {}  # (metric, why) -> tokenizers measured now
         self.written: list[Path] = []
         self._datasets: dict[tuple[str, str], Any] = {}  # (spec, split) -> dataset, see _dataset
+        self._prints: dict[tuple[str, str], str] = {}  # (spec, split) -> its fingerprint, see _fingerprint
 
     def run(self) -> dict[str, Any]:
         lock = RunLock(self.out, "results folder")
@@ -150,7 +151,15 @@ class Bench:
         """Each split's fingerprint now (images and labels), for the splits in ``splits``: the
         same as when an entry was measured, or the entry is measured again."""
         spec = measure.data_spec(self.opts.data, tok.info.resolution, self.opts.data_params)
-        return {s: fingerprint(self._dataset(spec, s), spec) for s in (splits or {"val": ""})}
+        return {s: self._fingerprint(spec, s) for s in (splits or {"val": ""})}
+
+    def _fingerprint(self, spec: dict[str, Any], split: str) -> str:
+        """``fingerprint`` of a split, once per bench like the split itself (an image folder's
+        is a stat of every file: never repeated for each tokenizer and each use)."""
+        key = self._data_key(spec, split)
+        if key not in self._prints:
+            self._prints[key] = fingerprint(self._dataset(spec, split), spec)
+        return self._prints[key]
 
     def _protocol_key(self, tok) -> str:
         return protocol_key(self.opts.data, self.opts.num_images, tok.info.resolution, self.opts.probe_train_images)
@@ -195,7 +204,7 @@ class Bench:
                               f"ask for --num-images {len(val)} or --num-images all (a number measured on fewer "
                               "images than the protocol records would mislead)")
         # the metrics, and the reference statistics cached by an earlier bench of the same images
-        dataset = fingerprint(val, spec)  # may read the whole folder listing: once per tokenizer
+        dataset = self._fingerprint(spec, "val")
         ctx = BenchContext(device=self.device, weights_dir=o.weights_dir, batch_size=o.batch_size,
                            num_images=n, probe_train_images=o.probe_train_images,
                            train_split=lambda: measure.probe_train_split(spec, n, o.data, self._dataset),
@@ -243,7 +252,7 @@ class Bench:
             # a preset whose run never finished: the checkpoint it was benched from
             unfinished=getattr(tok, "unfinished", None),
             # the splits this bench read (train: when a probe trained on it), each re-checked before a reuse
-            data_fingerprints={s: fingerprint(self._dataset(spec, s), spec) for s in ("val", "train")
+            data_fingerprints={s: self._fingerprint(spec, s) for s in ("val", "train")
                                if self._data_key(spec, s) in self._datasets},
         )
         if counts["non_finite"]:  # a broken tokenizer: every number it gave is flagged with the reason
