@@ -8,6 +8,7 @@ make test-paper spreads files over the cores (pytest-xdist --dist loadfile),
 so the paper presets run on two workers, each making its stand-in weights."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -39,12 +40,33 @@ PIXEL = ["vqgan", "fsq", "lfq"]
 SEMANTIC = ["semhitok", "vilau"]
 
 
-def test_the_two_files_cover_every_paper_preset():
+def this_turn(presets: list[str]) -> list[str]:
+    """The presets of ``presets`` that run: all of them, or with TOKZOO_PAPER_TURN=N (CI: the
+    commit count) only PAPER[N % 5], so that CI runs one paper-size preset per run, each in
+    turn, and `make test-paper` all five (about 25 worker-minutes on a 2-core CPU)."""
+    turn = os.environ.get("TOKZOO_PAPER_TURN", "").strip()
+    if not turn:
+        return presets
+    if not turn.isdigit():
+        raise pytest.UsageError(f"TOKZOO_PAPER_TURN must be a whole number, not {turn!r}")
+    return [p for p in presets if p == PAPER[int(turn) % len(PAPER)]]
+
+
+def test_the_two_files_cover_every_paper_preset(monkeypatch):
     assert sorted(PIXEL + SEMANTIC) == sorted(PAPER)
+    # CI's turns: five runs in a row cover every paper-size preset once
+    seen = []
+    for n in range(100, 100 + len(PAPER)):
+        monkeypatch.setenv("TOKZOO_PAPER_TURN", str(n))
+        seen += this_turn(PIXEL) + this_turn(SEMANTIC)
+    assert sorted(seen) == sorted(PAPER)
+    monkeypatch.setenv("TOKZOO_PAPER_TURN", "x")
+    with pytest.raises(pytest.UsageError, match="whole number"):
+        this_turn(PIXEL)
 
 
 @pytest.mark.paper
-@pytest.mark.parametrize("preset", PIXEL)
+@pytest.mark.parametrize("preset", this_turn(PIXEL))
 def test_paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property):
     paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property)
 

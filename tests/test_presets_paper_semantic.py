@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from test_presets_paper import SEMANTIC, paper_preset_end_to_end, paper_setup  # noqa: F401 (the fixture)
+from test_presets_paper import SEMANTIC, paper_preset_end_to_end, paper_setup, this_turn  # noqa: F401 (the fixture)
 
 
 @pytest.mark.paper
-@pytest.mark.parametrize("preset", SEMANTIC)
+@pytest.mark.parametrize("preset", this_turn(SEMANTIC))
 def test_semantic_paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property):  # noqa: F811
     paper_preset_end_to_end(preset, paper_setup, tmp_path, record_property)
