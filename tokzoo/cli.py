@@ -11,6 +11,7 @@ from tokzoo.textsafe import console as escape  # markup and control characters s
 from rich.table import Table
 
 from tokzoo import __version__
+from tokzoo.cluster import add_cluster_args, cluster_flags_given, cluster_options
 from tokzoo.errors import ConfigError, TokzooError, cannot_write
 
 console = Console()
@@ -119,6 +120,13 @@ def cmd_train(args) -> int:
     from tokzoo.config import load_preset
 
     load_preset(args.name)  # an unknown preset or a broken file is refused before torch is imported
+    if args.launcher == "submitit":  # a cluster job (SLURM, or submitit's local executors)
+        from tokzoo.cluster.submit import submit_train
+
+        submit_train(args.name, args.overrides, cluster_options(args), resume=args.resume, stage=args.stage,
+                     console=console, wait=args.wait)
+        return 0
+    refuse_cluster_flags(args)
     from tokzoo.train import run_training
 
     run_training(args.name, args.overrides, resume=args.resume, stage=args.stage, console=console)
@@ -139,6 +147,10 @@ def cmd_bench(args) -> int:
 def cmd_sweep(args) -> int:
     from tokzoo.sweep import Sweep, sweep_settings
 
+    if args.status or args.cancel:
+        from tokzoo.sweep.jobs import cancel, status
+
+        return status(Path(args.status), console) if args.status else cancel(Path(args.cancel), console)
     Sweep(**sweep_settings(args), console=console).run()
     return 0
 
@@ -195,6 +207,12 @@ def cmd_compare(args) -> int:
     return 1 if has_regression(rows) else 0
 
 
+def refuse_cluster_flags(args) -> None:
+    given = cluster_flags_given(args)
+    if given:
+        raise ConfigError(f"{given[0]} is a cluster setting: add --launcher submitit (pip install 'tokzoo[slurm]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tokzoo.bench.options import add_bench_arguments
     from tokzoo.sweep import sweep_parser
@@ -221,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="config overrides key=value")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--stage", type=int, default=None, help="start at this stage (1-based), from the previous stage's checkpoint")
+    add_cluster_args(s)
+    s.add_argument("--wait", action="store_true", help="--cluster slurm: wait for the job, its last log line shown")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("bench", help="benchmark tokenizers under one protocol")

@@ -82,7 +82,7 @@ def _words(text: str, what: str) -> list[str]:
 
 class Sweep:
     def __init__(self, preset: str, words: list[str], out: str | None, jobs: int = 1, torchrun: str = "",
-                 bench_args: str = "", console: Console | None = None):
+                 bench_args: str = "", console: Console | None = None, cluster: Any = None):
         from tokzoo.config import load_preset
 
         if jobs < 1:
@@ -94,6 +94,10 @@ class Sweep:
         self.out = Path(out or Path("runs") / f"sweep-{preset}")
         check_output_folder(self.out, "--out")  # a file, the root, the working folder: refused before training
         self.torchrun = _words(torchrun, "--torchrun")
+        self.cluster = cluster  # ClusterOptions: each point a submitit job (tokzoo.sweep.jobs)
+        if cluster is not None and (self.torchrun or jobs > 1):
+            raise ConfigError("--launcher submitit: each point is a job whose tasks are its ranks (--tasks-per-node, "
+                              "--gpus-per-node, --nodes); leave --torchrun and --jobs out")
         self.node_rank = _node_rank(self.torchrun)
         if self.node_rank and jobs > 1:
             raise ConfigError("--jobs must be 1 when points span machines (every machine trains the points in "
@@ -162,6 +166,10 @@ class Sweep:
         lock.acquire()
         try:
             atomic_write(self.out / "sweep.json", json.dumps(self.manifest(), indent=2))
+            if self.cluster is not None:
+                from tokzoo.sweep.jobs import run_on_cluster
+
+                return run_on_cluster(self)
             failed = self._train_all()
             results = self._bench([p for p in self.points if p.name not in failed])
         finally:
@@ -241,13 +249,16 @@ class Sweep:
             progress.update(task, now="")
         return failed
 
-    def _bench(self, points: list[Point]) -> dict[str, Any]:
+    def bench_options_for(self, points: list[Point]):
+        """The bench options of the sweep's bench of ``points`` (into OUT, the swept values as columns)."""
         from dataclasses import replace
 
+        return replace(self.bench_opts, tokenizers=[str(p.run_dir) for p in points], out_dir=str(self.out),
+                       swept={str(p.run_dir): p.values for p in points})
+
+    def _bench(self, points: list[Point]) -> dict[str, Any]:
         from tokzoo.bench.harness import Bench
 
         if not points:
             return {}
-        opts = replace(self.bench_opts, tokenizers=[str(p.run_dir) for p in points], out_dir=str(self.out),
-                       swept={str(p.run_dir): p.values for p in points})  # the swept values, as columns
-        return Bench(opts, self.console).run()
+        return Bench(self.bench_options_for(points), self.console).run()

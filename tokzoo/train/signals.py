@@ -21,6 +21,19 @@ class TrainingInterrupted(TokzooError):
         self.exit_code = 128 + signum
 
 
+#: the stop signals being listened to now (a training loop inside :meth:`StopSignals.caught`)
+_LISTENING: list["StopSignals"] = []
+
+
+def request_stop(signum: int) -> bool:
+    """Ask the running training loop to save and stop after its step, as if sent ``signum``
+    (a cluster job's time limit); False when no training loop is listening."""
+    if not _LISTENING:
+        return False
+    _LISTENING[-1].signum = signum
+    return True
+
+
 class StopSignals:
     def __init__(self):
         self.signum = 0
@@ -36,9 +49,11 @@ class StopSignals:
         def handler(signum, frame):
             self.signum = signum
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        _LISTENING.append(self)
         try:
             yield self
         finally:
+            _LISTENING.remove(self)
             for sig, h in old.items():
                 signal.signal(sig, h)
 
