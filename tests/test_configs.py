@@ -69,7 +69,7 @@ def test_a_sweep_file_then_the_command_line(tmp_path):
                  "jobs: 2\nout: runs/s\nbench_args: --num-images 16\n")
     s = _sweep("--config", str(f))
     assert s == {"preset": "vq-tiny", "words": ["q:model.quantizer.codebook_size=16,32", "recipe.steps=2"],
-                 "out": "runs/s", "jobs": 2, "torchrun": "", "bench_args": "--num-images 16"}
+                 "out": "runs/s", "jobs": 2, "torchrun": "", "bench_args": "--num-images 16", "cluster": None}
     s = _sweep("--config", str(f), "model.quantizer.codebook_size=8,64", "trainer.lr=1e-3", "--jobs", "1")
     assert s["words"] == ["recipe.steps=2", "model.quantizer.codebook_size=8,64", "trainer.lr=1e-3"]  # replaced, added
     assert s["jobs"] == 1 and s["out"] == "runs/s"
@@ -80,6 +80,23 @@ def test_a_sweep_file_then_the_command_line(tmp_path):
     f.write_text("grid: ['a=1,2']\n")
     with pytest.raises(ConfigError, match="give the preset"):
         _sweep("--config", str(f))
+    # the cluster settings of a file (launcher: submitit), then the command line's over them
+    f.write_text("preset: vq-tiny\ngrid: ['a=1,2']\nlauncher: submitit\n"
+                 "submitit: {partition: gpu, gpus_per_node: 8, time: 2880, slurm: {constraint: h100}}\n")
+    c = _sweep("--config", str(f), "--partition", "big", "--nodes", "2")["cluster"]
+    assert (c.partition, c.nodes, c.gpus_per_node, c.tasks, c.time, c.slurm) == ("big", 2, 8, 8, 2880,
+                                                                                 {"constraint": "h100"})
+    f.write_text("preset: vq-tiny\ngrid: ['a=1,2']\nlauncher: submitit\nsubmitit: {gpus: 8}\n")
+    with pytest.raises(ConfigError, match="'submitit' has no setting 'gpus'"):
+        _sweep("--config", str(f))
+    f.write_text("preset: vq-tiny\ngrid: ['a=1,2']\nsubmitit: {partition: gpu}\n")
+    with pytest.raises(ConfigError, match="the file's 'submitit:' is a cluster setting: add --launcher submitit"):
+        _sweep("--config", str(f))
+    with pytest.raises(ConfigError, match="--torchrun and --jobs out"):
+        from tokzoo.sweep import Sweep
+
+        Sweep(**_sweep("vq-tiny", "trainer.lr=1e-3,2e-3", "--launcher", "submitit", "--jobs", "2",
+                       "--cluster", "local", "--out", str(tmp_path / "sw")))
 
 
 def test_a_bad_sweep_file_exits_2_without_training(cli, tmp_path):
