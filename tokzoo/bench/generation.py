@@ -41,7 +41,8 @@ from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import ConfigError, DataError, TokzooError
 from tokzoo.measures import linear_probe
-from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, middle_features, nll_bits, sample, train_gpt
+from tokzoo.nn.gpt import (GPT, GPT_SIZES, RECIPE, GPTConfig, loss_note, middle_features, nll_bits, sample,
+                          train_gpt)
 
 #: the judge's ceiling below which gen_class_acc is flagged: a judge that misreads many real images
 #: cannot say whether a sample shows its class
@@ -245,7 +246,7 @@ class ARProbe(Metric):
         with self._progress() as bar:
             task = bar.add_task(f"ar-probe: GPT on {L} tokens", total=p["steps"], note="")
             train_gpt(gpt, train_ids, train_y, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
-                      seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, note=f"loss {loss:.3f}"))
+                      seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, **loss_note(loss)))
         # NLL of the measured images' tokens, with their class and with the null class
         bits = nll_bits(gpt, ids, labels)
         out = {"ar_nll_bits": float(bits.mean()), "ar_nll_bits_per_token": float(bits.mean()) / L}

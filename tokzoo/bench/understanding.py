@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tokzoo.api import Codes, Metric
 from tokzoo.bench.generation import gpt_grid, positions_for
 from tokzoo.errors import ConfigError, DataError
-from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit
+from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit, loss_note
 
 INPUTS = ("features", "ids")
 #: attribute names that become result names (``vqa_<name>``): others are left out, with the reason
@@ -315,7 +315,7 @@ class VQAProbe(Metric):
             what = "first level" if prefix != "vqa_" else f"{len(self.questions)} questions"
             task = bar.add_task(f"vqa-probe: {what} on {L} tokens", total=p["steps"], note="")
             fit(model, loss_at, steps=p["steps"], lr=p["lr"], seed=p["seed"],
-                on_step=lambda s, loss: bar.update(task, advance=1, note=f"loss {loss:.3f}"))
+                on_step=lambda s, loss: bar.update(task, advance=1, **loss_note(loss)))
         return model.answer(test_x)
 
     def _score(self, prefix: str, answers: Tensor, targets: Tensor, asked: Tensor, train_t: Tensor) -> dict[str, float]:

@@ -22,9 +22,10 @@ probe of ``tokzoo bench --metrics ar-probe``; the question probe,
   ``scaled_dot_product_attention``, SwiGLU MLP), dropout on residual branches.
 - **Sampling**: :func:`sample`: temperature, top-k off, top-p 1, CFG
   ``logits = uncond + scale * (cond - uncond)`` (scale 1: conditional only,
-  0: unconditional), seeded inverse-CDF draws on the CPU (the same tokens on
-  any device), with a KV cache (L incremental steps) or without (L full
-  passes; the same tokens, for checking).
+  0: unconditional), seeded inverse-CDF draws in float64 on the model's
+  device (uniform numbers from a seeded CPU generator, drawn at once), with a
+  static KV cache (L incremental steps) or without (L full passes; the same
+  tokens, for checking).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "fit", "train_gpt", "nll_bits", "middle_features", "prefix_mask"]
+__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "fit", "loss_note", "train_gpt", "nll_bits", "middle_features",
+           "prefix_mask"]
 
 #: named sizes (width, depth, heads): ``micro`` for tests and quick checks, ``tiny`` the CPU default,
 #: ``gpt-b`` LlamaGen's GPT-B (12 layers, 768 wide; 111M parameters with its 16,384 vocabulary)
@@ -116,11 +118,15 @@ class Attention(nn.Module):
         elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # incremental: the new positions attend to everything cached before them and to each other
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-            past = k.shape[2] - T
-            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
+            past = cache.get("len", 0)
+            if "k" not in cache:  # allocated once, for the whole sequence (a static cache: no copy per token)
+                size = (B, self.heads, cache.get("max", past + T), C // self.heads)
+                cache["k"] = torch.empty(size, dtype=k.dtype, device=k.device)
+                cache["v"] = torch.empty(size, dtype=v.dtype, device=v.device)
+            cache["k"][:, :, past:past + T], cache["v"][:, :, past:past + T] = k, v
+            cache["len"] = past + T
+            k, v = cache["k"][:, :, :past + T], cache["v"][:, :, :past + T]
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -233,10 +239,10 @@ def _guided(logits: Tensor, B: int, cfg_scale: float, guided: bool) -> Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
-def _draw(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
-    """One token per row by inverse CDF on the CPU (float64): the same draws on every device."""
-    probs = torch.softmax(logits.double().cpu() / temperature, dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64)
+def _draw(logits: Tensor, temperature: float, u: Tensor) -> Tensor:
+    """One token per row by inverse CDF in float64 on the logits' device, at the uniform
+    numbers ``u [B, 1]`` (float64, on that device): no host read."""
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
     idx = torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.shape[1] - 1)
     return idx[:, 0]
 
@@ -244,7 +250,12 @@ def _draw(logits: Tensor, temperature: float, generator: torch.Generator) -> Ten
 @torch.no_grad()
 def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: float = 1.0,
            generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
-    """Token ids ``[B, L]`` for ``classes [B]`` (see the module docstring)."""
+    """Token ids ``[B, L]`` (on the CPU) for ``classes [B]`` (see the module docstring).
+
+    On the model's device throughout: the ``L x B`` uniform numbers are drawn once from
+    ``generator`` (a CPU generator: the same stream as one draw per token, so the same
+    tokens on every device up to float64 rounding) and moved there in one copy; each
+    token is drawn there; the KV cache is allocated once; the tokens are read back once."""
     model.eval()
     generator = generator or torch.Generator().manual_seed(0)
     dev = model.cos.device
@@ -253,24 +264,23 @@ def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: flo
     cls = classes.to(dev).long()
     if guided:  # the conditional and the null-class rows in one batch
         cls = torch.cat([cls, torch.full_like(cls, model.null_class)])
-    out = torch.zeros(B, 0, dtype=torch.long)
+    uniforms = torch.rand(L, B, 1, generator=generator, dtype=torch.float64).to(dev)
+    out = torch.zeros(B, L, dtype=torch.long, device=dev)
     if use_cache:
-        caches = [{} for _ in model.blocks]
+        caches = [{"max": L + 1} for _ in model.blocks]
         logits = model.step(None, cls, 0, caches)
         for i in range(L):
-            nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, generator)
-            out = torch.cat([out, nxt[:, None]], dim=1)
+            nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
+            out[:, i] = nxt
             if i + 1 < L:
-                ids = nxt.to(dev)
-                logits = model.step(torch.cat([ids, ids]) if guided else ids, None, i + 1, caches)
-        return out
+                logits = model.step(torch.cat([nxt, nxt]) if guided else nxt, None, i + 1, caches)
+        return out.cpu()
     for i in range(L):
-        ids = out.to(dev)
+        ids = out[:, :i]
         ids = torch.cat([ids, ids]) if guided else ids
         logits = model.head(model.hidden(cls, ids))[:, -1]
-        nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, generator)
-        out = torch.cat([out, nxt[:, None]], dim=1)
-    return out
+        out[:, i] = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
+    return out.cpu()
 
 
 # -- training and measuring ----------------------------------------------------------------------
@@ -280,10 +290,12 @@ RECIPE = {"optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.05 on matrices)"
 
 
 def fit(model: nn.Module, loss_at: Callable[[torch.Generator], Tensor], *, steps: int, lr: float, seed: int,
-        on_step: Callable[[int, float], None] | None = None) -> list[float]:
+        on_step: Callable[[int, float | None], None] | None = None, read_every: int = 25) -> list[float]:
     """Train ``model`` by :data:`RECIPE` for ``steps``: ``loss_at(generator)``
     draws a batch (seeded, with the generator) and returns its loss. The loss
-    of every step is returned."""
+    of every step is kept on the device and returned at the end; ``on_step(s,
+    loss)`` gets it as a number every ``read_every`` steps and at the last one
+    (None between: reading it waits for the device)."""
     gen = torch.Generator().manual_seed(seed)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -297,7 +309,7 @@ def fit(model: nn.Module, loss_at: Callable[[torch.Generator], Tensor], *, steps
         t = (s - warm) / max(1, steps - warm)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    losses = []
+    history: Tensor | None = None
     model.train()
     for s in range(steps):
         for g in opt.param_groups:
@@ -307,15 +319,22 @@ def fit(model: nn.Module, loss_at: Callable[[torch.Generator], Tensor], *, steps
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss.detach()))
+        if history is None:
+            history = torch.zeros(steps, dtype=torch.float32, device=loss.device)
+        history[s] = loss.detach()
         if on_step:
-            on_step(s, losses[-1])
+            on_step(s, float(history[s]) if (s + 1) % read_every == 0 or s + 1 == steps else None)
     model.eval()
-    return losses
+    return history.tolist() if history is not None else []
+
+
+def loss_note(loss: float | None) -> dict[str, str]:
+    """What :func:`fit`'s ``on_step`` loss adds to a progress bar: its note, when it was read."""
+    return {} if loss is None else {"note": f"loss {loss:.3f}"}
 
 
 def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-              on_step: Callable[[int, float], None] | None = None) -> list[float]:
+              on_step: Callable[[int, float | None], None] | None = None) -> list[float]:
     """Train ``model`` on token ids ``[N, L]`` with class ``labels [N]`` (CPU
     tensors); returns the loss (nats per token) of every step."""
     dev = model.cos.device

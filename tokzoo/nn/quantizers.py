@@ -15,6 +15,29 @@ from torch import Tensor, nn
 from tokzoo.api import Codes, QuantizerOutput, Quantizer
 
 
+#: the most score matrix (positions x codes, float32) a nearest-code search holds at once: positions
+#: are searched a chunk at a time below it (the codes are the same as in one pass: tests/test_api.py)
+SEARCH_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def nearest_code(z: Tensor, codebook: Tensor, cosine: bool, chunk_bytes: int = SEARCH_CHUNK_BYTES) -> Tensor:
+    """``z [N, d]`` -> index ``[N]`` of the nearest row of ``codebook [K, d]``: the largest dot
+    product where ``cosine`` (both already l2-normalised), else the smallest squared distance;
+    ``chunk_bytes // (4 K)`` positions at a time, so the score matrix never exceeds a chunk."""
+    rows = max(1, chunk_bytes // (4 * max(1, codebook.shape[0])))
+    cb_t = codebook.t()
+    sq = None if cosine else codebook.pow(2).sum(1)[None]
+
+    def search(x: Tensor) -> Tensor:
+        if cosine:
+            return (x @ cb_t).argmax(dim=1)
+        return (x.pow(2).sum(1, keepdim=True) - 2 * x @ cb_t + sq).argmin(dim=1)
+
+    if z.shape[0] <= rows:
+        return search(z)
+    return torch.cat([search(z[i:i + rows]) for i in range(0, z.shape[0], rows)])
+
+
 def code_counts(codes: Tensor, n: int) -> Tensor:
     """How often each of ``n`` codes occurs in ``codes``: float32 ``[n]`` on their
     device. A scatter-add, not ``torch.bincount``, which on CUDA reads the
@@ -79,12 +102,9 @@ class VectorQuantizer(Quantizer):
         return F.normalize(w, dim=-1) if self.l2_norm else w
 
     def nearest(self, z_flat: Tensor) -> Tensor:
-        """``[N,dim]`` (already normalised if ``l2_norm``) -> ``[N]`` code indices."""
-        cb = self.codebook()
-        if self.l2_norm:
-            return (z_flat @ cb.t()).argmax(dim=1)
-        d = z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ cb.t() + cb.pow(2).sum(1)[None]
-        return d.argmin(dim=1)
+        """``[N,dim]`` (already normalised if ``l2_norm``) -> ``[N]`` code indices
+        (:func:`nearest_code`: a chunk of positions at a time)."""
+        return nearest_code(z_flat, self.codebook(), cosine=self.l2_norm)
 
     def forward(self, features: Tensor) -> QuantizerOutput:
         """Features ``[B, C, h, w]`` (a grid) or ``[B, N, C]`` (a 1-D sequence of N tokens, as a
