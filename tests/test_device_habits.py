@@ -130,3 +130,35 @@ def test_the_probes_training_loop_reads_its_loss_at_the_progress_interval_only()
     assert [i for i, v in enumerate(shown) if v is not None] == [9, 19, 29] and len(losses) == 30
     assert shown[9] == losses[9] and shown[29] == losses[29]
     assert reads.reads == 3, reads.reads  # the three it showed; clipping and the final history read nothing more
+
+
+def test_images_travel_as_uint8_when_that_is_exact():
+    from tokzoo.bench.measure import bench_collate
+
+    k = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    exact = [{"image": k[i].float().div(255), "label": 0, "caption": "", "index": i} for i in range(2)]
+    batch = bench_collate(exact)
+    assert "image" not in batch and batch["image_u8"].dtype == torch.uint8 and torch.equal(batch["image_u8"], k.byte())
+    # what the tokenizer sees on the device: the very floats the dataset gave
+    assert torch.equal(batch["image_u8"].float().div_(255), torch.stack([s["image"] for s in exact]))
+    other = [{**s, "image": s["image"] * 0.999} for s in exact]  # a dataset of other float values: kept as they are
+    batch = bench_collate(other)
+    assert "image_u8" not in batch and torch.equal(batch["image"], torch.stack([s["image"] for s in other]))
+
+
+def test_the_codes_range_check_reads_the_device_once_for_every_level():
+    from tokzoo.api import Codes
+    from tokzoo.codes import check_codes
+    from tokzoo.errors import ContractError
+
+    codes = Codes({"semantic": torch.tensor([[0, 5]]), "pixel": torch.tensor([[1, 7]])}, {"semantic": 8, "pixel": 8},
+                  "hierarchical")
+    with HostReads() as reads:
+        check_codes(codes, object())
+    assert reads.reads == 0  # one .tolist() of every level's range: no per-level scalar read
+    bad = Codes({"semantic": torch.tensor([[0, 5]]), "pixel": torch.tensor([[1, 9]])}, {"semantic": 8, "pixel": 8},
+                "hierarchical")
+    import pytest
+
+    with pytest.raises(ContractError, match="level 'pixel' holds codes from 1 to 9, outside its vocabulary 0..7"):
+        check_codes(bad, object())

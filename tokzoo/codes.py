@@ -286,8 +286,11 @@ def check_codes(codes: Any, owner: Any, vocab: Mapping[str, int] | None = None, 
         if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
             raise ContractError(f"{owner_name}: {method}() level '{level}' holds {c.dtype} values; codes are integers "
                                 "(a tokenizer without discrete codes declares LatentSpec and encodes to Latents)")
-        if c.numel():
-            lo, hi = int(c.min()), int(c.max())
+    full = [(level, c) for level, c in codes.levels.items() if c.numel()]
+    if full:  # every level's range in one read on the host (one wait for the device, not two per level)
+        ranges = torch.stack([torch.stack([c.min().long(), c.max().long()]).to(full[0][1].device)
+                              for _, c in full]).tolist()
+        for (level, _), (lo, hi) in zip(full, ranges):
             if lo < 0 or hi >= codes.vocab[level]:
                 raise ContractError(f"{owner_name}: {method}() level '{level}' holds codes from {lo} to {hi}, outside "
                                     f"its vocabulary 0..{codes.vocab[level] - 1}")
