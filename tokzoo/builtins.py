@@ -43,6 +43,10 @@ def tokzoo_register_datasets(register):
              "a folder of images (labels from sub-folders or labels=FILE, captions.jsonl)")
     register("webdataset", f"{DATA}.webdataset:WebDatasetDataset",
              "sharded tar files (WebDataset layout: jpg + cls + txt per key), indexed")
+    register("text", f"{DATA}.text:TextDataset",
+             "real words in real fonts (word list, DejaVu / Liberation), each word's box: the text-ocr probe")
+    register("textfolder", f"{DATA}.text:TextFolderDataset",
+             "an image folder with words.json (word boxes + transcriptions): the text-ocr probe on your text")
     register("synthetic", f"{DATA}.synthetic:SyntheticDataset",
              "random smooth images made on the fly (throughput runs; no quality meaning)")
 
@@ -70,6 +74,8 @@ METRICS = {
                  "NLL bits, gFID / judge class accuracy of its samples (opt-in: slow)"),
     "vqa-probe": (f"{BENCH}.understanding:VQAProbe", "VQA probe: questions about each image's attributes (shape, "
                   "colour, position, ...) answered from its tokens by a small transformer; accuracy per attribute"),
+    "text-ocr": (f"{BENCH}.text:TextOCR", "text kept? PP-OCRv4 reads each word of the originals and the "
+                 "reconstructions (--data text or textfolder:PATH): T-ACC / T-NED by word size (opt-in)"),
 }
 
 

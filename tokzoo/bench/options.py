@@ -202,7 +202,7 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
                    help="a bench protocol file (YAML: tokenizers, data, metrics, num_images, ...); "
                         "flags given here override it")
     s.add_argument("--tokenizers", default=none, help="comma list of presets (their trained run) or checkpoint paths")
-    s.add_argument("--data", default=none, help=f"a dataset name (its val split) or imagefolder:PATH "
+    s.add_argument("--data", default=none, help=f"a dataset name (its val split), imagefolder:PATH or textfolder:PATH "
                                                 f"(default: {d('data')})")
     s.add_argument("overrides", nargs="*", help="data.<param>=V and metrics.<metric>.<param>=V "
                                                 "(e.g. metrics.lpips.net=vgg)")

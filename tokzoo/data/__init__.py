@@ -53,6 +53,8 @@ def collate(samples: list[dict]) -> dict[str, Any]:
         batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
         if any(s.get("attributes") for s in good):
             batch["attributes"] = [dict(s.get("attributes") or {}) for s in good]
+        if any("words" in s for s in good):  # word boxes and transcriptions (the text-ocr probe)
+            batch["words"] = [list(s.get("words") or []) for s in good]
     return batch
 
 
@@ -76,14 +78,20 @@ class SkipCounter:
         return f"{len(self.skipped)} unreadable image(s) skipped"
 
 
+#: datasets named with their folder on the command line (NAME:PATH)
+FOLDER_DATASETS = ("imagefolder", "textfolder")
+
+
 def parse_data_arg(arg: str) -> dict[str, Any]:
-    """``NAME`` or ``imagefolder:PATH`` (the command-line forms) -> a dataset spec."""
-    if arg.startswith("imagefolder:"):
-        return {"name": "imagefolder", "path": arg.split(":", 1)[1]}
+    """``NAME``, ``imagefolder:PATH`` or ``textfolder:PATH`` (the command-line forms) -> a dataset spec."""
+    for name in FOLDER_DATASETS:
+        if arg.startswith(name + ":"):
+            return {"name": name, "path": arg.split(":", 1)[1]}
     if ":" in arg:
         from tokzoo.errors import ConfigError
 
-        raise ConfigError(f"--data '{arg}': use a dataset name (see `tokzoo list dataset`) or imagefolder:PATH")
+        raise ConfigError(f"--data '{arg}': use a dataset name (see `tokzoo list dataset`), imagefolder:PATH or "
+                          "textfolder:PATH")
     return {"name": arg}
 
 
