@@ -103,3 +103,14 @@ def test_the_performance_table_is_the_committed_benchmark_outputs():
                         ("flat-16384", "flat VQ (16,384 codes) / its bound")):
         ratio = re.search(re.escape(search) + r" / matmul\S+\s+([0-9.]+)x", quant).group(1)
         assert now[row] == f"{ratio}x", row
+
+
+def test_the_text_probe_figures_are_the_committed_bench():
+    """The README's text-ocr findings are copies of benchmarks/results/text-ocr/results.json."""
+    text = json.loads((REPO / "benchmarks" / "results" / "text-ocr" / "results.json").read_text())["tokenizers"]
+    flat = " ".join(README.split())
+    ceiling = {round(e["metrics"]["text_acc_ceiling"], 2) for e in text.values()}
+    assert len(ceiling) == 1 and f"reads **{ceiling.pop():.2f}** of the original words" in flat
+    assert all(e["metrics"]["text_acc"] == 0 for e in text.values()) and "**0** of any tokenizer's" in flat
+    for name, e in text.items():
+        assert f"{name} {e['metrics']['text_ned']:.3f}" in flat, name
