@@ -237,7 +237,51 @@ def ar_probe_cost(args) -> dict:
             "samples_s": samples_s}
 
 
-SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "jpeg")
+def searches(args) -> dict:
+    """The nearest-code searches at their paper shapes (#34): SGHC's semantic search (4,096 positions x
+    32 dims among 24,576 l2-normalised codes) and a flat 16,384-code VQ (8 dims), as tokzoo runs them
+    (a chunk of positions at a time, tokzoo.nn.nearest_code), against their bound, the plain matrix
+    product of the same shapes; the peak memory of each (the score matrix held at once)."""
+    import torch.nn.functional as F
+
+    from tokzoo.nn import nearest_code
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    n = 512 if args.smoke else 4096
+    rows = []
+    for label, k, d, cosine in (("sghc-semantic-24576", 24576, 32, True), ("flat-16384", 16384, 8, False)):
+        g = torch.Generator().manual_seed(0)
+        cb, z = torch.randn(k, d, generator=g).to(dev), torch.randn(n, d, generator=g).to(dev)
+        if cosine:
+            cb, z = F.normalize(cb, dim=-1), F.normalize(z, dim=-1)
+        timings = {}
+        for name, fn in (("search", lambda: nearest_code(z, cb, cosine)), ("bound", lambda: z @ cb.t())):
+            fn()
+            sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() if cuda else 0
+            times = []
+            for _ in range(3 if args.smoke else 20):
+                t = time.perf_counter()
+                fn()
+                sync()
+                times.append(time.perf_counter() - t)
+            peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if cuda else float("nan")
+            timings[name] = (sorted(times)[len(times) // 2], peak)
+        ratio = timings["search"][0] / timings["bound"][0]
+        print(f"{label}: {n} positions, search {timings['search'][0] * 1e3:.3f} ms (peak {timings['search'][1]:.0f} "
+              f"MB), bound {timings['bound'][0] * 1e3:.3f} ms (peak {timings['bound'][1]:.0f} MB): "
+              f"{ratio:.2f}x its bound ({'ok' if ratio <= 2 else 'over 2x'})", flush=True)
+        rows.append({"search": label, "positions": n, "search_ms": timings["search"][0] * 1e3,
+                     "bound_ms": timings["bound"][0] * 1e3, "ratio": ratio, "search_peak_mb": timings["search"][1],
+                     "bound_peak_mb": timings["bound"][1]})
+    return {"searches": rows}
+
+
+SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "searches", "jpeg")
 SCRIPTED = SECTIONS[:-1]  # what gpu.sh runs (the JPEG-folder bench: on request, --section jpeg)
 
 
@@ -260,7 +304,7 @@ def summarise(folder: Path) -> str:
             lines.append(f"| {r['preset']} | {r['stage']} | {'compiled' if r['compiled'] else 'eager'} | "
                          f"{r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | {100 * r['mfu']:.1f}% | {mem} | "
                          f"{ratio} |")
-    for key in ("sync", "bench", "ar_probe", "jpeg_bench"):
+    for key in ("sync", "bench", "ar_probe", "searches", "jpeg_bench"):
         for v in parts.values():
             if key in v:
                 lines += ["", f"{key}: {json.dumps(v[key])[:600]}"]
@@ -339,6 +383,8 @@ def main() -> None:
                 results["jpeg_bench"] = jpeg_bench(bench_run, args, tmp)
         if "ar" in want:
             results["ar_probe"] = ar_probe_cost(args)
+        if "searches" in want:
+            results.update(searches(args))
     if results["train"]:
         print(f"\n| preset | stage | mode | train img/s | GFLOP/img | MFU |  ({results['device']}, batch "
               f"{args.batch_size}, {results['resolution']}px, {'fp32' if args.smoke else 'bf16'})")

@@ -7,6 +7,7 @@
 #   train-vilau     eager
 #   bench           `tokzoo bench` of the trained vqgan on 10k images
 #   ar              the AR probe's GPT-B: train steps/s, KV-cache samples/s
+#   searches        nearest-code searches (SGHC's semantic, flat 16,384) against their matmul bound, peak memory
 # Each writes OUT/SECTION.json and .log; OUT/summary.md gathers them (commit
 # it under benchmarks/results/gpu/). OUT: $OUT (the device runner's), else
 # benchmarks/results/gpu. The measuring code is benchmarks/gpu.py.
@@ -58,4 +59,5 @@ section train-semhitok 130 "$@"
 section train-vilau 60 "$@"
 section bench 70 "$@"
 section ar 50 "$@"
+section searches 20 "$@"
 $PY "$ROOT/benchmarks/gpu.py" --summarise "$OUT"

@@ -153,6 +153,7 @@ def test_sweep_on_slurm_submits_points_then_a_dependent_bench(tmp_path, fake_slu
     assert sorted((record / "cancelled").read_text().split()) == ["4200", "4203", "4204"]
 
 
+@pytest.mark.paper
 def test_the_debug_executor_trains_in_this_process(tmp_path):
     out = run_tokzoo("train", "vq-tiny", *TINY, "run_dir=runs/d", "--launcher", "submitit", "--cluster", "debug",
                      cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})

@@ -55,6 +55,7 @@ def measured():
     return out, metric
 
 
+@pytest.mark.paper  # the real recogniser on 24 pages: CI's test-paper
 def test_identity_scores_the_ceiling_in_every_bucket(measured):
     out, metric = measured
     values, intervals, missing = out["identity"]
@@ -66,6 +67,7 @@ def test_identity_scores_the_ceiling_in_every_bucket(measured):
     assert intervals["text_acc"][0] <= values["text_acc"] <= intervals["text_acc"][1]
 
 
+@pytest.mark.paper  # the real recogniser on 24 pages: CI's test-paper
 def test_a_blur_by_four_loses_the_small_words_and_keeps_the_large(measured):
     out, _ = measured
     v = out["down4"][0]
@@ -76,12 +78,14 @@ def test_a_blur_by_four_loses_the_small_words_and_keeps_the_large(measured):
     assert v["text_acc_large"] > v["text_acc_small"] + 0.3
 
 
+@pytest.mark.paper  # the real recogniser on 24 pages: CI's test-paper
 def test_noise_scores_zero(measured):
     out, _ = measured
     v = out["noise"][0]
     assert v["text_acc"] == 0 and v["text_ned"] < 0.2  # the engine's floor: letters it guesses in noise
 
 
+@pytest.mark.paper  # the real recogniser on 24 pages: CI's test-paper
 def test_the_engine_is_identified_in_the_protocol(measured):
     _, metric = measured
     ((name, sha),) = metric.weights.items()
@@ -104,6 +108,7 @@ def test_the_text_data_is_deterministic_and_its_splits_share_no_word():
     assert all((w["box"][3] - w["box"][1]) / 32 >= 0.04 for i in range(16) for w in small[i]["words"])
 
 
+@pytest.mark.paper
 def test_a_users_folder_of_text_images_with_word_boxes(tmp_path, cli):
     """An IC13-style folder: images of another size and shape, words.json with boxes or polygons;
     the boxes move with the protocol's centre crop, a word the crop cuts is left out."""

@@ -66,6 +66,7 @@ METRICS = {
     "lpips": (f"{BENCH}.metrics:LPIPSMetric", "LPIPS (AlexNet; metrics.lpips.net=vgg), weights from a local file"),
     "rfid": (f"{BENCH}.fid:RFID", "reconstruction FID, InceptionV3 2015-12-05 weights, TF-compatible resize, float64"),
     "codebook": (f"{BENCH}.metrics:CodebookUsage", "codebook usage and perplexity per level"),
+    "edges": (f"{BENCH}.edges:Edges", "edge F1 and gradient error (Sobel on luma): blur cannot hide behind PSNR"),
     "probe": (f"{BENCH}.probes:LinearProbe", "linear-probe top-1 on features from the tokens alone (token_features)"),
     "probe-encoder": (f"{BENCH}.probes:EncoderProbe", "linear-probe top-1 on continuous pre-quantization features"),
     "throughput": (f"{BENCH}.metrics:Throughput",
