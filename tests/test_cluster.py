@@ -226,3 +226,18 @@ def test_a_sweep_of_two_task_points_on_the_local_executor(tmp_path, tiny_teacher
     assert st.returncode == 0 and "2 done" in st.stdout
     again = run_tokzoo(*sweep, cwd=tmp_path, env=env, timeout=600)
     assert again.returncode == 0 and "submitted job" not in again.stdout.split("bench")[0]
+
+
+def test_a_damaged_jobs_file_is_refused_in_one_line(tmp_path, fake_slurm):
+    env, _ = fake_slurm
+    sweep = ["sweep", "vq-tiny", "K:model.quantizer.codebook_size=16,32", *TINY, "--out", "runs/sw",
+             "--launcher", "submitit", "--partition", "gpu"]
+    assert run_tokzoo_here(*sweep, cwd=tmp_path, env=env).returncode == 0
+    jobs = tmp_path / "runs" / "sw" / "jobs.json"
+    for text in ("{", '{"points": []}', '{"points": {"K=16": {"job_id": 4200}}}',
+                 '{"points": {"K=16": {"job_id": "1", "cluster": "pbs", "folder": "x"}}}'):
+        jobs.write_text(text)
+        for cmd in (["sweep", "--status", "runs/sw"], ["sweep", "--cancel", "runs/sw"], sweep):
+            out = run_tokzoo_here(*cmd, cwd=tmp_path, env=env)
+            assert out.returncode == 2 and "jobs.json is unreadable" in out.stderr, (text, cmd, out.stderr)
+            assert "Traceback" not in out.stderr

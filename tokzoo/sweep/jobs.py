@@ -22,6 +22,7 @@ from rich.table import Table
 from tokzoo import runfolder
 from tokzoo.ckptio import atomic_write
 from tokzoo.cluster.job import BenchJob, TrainJob, make_executor, require_submitit
+from tokzoo.cluster.options import CLUSTERS
 from tokzoo.cluster.submit import JobError, wait_for
 from tokzoo.errors import ConfigError
 from tokzoo.textsafe import console as esc
@@ -39,10 +40,13 @@ def read_jobs(out: Path) -> dict[str, Any]:
         return {"points": {}, "bench": None}
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data.get("points"), dict):
-            raise ValueError
+        records = list(data["points"].values()) + ([data["bench"]] if data.get("bench") is not None else [])
+        for r in records:  # every record as this module writes it: a damaged file is refused, not half-read
+            if not (isinstance(r.get("job_id"), str) and r.get("cluster") in CLUSTERS
+                    and isinstance(r.get("folder"), str) and isinstance(r.get("tasks", 1), int)):
+                raise ValueError
         return data
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         raise ConfigError(f"{path} is unreadable; move it away (its jobs are not tracked then)") from None
 
 
