@@ -82,9 +82,9 @@ class PPOCR:
             import rapidocr_onnxruntime
             import yaml
             from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
-        except ImportError:
-            raise ConfigError("text-ocr needs the rapidocr-onnxruntime package (PP-OCRv4): "
-                              "pip install 'tokzoo[ocr]'") from None
+        except ImportError as exc:  # not installed, or a library it loads is missing (OpenCV's libGL)
+            raise ConfigError(f"text-ocr needs the rapidocr-onnxruntime package (PP-OCRv4): pip install "
+                              f"'tokzoo[ocr]' (importing it failed: {exc})") from None
         root = Path(rapidocr_onnxruntime.__file__).parent
         config = yaml.safe_load((root / "config.yaml").read_text())["Rec"]
         config["model_path"] = str(root / config["model_path"])
