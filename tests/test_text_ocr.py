@@ -179,3 +179,16 @@ def test_text_ocr_without_word_boxes_says_what_data_it_needs(tmp_path):
                       {"image": torch.zeros(1, 3, 8, 8)})
     with pytest.raises(Exception, match="engine must be one of ppocr, tesseract"):
         TextOCR(engine="easyocr")
+
+
+def test_the_text_row_of_the_tradeoff_picture():
+    """A bench with text-ocr and no probe still draws its trade-off: T-ACC against PSNR."""
+    from conftest import REPO
+    from tokzoo.bench.plots import tradeoff_png, tradeoff_points
+
+    results = json.loads((REPO / "benchmarks" / "results" / "text-ocr" / "results.json").read_text())
+    pts = tradeoff_points(results)
+    assert sorted(p["name"] for p in pts) == ["semhitok-tiny", "vilau-tiny", "vqgan-tiny"]
+    assert all(p["text"] == 0 for p in pts)
+    png = tradeoff_png(results)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"

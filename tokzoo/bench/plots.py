@@ -43,6 +43,8 @@ def frontier(points: list[dict[str, Any]], key: str, ykey: str, higher_x: bool) 
 
 #: the understanding axes: the linear probe, and the VQA probe's mean over questions when measured
 UNDERSTANDING = (("probe", "linear-probe top-1 on tokens"), ("vqa", "VQA top-1 on tokens (mean over questions)"))
+#: the text row (text-ocr): words read exactly from the reconstructions, beside the understanding rows
+TEXT_ROW = ("text", "text kept: T-ACC (words read exactly)")
 
 
 #: beyond this magnitude a number is left out of the pictures (a hand-edited 1e308 would break the axes)
@@ -59,11 +61,12 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
     short = short_names(results.get("tokenizers", {}))
     for name, e in results.get("tokenizers", {}).items():
         m = e.get("metrics") or {}
-        if m.get(PROBE) is None and m.get("vqa_top1") is None:
+        if m.get(PROBE) is None and m.get("vqa_top1") is None and m.get("text_acc") is None:
             continue
         v = {k: m.get(k) if _plottable(m.get(k)) else None for k in (PROBE, "vqa_top1", "psnr", "rfid", "gfid",
-                                                                     "gfd_judge")}
-        out.append({"name": short[name], "probe": v[PROBE], "vqa": v["vqa_top1"], "psnr": v["psnr"],
+                                                                     "gfd_judge", "text_acc")}
+        out.append({"name": short[name], "probe": v[PROBE], "vqa": v["vqa_top1"], "text": v["text_acc"],
+                    "psnr": v["psnr"],
                     "rfid": v["rfid"], "gfid": v["gfid"], "gfd_judge": v["gfd_judge"],
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),
                     "flags": e.get("flags") or {}, "continuous": is_continuous(e)})
@@ -96,9 +99,11 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
     axes = [(key, label, hi) for key, label, hi in AXES if sum(p[key] is not None for p in pts) >= 1]
     if any(key == GENERATION[0] for key, _, _ in axes):  # one generation panel: gFID when there is one
         axes = [a for a in axes if a[0] not in GENERATION[1:]]
-    rows = [(key, ylabel) for key, ylabel in UNDERSTANDING if any(p[key] is not None for p in pts)]
+    rows = [(key, ylabel) for key, ylabel in (*UNDERSTANDING, TEXT_ROW) if any(p[key] is not None for p in pts)]
     if not pts or not axes or not rows:
         return None
+    if rows == [TEXT_ROW] and title == "understanding vs reconstruction":
+        title = "text kept vs reconstruction"
     if any(key in GENERATION for key, _, _ in axes) and title == "understanding vs reconstruction":
         title = "understanding vs reconstruction and generation"
     fig = Figure(figsize=(6.2 * len(axes), 4.8 * len(rows)), dpi=110, layout="constrained")
