@@ -31,6 +31,8 @@ def log_path(job: Any) -> Path:
 
 
 def last_line(path: Path) -> str:
+    """The last non-empty line of a log (at most 300 characters), read from its end: a long
+    job's log is never read whole; "" when there is none."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokzoo import runfolder
 from tokzoo.ckptio import atomic_write
+from tokzoo.cluster.submit import last_line
 from tokzoo.errors import ConfigError, TokzooError
 from tokzoo.runfolder import RunLock, check_output_folder
 from tokzoo.sweep.grid import Point, grid_points, parse_grid
@@ -49,15 +50,8 @@ def _node_rank(torchrun: list[str]) -> int:
 
 def _last_line(log: Path) -> str:
     """The last line a training printed (its progress, or a failed one's error message),
-    read from the end of its log (a long training's log is never read whole)."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return "?"
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "?"
+    read from the end of its log; "?" when there is none."""
+    return last_line(log) or "?"
 
 
 def _die_with_parent() -> None:
