@@ -197,7 +197,7 @@ def status(out: Path, console: Console) -> int:
         table.add_row(esc(p["name"]), state, esc(record["job_id"]) if record else "", esc(log))
     bench = jobs.get("bench")
     if bench:
-        state = "done" if (out / "results.json").is_file() and job_state(bench) == "done" else job_state(bench)
+        state = job_state(bench)  # one query of the scheduler
         table.add_row("(bench)", state, esc(bench["job_id"]), esc(log_of(bench, out)) if state == "failed" else "")
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
