@@ -122,8 +122,8 @@ def test_tokens_that_are_a_function_of_the_class_give_nll_near_zero_and_class_ac
     assert out["ar_nll_bits"] < 0.05 * L * math.log2(V)  # nearly nothing left to predict
     assert out["gen_class_acc"] > 0.95
     assert abs(out["ar_class_bits"] - math.log2(C)) < 0.15  # the class is worth all of its 2 bits
-    assert "gen_class_acc" not in metric.flags()
-    samples = metric.images()["samples"]
+    assert "gen_class_acc" not in out.flags
+    samples = out.images["samples"]
     assert samples.dtype == torch.uint8 and samples.shape == (C, 3, RES, RES)
 
 
@@ -136,7 +136,7 @@ def test_noise_tokens_give_log2_vocab_bits_per_token_and_chance_class_accuracy()
     assert abs(out["ar_class_bits"]) < 0.5  # a label that says nothing about the tokens saves no bits
     # labels carry nothing about noise tokens: the judge and the samples sit near chance
     assert out["judge_top1"] < 0.5 and out["gen_class_acc"] < 0.5
-    assert "gen_class_acc" in metric.flags()  # a judge at chance on real images is said to be unreliable
+    assert "gen_class_acc" in out.flags  # a judge at chance on real images is said to be unreliable
 
 
 def test_a_markov_chain_is_learned_to_its_entropy():

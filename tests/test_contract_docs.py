@@ -32,7 +32,7 @@ def test_every_optional_method_the_docs_name_exists(base):
     named = set(re.findall(r"`(\w+)(?:\(|`)", text))
     public = {n for n in dir(base) if not n.startswith("_")}
     claimed = {n for n in named if n in {"token_features", "encoder_features", "token_features_kind",
-                                         "per_image_values", "flags", "trainable_groups", "frozen_prefixes",
+                                         "trainable_groups", "frozen_prefixes",
                                          "last_layer",
                                          "setup", "reset", "update", "reduce", "compute", "lookup", "encode",
                                          "decode_codes", "forward", "info", "vocab"}}
@@ -57,3 +57,49 @@ def test_the_harness_treats_no_metric_by_name():
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get":
             used += [c.value for c in node.args if isinstance(c, ast.Constant) and c.value in core]
     assert not used, used
+
+
+def test_the_methods_a_metric_written_before_metric_result_keeps_are_the_ones_the_docs_name():
+    from tokzoo.bench.measure import _LEGACY
+
+    text = section("tokzoo_register_metrics")
+    legacy = text[text.index("written before"):]
+    assert all(f"`{m}()`" in legacy for m in _LEGACY.values()), sorted(_LEGACY.values())
+
+
+def _public(cls) -> set[str]:
+    """The names a class adds to the contract (not object's, not torch Dataset's)."""
+    import torch
+
+    inherited = set(dir(object)) | set(dir(torch.utils.data.Dataset))
+    return {n for n in dir(cls) if not n.startswith("_") and n not in inherited} | (
+        {n for n in ("__len__", "__getitem__") if n in cls.__dict__})
+
+
+@pytest.mark.parametrize("names,where", [
+    (lambda: _public(api.ImageDataset) - {"__len__", "__getitem__"}, "tokzoo_register_datasets"),
+    (lambda: set(api.Sample.__annotations__), "tokzoo_register_datasets"),
+    (lambda: _public(api.Metric), "tokzoo_register_metrics"),
+    (lambda: {f for f in api.BenchContext.__dataclass_fields__ if not f.startswith("_")} - {"train_split"}
+     | {n for n in dir(api.BenchContext) if not n.startswith("_") and callable(getattr(api.BenchContext, n))},
+     "tokzoo_register_metrics"),
+    (lambda: set(api.MetricResult.__dataclass_fields__), "tokzoo_register_metrics"),
+], ids=["dataset", "sample", "metric", "context", "result"])
+def test_every_public_attribute_the_host_reads_is_documented(names, where):
+    text = section(where)
+    missing = sorted(n for n in names() if f"`{n}" not in text and f"{n}(" not in text and f'"{n}"' not in text)
+    assert not missing, f"docs/plugins.md's {where} section does not name {missing}"
+
+
+def test_every_attribute_the_host_reads_from_a_dataset_is_declared_on_image_dataset():
+    """getattr(<a dataset>, "name", ...) anywhere in tokzoo: the name is an ImageDataset attribute."""
+    dataset_vars = {"val", "train", "data", "dataset", "train_set", "self.train_set", "images", "split"}
+    read = set()
+    for path in (REPO / "tokzoo").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr" and len(node.args) >= 2
+                    and ast.unparse(node.args[0]) in dataset_vars and isinstance(node.args[1], ast.Constant)):
+                read.add((node.args[1].value, path.name))
+    assert {n for n, _ in read} >= {"num_classes", "classes", "attributes", "same_for_every_split", "fingerprint"}
+    undeclared = sorted((n, f) for n, f in read if not hasattr(api.ImageDataset, n))
+    assert not undeclared, f"the host reads {undeclared} from a dataset; declare them on tokzoo.api.ImageDataset"

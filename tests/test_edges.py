@@ -54,7 +54,8 @@ def test_through_the_metric_contract_and_its_checks():
     m = Edges()
     m.reset()
     m.update(o, o)
-    assert m.compute() == {"edge_f1": 1.0, "grad_l1": 0.0} and len(m.per_image_values()["edge_f1"]) == 8
+    out = m.compute()
+    assert out == {"edge_f1": 1.0, "grad_l1": 0.0} and len(out.per_image["edge_f1"]) == 8
     for bad in ({"threshold": 0}, {"threshold": "x"}, {"tolerance": -1}, {"tolerance": 1.5}):
         with pytest.raises(ConfigError):
             Edges(**bad)

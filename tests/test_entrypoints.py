@@ -230,3 +230,57 @@ def test_the_1d_tokenizer_of_the_docs_trains_and_benches_from_outside(cli, tmp_p
     finally:
         sys.path.remove(str(tmp_path / "site"))
         reset_registry()
+
+
+def test_the_dataset_and_metric_of_the_docs_install_and_run_from_outside(cli, tmp_path):
+    """docs/plugins.md's worked dataset and metric, installed as a distribution, benched
+    beside the docs' ready-made tokenizer from another folder; their reduction = one process."""
+    import json
+    import sys
+
+    import torch
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    section = doc[doc.index("## Data and a metric of your own"):doc.index("## The hooks")]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    palette, preset = docs_section("## A ready-made tokenizer", "## A 1-D tokenizer")
+    env = install_docs_plugin(tmp_path / "site", palette, preset, "tokzoo-palette", "palette", "palette-32")
+    make_dist(tmp_path / "site", "tokzoo-stripes", "0.1.0", {"stripes": "tokzoo_stripes"},
+              {"tokzoo_stripes/__init__.py": code})
+    show = cli("show", "detail", env=env, cwd=tmp_path)
+    assert show.returncode == 0 and "floor" in show.stdout and "least detail" in show.stdout, show.stdout
+    out = tmp_path / "bench"
+    bench = cli("bench", "--tokenizers", "palette-32", "--data", "stripes", "data.size=64", "--num-images", "32",
+                "--metrics", "psnr,detail,probe", "--probe-train-images", "64", "metrics.detail.floor=2",
+                "--out", str(out), env=env, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    results = json.loads((out / "results.json").read_text())
+    e = results["tokenizers"]["palette-32"]
+    assert e["unavailable"] == {} and 0 < e["metrics"]["detail_kept"] and "detail_lowest" in e["metrics"]
+    lo, hi = e["intervals"]["detail_kept"]
+    assert lo <= e["metrics"]["detail_kept"] <= hi and "detail_lowest" not in e["intervals"]
+    assert e["metrics"]["detail_lowest"] <= e["metrics"]["detail_kept"]
+    assert results["protocol"]["metrics"]["detail"] == {"floor": 2.0}
+    assert "stripes-v1-val-32-64-0" in json.dumps(results)  # the dataset's fingerprint names the images
+    # in Python: the registry builds the dataset as the host does, and two shards merge into one process
+    sys.path.insert(0, str(tmp_path / "site"))
+    try:
+        from tokzoo.registry import get_registry, reset_registry
+        from tokzoo.testing import merge_shards
+
+        reset_registry()
+        reg = get_registry()
+        val = reg.create("dataset", "stripes", split="val", resolution=16, size=8)
+        assert len(val) == 8 and val.num_classes == 4 and val[3]["attributes"]["colour"] in ("red", "green", "blue")
+        x = torch.stack([val[i]["image"] for i in range(8)]).mul(255).round().to(torch.uint8)
+        y = x // 2
+        whole = reg.create("metric", "detail")
+        whole.update(x, y, None, {})
+        halves = [reg.create("metric", "detail") for _ in range(2)]
+        halves[0].update(x[:5], y[:5], None, {})
+        halves[1].update(x[5:], y[5:], None, {})
+        merged = merge_shards(halves).compute()
+        assert merged == pytest.approx(dict(whole.compute())) and merged["detail_kept"] == pytest.approx(0.5, abs=0.02)
+    finally:
+        sys.path.remove(str(tmp_path / "site"))
+        reset_registry()

@@ -101,9 +101,7 @@ def test_the_encoder_probe_is_its_own_column():
 
 
 def test_the_probe_gives_per_image_correctness_for_its_interval():
-    probe = LinearProbe()
-    _run(probe, TokenPaletteFlat(), n=32)
-    v = probe.per_image_values()["probe_top1"]
+    v = _run(LinearProbe(), TokenPaletteFlat(), n=32).per_image["probe_top1"]
     assert v.shape == (32,) and set(v.tolist()) <= {0.0, 1.0}
 
 
@@ -119,22 +117,19 @@ def test_bootstrap_interval_matches_the_normal_approximation():
 
 
 def test_psnr_keeps_per_image_values_across_processes():
-    m = PSNR()
-    m.reset()
+    from tokzoo.testing import merge_shards
+
     a = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     b = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    whole = PSNR()
+    whole.update(a, b)
+    m, other = PSNR(), PSNR()
     m.update(a[:2], b[:2])
-    other = PSNR()
-    other.reset()
     other.update(a[2:], b[2:])
-    gathered = [m.per_image_values()["psnr"], other.per_image_values()["psnr"]]
-
-    def gather(parts, obj):
-        parts[:] = gathered
-
-    m.reduce(lambda t: t.add_(other.state[[k for k, v in m.state.items() if v is t][0]]), gather, 2)
-    assert m.per_image_values()["psnr"].shape == (4,)
-    assert m.compute()["psnr"] == pytest.approx(float(m.per_image_values()["psnr"].mean()))
+    result = merge_shards([m, other]).compute()
+    assert result.per_image["psnr"].shape == (4,)
+    assert torch.equal(result.per_image["psnr"], whole.compute().per_image["psnr"])
+    assert result.values["psnr"] == pytest.approx(float(result.per_image["psnr"].mean()))
 
 
 def _results(psnr, interval, rfid=10.0, probe=0.5):
@@ -249,25 +244,20 @@ def _codebook(parts, vocab=64):
 
     from tokzoo.bench.metrics import CodebookUsage
 
-    tok = SimpleNamespace(info=SimpleNamespace(vocab={"code": vocab}, codes=SimpleNamespace(layout="grid")))
+    tok = SimpleNamespace(info=SimpleNamespace(vocab={"code": vocab}, codes=SimpleNamespace(layout="grid", positions=16)))
     shards = []
     for part in parts:
         m = CodebookUsage()
+        m.reset_states()
         m.reset(tok)
         for codes, index in part:
             m.update(torch.zeros(len(codes), 3, 1, 1, dtype=torch.uint8), None,
                      Codes({"code": codes}, {"code": vocab}, "grid"), {"index": index})
         shards.append(m)
-    first = shards[0]
-    if len(shards) > 1:
-        mine = [((lambda s: ({"code": torch.cat(s.codes["code"])}, torch.cat(s.index)))(s)) for s in shards]
+    from tokzoo.testing import merge_shards
 
-        def gather(out, obj):
-            out[:] = mine
-
-        first.reduce(lambda t: t, gather, len(shards))  # nothing is summed: the codes are gathered
-    first.compute()
-    return first.compute(), first.intervals()
+    result = merge_shards(shards).compute()  # the codes are concatenated, not summed
+    return result.values, result.intervals
 
 
 def test_codebook_usage_gets_an_image_bootstrap_interval_the_same_in_one_process_or_several():
@@ -316,23 +306,23 @@ def test_rfid_interval_resamples_paired_features_and_survives_the_reference_cach
     first = metric()
     for i in range(0, 40, 16):
         first.update(a[i:i + 16], b[i:i + 16], batch={"index": torch.arange(i, min(i + 16, 40))})
-    value = first.compute()["rfid"]
-    ci = first.intervals()["rfid"]
+    result = first.compute()
+    value, ci = result["rfid"], result.intervals["rfid"]
     assert ci[0] < value < ci[1]
     # the next bench of the same images takes the originals' side from the cache: the same interval
     again = metric()
     again.load_reference(first.reference_state())
     for i in (32, 16, 0):  # another order of the same images
         again.update(a[i:i + 16], b[i:i + 16], batch={"index": torch.arange(i, min(i + 16, 40))})
-    assert again.compute()["rfid"] == pytest.approx(value) and again.intervals()["rfid"] == pytest.approx(ci)
+    result = again.compute()
+    assert result["rfid"] == pytest.approx(value) and result.intervals["rfid"] == pytest.approx(ci)
     # other images than the cache holds: no interval rather than a wrong one
     other = metric()
     other.load_reference(first.reference_state())
     other.update(a[:16], b[:16], batch={"index": torch.arange(100, 116)})
-    other.compute()
-    assert other.intervals() == {}
+    assert other.compute().intervals == {}
     off = metric(resamples=0)
     off.update(a, b, batch={"index": torch.arange(40)})
-    assert off.intervals() == {} and off.protocol()["interval"]["resamples"] == 0
+    assert off.compute().intervals == {} and off.protocol()["interval"]["resamples"] == 0
     with pytest.raises(ValueError, match="resamples"):
         RFID(resamples=-1)

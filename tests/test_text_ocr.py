@@ -55,7 +55,8 @@ def measured():
     for name, rec in (("identity", o8), ("down4", down), ("noise", noise)):
         metric.reset(None)
         metric.update(o8, rec, None, batch)
-        out[name] = (metric.compute(), metric.intervals(), metric.not_measured())
+        result = metric.compute()
+        out[name] = (result, result.intervals, result.not_measured)
     return out, metric
 
 

@@ -113,7 +113,7 @@ def test_tokens_that_carry_one_attribute_answer_it_and_not_the_other(carried, lo
     assert abs(out[f"vqa_{lost}"] - out[f"vqa_{lost}_chance"]) <= 0.15, out
     assert out[f"vqa_{lost}_chance"] == pytest.approx(0.25, abs=0.1)  # 4 values, about uniform
     assert out["vqa_top1"] == pytest.approx((out["vqa_colour"] + out["vqa_shape"]) / 2)
-    per = metric.per_image_values()
+    per = out.per_image
     assert float(per["vqa_top1"].mean()) == pytest.approx(out["vqa_top1"])  # the interval's values
     assert metric.better["vqa_top1"] == "higher" and "vqa_colour_chance" not in metric.better
 
@@ -125,10 +125,10 @@ def test_noise_tokens_score_chance_on_every_question():
 
 
 def test_the_answers_are_reproducible_with_a_fixed_seed():
-    a, _ = run_probe("colour", n_train=256, n_val=64, steps=40)
-    b, _ = run_probe("colour", n_train=256, n_val=64, steps=40)
-    for k, v in a.per_image_values().items():
-        assert torch.equal(v, b.per_image_values()[k]), k
+    _, a = run_probe("colour", n_train=256, n_val=64, steps=40)
+    _, b = run_probe("colour", n_train=256, n_val=64, steps=40)
+    for k, v in a.per_image.items():
+        assert torch.equal(v, b.per_image[k]), k
 
 
 def test_the_first_level_alone_loses_what_only_the_child_carries():
@@ -142,7 +142,7 @@ def test_the_first_level_alone_loses_what_only_the_child_carries():
 
 def test_a_one_level_tokenizer_says_why_it_has_no_first_level_view():
     metric, out = run_probe("colour", n_train=128, n_val=32, steps=5, first_level=True)
-    assert "vqa_first_top1" not in out and "one level" in metric.not_measured()["vqa_first_top1"]
+    assert "vqa_first_top1" not in out and "one level" in out.not_measured["vqa_first_top1"]
     assert first_level(Codes({"a": torch.zeros(1, 2, 2, dtype=torch.long)}, {"a": 3})) is None
 
 
@@ -162,7 +162,7 @@ def test_a_class_only_dataset_asks_one_question_and_odd_names_are_left_out_with_
     metric, out = run_probe("colour", train=relabel(dataset("colour", 256, 1)), val=relabel(dataset("colour", 64, 2)),
                             steps=60, max_answers=16)
     assert {k for k in out if not k.endswith("_chance")} == {"vqa_class", "vqa_top1"}
-    why = metric.not_measured()
+    why = out.not_measured
     assert "lower-case" in why["vqa-probe attribute 'Bad Name!'"]
     assert "256 different answers" in why["vqa_id"] and "max_answers=16" in why["vqa_id"]
 

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from tokzoo.codes import (CodeLayout, Codes, CodeSpec, LatentSpec, Latents,  # the data a component passes on
                           QuantizerOutput, TokenizerInfo, TokenizerOutput)
-from tokzoo.metric import BenchContext, Metric  # the bench's side of the contract
+from tokzoo.metric import BenchContext, Metric, MetricResult  # the bench's side of the contract
+from tokzoo.sample import ImageDataset, Sample, Word  # the dataset's side
 from tokzoo.measures import resample_counts, resample_interval  # a metric's own intervals
 from tokzoo.schema import Spec
 from tokzoo.errors import check_returns
@@ -272,6 +273,6 @@ def load_checkpoint_weights(module: nn.Module, path: str) -> None:
 
 
 __all__ = ["Codes", "CodeSpec", "CodeLayout", "Latents", "LatentSpec", "QuantizerOutput", "is_trainable", "Encoder", "Quantizer", "Decoder", "TokenizerOutput",
-           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "BenchContext", "Spec", "RANDOM", "require_pretrained",
+           "TokenizerInfo", "Tokenizer", "ComposedTokenizer", "Metric", "MetricResult", "BenchContext", "ImageDataset", "Sample", "Word", "Spec", "RANDOM", "require_pretrained",
            "is_restoring", "random_parts", "current_spec_path", "checkpoint_config", "load_checkpoint_weights",
            "referenced_config", "load_state_strict", "resample_counts", "resample_interval"]

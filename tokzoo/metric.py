@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from tokzoo.codes import Codes
 #: a tokzoo.api.Tokenizer (named, not imported: the contract's components sit above this module)
 Tokenizer = Any
 
-__all__ = ["BenchContext", "Metric"]
+__all__ = ["BenchContext", "Metric", "MetricResult", "REDUCTIONS", "merge_shards"]
 
 
 # -----------------------------------------------------------------------------
@@ -111,24 +111,70 @@ class BenchContext:
         return batches
 
 
-class Metric(abc.ABC):
-    """A streaming benchmark metric.
+#: how a declared state combines across the processes of a ``torchrun`` bench
+REDUCTIONS = ("sum", "max", "min", "cat")
 
-    The host calls :meth:`setup` once (with a :class:`BenchContext`), then per
-    tokenizer :meth:`reset`, :meth:`update` for every batch, :meth:`reduce`
-    under ``torchrun``, and :meth:`compute`. ``update`` sees each batch once:
-    originals and reconstructions as uint8 tensors ``[B,3,H,W]`` (quantized, as
-    a saved image would be), the tokenizer's :class:`Codes` (:class:`Latents`
-    for a continuous tokenizer, only to a metric that declares
-    :attr:`measures_continuous`), and the batch
-    itself (``image`` in ``[0,1]``, ``label``, ``caption``, and the host's
+
+@dataclass(eq=False)
+class MetricResult(Mapping):
+    """What :meth:`Metric.compute` returns: everything about one tokenizer's
+    numbers at once, so nothing depends on the order the host asks in.
+
+    - ``values``: result name -> a finite float;
+    - ``per_image``: result name -> the per-image values ``[N]`` whose mean the
+      result is; the host gives it a bootstrap 95 % interval;
+    - ``intervals``: result name -> ``(lo, hi)``, a 95 % interval the metric
+      computes itself for a result that is not a mean over images;
+    - ``flags``: result name -> why that number may mislead (marked ``†``);
+    - ``not_measured``: result name -> why it could not be given this time
+      while the others stand;
+    - ``images``: picture name -> uint8 images ``[n,3,H,W]`` to show.
+
+    It reads as the mapping of its ``values`` (``result["psnr"]``, ``set(result)``,
+    ``result == {...}``).
+    """
+
+    values: dict[str, float]
+    per_image: dict[str, Tensor] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
+    not_measured: dict[str, str] = field(default_factory=dict)
+    images: dict[str, Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> float:
+        return self.values[key]
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class Metric(abc.ABC):
+    """A streaming benchmark metric, shaped like a torchmetrics ``Metric``.
+
+    State is declared with :meth:`add_state` (a tensor and how it combines
+    across processes: ``sum``, ``max``, ``min`` or ``cat``) and lives on the
+    metric's :attr:`device` (the bench's), in ``self.state[name]``. The host
+    calls :meth:`setup` once (with a :class:`BenchContext`), then per tokenizer
+    puts every declared state back to its default and calls :meth:`reset`,
+    :meth:`update` for every batch, combines every declared state across the
+    processes of a ``torchrun`` bench on the device (then :meth:`reduce`, for
+    state that is not a tensor), and :meth:`compute`. ``update`` sees each batch
+    once: originals and reconstructions as uint8 tensors ``[B,3,H,W]`` on the
+    device (quantized, as a saved image would be), the tokenizer's
+    :class:`Codes` (:class:`Latents` for a continuous tokenizer, only to a
+    metric that declares :attr:`measures_continuous`), and the batch itself
+    (``image`` in ``[0,1]``, ``label``, ``index``, ``caption``, and the host's
     ``encode_s`` / ``decode_s`` timings and ``warmup`` flag). ``compute``
-    returns named float results; ``better`` says, per result, whether
-    ``higher`` or ``lower`` is better (results not named there are
-    informational). ``weights`` maps each pretrained file the metric used to
-    its SHA-256 (recorded in the protocol). A metric that cannot run (a missing
-    weights file) raises a :class:`tokzoo.errors.TokzooError` from ``setup``:
-    it is reported unavailable, with that message, and the rest runs.
+    returns a :class:`MetricResult` (or a plain dict of named floats: the
+    values alone); ``better`` says, per result, whether ``higher`` or
+    ``lower`` is better (results not named there are informational).
+    ``weights`` maps each pretrained file the metric used to its SHA-256
+    (recorded in the protocol). A metric that cannot run (a missing weights
+    file) raises a :class:`tokzoo.errors.TokzooError` from ``setup``: it is
+    reported unavailable, with that message, and the rest runs.
     """
 
     name: str = "metric"
@@ -148,45 +194,76 @@ class Metric(abc.ABC):
             value = cls.__dict__.get(attr)
             if isinstance(value, dict):
                 setattr(cls, attr, MappingProxyType(dict(value)))
-    #: state that adds up across batches and processes (reduced by summing)
-    state: dict[str, Tensor]
+
+    #: the current values of the declared states (a ``cat`` state: the list of
+    #: tensors appended so far; after the host's reduce, one tensor in that list)
+    state: dict[str, Any]
+
+    def add_state(self, name: str, default: Tensor, reduce: str = "sum") -> None:
+        """Declare a state (in ``__init__`` or :meth:`setup`): ``default`` a tensor
+        (for ``cat``, an empty one ``[0, ...]`` giving the dtype and trailing shape
+        of what is appended). The host puts it on :attr:`device` before each
+        tokenizer and combines it across processes: ``sum``, ``max``, ``min``
+        elementwise, ``cat`` by concatenating every process's tensors along dim 0
+        in process order (rank 0 first). Read a ``cat`` state with :meth:`cat_state`."""
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"add_state({name!r}): reduce must be one of {', '.join(REDUCTIONS)}, not {reduce!r}")
+        if not isinstance(default, Tensor) or (reduce == "cat" and (default.dim() == 0 or len(default))):
+            raise ValueError(f"add_state({name!r}): the default must be a tensor"
+                             + (" with no rows ([0, ...]) for 'cat'" if reduce == "cat" else ""))
+        self.__dict__.setdefault("_declared", {})[name] = (default.detach().clone(), reduce)
+        self.__dict__.setdefault("state", {})
+        self._default_state(name)
+
+    def declared_states(self) -> dict[str, str]:
+        """State name -> its reduction, as declared with :meth:`add_state`."""
+        return {k: r for k, (_, r) in self.__dict__.get("_declared", {}).items()}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the state lives: the bench's device after :meth:`setup` (or what a
+        metric sets), else the CPU."""
+        context = self.__dict__.get("context")
+        own = self.__dict__.get("_device")
+        return torch.device(own if own is not None else context.device if context is not None else "cpu")
+
+    @device.setter
+    def device(self, value) -> None:
+        self.__dict__["_device"] = value
+
+    def reset_states(self) -> None:
+        """Every declared state back to its default, on :attr:`device` (the host calls this before :meth:`reset`)."""
+        for name in self.__dict__.get("_declared", {}):
+            self._default_state(name)
+
+    def _default_state(self, name: str) -> None:
+        default, reduce = self.__dict__["_declared"][name]
+        if not isinstance(self.__dict__.get("state"), dict):
+            self.state = {}
+        self.state[name] = [] if reduce == "cat" else default.to(self.device, copy=True)
+
+    def cat_state(self, name: str) -> Tensor:
+        """A ``cat`` state as one tensor (its declared empty default when nothing was appended)."""
+        default, _ = self.__dict__["_declared"][name]
+        parts = self.state[name]
+        return torch.cat(parts) if parts else default.to(self.device)
 
     def setup(self, context: BenchContext) -> None:
         """Once, before the first tokenizer: load networks and weights here."""
         self.context = context
 
-    @abc.abstractmethod
-    def reset(self, tokenizer: Tokenizer) -> None:
-        """Start measuring ``tokenizer`` (forget the previous one's state)."""
+    def reset(self, tokenizer: Tokenizer = None) -> None:
+        """Start measuring ``tokenizer``: declared states are already back to their
+        defaults; reset anything else here (read ``tokenizer.info``). Default: nothing."""
 
     @abc.abstractmethod
     def update(self, originals: Tensor, reconstructions: Tensor, codes: Codes, batch: dict) -> None:
         """One batch: uint8 ``[B,3,H,W]`` originals and reconstructions, codes, the batch."""
 
     @abc.abstractmethod
-    def compute(self) -> dict[str, float]:
-        """Named results (after :meth:`reduce` when several processes measured)."""
-
-    def flags(self) -> dict[str, str]:
-        """After :meth:`compute`: result name -> why that number may mislead
-        (e.g. ``{"rfid": "rank-deficient: N = 16 < 2048 ..."}``). Every output
-        marks a flagged number with ``†`` and prints the reason. Default: none."""
-        return {}
-
-    def per_image_values(self) -> dict[str, Tensor]:
-        """After :meth:`compute`: result name -> the per-image values ``[N]`` whose
-        mean the result is (all processes' images after :meth:`reduce`). The
-        host gives each such result a bootstrap 95 % interval. Default: none."""
-        return {}
-
-    def intervals(self) -> dict[str, tuple[float, float]]:
-        """After :meth:`compute`: result name -> ``(lo, hi)``, a 95 % interval the
-        metric computes itself, for a result that is not a mean over images
-        (resample the images with replacement, recompute, e.g. with
-        :func:`tokzoo.api.resample_counts` and :func:`tokzoo.api.resample_interval`,
-        as codebook usage and rFID do). ``compare`` judges a change against it.
-        Default: none (a result in :meth:`per_image_values` gets one from the host)."""
-        return {}
+    def compute(self) -> "MetricResult | dict[str, float]":
+        """This tokenizer's results, after every process's state was combined:
+        a :class:`MetricResult` (or a dict of named floats: the values alone)."""
 
     def protocol(self) -> dict[str, Any]:
         """Every setting this metric's numbers depend on (its parameters, its
@@ -195,25 +272,17 @@ class Metric(abc.ABC):
         Called without :meth:`setup`. Default: nothing beyond the name."""
         return {}
 
-    def not_measured(self) -> dict[str, str]:
-        """After :meth:`compute`: result name -> why this metric could not give
-        that result this time (e.g. ``{"gfid": "weights file ... not found"}``),
-        reported like an unavailable metric while its other results stand. Default: none."""
-        return {}
-
-    def images(self) -> dict[str, Tensor]:
-        """After :meth:`compute`: picture name -> uint8 images ``[n,3,H,W]`` to
-        show, one row per tokenizer (e.g. ``{"samples": ...}`` becomes
-        ``samples_grid.png`` and a section of report.html). Default: none."""
-        return {}
-
     def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        """Combine the processes' states under ``torchrun``. The default sums
-        every tensor of ``self.state`` in place with ``all_reduce_sum(tensor)``;
-        a metric with other state overrides this (``all_gather_object(list,
-        obj)`` gathers any picklable object)."""
+        """Under ``torchrun``, after the host combined the declared states: combine
+        the rest (state that is not a tensor, e.g. rows of text). ``all_gather_object(list,
+        obj)`` fills ``list`` (``world_size`` long) with every process's picklable
+        ``obj``; ``all_reduce_sum(tensor)`` sums a tensor in place. Default: sums any
+        tensor in ``self.state`` that was not declared (a metric written before
+        :meth:`add_state`)."""
+        declared = self.declared_states()
         for key in sorted(getattr(self, "state", {}) or {}):
-            all_reduce_sum(self.state[key])
+            if key not in declared and isinstance(self.state[key], Tensor):
+                all_reduce_sum(self.state[key])
 
     def reference_identity(self) -> str | None:
         """For a metric whose state on the *originals* alone may be cached across
@@ -228,3 +297,45 @@ class Metric(abc.ABC):
 
     def load_reference(self, state: dict[str, Tensor]) -> None:
         """Use a cached reference state instead of computing it again."""
+
+
+def merge_shards(shards: Sequence[Metric]) -> Metric:
+    """The first of ``shards`` (one metric per process, each updated with its
+    share of the batches) holding what every process holds after the host's
+    reduce: the test of a metric's reduction without starting processes. A
+    metric that overrides :meth:`Metric.reduce` sees ``all_gather_object``
+    give every shard's object."""
+    first = shards[0]
+    for name, how in first.declared_states().items():
+        if how == "cat":
+            first.state[name] = [torch.cat([s.cat_state(name) for s in shards])]
+            continue
+        values = torch.stack([s.state[name] for s in shards])
+        first.state[name] = {"sum": values.sum(0), "max": values.amax(0), "min": values.amin(0)}[how]
+
+    for key, value in list(first.state.items()):  # tensors not declared (a metric written before): summed
+        if key not in first.declared_states() and isinstance(value, Tensor):
+            first.state[key] = torch.stack([s.state[key] for s in shards]).sum(0)
+    if type(first).reduce is Metric.reduce:
+        return first
+    handed = [[]] + [_handed(s) for s in shards[1:]]  # what every other shard gives its all_gather_object calls
+    calls = iter(range(10 ** 6))
+
+    def gather(parts: list, obj: Any) -> None:
+        k = next(calls)
+        parts[:] = [obj] + [h[k] for h in handed[1:]]
+
+    first.reduce(lambda t: None, gather, len(shards))
+    return first
+
+
+def _handed(shard: Metric) -> list:
+    """The objects ``shard`` hands to its ``all_gather_object`` calls, in order."""
+    seen: list = []
+
+    def gather(parts: list, obj: Any) -> None:
+        seen.append(obj)
+        parts[:] = [obj] + [None] * (len(parts) - 1)
+
+    shard.reduce(lambda t: None, gather, 2)  # the shard is spent afterwards; only the first is kept
+    return seen

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from tokzoo.metric import merge_shards  # noqa: F401 (a metric's reduction tested without processes)
 from tokzoo.weights import KNOWN_FILES
 
 

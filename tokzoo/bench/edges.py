@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tokzoo.api import Metric
+from tokzoo.api import Metric, MetricResult
 from tokzoo.errors import ConfigError
 
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
@@ -63,37 +63,26 @@ class Edges(Metric):
         if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 0 <= tolerance <= 8:
             raise ConfigError(f"edges: tolerance must be a whole number of pixels 0..8, not {tolerance!r:.40}")
         self.threshold, self.tolerance = float(threshold), tolerance
-        self.state: dict[str, Tensor] = {}
+        for key in ("f1", "l1", "n"):
+            self.add_state(key, torch.zeros((), dtype=torch.float64), "sum")
+        for key in ("edge_f1", "grad_l1"):  # per image, for the bootstrap
+            self.add_state(key, torch.zeros(0, dtype=torch.float64), "cat")
 
     def protocol(self):
         return {"threshold": self.threshold, "tolerance": self.tolerance, "gradient": "Sobel/4 on BT.601 luma"}
 
-    def reset(self, tokenizer=None) -> None:
-        z = lambda: torch.zeros((), dtype=torch.float64)  # noqa: E731
-        self.state = {"f1": z(), "l1": z(), "n": z()}
-        self.values: dict[str, list[Tensor]] = {"edge_f1": [], "grad_l1": []}
-
     def update(self, originals, reconstructions, codes=None, batch=None) -> None:
         f1, l1 = edge_scores(originals, reconstructions, self.threshold, self.tolerance)
-        f1, l1 = f1.cpu(), l1.cpu()
+        f1, l1 = f1.double(), l1.double()
         self.state["f1"] += f1.sum()
         self.state["l1"] += l1.sum()
         self.state["n"] += len(f1)
-        self.values["edge_f1"].append(f1)
-        self.values["grad_l1"].append(l1)
+        self.state["edge_f1"].append(f1)
+        self.state["grad_l1"].append(l1)
 
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        super().reduce(all_reduce_sum, all_gather_object, world_size)
-        for key in sorted(self.values):
-            parts = [None] * world_size
-            all_gather_object(parts, torch.cat(self.values[key]) if self.values[key] else torch.zeros(0))
-            self.values[key] = [p for p in parts if p is not None]
-
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> MetricResult:
         n = float(self.state["n"])
         if n == 0:
             raise ValueError("edges: no image was measured")
-        return {"edge_f1": float(self.state["f1"]) / n, "grad_l1": float(self.state["l1"]) / n}
-
-    def per_image_values(self) -> dict[str, Tensor]:
-        return {k: torch.cat(v) for k, v in self.values.items() if v}
+        return MetricResult(values={"edge_f1": float(self.state["f1"]) / n, "grad_l1": float(self.state["l1"]) / n},
+                            per_image={k: self.cat_state(k) for k in ("edge_f1", "grad_l1")})

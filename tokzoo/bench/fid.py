@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokzoo.api import Metric
+from tokzoo.api import Metric, MetricResult
 from tokzoo.errors import WeightsNotFoundError
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
@@ -106,7 +106,13 @@ class RFID(Metric):
         if not isinstance(resamples, int) or isinstance(resamples, bool) or not 0 <= resamples <= 10000:
             raise ValueError(f"metrics.rfid.resamples={resamples!r}: a whole number from 0 to 10000")
         self.resamples = resamples
-        self.state = {}
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
+        for side in ("fake", "real"):  # float64 sums on the device, and the per-image features for the interval
+            self.add_state(f"{side}_sum", z(FID_DIMS), "sum")
+            self.add_state(f"{side}_outer", z(FID_DIMS, FID_DIMS), "sum")
+            self.add_state(f"{side}_n", z(()), "sum")
+            self.add_state(f"kept_{side}", torch.zeros(0, FID_DIMS), "cat")
+        self.add_state("kept_index", torch.zeros(0, dtype=torch.long), "cat")
         self.reference: dict[str, Tensor] | None = None  # cached reference sums, when given
 
     def protocol(self):
@@ -117,7 +123,6 @@ class RFID(Metric):
         super().setup(context)
         self.model, sha = load_inception(context.weights_dir, context.device)
         self.weights = {"inception-2015-12-05": sha}
-        self.device = context.device
 
     def reference_identity(self):
         return json.dumps(["rfid", self.weights, "with-features", "channels-last"])
@@ -126,17 +131,12 @@ class RFID(Metric):
         self.reference = state
 
     def reset(self, tokenizer=None):
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
-        self.state = {"fake_sum": z(2048), "fake_outer": z(2048, 2048), "fake_n": z(()),
-                      "real_sum": z(2048), "real_outer": z(2048, 2048), "real_n": z(())}
         self.reference = None
-        self.kept: dict[str, list[Tensor]] = {"fake": [], "real": [], "index": []}  # per image, for the interval
         self.seen = 0
-        self._pairs: tuple[Tensor, Tensor] | None = None  # compute()'s paired features, for intervals()
 
     @torch.no_grad()
     def features(self, images_u8: Tensor) -> Tensor:
-        return self.model(images_u8.to(self.device))[0].double().cpu()
+        return self.model(images_u8.to(self.device))[0].double()
 
     def update(self, originals, reconstructions, codes=None, batch=None):
         f = self.features(reconstructions)
@@ -145,9 +145,10 @@ class RFID(Metric):
         self.state["fake_n"] += len(f)
         index = (batch or {}).get("index")
         if self.resamples:
-            self.kept["fake"].append(f.float())
-            self.kept["index"].append(index.cpu().long() if isinstance(index, Tensor) and len(index) == len(f)
-                                      else torch.arange(self.seen, self.seen + len(f)))
+            self.state["kept_fake"].append(f.float())
+            self.state["kept_index"].append(index.to(self.device, torch.long)
+                                            if isinstance(index, Tensor) and len(index) == len(f)
+                                            else torch.arange(self.seen, self.seen + len(f), device=self.device))
         self.seen += len(f)
         if self.reference is None:
             r = self.features(originals)
@@ -155,51 +156,50 @@ class RFID(Metric):
             self.state["real_outer"] += r.t() @ r
             self.state["real_n"] += len(r)
             if self.resamples:
-                self.kept["real"].append(r.float())
-
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        super().reduce(all_reduce_sum, all_gather_object, world_size)
-        mine = {k: torch.cat(v) for k, v in self.kept.items() if v}
-        parts = [None] * world_size
-        all_gather_object(parts, mine)
-        self.kept = {k: [p[k] for p in parts if p and k in p] for k in ("fake", "real", "index")}
+                self.state["kept_real"].append(r.float())
 
     @staticmethod
     def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
         n = float(n)
+        s, outer = s.cpu(), outer.cpu()
         mu = (s / n).numpy()
         cov = ((outer - n * torch.outer(s / n, s / n)) / (n - 1)).numpy()
         return mu, cov
 
     def _sorted(self) -> tuple[Tensor, Tensor | None, Tensor] | None:
         """(indices, originals' features or None, reconstructions' features), in dataset order."""
-        if not self.kept["fake"]:
+        if not self.state["kept_fake"]:
             return None
-        index = torch.cat(self.kept["index"])
+        index = self.cat_state("kept_index")
         order = torch.argsort(index, stable=True)
-        real = torch.cat(self.kept["real"])[order] if self.kept["real"] else None
-        return index[order], real, torch.cat(self.kept["fake"])[order]
+        real = self.cat_state("kept_real")[order] if self.state["kept_real"] else None
+        return index[order], real, self.cat_state("kept_fake")[order]
 
     def reference_state(self) -> dict[str, Tensor]:
-        out = {k: self.state[k] for k in ("real_sum", "real_outer", "real_n")}
+        """On the CPU: a cache file loads on any machine."""
+        out = {k: self.state[k].cpu() for k in ("real_sum", "real_outer", "real_n")}
         kept = self._sorted()
         if kept is not None and kept[1] is not None:
-            out["real_index"], out["real_features"] = kept[0], kept[1]
+            out["real_index"], out["real_features"] = kept[0].cpu(), kept[1].cpu()
         return out
 
-    def compute(self):
-        if float(self.state["fake_n"]) < 2:
+    def compute(self) -> MetricResult:
+        n = int(float(self.state["fake_n"]))
+        if n < 2:
             raise ValueError("rFID needs at least 2 images")
-        self._pairs = self._paired()
-        if self._pairs is not None:  # the features themselves: the trace term from symmetric eigenvalues, no sqrtm
-            x, y = self._pairs
-            self._value = resampled_fid(x, y, torch.ones(len(x), dtype=torch.float64, device=x.device))
+        pairs = self._paired()
+        if pairs is not None:  # the features themselves: the trace term from symmetric eigenvalues, no sqrtm
+            x, y = pairs
+            value = resampled_fid(x, y, torch.ones(len(x), dtype=torch.float64, device=x.device))
         else:
             ref = self.reference or self.reference_state()
             mu1, s1 = self.stats(ref["real_sum"], ref["real_outer"], ref["real_n"])
             mu2, s2 = self.stats(self.state["fake_sum"], self.state["fake_outer"], self.state["fake_n"])
-            self._value = frechet_distance(mu1, s1, mu2, s2)
-        return {"rfid": self._value}
+            value = frechet_distance(mu1, s1, mu2, s2)
+        flags = ({"rfid": f"rank-deficient: N = {n} < {FID_DIMS} images, fewer than the Inception feature "
+                          "dimensions (singular covariance; compare only at equal N; its interval approximate)"}
+                 if n < FID_DIMS else {})
+        return MetricResult(values={"rfid": value}, intervals=self._intervals(value, pairs), flags=flags)
 
     def _paired(self) -> tuple[Tensor, Tensor] | None:
         """(originals', reconstructions' features) of the measured images, paired, float64
@@ -209,29 +209,21 @@ class RFID(Metric):
             return None
         index, real, fake = kept
         if self.reference is not None:  # the originals' features from the cache, for these very images
-            if not torch.equal(self.reference.get("real_index", torch.zeros(0)), index):
+            if not torch.equal(self.reference.get("real_index", torch.zeros(0)).to(index.device), index):
                 return None
             real = self.reference["real_features"]
         if real is None or len(index) < 2:
             return None
-        device = getattr(self, "device", "cpu")
-        return real.to(device, torch.float64), fake.to(device, torch.float64)
+        return real.to(self.device, torch.float64), fake.to(self.device, torch.float64)
 
-    def intervals(self):
+    def _intervals(self, value: float, pairs) -> dict[str, tuple[float, float]]:
         from tokzoo.bench.stats import resample_counts, resample_interval
 
-        if self._pairs is None:  # after compute(): no features kept, or not of these images
+        if pairs is None:  # no features kept, or not of these images
             return {}
-        x, y = self._pairs
+        x, y = pairs
         device = x.device
         resampled = [resampled_fid(x, y, torch.from_numpy(w).to(device))
                      for draws in resample_counts(len(x), self.resamples, seed=0, chunk=8) for w in draws]
-        ci = resample_interval(self._value, resampled)
+        ci = resample_interval(value, resampled)
         return {"rfid": ci} if ci is not None else {}
-
-    def flags(self) -> dict[str, str]:
-        n = int(float(self.state["fake_n"]))
-        if n < FID_DIMS:
-            return {"rfid": f"rank-deficient: N = {n} < {FID_DIMS} images, fewer than the Inception feature "
-                            "dimensions (singular covariance; compare only at equal N; its interval approximate)"}
-        return {}

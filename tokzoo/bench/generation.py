@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokzoo.api import Metric
+from tokzoo.api import Metric, MetricResult
 from tokzoo.bench import judge as judges
 from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
@@ -193,32 +193,42 @@ class ARProbe(Metric):
     def _judge_features(self, images_u8: Tensor) -> tuple[Tensor, Tensor]:
         x = images_u8.to(self.device)
         f = self.judge.features(x)
-        return f.double().cpu(), self.judge.fc(f).argmax(1).cpu()
+        return f.double(), self.judge.fc(f).argmax(1)
 
     @torch.no_grad()
     def _inception(self, images_u8: Tensor) -> Tensor:
-        return self.inception(images_u8.to(self.device))[0].double().cpu()
+        return self.inception(images_u8.to(self.device))[0].double()
 
     def update(self, originals, reconstructions, codes, batch=None):
-        self.ids.append(codes.token_ids().cpu())
-        self.labels.append(batch["label"].cpu())
+        # kept on the device while the images stream (no host read per batch); to the host once, after
+        self.ids.append(codes.token_ids())
+        self.labels.append(batch["label"])
         f, pred = self._judge_features(originals)
         self.real_judge.append(f)
-        self.real_correct.append((pred == batch["label"].cpu()).double())
+        self.real_correct.append((pred == batch["label"].to(pred.device)).double())
         if self.inception is not None:
             self.real_incep.append(self._inception(originals))
 
+    _STREAMED = ("ids", "labels", "real_judge", "real_correct", "real_incep")
+
+    def _to_host(self) -> None:
+        for attr in self._STREAMED:
+            parts = getattr(self, attr)
+            setattr(self, attr, [torch.cat(parts).cpu()] if parts else [])
+
     def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        for attr in ("ids", "labels", "real_judge", "real_correct", "real_incep"):
+        self._to_host()
+        for attr in self._STREAMED:
             mine = torch.cat(getattr(self, attr)) if getattr(self, attr) else None
             parts = [None] * world_size
             all_gather_object(parts, mine)
             setattr(self, attr, [p for p in parts if p is not None])
 
     # -- compute: train the GPT, measure NLL, sample, judge ------------------------------------------
-    def compute(self):
+    def _measure(self):
         if not self.ids:
             raise ValueError("the AR probe measured no images")
+        self._to_host()
         ids, labels = torch.cat(self.ids), torch.cat(self.labels)
         if int((labels < 0).sum()):
             raise ValueError("the AR probe needs class labels (sub-folders for imagefolder)")
@@ -299,7 +309,7 @@ class ARProbe(Metric):
         ids = sample(gpt, classes, cfg_scale=self.p["cfg_scale"], generator=gen)
         return to_uint8(self.tokenizer.decode(ids.to(self.device))).cpu()
 
-    def flags(self) -> dict[str, str]:
+    def _flags(self) -> dict[str, str]:
         out = {}
         if self.trained_on and self.trained_on < self.p["train_images"]:
             left = (f" ({self.unlabelled} without a class left out)" if self.unlabelled else " (all there were)")
@@ -322,11 +332,16 @@ class ARProbe(Metric):
                            "Inception feature dimensions (compare only at equal N)")
         return out
 
-    def not_measured(self) -> dict[str, str]:
+    def _not_measured(self) -> dict[str, str]:
         return {"gfid": self.gfid_why} if self.gfid_why else {}
 
-    def per_image_values(self) -> dict[str, Tensor]:
+    def _per_image(self) -> dict[str, Tensor]:
         return dict(self.results)
 
-    def images(self) -> dict[str, Tensor]:
+    def _images(self) -> dict[str, Tensor]:
         return dict(self.pictures)
+
+    def compute(self) -> MetricResult:
+        values = self._measure()
+        return MetricResult(values=values, flags=self._flags(), per_image=self._per_image(),
+                            not_measured=self._not_measured(), images=self._images())

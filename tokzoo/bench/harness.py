@@ -30,6 +30,7 @@ from rich.console import Console
 
 from tokzoo.api import BenchContext
 from tokzoo.bench import measure
+from tokzoo.bench.collectives import Collectives
 from tokzoo.bench.options import BenchOptions, check_options, workers_of
 from tokzoo.bench.outputs import stored_rows, write_outputs
 from tokzoo.bench.protocol import protocol_block, protocol_key
@@ -228,10 +229,9 @@ class Bench:
                             f"({len(skipped)} skipped as unreadable)")
         # combine the processes, compute, cache reference statistics
         if self.world > 1:
-            measure.reduce_across(metrics, lambda t: dist.all_reduce(t), dist.all_gather_object, self.world)
+            measure.reduce_across(metrics, Collectives(self.world, self.device))
         sources: dict[str, str] = {}
-        values, intervals, better, flags = measure.compute(metrics, unavailable, sources)
-        pictures = measure.pictures(metrics, unavailable)  # e.g. the AR probe's samples
+        values, intervals, better, flags, pictures = measure.compute(metrics, unavailable, sources)
         for m, (key, loaded) in cached.items():
             if key and not loaded and m in metrics and self.is_main:
                 measure.save_reference(key, metrics[m].reference_state())

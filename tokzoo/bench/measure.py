@@ -10,13 +10,14 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokzoo.api import BenchContext
+from tokzoo.api import BenchContext, Metric, MetricResult
+from tokzoo.bench.collectives import reduce_states
 from tokzoo.bench.protocol import PROTOCOL_VERSION
 from tokzoo.bench.results import PICTURE_NAME
 from tokzoo.bench.stats import bootstrap_interval
@@ -92,6 +93,7 @@ def make_metrics(names: list[str], params: dict[str, dict[str, Any]], tok,
         except ImportError as exc:  # a metric whose package is missing
             unavailable[m] = f"needs a package that is not installed ({exc})"
             continue
+        metric.reset_states()
         metric.reset(tok)
         weights.update(getattr(metric, "weights", {}) or {})
         metrics[m] = metric
@@ -219,59 +221,73 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
     return grid_o, grid_r
 
 
+#: the methods a metric written before MetricResult answered after compute(), read only then
+_LEGACY = {"per_image": "per_image_values", "intervals": "intervals", "flags": "flags",
+           "not_measured": "not_measured", "images": "images"}
+
+
+def result_of(metric: Metric) -> MetricResult:
+    """``metric.compute()`` as a :class:`MetricResult`: a plain dict is its values
+    (with what a metric written before MetricResult answers from the methods it defines)."""
+    out = metric.compute()
+    if isinstance(out, MetricResult):
+        return out
+    if not isinstance(out, dict):
+        raise ValueError(f"compute() returned {type(out).__name__}, not a MetricResult or a dict of floats")
+    extra = {field: getattr(metric, method)() or {} for field, method in _LEGACY.items()
+             if callable(getattr(metric, method, None))}
+    return MetricResult(values=dict(out), **extra)
+
+
 def compute(metrics: dict, unavailable: dict, sources: dict | None = None
-            ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str], dict[str, str]]:
-    """(values, bootstrap intervals, direction per key, flags) of every metric
+            ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str], dict[str, str], dict[str, Any]]:
+    """(values, intervals, direction per key, flags, pictures) of every metric
     that can compute; one that cannot is unavailable, with the reason.
     ``sources`` (when given) is filled with result key -> the metric that gave it."""
     values: dict[str, float] = {}
     better: dict[str, str] = {}
     flags: dict[str, str] = {}
     intervals: dict[str, list[float]] = {}
+    pictures: dict[str, torch.Tensor] = {}
     for m, metric in metrics.items():
         try:
-            mine = metric.compute()
-            better.update(getattr(metric, "better", {}))
-            flags.update(metric.flags() if hasattr(metric, "flags") else {})
+            result = result_of(metric)
         except (NotImplementedError, ValueError) as exc:
             unavailable[m] = str(exc)
             continue
+        better.update(metric.better)
+        flags.update(result.flags)
+        mine = dict(result.values)
         for key, v in list(mine.items()):  # NaN or Inf is no measurement: said, never written as a number
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 unavailable[key] = f"{m} computed {v!r}, not a finite number"
                 del mine[key]
-        values.update(mine)
+        values.update({k: float(v) for k, v in mine.items()})
         if sources is not None:
             sources.update({key: m for key in mine})
-        unavailable.update(metric.not_measured() if hasattr(metric, "not_measured") else {})
-        per_image = metric.per_image_values() if hasattr(metric, "per_image_values") else {}
-        for key, v in (per_image or {}).items():
-            ci = bootstrap_interval(v) if key in values else None
+        unavailable.update(result.not_measured)
+        for key, v in result.per_image.items():
+            ci = bootstrap_interval(v.double().cpu()) if key in values else None
             if ci is not None:
                 intervals[key] = [ci[0], ci[1]]
-        own = metric.intervals() if hasattr(metric, "intervals") else {}
-        for key, ci in (own or {}).items():
+        for key, ci in result.intervals.items():
             lo, hi = (float(ci[0]), float(ci[1])) if ci is not None and len(ci) == 2 else (math.nan, math.nan)
             if key in values and math.isfinite(lo) and math.isfinite(hi) and lo <= hi:
                 intervals[key] = [lo, hi]
-    return values, intervals, better, flags
+        _pictures(m, result.images, pictures, unavailable)
+    return values, intervals, better, flags, pictures
 
 
-def pictures(metrics: dict, unavailable: dict) -> dict[str, torch.Tensor]:
-    """Picture name -> uint8 images ``[n,3,H,W]`` the metrics offer (:meth:`Metric.images`)."""
-    out: dict[str, torch.Tensor] = {}
-    for m, metric in metrics.items():
-        if m in unavailable or not hasattr(metric, "images"):
-            continue
-        for picture, images in (metric.images() or {}).items():
-            if not (isinstance(picture, str) and PICTURE_NAME.fullmatch(picture)):
-                unavailable[f"{m} picture"] = (f"picture name {picture!r} refused: a file name of lower-case "
-                                               "letters, digits, '-' and '_' (at most 40)")
-            elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
-                out[picture] = images.cpu()
-            else:
-                unavailable[f"{m} picture"] = f"picture {picture!r} is not uint8 images [n,3,H,W]"
-    return out
+def _pictures(m: str, images: dict, out: dict[str, torch.Tensor], unavailable: dict) -> None:
+    """Picture name -> uint8 images ``[n,3,H,W]`` a metric offers, checked."""
+    for picture, shown in images.items():
+        if not (isinstance(picture, str) and PICTURE_NAME.fullmatch(picture)):
+            unavailable[f"{m} picture"] = (f"picture name {picture!r} refused: a file name of lower-case "
+                                           "letters, digits, '-' and '_' (at most 40)")
+        elif isinstance(shown, torch.Tensor) and shown.dtype == torch.uint8 and shown.dim() == 4:
+            out[picture] = shown.cpu()
+        else:
+            unavailable[f"{m} picture"] = f"picture {picture!r} is not uint8 images [n,3,H,W]"
 
 
 def metric_protocols(names: list[str], params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -290,10 +306,11 @@ def metric_protocols(names: list[str], params: dict[str, dict[str, Any]]) -> dic
     return out
 
 
-def reduce_across(metrics: dict, all_reduce: Callable, all_gather_object: Callable, world: int) -> None:
-    """Sum every metric's state over the processes of a ``torchrun`` bench."""
+def reduce_across(metrics: dict, coll) -> None:
+    """Combine every metric's state over the processes of a ``torchrun`` bench
+    (``coll``: :class:`tokzoo.bench.collectives.Collectives`), on the device."""
     for metric in metrics.values():
-        metric.reduce(all_reduce, all_gather_object, world)
+        reduce_states(metric, coll)
 
 
 # -- reference statistics (the originals' side of rFID and the like), cached ----------------------

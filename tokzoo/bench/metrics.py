@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokzoo.api import Codes, Metric, Tokenizer
+from tokzoo.api import Codes, Metric, MetricResult, Tokenizer
 from tokzoo.bench.probes import EncoderProbe, LinearProbe  # noqa: F401 (importable here)
 from tokzoo.measures import psnr_per_image  # noqa: F401 (importable here)
 from tokzoo.bench.fid import FID_DIMS, RFID, frechet_distance, load_inception, resampled_fid  # noqa: F401 (importable here)
@@ -20,46 +20,30 @@ from tokzoo.nn.quantizers import perplexity
 from tokzoo.weights import KNOWN_FILES, find_weights, sha256
 
 
-class SumMetric(Metric):
-    """A metric whose state is a dict of float64 tensors that add up (the
-    default :meth:`Metric.reduce` sums them across processes)."""
-
-    state: dict[str, Tensor]
-
-
-# -- PSNR ---------------------------------------------------------------------------
-class MeanMetric(SumMetric):
-    """Mean over images of a per-image score; subclasses give ``key`` and ``per_image``."""
+class MeanMetric(Metric):
+    """Mean over images of a per-image score; subclasses give ``key`` and
+    ``per_image``. State on the device: the float64 sum and count (summed across
+    processes) and the per-image values (concatenated) for the bootstrap interval."""
 
     key = "score"
 
     def __init__(self):
-        self.state = {}
-
-    def reset(self, tokenizer=None):
-        self.state = {"sum": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}
-        self.values: list[Tensor] = []
+        self.add_state("sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("n", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("values", torch.zeros(0, dtype=torch.float64), "cat")
 
     def per_image(self, originals: Tensor, reconstructions: Tensor) -> Tensor:
         raise NotImplementedError
 
     def update(self, originals, reconstructions, codes=None, batch=None):
-        s = self.per_image(originals, reconstructions).double().cpu()
+        s = self.per_image(originals, reconstructions).double()
         self.state["sum"] += s.sum()
         self.state["n"] += len(s)
-        self.values.append(s)
+        self.state["values"].append(s)
 
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        super().reduce(all_reduce_sum, all_gather_object, world_size)
-        parts = [None] * world_size
-        all_gather_object(parts, torch.cat(self.values) if self.values else torch.zeros(0, dtype=torch.float64))
-        self.values = [p for p in parts if p is not None]
-
-    def compute(self):
-        return {self.key: float(self.state["sum"] / self.state["n"])}
-
-    def per_image_values(self) -> dict[str, Tensor]:
-        return {self.key: torch.cat(self.values)} if self.values else {}
+    def compute(self) -> MetricResult:
+        return MetricResult(values={self.key: float(self.state["sum"] / self.state["n"])},
+                            per_image={self.key: self.cat_state("values")})
 
 
 class PSNR(MeanMetric):
@@ -133,7 +117,7 @@ class LPIPSMetric(MeanMetric):
         self.net_name = net
         self.key = "lpips" if net == "alex" else "lpips_vgg"
         self.better = {self.key: "lower"}
-        self.state = {}
+        super().__init__()
 
     def setup(self, context):
         from tokzoo.nn.perceptual import load_lpips
@@ -154,7 +138,7 @@ class LPIPSMetric(MeanMetric):
 
 
 # -- codebook usage -----------------------------------------------------------------
-class CodebookUsage(SumMetric):
+class CodebookUsage(Metric):
     """Per level: fraction of codes used at least once, and perplexity (exp entropy),
     each with a normal bootstrap 95 % interval over the images (``stats.RESAMPLED``:
     1,000 resamples of the images with replacement, their codes counted again).
@@ -167,7 +151,7 @@ class CodebookUsage(SumMetric):
     measures_continuous = False  # counts the discrete codes
 
     def __init__(self):
-        self.state, self.better = {}, {}
+        self.better = {}
 
     def protocol(self):
         from tokzoo.bench.stats import RESAMPLED
@@ -180,13 +164,16 @@ class CodebookUsage(SumMetric):
         if self.hierarchical:
             parent, child = list(self.vocab)
             self.vocab[child] = self.vocab[parent] * self.vocab[child]
-        self.state = {}  # nothing summed: the codes of every image are kept (memory by images, never by vocabulary)
-        self.better = {}
-        for lvl in self.vocab:
+        self.better, self.dtypes = {}, {}
+        positions = tokenizer.info.codes.positions
+        for lvl in self.vocab:  # the codes of every image, on the device (memory by images, never by vocabulary)
             self.better[f"usage/{lvl}"] = "higher"
             self.better[f"perplexity/{lvl}"] = "higher"
-        self.codes: dict[str, list[Tensor]] = {lvl: [] for lvl in self.vocab}  # per image, for the bootstrap
-        self.index: list[Tensor] = []  # the images' dataset indices: one order in one process or several
+            small = torch.int32 if self.vocab[lvl] < 2 ** 31 else torch.int64
+            self.add_state(f"codes/{lvl}", torch.zeros(0, positions, dtype=small), "cat")
+            self.dtypes[lvl] = small
+        # the images' dataset indices: one order in one process or several
+        self.add_state("index", torch.zeros(0, dtype=torch.long), "cat")
         self.seen = 0
 
     def update(self, originals, reconstructions, codes: Codes, batch=None):
@@ -195,55 +182,45 @@ class CodebookUsage(SumMetric):
             parent, child = list(levels)
             levels[child] = levels[parent] * codes.vocab[child] + levels[child]
         for lvl, c in levels.items():
-            small = torch.int32 if self.vocab[lvl] < 2 ** 31 else torch.int64
-            self.codes[lvl].append(c.reshape(len(c), -1).cpu().to(small))
+            self.state[f"codes/{lvl}"].append(c.reshape(len(c), -1).to(self.device, self.dtypes[lvl]))
         index = (batch or {}).get("index")
         n = codes.batch_size
-        self.index.append(index.cpu().long() if isinstance(index, Tensor) and len(index) == n
-                          else torch.arange(self.seen, self.seen + n))
+        self.state["index"].append(index.to(self.device, torch.long) if isinstance(index, Tensor) and len(index) == n
+                                   else torch.arange(self.seen, self.seen + n, device=self.device))
         self.seen += n
 
-    def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
-        super().reduce(all_reduce_sum, all_gather_object, world_size)
-        mine = ({lvl: torch.cat(v) for lvl, v in self.codes.items() if v},
-                torch.cat(self.index) if self.index else torch.zeros(0, dtype=torch.long))
-        parts = [None] * world_size
-        all_gather_object(parts, mine)
-        parts = [p for p in parts if p is not None and len(p[1])]
-        self.codes = {lvl: [p[0][lvl] for p in parts] for lvl in self.vocab}
-        self.index = [p[1] for p in parts]
-
-    def compute(self):
-        out = {}
-        for lvl, parts in self.codes.items():
-            if not parts:
+    def compute(self) -> MetricResult:
+        values = {}
+        for lvl in self.vocab:
+            codes = self.cat_state(f"codes/{lvl}")
+            if not len(codes):
                 continue
-            counts = torch.unique(torch.cat(parts).reshape(-1), return_counts=True)[1].double()
-            out[f"usage/{lvl}"] = len(counts) / self.vocab[lvl]
-            out[f"perplexity/{lvl}"] = perplexity(counts)
-        self._values = out
-        return out
+            counts = torch.unique(codes.reshape(-1), return_counts=True)[1].double().cpu()
+            values[f"usage/{lvl}"] = len(counts) / self.vocab[lvl]
+            values[f"perplexity/{lvl}"] = perplexity(counts)
+        return MetricResult(values=values, intervals=self._intervals(values))
 
-    def intervals(self):
+    def _intervals(self, values: dict[str, float]) -> dict[str, tuple[float, float]]:
         import scipy.sparse
 
         from tokzoo.bench.stats import RESAMPLED, resample_counts, resample_interval
 
-        if not self.index:
+        index = self.cat_state("index").cpu()
+        if not len(index):
             return {}
-        order = np.argsort(torch.cat(self.index).numpy(), kind="stable")
+        order = np.argsort(index.numpy(), kind="stable")
         n = len(order)
         if n < 2:
             return {}
         tables = {}  # level -> per-image counts of the codes seen [n, distinct codes]
-        for lvl, parts in self.codes.items():
-            codes = torch.cat(parts).numpy()[order]
+        for lvl in self.vocab:
+            codes = self.cat_state(f"codes/{lvl}").cpu().numpy()[order]
             _, inv = np.unique(codes.reshape(-1), return_inverse=True)
             t = codes.shape[1]
             tables[lvl] = scipy.sparse.csc_matrix(
                 (np.ones(n * t), (np.repeat(np.arange(n), t), inv.reshape(-1))), shape=(n, int(inv.max()) + 1)).T.tocsr()
         widest = max(t.shape[0] for t in tables.values())
-        resampled: dict[str, list[np.ndarray]] = {k: [] for k in self._values}
+        resampled: dict[str, list[np.ndarray]] = {k: [] for k in values}
         for draws in resample_counts(n, RESAMPLED["resamples"], RESAMPLED["seed"], chunk=max(1, min(64, 2 ** 22 // widest))):
             for lvl, table in tables.items():
                 counts = np.asarray(table @ draws.T).T  # [b, distinct codes]: each resample's code counts
@@ -253,14 +230,14 @@ class CodebookUsage(SumMetric):
                 resampled[f"perplexity/{lvl}"].append(np.exp(entropy))
         out = {}
         for key, parts in resampled.items():
-            ci = resample_interval(self._values[key], np.concatenate(parts))
+            ci = resample_interval(values[key], np.concatenate(parts))
             if ci is not None:
                 out[key] = ci
         return out
 
 
 # -- linear probes ----------------------------------------------------------------------
-class Throughput(SumMetric):
+class Throughput(Metric):
     """Encode and decode images/s after warm-up (the harness times each batch,
     synchronising the GPU), plus tokens and bits per image."""
 
@@ -269,12 +246,11 @@ class Throughput(SumMetric):
     measures_continuous = True  # timings; bits per image n/a on latents
 
     def __init__(self):
-        self.state = {}
+        for key in ("enc_s", "dec_s", "n"):
+            self.add_state(key, torch.zeros((), dtype=torch.float64), "sum")
 
     def reset(self, tokenizer):
         self.info = tokenizer.info
-        z = lambda: torch.zeros((), dtype=torch.float64)  # noqa: E731
-        self.state = {"enc_s": z(), "dec_s": z(), "n": z()}
 
     def update(self, originals, reconstructions, codes, batch=None):
         if batch.get("warmup"):
@@ -292,9 +268,6 @@ class Throughput(SumMetric):
         if n > 0:
             out["encode_img_s"] = n / max(1e-12, float(self.state["enc_s"]))
             out["decode_img_s"] = n / max(1e-12, float(self.state["dec_s"]))
-        return out
-
-    def not_measured(self) -> dict[str, str]:
-        if getattr(self.info, "continuous", False):
-            return {"bits_per_image": "n/a: continuous tokenizer (float latents are not a bit budget)"}
-        return {}
+        na = ({"bits_per_image": "n/a: continuous tokenizer (float latents are not a bit budget)"}
+              if getattr(self.info, "continuous", False) else {})
+        return MetricResult(values=out, not_measured=na)

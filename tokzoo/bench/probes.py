@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tokzoo.api import Latents, Metric, Tokenizer
+from tokzoo.api import Latents, Metric, MetricResult, Tokenizer
 from tokzoo.measures import linear_probe, pool
 
 
@@ -55,7 +55,7 @@ class LinearProbe(Metric):
         f = self.tokenizer.token_features(codes)
         if f is None and isinstance(codes, Latents):
             f = codes.values  # a continuous tokenizer without token_features: its latents
-        return None if f is None else pool(f).cpu()
+        return None if f is None else pool(f)  # kept on the device until compute: no host read per batch
 
     def update(self, originals, reconstructions, codes, batch=None):
         if self.why_not:
@@ -68,20 +68,21 @@ class LinearProbe(Metric):
         self.labels.append(batch["label"].cpu())
 
     def reduce(self, all_reduce_sum, all_gather_object, world: int) -> None:
-        mine = (torch.cat(self.feats) if self.feats else None, torch.cat(self.labels) if self.labels else None)
+        # features (not a declared state: their width is the tokenizer's) gathered as CPU objects after the stream
+        mine = (torch.cat(self.feats).cpu() if self.feats else None, torch.cat(self.labels) if self.labels else None)
         parts = [None] * world
         all_gather_object(parts, mine)
         self.feats = [p[0] for p in parts if p[0] is not None]
         self.labels = [p[1] for p in parts if p[1] is not None]
 
-    def compute(self):
+    def _measure(self):
         if self.why_not:
             raise NotImplementedError(self.why_not)
-        vx, vy = torch.cat(self.feats), torch.cat(self.labels)
+        vx, vy = torch.cat(self.feats).cpu(), torch.cat(self.labels)  # the probe fits on the CPU (one recipe)
         if int((vy < 0).sum()):
             raise ValueError("the linear probe needs class labels (sub-folders for imagefolder)")
         tx, ty = self._train_features()
-        tx, ty = torch.cat(tx), torch.cat(ty)
+        tx, ty = torch.cat(tx).cpu(), torch.cat(ty)
         labelled = ty >= 0  # a train image without a class (a stray file in train/'s root) is left out, counted
         self.unlabelled = int((~labelled).sum())
         tx, ty = tx[labelled], ty[labelled]
@@ -100,7 +101,7 @@ class LinearProbe(Metric):
             ty.append(labels)
         return tx, ty
 
-    def flags(self) -> dict[str, str]:
+    def _flags(self) -> dict[str, str]:
         if self.correct is None:
             return {}
         if self.unlabelled:
@@ -111,8 +112,13 @@ class LinearProbe(Metric):
                                  f"--probe-train-images {self.train_images}"}
         return {}
 
-    def per_image_values(self) -> dict[str, Tensor]:
+    def _per_image(self) -> dict[str, Tensor]:
         return {} if self.correct is None else {self.result: self.correct}
+
+    def compute(self) -> MetricResult:
+        values = self._measure()
+        return MetricResult(values=values, flags=self._flags(), per_image=self._per_image())
+
 
 
 class EncoderProbe(LinearProbe):
@@ -135,7 +141,7 @@ class EncoderProbe(LinearProbe):
     def _features(self, images: Tensor, codes=None) -> Tensor | None:
 
         f = self.tokenizer.encoder_features(images.to(self.device))
-        return None if f is None else pool(f).cpu()
+        return None if f is None else pool(f)
 
     def _train_features(self) -> tuple[list[Tensor], list[Tensor]]:
         from tokzoo.data import collate

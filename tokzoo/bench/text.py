@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokzoo.api import Metric
+from tokzoo.api import Metric, MetricResult
 from tokzoo.data.text import BUCKETS, bucket_of
 from tokzoo.errors import ConfigError
 from tokzoo.measures import resample_counts, resample_interval
@@ -228,7 +228,7 @@ class TextOCR(Metric):
                     out[f"text_ned_{name}{end}"] = sums[b, ned] / sums[b, WORDS]
         return out
 
-    def compute(self) -> dict[str, float]:
+    def _measure(self) -> dict[str, float]:
         if not self.rows:
             raise ValueError("text-ocr: no image with a word was measured")
         self.table = np.stack(self.rows)
@@ -237,7 +237,7 @@ class TextOCR(Metric):
             raise ValueError("text-ocr: the measured images hold no word boxes")
         return dict(self.result)
 
-    def intervals(self) -> dict[str, tuple[float, float]]:
+    def _intervals(self) -> dict[str, tuple[float, float]]:
         draws: dict[str, list[float]] = {k: [] for k in self.result}
         for counts in resample_counts(len(self.table), self.resamples, seed=0):
             for w in counts:
@@ -251,12 +251,12 @@ class TextOCR(Metric):
                 out[k] = (max(0.0, ci[0]), min(1.0, ci[1]))
         return out
 
-    def not_measured(self) -> dict[str, str]:
+    def _not_measured(self) -> dict[str, str]:
         missing = [b for b in NAMES if f"text_acc_{b}" not in self.result]
         return {f"text_acc_{b}": f"no word in the {b} bucket at this resolution (a word under 6 px is drawn large)"
                 for b in missing}
 
-    def images(self) -> dict[str, Tensor]:
+    def _images(self) -> dict[str, Tensor]:
         """``text_words``: word crops, each original above its reconstruction, by bucket."""
         if not self.shown:
             return {}
@@ -268,3 +268,8 @@ class TextOCR(Metric):
                     for c in (o, r)]
             tiles.append(torch.from_numpy(np.concatenate(pair, 0)).permute(2, 0, 1))
         return {"text_words": torch.stack(tiles)}
+
+    def compute(self) -> MetricResult:
+        values = self._measure()
+        return MetricResult(values=values, intervals=self._intervals(), not_measured=self._not_measured(),
+                            images=self._images())

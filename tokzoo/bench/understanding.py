@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokzoo.api import Codes, Metric
+from tokzoo.api import Codes, Metric, MetricResult
 from tokzoo.bench.generation import gpt_grid, positions_for
 from tokzoo.errors import ConfigError, DataError
 from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit, loss_note
@@ -184,11 +184,12 @@ class VQAProbe(Metric):
         self.trained_on = 0
 
     def update(self, originals, reconstructions, codes, batch=None):
-        self.codes.append(codes.to("cpu"))
+        self.codes.append(codes)  # on the device while the images stream; to the host once, after
         attrs = (batch or {}).get("attributes") or [{}] * codes.batch_size
         self.attrs += [dict(a or {}) for a in attrs]
 
     def reduce(self, all_reduce_sum, all_gather_object, world_size: int) -> None:
+        self.codes = [c.to("cpu") for c in self.codes]
         parts = [None] * world_size
         all_gather_object(parts, (self.codes, self.attrs))
         self.codes = [c for p in parts for c in p[0]]
@@ -252,9 +253,10 @@ class VQAProbe(Metric):
             feats.append(seq.cpu())
         return torch.cat(feats), grid, "grid", 1
 
-    def compute(self):
+    def _measure(self):
         if not self.codes:
             raise ValueError("the VQA probe measured no images")
+        self.codes = [c.to("cpu") for c in self.codes]
         p = self.p
         parts = self.context.train_codes(self.tokenizer, p["train_images"])
         train_attrs = self.context.train_attributes(self.tokenizer, p["train_images"])
@@ -346,14 +348,19 @@ class VQAProbe(Metric):
             self.better[f"{prefix}top1"] = "higher"
         return out
 
-    def flags(self) -> dict[str, str]:
+    def _flags(self) -> dict[str, str]:
         if self.trained_on and self.trained_on < self.p["train_images"]:
             return {"vqa_top1": f"trained on {self.trained_on} images (all there were), fewer than "
                                 f"metrics.vqa-probe.train_images={self.p['train_images']}"}
         return {}
 
-    def not_measured(self) -> dict[str, str]:
+    def _not_measured(self) -> dict[str, str]:
         return dict(self.why)
 
-    def per_image_values(self) -> dict[str, Tensor]:
+    def _per_image(self) -> dict[str, Tensor]:
         return dict(self.correct)
+
+    def compute(self) -> MetricResult:
+        values = self._measure()
+        return MetricResult(values=values, flags=self._flags(), per_image=self._per_image(),
+                            not_measured=self._not_measured())

@@ -118,14 +118,16 @@ def build_dataset(spec: Any, split: str):
 def fingerprint(dataset, spec: Any) -> str:
     """What identifies a dataset's images (recorded in results, keys the rFID
     reference cache): ``dataset.fingerprint()`` when the dataset defines it
-    (a hash of its files, or of its generator's parameters), else a hash of its
+    (a hash of its files, or of its generator's parameters) and does not return
+    None, else a hash of its
     spec and length - right for data made deterministically from its parameters."""
     import hashlib
     import json
 
     fn = getattr(dataset, "fingerprint", None)
-    if callable(fn):
-        return str(fn())
+    named = fn() if callable(fn) else None
+    if named is not None:
+        return str(named)
     from tokzoo.schema import to_container
 
     blob = json.dumps([to_container(spec), len(dataset)], sort_keys=True, default=str)

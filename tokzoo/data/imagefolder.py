@@ -45,6 +45,7 @@ from tokzoo.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from tokzoo.data.preprocess import center_crop_uint8, to_tensor
 from tokzoo.errors import DataError
 from tokzoo.textsafe import console as esc
+from tokzoo.sample import ImageDataset
 
 
 def _read_captions(files: list[Path]) -> dict[str, str]:
@@ -82,7 +83,7 @@ def _read_labels(file: Path) -> dict[str, str]:
     return out
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class ImageFolderDataset(ImageDataset):
     """Samples ``{"image": [3,R,R] in [0,1], "label", "caption", "index"}``; a bad
     file yields ``None`` (dropped and counted by :func:`tokzoo.data.collate`)."""
 

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from tokzoo.data import SPLITS, split_index
 from tokzoo.data.preprocess import to_tensor
+from tokzoo.sample import ImageDataset
 
 CLASSES = ("circle", "square", "triangle", "diamond", "arrow", "bar", "star", "cross", "ring", "crescent")
 COLORS = {
@@ -204,7 +205,7 @@ def _position(centroid: np.ndarray, big: int) -> str:
     return POSITIONS[3 * row + col]
 
 
-class ShapesDataset(torch.utils.data.Dataset):
+class ShapesDataset(ImageDataset):
     """Procedural shapes; samples are ``{"image", "label", "caption", "index",
     "attributes"}``, images ``[3,H,W]`` float in ``[0,1]``."""
 

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from tokzoo.data import split_index
+from tokzoo.sample import ImageDataset
 
 
-class SyntheticDataset(torch.utils.data.Dataset):
+class SyntheticDataset(ImageDataset):
     def __init__(self, split: str = "train", resolution: int = 256, train_size: int = 100_000,
                  val_size: int = 10_000, num_classes: int = 10, seed: int = 0):
         self.split_seed = split_index("synthetic", split)

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tokzoo.data import split_index
 from tokzoo.data.preprocess import center_crop_uint8, to_tensor
 from tokzoo.errors import DataError
+from tokzoo.sample import ImageDataset
 
 #: where a word list is looked for (Debian's wamerican), unless data.words= names one
 WORD_LISTS = ("/usr/share/dict/american-english", "/usr/share/dict/words")
@@ -159,7 +160,7 @@ def render(index: int, resolution: int, seed: int, split: str, words: tuple[str,
     return np.asarray(img), families.index(family), placed, attributes
 
 
-class TextDataset(torch.utils.data.Dataset):
+class TextDataset(ImageDataset):
     """Samples ``{"image", "label", "caption", "index", "attributes", "words"}``; ``words``:
     ``[{"text": str, "box": [x0, y0, x1, y1]}]`` in the image's pixels."""
 
@@ -210,7 +211,7 @@ def _box(entry, where: str) -> list[float]:
     return [float(v) for v in box]
 
 
-class TextFolderDataset(torch.utils.data.Dataset):
+class TextFolderDataset(ImageDataset):
     """An image folder with ``words.json`` (``{"relative/path.jpg": [{"text": "...", "box": [x0, y0,
     x1, y1]}, ...]}``, boxes in the file's pixels, or ``"points"`` polygons): every sample carries
     its words, their boxes moved as the protocol's centre crop moves the pixels; a word the crop

@@ -63,6 +63,7 @@ import torch
 from tokzoo.data.images import BadImage, load_rgb
 from tokzoo.data.preprocess import center_crop_uint8, to_tensor
 from tokzoo.errors import DataError
+from tokzoo.sample import ImageDataset
 
 _KEY = re.compile(r"^((?:.*/)?[^/]*?)\.([^/]*)$")  # WebDataset: key up to the first dot of the name
 
@@ -180,7 +181,7 @@ MAX_LABEL = 1 << 16
 MAX_SHARDS = 1_000_000
 
 
-class WebDatasetDataset(torch.utils.data.Dataset):
+class WebDatasetDataset(ImageDataset):
     """Samples ``{"image", "label", "caption", "index"}`` from tar shards; a
     sample whose image is missing or undecodable yields ``{"skipped": ...}``."""
 
