@@ -167,3 +167,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("recorded by the tests")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def name_of(path) -> str:
+    """The results.json key (display name) of a tokenizer benched alone by ``path``."""
+    from tokzoo.bench.results import short_names
+
+    return short_names([str(path)])[str(path)]

@@ -16,7 +16,7 @@ import torch
 
 from tokzoo.bench.metrics import PSNR, SSIM, frechet_distance, ssim_per_image
 from tokzoo.measures import linear_probe
-from conftest import free_port
+from conftest import free_port, name_of
 from tokzoo.config import load_run_config
 from tokzoo.errors import DataError
 from tokzoo.testing import make_alexnet_weights, make_inception_weights
@@ -139,7 +139,7 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     for f in ("results.json", "results.md", "results.csv", "recon_grid.png", "tradeoff.png", "report.html"):
         assert (out / f).is_file(), f
     res = json.loads((out / "results.json").read_text())
-    a = res["tokenizers"][str(trained["a"])]
+    a = res["tokenizers"][name_of(trained["a"])]
     for key in ("psnr", "ssim", "lpips", "rfid", "usage/code", "perplexity/code", "probe_top1", "encode_img_s",
                 "decode_img_s", "tokens_per_image", "bits_per_image"):
         assert key in a["metrics"], key
@@ -181,9 +181,9 @@ def test_bench_writes_results_and_compare_flags_regressions(trained, weights, tm
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS" in ok.stdout
     worse = json.loads(json.dumps(res))
-    worse["tokenizers"][str(trained["a"])]["metrics"]["psnr"] -= 5.0  # far outside its noise band
-    b_rfid = res["tokenizers"][str(trained["b"])]
-    worse["tokenizers"][str(trained["b"])]["metrics"]["rfid"] += 3 * (b_rfid["intervals"]["rfid"][1] - b_rfid["metrics"]["rfid"])
+    worse["tokenizers"][name_of(trained["a"])]["metrics"]["psnr"] -= 5.0  # far outside its noise band
+    b_rfid = res["tokenizers"][name_of(trained["b"])]
+    worse["tokenizers"][name_of(trained["b"])]["metrics"]["rfid"] += 3 * (b_rfid["intervals"]["rfid"][1] - b_rfid["metrics"]["rfid"])
     (tmp_path / "worse.json").write_text(json.dumps(worse))
     summary = tmp_path / "summary.md"
     bad = cli("compare", str(tmp_path / "worse.json"), "--baseline", str(out / "results.json"),
@@ -210,7 +210,7 @@ def test_missing_weights_mark_metrics_unavailable_and_the_rest_runs(trained, tmp
     run = cli("bench", "--tokenizers", str(trained["a"]), "--num-images", "8", "--metrics", "psnr,lpips,rfid",
               "--out", str(out), env={"TOKZOO_WEIGHTS_DIR": str(empty), "TORCH_HOME": str(empty / "torch")})
     assert run.returncode == 0, run.stderr
-    res = json.loads((out / "results.json").read_text())["tokenizers"][str(trained["a"])]
+    res = json.loads((out / "results.json").read_text())["tokenizers"][name_of(trained["a"])]
     assert "psnr" in res["metrics"] and "rfid" not in res["metrics"] and "lpips" not in res["metrics"]
     assert "weights-inception-2015-12-05-6726825d.pth" in res["unavailable"]["rfid"]
     assert "alexnet-owt-7be5be79.pth" in res["unavailable"]["lpips"]
@@ -243,8 +243,8 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
                           f"--master_port={free_port()}",
                           *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
-    r2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["metrics"]
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["metrics"]
     for k in ("psnr", "ssim", "usage/code", "perplexity/code"):
         assert r2[k] == pytest.approx(r1[k], rel=1e-9), k
     assert abs(r2["probe_top1"] - r1["probe_top1"]) <= 1 / 24 + 1e-9
@@ -256,8 +256,8 @@ def test_two_process_bench_equals_one_process(trained, tmp_path):
     assert "vqa_top1" in vqa and "vqa_colour" in vqa and len(vqa) == 13
     for k in vqa:
         assert r2[k] == pytest.approx(r1[k], rel=1e-9, abs=1e-12), k
-    i1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
-    i2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][str(trained["a"])]["intervals"]
+    i1 = json.loads((tmp_path / "one" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["intervals"]
+    i2 = json.loads((tmp_path / "two" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["intervals"]
     for k in ("psnr", "ssim"):  # every process's per-image values reach the bootstrap
         assert i2[k] == pytest.approx(i1[k], rel=1e-9), k
 
@@ -299,7 +299,7 @@ def test_results_record_provenance_and_a_rebench_redoes_what_changed(tmp_path, c
             return Bench(opts).run()
 
         first = bench()
-        entry = first["tokenizers"][str(preset)]
+        entry = first["tokenizers"][name_of(preset)]
         assert "lpips" in entry["unavailable"] and first["protocol"]["plugins"]["tokzoo-palette"] == "1.2.3"
         assert entry["identity"]["components"]["(tokenizer)"]["distribution"] == "tokzoo-palette"
         capsys.readouterr()
@@ -308,7 +308,7 @@ def test_results_record_provenance_and_a_rebench_redoes_what_changed(tmp_path, c
         weights = make_alexnet_weights(tmp_path / "w")
         again = bench(weights_dir=str(weights.parent))  # the weights are there now: measured, not reused
         assert "reusing" not in capsys.readouterr().out
-        assert "lpips" in again["tokenizers"][str(preset)]["metrics"]
+        assert "lpips" in again["tokenizers"][name_of(preset)]["metrics"]
         bench(weights_dir=str(weights.parent), data_params={"captions": "shape"})
         assert "reusing" not in capsys.readouterr().out
 
@@ -498,7 +498,7 @@ def test_bench_takes_its_protocol_from_a_file(trained, tmp_path, cli):
     assert run.returncode == 0, run.stderr
     res = json.loads((tmp_path / "from-file" / "results.json").read_text())
     assert res["protocol"]["num_images"] == 8  # the flag, over the file's 16
-    assert set(res["tokenizers"][str(trained["a"])]["metrics"]) == {"psnr", "usage/code", "perplexity/code"}
+    assert set(res["tokenizers"][name_of(trained["a"])]["metrics"]) == {"psnr", "usage/code", "perplexity/code"}
 
 
 AR = ["metrics.ar-probe.size=micro", "metrics.ar-probe.steps=8", "metrics.ar-probe.judge_steps=8",
@@ -514,7 +514,7 @@ def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_pa
     # with InceptionV3's file: gFID, flagged below 2,048 samples
     gfid = cli(*[x if x != str(out) else str(tmp_path / "gfid") for x in args], "--weights-dir", str(weights))
     assert gfid.returncode == 0, gfid.stderr
-    g = json.loads((tmp_path / "gfid" / "results.json").read_text())["tokenizers"][str(trained["a"])]
+    g = json.loads((tmp_path / "gfid" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]
     assert g["metrics"]["gfid"] > 0 and g["flags"]["gfid"].startswith("rank-deficient: N = 16 < 2048")
     # without it: the rest of the probe, and gFID said to be unavailable, naming the file
     run = cli(*args, "--weights-dir", str(tmp_path / "none"))
@@ -522,7 +522,7 @@ def test_the_ar_probe_through_the_bench_in_every_output(trained, weights, tmp_pa
     assert "gfid unavailable" in run.stdout and "weights-inception-2015-12-05" in run.stdout
     args += ["--weights-dir", str(tmp_path / "none")]
     res = json.loads((out / "results.json").read_text())
-    a = res["tokenizers"][str(trained["a"])]
+    a = res["tokenizers"][name_of(trained["a"])]
     for key in ("ar_nll_bits", "ar_nll_bits_per_token", "gen_class_acc", "judge_top1", "gfd_judge"):
         assert key in a["metrics"], key
     assert "gfid" not in a["metrics"] and a["metrics"]["gen_class_acc"] == g["metrics"]["gen_class_acc"]
@@ -630,8 +630,7 @@ def test_loader_workers_change_no_number(trained, tmp_path, cli):
                   "--num-images", "11", "--batch-size", "4", "--probe-train-images", "12", "--workers", workers,
                   "--metrics", "psnr,ssim,codebook,probe", "--out", str(tmp_path / f"w{workers}"), cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
-        runs[workers] = json.loads((tmp_path / f"w{workers}" / "results.json").read_text())["tokenizers"][
-            str(trained["a"])]
+        runs[workers] = json.loads((tmp_path / f"w{workers}" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]
     a, b = runs["0"], runs["2"]
     assert a["num_images"] == b["num_images"] == 10 and a["skipped_images"] == b["skipped_images"] == 1
     assert a["metrics"] == b["metrics"] and a["intervals"] == b["intervals"] and a["skipped"] == b["skipped"]
@@ -655,10 +654,10 @@ def test_a_rebench_after_the_images_changed_measures_again(trained, tmp_path, cl
             "--metrics", "psnr", "--num-images", "all", "--out", str(tmp_path / "out")]
     first = cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
-    psnr = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    psnr = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["metrics"]
     assert "reusing" in cli(*args).stdout  # nothing changed: reused, and said
     folder(1)  # the same names and sizes, other pixels
     again = cli(*args)
     assert again.returncode == 0 and "reusing" not in again.stdout
-    now = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][str(trained["a"])]["metrics"]
+    now = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["metrics"]
     assert now["psnr"] != psnr["psnr"]

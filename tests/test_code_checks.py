@@ -142,7 +142,7 @@ def test_the_codebook_metric_needs_no_memory_by_the_vocabulary(plugin, tmp_path,
     assert run.returncode == 0, run.stdout + run.stderr
     import json
 
-    e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"][str(preset)]
+    e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"][name_of(preset)]
     assert 0 < e["metrics"]["usage/code"] < 1e-9 and e["metrics"]["perplexity/code"] >= 1
     assert e["metrics"]["bits_per_image"] == 16 * 40
     # the probes' GPT grows with the vocabulary: bounded, said (the AR / VQA probe is then unavailable)

@@ -11,7 +11,7 @@ import tokzoo
 from tokzoo.api import Codes, CodeSpec, LatentSpec, Latents, Tokenizer, TokenizerInfo
 from tokzoo.errors import ContractError
 
-from conftest import docs_section, install_docs_plugin
+from conftest import docs_section, install_docs_plugin, name_of
 
 
 CODE_METRICS = ("codebook", "ar-probe", "vqa-probe", "bits_per_image")
@@ -155,7 +155,7 @@ def test_diffusers_kl_folder_benches_imports_and_reloads(tmp_path, cli):
     out = cli("bench", "--tokenizers", str(preset), "--num-images", "8", "--probe-train-images", "16",
               "--metrics", "psnr,ssim,codebook,probe,throughput", "--out", str(tmp_path / "bench"), cwd=tmp_path)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
-    e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"][str(preset)]
+    e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"][name_of(preset)]
     assert e["info"]["layout"] == "continuous" and "probe_top1" in e["metrics"]
     assert "continuous" in e["unavailable"]["codebook"]
     out = cli("import", "diffusers-kl", str(folder), "--out", str(tmp_path / "runs" / "kl"), cwd=tmp_path)

@@ -19,7 +19,7 @@ from tokzoo.api import (Codes, CodeSpec, Decoder, Encoder, Metric, Quantizer, Qu
                         Tokenizer, TokenizerInfo, TokenizerOutput)
 from tokzoo.testing import registered_plugin
 
-from conftest import make_dist
+from conftest import make_dist, name_of
 from conftest import REPO
 
 
@@ -243,7 +243,7 @@ def test_hook_tokzoo_register_metrics(tmp_path):
         for scale in (1.0, 2.0):
             opts = BenchOptions(tokenizers=[str(preset)], metrics=["mae"], num_images=4, device="cpu",
                                 out_dir=str(tmp_path / f"b{scale}"), metric_params={"mae": {"scale": scale}})
-            res[scale] = Bench(opts).run()["tokenizers"][str(preset)]["metrics"]["mae"]
+            res[scale] = Bench(opts).run()["tokenizers"][name_of(preset)]["metrics"]["mae"]
         assert res[2.0] == pytest.approx(2 * res[1.0])
         assert "| mae |" in render_markdown(json.loads((tmp_path / "b1.0" / "results.json").read_text()))
 

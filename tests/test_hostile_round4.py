@@ -419,20 +419,25 @@ def test_show_names_the_slot_an_encoder_goes_in():
 
 
 def test_compare_pairs_names_and_says_which_it_could_not(tmp_path):
-    """#38: a retrain benched by path against a baseline benched by preset name."""
+    """#38: a retrain benched by path against a baseline benched by preset name
+    compares by its name; a sweep point's name is paired with --match."""
     data = json.loads(BASELINE.read_text())
     name = next(iter(data["tokenizers"]))
-    data["tokenizers"] = {"runs/retrain/" + name: data["tokenizers"][name]}
+    entry = data["tokenizers"][name]
+    data["tokenizers"] = {"runs/retrain/" + name: entry}  # written by path, as benches before one-name did
+    (tmp_path / "new.json").write_text(json.dumps(data))
+    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE))
+    assert "not in the baseline, so not compared" not in out.stdout and " ok " in out.stdout, out.stdout
+    data["tokenizers"] = {"K=64": entry}  # a sweep point
     (tmp_path / "new.json").write_text(json.dumps(data))
     out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE))
     said = " ".join((out.stdout + out.stderr).split())  # nothing in common: exit 2, naming both sides
     assert out.returncode == 2 and "in the baseline only" in said
-    assert f"not in the baseline, so not compared: runs/retrain/{name}" in said and "--match" in said
-    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE),
-                          "--match", f"runs/retrain/{name}", name)
+    assert "not in the baseline, so not compared: K=64" in said and "--match" in said
+    out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE), "--match", "K=64", name)
     assert "not in the baseline, so not compared" not in out.stdout and " ok " in out.stdout
     out = run_tokzoo_here("compare", str(tmp_path / "new.json"), "--baseline", str(BASELINE),
-                          "--match", "runs/retrain/nope", name)
+                          "--match", "nope", name)
     assert out.returncode == 2 and "is not a tokenizer of the new results" in out.stderr
 
 
@@ -470,3 +475,35 @@ def test_a_dataset_is_created_by_name_with_what_its_factory_takes():
     assert len(val) > 0 and tuple(val[0]["image"].shape) == (3, 32, 32)
     with pytest.raises(ConfigError, match="splt"):
         create("dataset", "shapes", splt="val")
+
+
+def test_one_name_per_tokenizer_is_the_results_key_and_the_path_stays_in_the_entry():
+    """#38: the display name is assigned once (results.json key = every output's label)."""
+    from tokzoo.bench.results import assign_names, by_display_name
+
+    names = assign_names(["semhitok-tiny", "runs/a/semhitok-tiny", "runs/b/semhitok-tiny",
+                          "runs/c/checkpoints/stage1-final"], {})
+    assert names == {"semhitok-tiny": "semhitok-tiny", "runs/a/semhitok-tiny": "a/semhitok-tiny",
+                     "runs/b/semhitok-tiny": "b/semhitok-tiny", "runs/c/checkpoints/stage1-final": "c/stage1-final"}
+    # merged into results that already hold some: a benched path keeps its key, a new one never takes a held key
+    held = {"semhitok-tiny": "runs/semhitok-tiny", "K=64": "out/runs/K=64"}
+    again = assign_names(["runs/semhitok-tiny", "other/semhitok-tiny", "out/runs/K=64"], held)
+    assert again["runs/semhitok-tiny"] == "semhitok-tiny" and again["out/runs/K=64"] == "K=64"
+    assert again["other/semhitok-tiny"] not in held
+    # a file written when paths were keys reads with display names, the path kept
+    data = {"tokenizers": {"runs/x/vq": {"metrics": {}}, "vq": {"metrics": {}}, "/abs/runs/y": {"metrics": {}}}}
+    moved = by_display_name(data)
+    assert moved == {"/abs/runs/y": "y", "runs/x/vq": "x/vq"} and data["tokenizers"]["y"]["path"] == "/abs/runs/y"
+    assert set(data["tokenizers"]) == {"x/vq", "vq", "y"}  # "vq" is held: the path's name grows until it differs
+
+
+def test_report_with_a_baseline_sharing_no_tokenizer_is_refused_naming_both(tmp_path):
+    data = json.loads(BASELINE.read_text())
+    entry = next(iter(data["tokenizers"].values()))
+    data["tokenizers"] = {"K=64": entry}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text(json.dumps(data))
+    out = run_tokzoo_here("report", str(tmp_path / "r"), "--baseline", str(BASELINE))
+    said = " ".join(out.stderr.split())
+    assert out.returncode == 2 and "no tokenizer in common" in said and "K=64" in said and "--match" in said
+    assert not (tmp_path / "r" / "report.html").exists()

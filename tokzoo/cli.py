@@ -169,8 +169,13 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out is not None else source
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    if args.baseline:
-        load_results(args.baseline)  # an unreadable baseline: exit 2 before anything is written
+    if args.baseline:  # an unreadable baseline, or one with no tokenizer in common: exit 2 before anything is written
+        old = load_results(args.baseline)
+        if not set(results["tokenizers"]) & set(old["tokenizers"]):
+            listed = lambda r: ", ".join(sorted(r["tokenizers"])[:6]) + (" ..." if len(r["tokenizers"]) > 6 else "")  # noqa: E731
+            raise ConfigError(f"--baseline {args.baseline} has no tokenizer in common with {args.results} "
+                              f"(these: {listed(results) or 'none'}; the baseline's: {listed(old) or 'none'}); "
+                              "pair names with tokzoo compare NEW --baseline OLD --match NEW_NAME OLD_NAME")
     elsewhere = out.resolve() != source.resolve()  # the results.json goes with the outputs made from it
     for path in write_outputs(out, results, args.baseline, results_json=elsewhere):
         console.print(escape(f"{path.name:13s} {path}"), highlight=False, soft_wrap=True)

@@ -34,9 +34,9 @@ from tokzoo.bench.collectives import Collectives
 from tokzoo.bench.options import BenchOptions, check_options, workers_of
 from tokzoo.bench.outputs import stored_rows, write_outputs
 from tokzoo.bench.protocol import protocol_block, protocol_key
-from tokzoo.bench.render import render_table, row_key, short_names
+from tokzoo.bench.render import render_table, row_key
 from tokzoo.bench.resolve import identity, resolve_tokenizer
-from tokzoo.bench.results import Entry, Results, load_previous
+from tokzoo.bench.results import Entry, Results, assign_names, by_display_name, load_previous, sources
 from tokzoo.ckptio import TEMP_FILE
 from tokzoo.runfolder import RunLock
 from tokzoo.data import SkipCounter, build_dataset, fingerprint
@@ -99,11 +99,17 @@ class Bench:
         results = load_previous(self.out / "results.json", self.protocol({"tokenizers": {}}, asked=True), o.tokenizers,
                                 lambda msg: self.console.print(msg, highlight=False))
         grid_rows = stored_rows(self.out)
+        for old, new in by_display_name(results).items():  # a file keyed by paths: its rows follow their names
+            for key in [k for k in grid_rows if k == row_key(old) or k.endswith(":" + row_key(old))]:
+                grid_rows[key[:-len(row_key(old))] + row_key(new)] = grid_rows.pop(key)
+        # one name per tokenizer: the results.json key and every output's label (a path is kept in the entry)
+        names = assign_names(o.tokenizers, sources(results))
         originals_now = written = False
         # each tokenizer: resolve, reuse a finished result or measure, write every output
-        for name in o.tokenizers:
+        for typed in o.tokenizers:
             with using_weights_dir(o.weights_dir):  # ready-made tokenizers find released files there
-                tok = resolve_tokenizer(name, self.device)
+                tok = resolve_tokenizer(typed, self.device)
+            name = names[typed]
             ident = identity(tok, o)
             prev = results["tokenizers"].get(name)
             if prev and prev.get("identity") == ident and prev.get("protocol_key") == self._protocol_key(tok) \
@@ -114,8 +120,10 @@ class Bench:
                 continue
             entry, originals, recons, pictures = self._bench_one(name, tok)
             entry["identity"] = ident
-            if name in o.swept:
-                entry["swept"] = o.swept[name]
+            if typed != name:
+                entry["path"] = typed
+            if typed in o.swept:
+                entry["swept"] = o.swept[typed]
             results["tokenizers"][name] = entry
             if not originals_now:  # the first row: this run's originals
                 grid_rows["originals"], originals_now = originals, True
@@ -136,9 +144,8 @@ class Bench:
 
     def _summarise(self, results: dict[str, Any]) -> None:
         self.console.print(render_table(results, width=self.console.width))
-        short = short_names(results["tokenizers"])
         for (m, why), names in self.unavailable.items():
-            who = ", ".join(short[n] for n in names)
+            who = ", ".join(n for n in names)
             self.console.print(f"[yellow]{esc(m)} unavailable[/] ({esc(who)}): {esc(why)}", highlight=False)
         for tname, e in results["tokenizers"].items():
             if e.get("random_parts"):

@@ -8,7 +8,7 @@ import io
 import math
 from typing import Any
 
-from tokzoo.bench.render import CONTINUOUS, is_continuous, short_names
+from tokzoo.bench.render import CONTINUOUS, is_continuous
 from tokzoo.bench.results import Results
 from tokzoo.textsafe import plot as plot_text
 
@@ -58,14 +58,13 @@ def _plottable(v) -> bool:
 def tradeoff_points(results: Results) -> list[dict[str, Any]]:
     """One dict per tokenizer that has a probe or VQA result: name, probe, vqa, psnr, rfid, bits."""
     out = []
-    short = short_names(results.get("tokenizers", {}))
     for name, e in results.get("tokenizers", {}).items():
         m = e.get("metrics") or {}
         if m.get(PROBE) is None and m.get("vqa_top1") is None and m.get("text_acc") is None:
             continue
         v = {k: m.get(k) if _plottable(m.get(k)) else None for k in (PROBE, "vqa_top1", "psnr", "rfid", "gfid",
                                                                      "gfd_judge", "text_acc")}
-        out.append({"name": short[name], "probe": v[PROBE], "vqa": v["vqa_top1"], "text": v["text_acc"],
+        out.append({"name": name, "probe": v[PROBE], "vqa": v["vqa_top1"], "text": v["text_acc"],
                     "psnr": v["psnr"],
                     "rfid": v["rfid"], "gfid": v["gfid"], "gfd_judge": v["gfd_judge"],
                     "bits": m.get("bits_per_image") or (e.get("info") or {}).get("bits_per_image"),

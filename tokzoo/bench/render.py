@@ -16,7 +16,7 @@ from rich.table import Table
 from tokzoo import textsafe
 from tokzoo.latents import LatentSpec
 from tokzoo.bench.stats import half_width
-from tokzoo.bench.results import Results
+from tokzoo.bench.results import Results, short_names  # noqa: F401 (importable here)
 
 
 SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpips"), ("probe top-1", "probe_top1"),
@@ -36,7 +36,6 @@ def vqa_breakdown(results: Results) -> tuple[list[str], list[tuple[str, str, dic
     """The VQA probe per question: (attributes, rows), a row per tokenizer and
     view (all tokens; ``(first level)``): (row label, tokenizer key,
     {attribute or "top1": (accuracy, interval half-width or None, chance or None, flagged)})."""
-    short = short_names(results["tokenizers"])
     attrs: list[str] = []
     rows = []
     for name, e in results["tokenizers"].items():
@@ -52,7 +51,7 @@ def vqa_breakdown(results: Results) -> tuple[list[str], list[tuple[str, str, dic
                 cells[q] = (v, half_width(ci.get(k)), m.get(k + "_chance"), k in flags)
                 if q != "top1" and q not in attrs:
                     attrs.append(q)
-            rows.append((label(short[name], e) + suffix, name, cells))
+            rows.append((label(name, e) + suffix, name, cells))
     return attrs, rows
 
 
@@ -65,37 +64,13 @@ def vqa_cell(cell: tuple | None) -> str:
     return text + (" †" if flagged else "")
 
 
-def short_names(names: Iterable[str]) -> dict[str, str]:
-    """How outputs name each tokenizer of ``names``: a preset's own name; a
-    path's last folder, with its run folder when it is a checkpoint
-    (``run/stage1-final``), and more of the path while it would read the same
-    as another one's."""
-    names = list(dict.fromkeys(names))
-    parts, size = {}, {}
-    for n in names:
-        path = Path(n)
-        parts[n] = ([p for p in path.parts if p not in ("checkpoints", path.anchor)] or [n]) if os.sep in n else [n]
-        size[n] = 2 if len(parts[n]) > 1 and path.parent.name == "checkpoints" else 1
-    while True:
-        labels = {n: "/".join(parts[n][-size[n]:]) for n in names}
-        seen: dict[str, list[str]] = {}
-        for n, lab in labels.items():
-            seen.setdefault(lab, []).append(n)
-        grow = [n for same in seen.values() if len(same) > 1 for n in same if size[n] < len(parts[n])]
-        if not grow:
-            return labels
-        for n in grow:
-            size[n] += 1
-
-
 def unavailable_by_reason(results: Results, name=None) -> dict[tuple[str, str], list[str]]:
     """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``
     (their :func:`short_names` by default): one line per reason in every output instead of one per tokenizer."""
     out: dict[tuple[str, str], list[str]] = {}
-    short = short_names(results["tokenizers"])
     for n, e in results["tokenizers"].items():
         for m, why in (e.get("unavailable") or {}).items():
-            out.setdefault((m, why), []).append(short[n] if name is None else name(n, e))
+            out.setdefault((m, why), []).append(n if name is None else name(n, e))
     return out
 
 
@@ -177,8 +152,7 @@ def is_continuous(e: dict[str, Any]) -> bool:
 
 def continuous_note(results: Results) -> str:
     """The line every output prints under a table holding continuous rows ('' without)."""
-    short = short_names(results["tokenizers"])
-    names = [short[n] for n, e in results["tokenizers"].items() if is_continuous(e)]
+    names = [n for n, e in results["tokenizers"].items() if is_continuous(e)]
     if not names:
         return ""
     return (f"({CONTINUOUS}) {', '.join(names)}: a continuous tokenizer (latents, no discrete codes), a reference "
@@ -204,21 +178,19 @@ NARROW_PRIORITY = ("PSNR", "SSIM", "rFID", "LPIPS", "probe top-1", "VQA top-1", 
 
 def skip_lines(results: Results) -> list[str]:
     """'tokenizer: k unreadable images skipped, n measured (first: why)' for every entry that skipped some."""
-    short = short_names(results["tokenizers"])
     out = []
     for n, e in results["tokenizers"].items():
         k = e.get("skipped_images") or 0
         if k:
             first = (e.get("skipped") or [""])[0]
-            out.append(f"{short[n]}: {k} unreadable image(s) skipped, {e.get('num_images')} measured"
+            out.append(f"{n}: {k} unreadable image(s) skipped, {e.get('num_images')} measured"
                        + (f" (first: {first})" if first else ""))
     return out
 
 
 def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
     """'tokenizer / metric: why' for every flagged number (of ``keys`` when given)."""
-    short = short_names(results["tokenizers"])
-    return [f"{short[n]} / {k}: {why}" for n, e in results["tokenizers"].items()
+    return [f"{n} / {k}: {why}" for n, e in results["tokenizers"].items()
             for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
 
 
@@ -227,8 +199,7 @@ def render_table(results: Results, width: int | None = None) -> Table:
     important first, and a caption naming the ones left to results.md."""
     columns, rows = summary_cells(results, intervals=False)  # no empty columns
     keep = list(range(len(columns)))
-    short = short_names(results["tokenizers"])
-    names = {name: label(short[name], e) for name, e in results["tokenizers"].items()}
+    names = {name: label(name, e) for name, e in results["tokenizers"].items()}
     dropped: list[str] = []
     if width:
         def need(i: int) -> int:
@@ -364,14 +335,13 @@ def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None, con
     draw = ImageDraw.Draw(canvas)
     for c, text in enumerate((header or [])[:n]):
         draw.text((label_w + c * w * scale + 2, 1), text[:w * scale // 6], fill="black")
-    short = short_names(names)
     marked = set(continuous)
     for r, name in enumerate(names):
         imgs = rows[name]
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, top + r * h * scale))
-        label = short[name]  # a checkpoint path: its run folder's name
+        label = name  # a checkpoint path: its run folder's name
         middle = top + r * h * scale + h * scale // 2
         draw.text((4, middle - 6 - (6 if name in marked else 0)), label[:18], fill="black")
         if name in marked:

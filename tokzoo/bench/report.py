@@ -15,7 +15,7 @@ from pathlib import Path
 from tokzoo import textsafe  # every user text through its HTML rule (control characters shown)
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
-from tokzoo.bench.render import (continuous_note, flag_lines, label, reading_notes, short_names, skip_lines,
+from tokzoo.bench.render import (continuous_note, flag_lines, label, reading_notes, skip_lines,
                                  summary_cells, unavailable_by_reason, vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
 from tokzoo.bench.results import Results
@@ -51,24 +51,22 @@ def _results_table(results: Results) -> str:
     columns, cells = summary_cells(results, intervals=True)  # no empty columns
     head = "".join(f"<th>{textsafe.html(title)}</th>" for title, _ in columns)
     rows = []
-    short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
         tds = "".join(f"<td>{textsafe.html(c)}</td>" for c in cells[name])
-        rows.append(f"<tr><td>{textsafe.html(label(short[name], e))}</td>{tds}</tr>")
+        rows.append(f"<tr><td>{textsafe.html(label(name, e))}</td>{tds}</tr>")
     return (f'<table id="results"><thead><tr><th>tokenizer</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _usage_table(results: Results) -> str:
     rows = []
-    short = short_names(results["tokenizers"])
     for name, e in results["tokenizers"].items():
         m = e.get("metrics") or {}
         for key in sorted(k for k in m if k.startswith("usage/")):
             level = key[len("usage/"):]
             usage, ppl = m[key], m.get(f"perplexity/{level}")
             vocab = ((e.get("info") or {}).get("vocab") or {}).get(level)
-            rows.append(f"<tr><td>{textsafe.html(short[name])}</td><td>{textsafe.html(level)}</td>"
+            rows.append(f"<tr><td>{textsafe.html(name)}</td><td>{textsafe.html(level)}</td>"
                         f"<td>{textsafe.html(str(vocab)) if vocab is not None else 'n/a'}</td>"
                         f'<td><span class="bar" style="width:{max(0.0, min(1.0, usage)) * 120:.0f}px"></span>'
                         f"{usage:.3f}</td><td>{'n/a' if ppl is None else f'{ppl:.1f}'}</td></tr>")
@@ -111,14 +109,13 @@ def _compare_table(rows, error: str | None) -> str:
         return '<p class="note">No baseline given (<code>--baseline results.json</code>).</p>'
 
     out = []
-    short = short_names(r.tokenizer for r in rows)
     for r in rows:
         if r.verdict == "not measured":
             continue  # one note under the table
         cls = {"REGRESSION": "bad", "missing": "bad", "better": "good"}.get(r.verdict, "")
         delta = "" if r.delta is None else f"{r.delta:+.4g}"
         arrow = f" {ARROWS[r.better]}" if r.better in ARROWS else ""
-        out.append(f"<tr><td>{textsafe.html(short[r.tokenizer])}</td><td>{textsafe.html(r.metric)}{arrow}</td>"
+        out.append(f"<tr><td>{textsafe.html(r.tokenizer)}</td><td>{textsafe.html(r.metric)}{arrow}</td>"
                    f"<td>{fmt(r.old)}</td><td>{fmt(r.new)}</td><td>{delta}</td><td>{textsafe.html(r.rule)}</td>"
                    f'<td class="{cls}">{textsafe.html(r.verdict)}</td></tr>')
     verdict = "FAIL" if has_regression(rows) else "PASS"
@@ -145,10 +142,9 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
     notes += [f"<li>{textsafe.html(m)} unavailable for {textsafe.html(', '.join(names))}: {textsafe.html(why)}</li>"
               for (m, why), names in unavailable_by_reason(results).items()]
     kinds: dict[str, list[str]] = {}
-    short = short_names(results["tokenizers"])
     for n, e in results["tokenizers"].items():
         if e.get("token_features"):
-            kinds.setdefault(e["token_features"], []).append(short[n])
+            kinds.setdefault(e["token_features"], []).append(n)
     notes += [f"<li>probe features from the tokens, {textsafe.html(kind)}: {textsafe.html(', '.join(names))}</li>"
               for kind, names in kinds.items()]
     summary = (f"{textsafe.html(str(p.get('dataset')))}, {textsafe.html(str(p.get('num_images')))} images, "

@@ -12,6 +12,7 @@ import time
 import types
 import typing
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Callable, Literal, TypedDict
 
 from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
@@ -51,6 +52,7 @@ class Entry(TypedDict, total=False):
     asked: list[str]  # the metrics the bench that measured this entry was asked for
     sources: dict[str, str]  # result name -> the metric that gave it
     repeats: dict[str, Any]  # training repeats: {"n", "seeds", "sd": {result: sample sd across repeats}}
+    path: str  # what was benched (a run folder or checkpoint path) when the entry's name is not it
 
 
 class Results(TypedDict):
@@ -80,6 +82,7 @@ def load_results(path: str | Path) -> Results:
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{p} is not a tokzoo results.json ({exc})") from None
     check_results(data, p)
+    by_display_name(data)
     return data
 
 
@@ -165,10 +168,78 @@ def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str
         return fresh_results()
     same = all((old.get("protocol") or {}).get(k) == protocol_now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
     same = same and same_metric_settings(old.get("protocol") or {}, protocol_now) is None
-    if not same and any(k not in tokenizers for k in old["tokenizers"]):
+    if not same and any(e.get("path", k) not in tokenizers for k, e in old["tokenizers"].items()):
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
         os.replace(path, backup)
         say(f"[yellow]note:[/] {esc(path)} held results under another protocol; kept them as "
             f"{esc(backup)}")
         return fresh_results()
     return old
+
+
+# -- one name per tokenizer ---------------------------------------------------------------------
+def short_names(names: Iterable[str]) -> dict[str, str]:
+    """How outputs name each tokenizer of ``names``: a preset's own name; a
+    path's last folder, with its run folder when it is a checkpoint
+    (``run/stage1-final``), and more of the path while it would read the same
+    as another one's."""
+    names = list(dict.fromkeys(names))
+    parts, size = {}, {}
+    for n in names:
+        path = Path(n)
+        parts[n] = ([p for p in path.parts if p not in ("checkpoints", path.anchor)] or [n]) if os.sep in n else [n]
+        size[n] = 2 if len(parts[n]) > 1 and path.parent.name == "checkpoints" else 1
+    while True:
+        labels = {n: "/".join(parts[n][-size[n]:]) for n in names}
+        seen: dict[str, list[str]] = {}
+        for n, lab in labels.items():
+            seen.setdefault(lab, []).append(n)
+        grow = [n for same in seen.values() if len(same) > 1 for n in same if size[n] < len(parts[n])]
+        if not grow:
+            return labels
+        for n in grow:
+            size[n] += 1
+
+
+def assign_names(asked: list[str], existing: dict[str, str]) -> dict[str, str]:
+    """What each tokenizer of ``asked`` (presets or paths, as typed) is called in
+    every output and as its results.json key: its :func:`short_names` label among
+    everything in the same results, the key it already has when ``existing``
+    (key -> what was benched) holds it, never a key another tokenizer holds."""
+    by_source = {source: key for key, source in existing.items()}
+    short = short_names([*existing.values(), *asked])
+    taken, out = set(existing), {}
+    for n in asked:
+        if n in by_source:
+            out[n] = by_source[n]
+            continue
+        name = next(c for c in (short[n], n, *(f"{n} ({i})" for i in range(2, 10 ** 6))) if c not in taken)
+        out[n] = name
+        taken.add(name)
+    return out
+
+
+def sources(results: Results) -> dict[str, str]:
+    """results.json key -> what was benched (the ``path`` kept in the entry, else the key)."""
+    return {k: e.get("path", k) for k, e in results["tokenizers"].items()}
+
+
+def by_display_name(data: Results) -> dict[str, str]:
+    """Re-key a results file written before entries were keyed by their display
+    name (a path as its key): each such entry gets its :func:`short_names` label
+    and keeps the path in ``path``. Returns old key -> new key of what moved."""
+    typed = [k for k, e in data["tokenizers"].items() if "path" not in e and os.sep in k]
+    if not typed:
+        return {}
+    short = short_names(list(data["tokenizers"]))
+    new, moved = {}, {}
+    for key, entry in data["tokenizers"].items():
+        name = short[key] if key in typed else key
+        if name in new or (name != key and name in data["tokenizers"]):
+            name = key  # another entry holds that name: this one keeps its path as its name
+        if name != key:
+            entry = {**entry, "path": key}
+            moved[key] = name
+        new[name] = entry
+    data["tokenizers"] = new
+    return moved
