@@ -354,6 +354,10 @@ def test_two_runs_checkpoints_of_one_name_are_told_apart_in_every_output():
     assert short_names(["runs/x/checkpoints/final", "x/checkpoints/final"]) == {
         "runs/x/checkpoints/final": "runs/x/final", "x/checkpoints/final": "x/final"}
     assert short_names(["vq-tiny", "runs/vq-tiny"]) == {"vq-tiny": "vq-tiny", "runs/vq-tiny": "runs/vq-tiny"}
+    from tokzoo.bench.results import by_display_name
+
+    by_display_name(results)  # what a bench (or a results.json read back) keys them by: their names
+    assert set(results["tokenizers"]) == {"a/stage1-final", "b/stage1-final", one}
     console = Console(width=200, record=True)
     console.print(render_table(results, width=200))
     text = console.export_text()

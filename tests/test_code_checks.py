@@ -142,6 +142,8 @@ def test_the_codebook_metric_needs_no_memory_by_the_vocabulary(plugin, tmp_path,
     assert run.returncode == 0, run.stdout + run.stderr
     import json
 
+    from conftest import name_of
+
     e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"][name_of(preset)]
     assert 0 < e["metrics"]["usage/code"] < 1e-9 and e["metrics"]["perplexity/code"] >= 1
     assert e["metrics"]["bits_per_image"] == 16 * 40
