@@ -284,3 +284,44 @@ def test_the_dataset_and_metric_of_the_docs_install_and_run_from_outside(cli, tm
     finally:
         sys.path.remove(str(tmp_path / "site"))
         reset_registry()
+
+
+def test_the_multiscale_quantizer_of_the_docs_trains_and_benches_from_outside(cli, tmp_path):
+    """#38: a VAR-style quantizer written from the docs, installed from outside: multi-scale
+    codes with usage per scale, the probes' GPT on its 85 tokens, exact id round trips."""
+    import json
+    import sys
+
+    import torch
+
+    code, preset = docs_section("## Multi-scale token maps", "## A continuous tokenizer")
+    env = install_docs_plugin(tmp_path / "site", code, preset, "tokzoo-bitscales", "bitscales", "bitscales-tiny")
+    train = cli("train", "bitscales-tiny", "recipe.steps=6", "data.train_size=64", "data.val_size=16",
+                "trainer.eval_images=8", "trainer.batch_size=8", env=env, cwd=tmp_path)
+    assert train.returncode == 0, train.stdout + train.stderr
+    assert "codes used: s1" in train.stdout
+    bench = cli("bench", "--tokenizers", "bitscales-tiny", "--num-images", "16", "--probe-train-images", "32",
+                "--metrics", "psnr,codebook,ar-probe", "--out", str(tmp_path / "bench"),
+                "metrics.ar-probe.steps=2", "metrics.ar-probe.train_images=32", "metrics.ar-probe.judge_steps=2",
+                env=env, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    e = json.loads((tmp_path / "bench" / "results.json").read_text())["tokenizers"]["bitscales-tiny"]
+    assert e["info"]["layout"] == "multiscale" and e["info"]["scales"] == [[1, 1], [2, 2], [4, 4], [8, 8]]
+    assert e["info"]["tokens_per_image"] == 85 and e["info"]["bits_per_image"] == 85 * 4
+    assert all(0 < e["metrics"][f"usage/s{s}"] <= 1 for s in (1, 2, 4, 8))
+    assert e["metrics"]["ar_nll_bits"] / e["metrics"]["ar_nll_bits_per_token"] == pytest.approx(85)
+    sys.path.insert(0, str(tmp_path / "site"))
+    try:
+        from tokzoo.registry import reset_registry
+
+        reset_registry()
+        tok = tokzoo.load_tokenizer(tmp_path / "runs" / "bitscales-tiny")
+        codes = tok.encode(torch.rand(2, 3, 32, 32))
+        ids = codes.token_ids()
+        assert ids.shape == (2, 85) and codes.scales == ((1, 1), (2, 2), (4, 4), (8, 8))
+        back = Codes.from_token_ids(ids, tok.info.codes)
+        assert all(torch.equal(back.levels[k], codes.levels[k]) for k in codes.levels)
+        assert torch.equal(tok.decode(ids), tok.decode(codes))
+    finally:
+        sys.path.remove(str(tmp_path / "site"))
+        reset_registry()

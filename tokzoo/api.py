@@ -25,7 +25,7 @@ from tokzoo.metric import BenchContext, Metric, MetricResult  # the bench's side
 from tokzoo.sample import ImageDataset, Sample, Word  # the dataset's side
 from tokzoo.measures import resample_counts, resample_interval  # a metric's own intervals
 from tokzoo.schema import Spec
-from tokzoo.errors import check_returns
+from tokzoo.errors import ConfigError, check_returns
 from tokzoo.pretrained import (RANDOM, current_spec_path, is_restoring, random_parts, referenced_config,
                                require_pretrained)
 
@@ -53,13 +53,17 @@ class Quantizer(nn.Module, abc.ABC):
     it); ``layout`` (``grid`` unless said). A quantizer may take a 1-D token
     sequence ``[B, N, C]`` as well as a grid ``[B, C, h, w]`` (core's ``vq``
     does): its codes are then ``[B, N]`` (layout ``sequence`` for one level)
-    and :meth:`lookup` gives ``[B, N, C]`` back."""
+    and :meth:`lookup` gives ``[B, N, C]`` back. A ``multiscale`` quantizer (VAR's
+    residual over scales) also declares ``scales``: the side of each level's
+    square grid, coarse to fine, the last the encoder's grid."""
 
     #: the channels of the features it quantizes
     dim: int
     #: level name -> number of codes at that level
     vocab: Mapping[str, int]
     layout: CodeLayout = "grid"
+    #: ``multiscale`` only: each level's grid side, coarse to fine (e.g. ``(1, 2, 4, 8)``)
+    scales: tuple[int, ...] = ()
 
     def codes(self, levels: dict[str, Tensor]) -> Codes:
         """``levels`` (name -> ``[B, h, w]`` or ``[B, N]`` long codes) as :class:`Codes` with this
@@ -196,7 +200,12 @@ class ComposedTokenizer(Tokenizer):
         self.pre_quant = nn.Conv2d(encoder.out_channels, quant_dim, 1)
         self.post_quant = nn.Conv2d(quant_dim, decoder_in, 1)
         g = resolution // encoder.downsample
-        self._info = TokenizerInfo(resolution, CodeSpec(quantizer.layout, dict(quantizer.vocab), (g, g)))
+        scales = tuple((int(k), int(k)) for k in quantizer.scales) if quantizer.layout == "multiscale" else ()
+        if scales and scales[-1] != (g, g):
+            raise ConfigError(f"{type(quantizer).__name__}'s finest scale is {scales[-1][0]}x{scales[-1][1]}, but "
+                              f"the encoder gives a {g}x{g} grid at resolution {resolution}: set its scales to end "
+                              f"with {g}")
+        self._info = TokenizerInfo(resolution, CodeSpec(quantizer.layout, dict(quantizer.vocab), (g, g), scales))
 
     @property
     def info(self) -> TokenizerInfo:

@@ -20,7 +20,7 @@ from tokzoo.latents import LatentSpec, Latents  # a continuous tokenizer's, inst
 __all__ = ["CodeLayout", "CodeSpec", "Codes", "LatentSpec", "Latents", "QuantizerOutput", "TokenizerInfo",
            "TokenizerOutput", "check_vocab", "check_codes", "check_encoded", "check_declared"]
 
-CodeLayout = Literal["grid", "sequence", "residual", "hierarchical"]
+CodeLayout = Literal["grid", "sequence", "residual", "hierarchical", "multiscale"]
 
 
 # -----------------------------------------------------------------------------
@@ -32,7 +32,7 @@ class Codes:
 
     ``levels`` maps level name -> a long tensor ``[B, h, w]`` (a 2-D grid of
     tokens) or ``[B, N]`` (a 1-D sequence: TiTok, FlexTok, SEED); every level
-    has the same shape. ``vocab`` maps the same names to the number of possible
+    has the same shape, except in the ``multiscale`` layout. ``vocab`` maps the same names to the number of possible
     values at that level. ``layout`` says how the levels combine into the
     token ids a language model would see:
 
@@ -42,7 +42,12 @@ class Codes:
       (all depths of position 0, then position 1, ...), ids are the codes;
     - ``hierarchical``: two levels ``(parent, child)`` where the child indexes
       within the parent's sub-codebook of ``vocab[child]`` entries; one token
-      per position with id ``parent * m + child`` (``m = vocab[child]``).
+      per position with id ``parent * m + child`` (``m = vocab[child]``);
+    - ``multiscale``: one level per scale, coarse to fine (VAR's order), each a
+      grid ``[B, h_k, w_k]`` of its own size (the last is the finest);
+      ``sum h_k * w_k`` tokens, scale after scale, each scale row-major; ids
+      are the codes (scales sharing one codebook share its ids; a language
+      model tells the scales apart by their positions).
 
     ``residual`` and ``hierarchical`` levels may be grids or sequences.
     """
@@ -58,6 +63,12 @@ class Codes:
             raise CodesError(f"a '{self.layout}' layout has exactly one level")
         if not all(isinstance(v, Tensor) for v in self.levels.values()):
             return  # said by the contract's checks where the codes enter (check_codes)
+        if self.layout == "multiscale":
+            if any(v.dim() != 3 for v in self.levels.values()):
+                raise CodesError("a 'multiscale' layout's levels are grids [B, h, w], one per scale")
+            if len({int(v.shape[0]) for v in self.levels.values()}) > 1:
+                raise CodesError("every level of multiscale Codes holds the same images (one batch size)")
+            return
         shapes = {tuple(v.shape) for v in self.levels.values()}
         if len(shapes) > 1:
             raise CodesError(f"every level of Codes has the same shape, not {sorted(shapes)}")
@@ -72,9 +83,17 @@ class Codes:
 
     @property
     def grid(self) -> tuple[int, ...]:
-        """The token positions' shape: ``(h, w)`` for a grid, ``(N,)`` for a sequence."""
-        first = next(iter(self.levels.values()))
-        return tuple(int(d) for d in first.shape[1:])
+        """The token positions' shape: ``(h, w)`` for a grid, ``(N,)`` for a
+        sequence; for ``multiscale``, the finest (last) scale's."""
+        last = list(self.levels.values())[-1]
+        return tuple(int(d) for d in last.shape[1:])
+
+    @property
+    def scales(self) -> tuple[tuple[int, int], ...]:
+        """``multiscale``: each level's ``(h, w)``, coarse to fine; otherwise ``()``."""
+        if self.layout != "multiscale":
+            return ()
+        return tuple((int(v.shape[1]), int(v.shape[2])) for v in self.levels.values())
 
     @property
     def batch_size(self) -> int:
@@ -94,6 +113,8 @@ class Codes:
         B = self.batch_size
         if self.layout in ("grid", "sequence"):
             return self.levels[names[0]].reshape(B, -1)
+        if self.layout == "multiscale":
+            return torch.cat([self.levels[n].reshape(B, -1) for n in names], dim=1)
         if self.layout == "residual":
             stacked = torch.stack([self.levels[n] for n in names], dim=-1)  # [B,h,w,D] or [B,N,D]
             return stacked.reshape(B, -1)
@@ -109,6 +130,9 @@ class Codes:
         ids = ids.long()
         if like.layout in ("grid", "sequence"):
             levels = {names[0]: ids.reshape(B, *shape)}
+        elif like.layout == "multiscale":
+            sizes = [h * w for h, w in like.scales]
+            levels = {n: part.reshape(B, *hw) for n, part, hw in zip(names, ids.split(sizes, dim=1), like.scales)}
         elif like.layout == "residual":
             stacked = ids.reshape(B, *shape, len(names))
             levels = {n: stacked[..., d] for d, n in enumerate(names)}
@@ -133,7 +157,9 @@ class CodeSpec:
 
     layout: CodeLayout
     vocab: Mapping[str, int]
-    grid: tuple[int, ...]  # the token positions: (h, w) for a grid, (N,) for a sequence
+    grid: tuple[int, ...]  # the token positions: (h, w) for a grid, (N,) for a sequence; multiscale: the finest
+    #: ``multiscale`` only: each level's ``(h, w)``, coarse to fine, in ``vocab``'s order (the last = ``grid``)
+    scales: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.grid, (tuple, list)) or len(self.grid) not in (1, 2) or not all(
@@ -145,10 +171,31 @@ class CodeSpec:
             raise CodesError(f"a 'grid' layout's grid is (h, w), not {tuple(self.grid)} (a 1-D token sequence is "
                              "the 'sequence' layout)")
         object.__setattr__(self, "grid", tuple(self.grid))
+        if self.layout == "multiscale":
+            scales = tuple(tuple(s) for s in (self.scales or ()))
+            if len(scales) != len(self.vocab) or not all(
+                    len(s) == 2 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+                    for s in scales):
+                raise CodesError(f"a 'multiscale' CodeSpec gives scales: one (h, w) per level ({len(self.vocab)}), "
+                                 f"coarse to fine, not {self.scales!r}")
+            if scales[-1] != self.grid:
+                raise CodesError(f"a 'multiscale' CodeSpec's grid is its finest scale {scales[-1]}, not {self.grid}")
+            object.__setattr__(self, "scales", scales)
+        elif self.scales:
+            raise CodesError(f"scales belong to the 'multiscale' layout, not to '{self.layout}'")
+
+    def level_positions(self, level: str) -> int:
+        """Token positions of one level: its scale's ``h*w`` (multiscale), else :attr:`positions`."""
+        if self.layout == "multiscale":
+            h, w = self.scales[list(self.vocab).index(level)]
+            return h * w
+        return self.positions
 
     @property
     def positions(self) -> int:
-        """Token positions per image (h*w, or N)."""
+        """Token positions per image (h*w, or N; multiscale: the sum over scales)."""
+        if self.layout == "multiscale":
+            return sum(h * w for h, w in self.scales)
         return math.prod(self.grid)
 
     @property
@@ -158,6 +205,8 @@ class CodeSpec:
     @property
     def bits_per_image(self) -> float:
         """Bits to store one image's codes: sum over tokens of log2(vocab)."""
+        if self.layout == "multiscale":
+            return float(sum(self.level_positions(k) * math.log2(v) for k, v in self.vocab.items()))
         return float(self.positions * sum(math.log2(v) for v in self.vocab.values()))
 
 
@@ -244,6 +293,8 @@ class TokenizerInfo:
         }
         if self.continuous:
             out["latent_channels"] = self.codes.channels
+        elif self.codes.scales:
+            out["scales"] = [list(s) for s in self.codes.scales]
         return out
 
 

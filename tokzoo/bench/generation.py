@@ -63,6 +63,17 @@ def gpt_grid(grid: tuple[int, ...]) -> tuple[int, int]:
     return (1, grid[0]) if len(grid) == 1 else (int(grid[0]), int(grid[1]))
 
 
+def gpt_positions(layout: str, grid: tuple[int, ...], length: int,
+                  scales: tuple[tuple[int, int], ...] = ()) -> dict:
+    """The GPT's position settings (``positions``, ``grid``, ``scales`` of
+    :class:`GPTConfig`) for ``length`` tokens of codes of ``layout`` on ``grid``:
+    a multi-scale layout's scales one after the other (2-D within each scale, a
+    scale embedding), else :func:`positions_for`."""
+    if layout == "multiscale" and scales and sum(h * w for h, w in scales) == length:
+        return {"positions": "multiscale", "grid": gpt_grid(scales[-1]), "scales": tuple(scales)}
+    return {"positions": positions_for(layout, grid, length), "grid": gpt_grid(grid)}
+
+
 def _stats(feats: Tensor) -> tuple[np.ndarray, np.ndarray]:
     f = feats.double().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
@@ -249,8 +260,7 @@ class ARProbe(Metric):
         L = ids.shape[1]
         num_classes = max(self.num_classes, int(labels.max()) + 1, int(train_y.max()) + 1)
         cfg = GPTConfig(vocab=vocab, length=L, num_classes=num_classes, dropout=p["dropout"],
-                        positions=positions_for(spec.layout, spec.grid, L), grid=gpt_grid(spec.grid),
-                        **GPT_SIZES[p["size"]])
+                        **gpt_positions(spec.layout, spec.grid, L, spec.scales), **GPT_SIZES[p["size"]])
         torch.manual_seed(p["seed"])
         gpt = GPT(cfg).to(self.device)
         with self._progress() as bar:

@@ -165,12 +165,12 @@ class CodebookUsage(Metric):
             parent, child = list(self.vocab)
             self.vocab[child] = self.vocab[parent] * self.vocab[child]
         self.better, self.dtypes = {}, {}
-        positions = tokenizer.info.codes.positions
+        spec = tokenizer.info.codes
         for lvl in self.vocab:  # the codes of every image, on the device (memory by images, never by vocabulary)
-            self.better[f"usage/{lvl}"] = "higher"
+            self.better[f"usage/{lvl}"] = "higher"  # per level: per scale of a multi-scale layout
             self.better[f"perplexity/{lvl}"] = "higher"
             small = torch.int32 if self.vocab[lvl] < 2 ** 31 else torch.int64
-            self.add_state(f"codes/{lvl}", torch.zeros(0, positions, dtype=small), "cat")
+            self.add_state(f"codes/{lvl}", torch.zeros(0, spec.level_positions(lvl), dtype=small), "cat")
             self.dtypes[lvl] = small
         # the images' dataset indices: one order in one process or several
         self.add_state("index", torch.zeros(0, dtype=torch.long), "cat")

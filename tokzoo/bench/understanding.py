@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokzoo.api import Codes, Metric, MetricResult
-from tokzoo.bench.generation import gpt_grid, positions_for
+from tokzoo.bench.generation import gpt_positions
 from tokzoo.errors import ConfigError, DataError
 from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit, loss_note
 
@@ -92,7 +92,7 @@ class QuestionModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, K, A]`` (answers of other questions at -inf) for inputs
         ``x``: features ``[B, L, C]`` or token ids ``[B, L]``."""
-        prefix = self.project(x) if self.project is not None else self.gpt.tok_emb(x)
+        prefix = self.project(x) if self.project is not None else self.gpt.embed_tokens(x)
         h = self.gpt.prefix_hidden(prefix, torch.arange(len(self.answers), device=prefix.device))
         return self.head(h).masked_fill(~self.valid, float("-inf"))
 
@@ -237,12 +237,13 @@ class VQAProbe(Metric):
         return t, asked
 
     @torch.no_grad()
-    def _inputs(self, parts: list[Codes]) -> tuple[Tensor, tuple[int, int], str, int]:
+    def _inputs(self, parts: list[Codes]) -> tuple[Tensor, dict, int]:
         """The model's inputs for batches of codes: (``[N, L, C]`` features or
-        ``[N, L]`` ids, grid, layout, token vocabulary)."""
+        ``[N, L]`` ids, their shape: layout, grid and scales, token vocabulary)."""
         if self.p["input"] == "ids":
             ids = torch.cat([c.token_ids() for c in parts])
-            return ids, parts[0].grid, parts[0].layout, parts[0].token_vocab_size
+            first = parts[0]
+            return ids, {"layout": first.layout, "grid": first.grid, "scales": first.scales}, first.token_vocab_size
         feats, grid = [], (1, 1)
         for c in parts:
             f = self.tokenizer.token_features(c.to(self.device))
@@ -251,7 +252,7 @@ class VQAProbe(Metric):
                                           "(use metrics.vqa-probe.input=ids)")
             seq, grid = _sequence(f)
             feats.append(seq.cpu())
-        return torch.cat(feats), grid, "grid", 1
+        return torch.cat(feats), {"layout": "grid", "grid": grid, "scales": ()}, 1
 
     def _measure(self):
         if not self.codes:
@@ -277,19 +278,19 @@ class VQAProbe(Metric):
         test_t, asked = self._targets(self.attrs, questions)
         for prefix, view in views:
             try:
-                train_x, grid, layout, vocab = self._inputs([view(c) for c, _ in parts])
-                test_x, _, _, _ = self._inputs([view(c) for c in self.codes])
+                train_x, shape, vocab = self._inputs([view(c) for c, _ in parts])
+                test_x, _, _ = self._inputs([view(c) for c in self.codes])
             except (NotImplementedError, TypeError, KeyError, RuntimeError, ValueError) as exc:
                 if prefix == "vqa_":
                     raise NotImplementedError(str(exc).splitlines()[0] or type(exc).__name__) from None
                 self.why[prefix + "top1"] = f"failed on the first level alone: {str(exc).splitlines()[0]}"
                 continue
-            answers = self._fit_and_answer(train_x, train_t, test_x, grid, layout, vocab, prefix)
+            answers = self._fit_and_answer(train_x, train_t, test_x, shape, vocab, prefix)
             out.update(self._score(prefix, answers, test_t, asked, train_t))
         return out
 
-    def _fit_and_answer(self, train_x: Tensor, train_t: Tensor, test_x: Tensor, grid: tuple[int, int],
-                        layout: str, vocab: int, prefix: str) -> Tensor:
+    def _fit_and_answer(self, train_x: Tensor, train_t: Tensor, test_x: Tensor, shape: dict, vocab: int,
+                        prefix: str) -> Tensor:
         p = self.p
         ids = p["input"] == "ids"
         if not ids:  # standardised with the train split's statistics, per channel
@@ -299,7 +300,7 @@ class VQAProbe(Metric):
             test_x = ((test_x - mean) / std).float()
         L = train_x.shape[1]
         cfg = GPTConfig(vocab=vocab, length=L, num_classes=len(self.questions), dropout=p["dropout"],
-                        positions=positions_for(layout, grid, L), grid=gpt_grid(grid), **GPT_SIZES[p["size"]])
+                        **gpt_positions(shape["layout"], shape["grid"], L, shape["scales"]), **GPT_SIZES[p["size"]])
         torch.manual_seed(p["seed"])
         model = QuestionModel(cfg, None if ids else train_x.shape[2], [len(a) for _, a in self.questions])
         model.to(self.device)

@@ -16,7 +16,10 @@ probe of ``tokzoo bench --metrics ar-probe``; the question probe,
 - **Positions**: rotary. ``2d`` (LlamaGen's, for one token per grid cell: half
   of each head rotates with the row, half with the column) or ``1d`` (the
   token's index, for any other sequence, e.g. a residual layout's depth-major
-  tokens). The class position is not rotated (cos 1, sin 0); LlamaGen's code
+  tokens), or ``multiscale`` (a multi-scale layout's scales one after the
+  other: each token rotates with its cell's centre in the finest grid's
+  coordinates, as ``2d``, and a learned scale embedding is added to its
+  input). The class position is not rotated (cos 1, sin 0); LlamaGen's code
   gives it cos = sin = 0, which zeroes its query and key.
 - **Body**: pre-norm blocks (RMSNorm, causal attention through torch's
   ``scaled_dot_product_attention``, SwiGLU MLP), dropout on residual branches.
@@ -61,8 +64,9 @@ class GPTConfig:
     heads: int = 4
     dropout: float = 0.1  # on residual branches (training only)
     class_dropout: float = 0.1  # P(label -> null class) in training
-    positions: str = "1d"  # "1d" | "2d"
-    grid: tuple[int, int] = field(default=(0, 0))  # (h, w) for "2d"
+    positions: str = "1d"  # "1d" | "2d" | "multiscale"
+    grid: tuple[int, int] = field(default=(0, 0))  # (h, w) for "2d"; the finest scale for "multiscale"
+    scales: tuple[tuple[int, int], ...] = ()  # "multiscale": each scale's (h, w), coarse to fine
 
     def __post_init__(self):
         if not isinstance(self.vocab, int) or not 1 <= self.vocab <= MAX_VOCAB:
@@ -72,8 +76,10 @@ class GPTConfig:
             raise ValueError(f"GPT width {self.width} must split into {self.heads} heads of a multiple of 4 dims")
         if self.positions == "2d" and self.grid[0] * self.grid[1] != self.length:
             raise ValueError(f"2d positions need a grid of {self.length} cells, not {self.grid}")
-        if self.positions not in ("1d", "2d"):
-            raise ValueError(f"positions must be '1d' or '2d', not {self.positions!r}")
+        if self.positions not in ("1d", "2d", "multiscale"):
+            raise ValueError(f"positions must be '1d', '2d' or 'multiscale', not {self.positions!r}")
+        if self.positions == "multiscale" and sum(h * w for h, w in self.scales) != self.length:
+            raise ValueError(f"multiscale positions need scales of {self.length} cells in all, not {self.scales}")
 
 
 def _rotary_angles(cfg: GPTConfig, base: float = 10000.0) -> Tensor:
@@ -85,11 +91,14 @@ def _rotary_angles(cfg: GPTConfig, base: float = 10000.0) -> Tensor:
         pos = torch.arange(1, cfg.length + 1, dtype=torch.float64)  # token i at position i + 1
         ang = pos[:, None] * inv[None]
     else:
-        h, w = cfg.grid
+        H, W = cfg.grid
         half = d // 2
         inv = 1.0 / base ** (torch.arange(0, half, 2, dtype=torch.float64) / half)  # [d/4]
-        rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)
-        cols = torch.arange(w, dtype=torch.float64).repeat(h)
+        rows, cols = [], []
+        for h, w in (cfg.scales if cfg.positions == "multiscale" else [(H, W)]):  # cell centres in the finest grid
+            rows.append(((torch.arange(h, dtype=torch.float64) + 0.5) * H / h - 0.5).repeat_interleave(w))
+            cols.append(((torch.arange(w, dtype=torch.float64) + 0.5) * W / w - 0.5).repeat(h))
+        rows, cols = torch.cat(rows), torch.cat(cols)
         ang = torch.cat([rows[:, None] * inv[None], cols[:, None] * inv[None]], dim=1)  # [L, d/2]
     return torch.cat([torch.zeros(1, ang.shape[1], dtype=torch.float64), ang])
 
@@ -156,6 +165,10 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.width)  # + the null class
         self.tok_emb = nn.Embedding(cfg.vocab, cfg.width)
+        # multiscale: which scale each token is, and a learned embedding of it (added to the token's)
+        self.scale_emb = nn.Embedding(len(cfg.scales), cfg.width) if cfg.positions == "multiscale" else None
+        scale_of = [k for k, (h, w) in enumerate(cfg.scales) for _ in range(h * w)] if self.scale_emb is not None else []
+        self.register_buffer("scale_of", torch.tensor(scale_of, dtype=torch.long), persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.RMSNorm(cfg.width, eps=1e-5)
         self.head = nn.Linear(cfg.width, cfg.vocab, bias=False)
@@ -171,8 +184,16 @@ class GPT(nn.Module):
     def null_class(self) -> int:
         return self.cfg.num_classes
 
+    def embed_tokens(self, ids: Tensor, start: int = 0) -> Tensor:
+        """Input embeddings ``[B, T, width]`` of tokens ``ids [B, T]`` that stand at
+        token positions ``start ..``: ``tok_emb``, plus the scale's embedding (multiscale)."""
+        x = self.tok_emb(ids)
+        if self.scale_emb is not None:
+            x = x + self.scale_emb(self.scale_of[start:start + ids.shape[1]])
+        return x
+
     def _inputs(self, classes: Tensor, ids: Tensor) -> Tensor:
-        return torch.cat([self.class_emb(classes)[:, None], self.tok_emb(ids)], dim=1)
+        return torch.cat([self.class_emb(classes)[:, None], self.embed_tokens(ids)], dim=1)
 
     def hidden(self, classes: Tensor, ids: Tensor, upto: int | None = None) -> Tensor:
         """Hidden states ``[B, 1 + ids.shape[1], width]`` of ``[class, ids]`` after
@@ -194,7 +215,7 @@ class GPT(nn.Module):
         """Prefix mode: final hidden states ``[B, K, width]`` of ``K`` query tokens
         (``queries [K]``: indices of the class table, e.g. one per question) read
         after a prefix of ``L = cfg.length`` input embeddings (``prefix [B, L,
-        width]``: ``tok_emb`` of token ids, or projected features) under
+        width]``: :meth:`embed_tokens` of token ids, or projected features) under
         :func:`prefix_mask`: the prefix attends to all of itself, each query to
         the prefix and itself, so the answers are those of ``K`` separate
         sequences ``[prefix, query]``. The prefix keeps the token positions; the
@@ -212,7 +233,7 @@ class GPT(nn.Module):
     def step(self, x_ids: Tensor | None, classes: Tensor | None, pos: int, caches: list[dict]) -> Tensor:
         """One incremental step at input position ``pos``: the class prefix when
         ``pos == 0`` (``classes``), else the token ``x_ids [B]``; logits ``[B, V]``."""
-        x = self.class_emb(classes)[:, None] if pos == 0 else self.tok_emb(x_ids)[:, None]
+        x = self.class_emb(classes)[:, None] if pos == 0 else self.embed_tokens(x_ids[:, None], pos - 1)
         cos, sin = self.cos[pos:pos + 1].to(x.dtype), self.sin[pos:pos + 1].to(x.dtype)
         for blk, cache in zip(self.blocks, caches):
             x = blk(x, cos, sin, cache)

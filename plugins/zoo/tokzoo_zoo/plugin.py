@@ -1,5 +1,5 @@
 """Entry point of tokzoo-zoo: the quantizer families of vector-quantize-pytorch,
-and released tokenizers (taming VQGAN, LlamaGen VQ) rebuilt from local files.
+a VAR-style multi-scale quantizer (``msvq``), and released tokenizers (taming VQGAN, LlamaGen VQ) rebuilt from local files.
 
 Written only against tokzoo's public API, as a stranger's plugin would be.
 Each family: (library class, what it forwards ``**kwargs`` to, loss name,
@@ -72,6 +72,8 @@ def tokzoo_register_quantizers(register):
 
     for family, (*_, description) in FAMILIES.items():
         register(family, _factory(family), description, config=partial(_schema, family))
+    register("msvq", "tokzoo_zoo.multiscale:MultiScaleVQ",
+             "VAR-style multi-scale residual VQ: codes per scale, coarse to fine, one shared codebook")
 
 
 @tokzoo.hookimpl
