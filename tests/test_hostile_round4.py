@@ -507,3 +507,25 @@ def test_report_with_a_baseline_sharing_no_tokenizer_is_refused_naming_both(tmp_
     said = " ".join(out.stderr.split())
     assert out.returncode == 2 and "no tokenizer in common" in said and "K=64" in said and "--match" in said
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_a_sweep_compares_every_point_with_one_baseline_tokenizer_by_pattern(tmp_path):
+    """#38: --match 'K=*' NAME pairs each sweep point with the baseline's one tokenizer."""
+    data = json.loads(BASELINE.read_text())
+    name, entry = next(iter(data["tokenizers"].items()))
+    (tmp_path / "base.json").write_text(json.dumps({**data, "tokenizers": {name: entry}}))
+    worse = json.loads(json.dumps(entry))
+    worse["metrics"]["psnr"] -= 10  # far outside any noise band
+    (tmp_path / "sweep.json").write_text(json.dumps({**data, "tokenizers": {"K=64": entry, "K=256": worse,
+                                                                             "other": entry}}))
+    out = run_tokzoo_here("compare", str(tmp_path / "sweep.json"), "--baseline", str(tmp_path / "base.json"),
+                          "--match", "K=*", name, "--markdown", str(tmp_path / "table.md"))
+    assert out.returncode == 1 and "1 regression" in out.stdout  # K=256's psnr, and nothing else
+    rows = [r for r in (tmp_path / "table.md").read_text().splitlines() if "| psnr" in r]
+    assert len(rows) == 2 and any("K=64" in r and "ok" in r for r in rows), rows
+    assert any("K=256" in r and "REGRESSION" in r for r in rows), rows
+    said = " ".join(out.stdout.split())
+    assert "in the baseline only" not in said and "not in the baseline, so not compared: other" in said
+    out = run_tokzoo_here("compare", str(tmp_path / "sweep.json"), "--baseline", str(tmp_path / "base.json"),
+                          "--match", "Q=*", name)
+    assert out.returncode == 2 and "'Q=*' is not a tokenizer of the new results" in out.stderr

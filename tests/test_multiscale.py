@@ -118,6 +118,11 @@ def test_the_zoo_msvq_decodes_its_codes_exactly_and_refuses_scales_that_do_not_f
     assert torch.allclose(q.lookup(out.codes), out.quantized, atol=1e-6)  # lookup is the codes' exact inverse
     back = Codes.from_token_ids(out.codes.token_ids(), CodeSpec("multiscale", dict(q.vocab), (4, 4), SCALES))
     assert torch.equal(q.lookup(back), q.lookup(out.codes))
+    q.train()  # straight-through: the encoder gets gradients; the codebook learns from its loss
+    feats = f.clone().requires_grad_(True)
+    out = q(feats)
+    (out.quantized.square().mean() + sum(out.losses.values())).backward()
+    assert float(feats.grad.abs().sum()) > 0 and float(q.codebooks[0].weight.grad.abs().sum()) > 0
     with pytest.raises(ConfigError, match="growing from coarse to fine"):
         reg.create("quantizer", "msvq", scales=[4, 2])
     with pytest.raises(ConfigError, match="finest scale is 4x4, but the encoder gives a 8x8 grid"):

@@ -33,7 +33,7 @@ TINY = ["clip", "vq-tiny", "vqgan-tiny", "semhitok-tiny", "vilau-tiny"]
 PAPER = ["vqgan", "vilau", "semhitok", "fsq", "lfq"]
 #: tokzoo-zoo's tiny presets: run with the paper group (make test-paper), to keep `make test` under 10 minutes
 ZOO_TINY = ["vq-plain-tiny", "vq-fixes-tiny", "rvq-tiny", "fsq-tiny", "residual-fsq-tiny", "lfq-tiny", "bsq-tiny",
-            "simvq-tiny", "latent-quantize-tiny"]
+            "simvq-tiny", "latent-quantize-tiny", "msvq-tiny"]
 #: ready-made released tokenizers (nothing to train): tests/test_released.py benches them at their real
 #: shapes from files made in each release's layout (make test-paper); diffusers-kl: tests/test_continuous.py
 READY = ["llamagen-vq16", "taming-f16-16384", "taming-f16-1024", "diffusers-vq", "diffusers-kl"]

@@ -244,7 +244,7 @@ def _codebook(parts, vocab=64):
 
     from tokzoo.bench.metrics import CodebookUsage
 
-    tok = SimpleNamespace(info=SimpleNamespace(vocab={"code": vocab}, codes=SimpleNamespace(layout="grid", positions=16)))
+    tok = SimpleNamespace(info=SimpleNamespace(vocab={"code": vocab}, codes=SimpleNamespace(layout="grid", level_positions=lambda level: 16)))
     shards = []
     for part in parts:
         m = CodebookUsage()

@@ -198,7 +198,7 @@ def cmd_compare(args) -> int:
     if not args.baseline:
         raise ConfigError("give the baseline: tokzoo compare NEW.json --baseline OLD.json")
     new, old = load_results(args.new), load_results(args.baseline)
-    new = match_names(new, old, args.match)
+    new, old = match_names(new, old, args.match)
     rows = compare_results(new, old, args.tolerance)
     notes = [*name_notes(new, old), *rule_notes(rows, old), *data_notes(new, old)]
     md = to_markdown(rows, notes)
@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", help="the baseline results.json")
     s.add_argument("--tolerance", default=None, help="per-metric tolerances, e.g. psnr=0.2,rfid=10%%")
     s.add_argument("--match", nargs=2, action="append", metavar=("NEW", "OLD"),
-                   help="compare the new results' tokenizer NEW with the baseline's OLD (repeat for more pairs)")
+                   help="compare the new results' tokenizer NEW with the baseline's OLD (repeat for more "
+                        "pairs); NEW may be a pattern: --match 'K=*' semhitok-tiny compares every sweep point")
     s.add_argument("--markdown", default=None, help="append the Markdown table to this file (CI step summary)")
     s.set_defaults(func=cmd_compare)
     return p

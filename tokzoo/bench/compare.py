@@ -29,6 +29,7 @@ refused, naming the field that differs.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
 import math
 from dataclasses import dataclass
@@ -130,22 +131,30 @@ def data_notes(new: dict, old: dict) -> list[str]:
     return out
 
 
-def match_names(new: Results, old: Results, pairs: list[list[str]] | None) -> Results:
-    """``new`` with tokenizers renamed to the baseline's names (``--match NEW OLD``, repeated):
-    a retrain benched by path compared with a baseline benched by preset name, a sweep point
-    with a one-tokenizer baseline. Each name must exist on its side."""
+def match_names(new: Results, old: Results, pairs: list[list[str]] | None) -> tuple[Results, Results]:
+    """(``new``, the baseline with its tokenizer OLD standing for NEW) for each
+    ``--match NEW OLD``: a retrain, or a sweep point, compared with the baseline's
+    tokenizer of another name. NEW may be a pattern (``'K=*'``): every new
+    tokenizer it matches is compared with OLD (a sweep against a one-tokenizer
+    baseline). Each name must exist on its side."""
     if not pairs:
-        return new
-    tokenizers = dict(new["tokenizers"])
-    for name, base in pairs:
-        for side, have in ((name, tokenizers), (base, old["tokenizers"])):
-            if side not in have:
-                close = difflib.get_close_matches(side, list(have), n=1, cutoff=0.4)
-                raise ConfigError(f"--match {name} {base}: '{side}' is not a tokenizer of the "
-                                  f"{'new results' if have is tokenizers else 'baseline'}"
+        return new, old
+    baseline, paired = dict(old["tokenizers"]), set()
+    for pattern, base in pairs:
+        names = [pattern] if pattern in new["tokenizers"] else [
+            n for n in new["tokenizers"] if fnmatch.fnmatchcase(n, pattern)]
+        for missing, have, side in (([] if names else [pattern], new["tokenizers"], "new results"),
+                                    ([] if base in old["tokenizers"] else [base], old["tokenizers"], "baseline")):
+            for name in missing:
+                close = difflib.get_close_matches(name, list(have), n=1, cutoff=0.4)
+                raise ConfigError(f"--match {pattern} {base}: '{name}' is not a tokenizer of the {side}"
                                   + (f". Did you mean '{close[0]}'?" if close else f" ({', '.join(have)})"))
-        tokenizers[base] = tokenizers.pop(name)
-    return {**new, "tokenizers": tokenizers}
+        for n in names:
+            baseline[n] = old["tokenizers"][base]
+        paired.add(base)
+    for base in paired - set(new["tokenizers"]):  # compared under the new names: not 'in the baseline only'
+        baseline.pop(base)
+    return new, {**old, "tokenizers": baseline}
 
 
 def name_notes(new: Results, old: Results) -> list[str]:
