@@ -665,3 +665,44 @@ def test_a_rebench_after_the_images_changed_measures_again(trained, tmp_path, cl
     assert again.returncode == 0 and "reusing" not in again.stdout
     now = json.loads((tmp_path / "out" / "results.json").read_text())["tokenizers"][name_of(trained["a"])]["metrics"]
     assert now["psnr"] != psnr["psnr"]
+
+
+def test_precision_is_in_the_protocol_marked_in_every_output_and_never_compared_across(trained, tmp_path, cli):
+    """#34: --precision bf16 runs the tokenizer's encode and decode under bf16 autocast (on the CPU
+    here too), records it, marks every output, and compare refuses to hold it against fp32."""
+    args = ["bench", "--tokenizers", str(trained["a"]), "--num-images", "8", "--metrics", "psnr,codebook"]
+    fp32 = cli(*args, "--out", str(tmp_path / "fp32"), cwd=tmp_path)
+    bf16 = cli(*args, "--precision", "bf16", "--out", str(tmp_path / "bf16"), cwd=tmp_path)
+    assert fp32.returncode == 0 and bf16.returncode == 0, bf16.stdout + bf16.stderr
+    r32, r16 = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("fp32", "bf16"))
+    assert r32["protocol"]["precision"] == {"name": "fp32", "autocast": None, "tf32": False}
+    assert r16["protocol"]["precision"] == {"name": "bf16", "autocast": "bfloat16", "tf32": True}
+    p32, p16 = (r["tokenizers"][name_of(trained["a"])]["metrics"]["psnr"] for r in (r32, r16))
+    assert p16 != p32 and abs(p16 - p32) < 1.0  # bf16 rounding: other numbers, close ones
+    said = " ".join(bf16.stdout.split())
+    assert "precision bf16" in said and "not comparable with fp32" in said
+    assert "Precision bf16" in (tmp_path / "bf16" / "results.md").read_text()
+    assert "Precision bf16" in (tmp_path / "bf16" / "report.html").read_text()
+    assert (tmp_path / "bf16" / "results.csv").read_text().splitlines()[0].endswith(",precision")
+    assert "precision" not in (tmp_path / "fp32" / "results.md").read_text().lower()
+    out = cli("compare", str(tmp_path / "bf16"), "--baseline", str(tmp_path / "fp32"))
+    assert out.returncode == 2 and "differ in 'precision'" in out.stderr
+    # a results.json written before precision was recorded reads as fp32
+    old = dict(r32, protocol={k: v for k, v in r32["protocol"].items() if k != "precision"})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert cli("compare", str(tmp_path / "fp32"), "--baseline", str(tmp_path / "old.json")).returncode == 0
+    bad = cli(*args, "--precision", "fp16", "--out", str(tmp_path / "bad"), cwd=tmp_path)
+    assert bad.returncode == 2 and "--precision must be one of fp32, tf32, bf16" in bad.stderr
+
+
+def test_tf32_is_set_for_the_bench_on_a_cuda_device_and_put_back():
+    from tokzoo.bench.measure import tf32
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with tf32(torch.device("cuda"), True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with tf32(torch.device("cuda"), False):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with tf32(torch.device("cpu"), True):  # nothing to set on the CPU
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -38,6 +38,9 @@ class BenchContext:
       computed from the data alone);
     - ``show_progress``: whether this process draws progress bars (the
       first process of a ``torchrun`` bench does);
+    - ``autocast``: the dtype the tokenizer's encode and decode run in
+      (``--precision bf16``: ``torch.bfloat16``; None: float32), which
+      :meth:`train_codes` follows too;
     - :meth:`train_set`: the dataset's ``train`` split (built on first call);
       for data without a held-out split (``same_for_every_split``), the
       images after the ``num_images`` measured ones;
@@ -55,6 +58,7 @@ class BenchContext:
     num_classes: int | None = None
     dataset: str = ""
     show_progress: bool = True
+    autocast: Any = None  # a torch dtype: the tokenizer's encode and decode under torch.autocast
     _train: Any = field(default=None, repr=False)
     _codes: Any = field(default=None, repr=False)
 
@@ -105,7 +109,12 @@ class BenchContext:
             images = torch.stack([s["image"] for s in samples]).to(self.device)
             labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
             attrs = [dict(s.get("attributes") or {}) for s in samples]
-            batches.append((tokenizer.encode(images).to("cpu"), labels, attrs))
+            if self.autocast is not None:
+                with torch.autocast(torch.device(self.device).type, dtype=self.autocast):
+                    codes = tokenizer.encode(images)
+            else:
+                codes = tokenizer.encode(images)
+            batches.append((codes.to("cpu"), labels, attrs))
             count += len(samples)
         self._codes = (tokenizer, count, count < n, batches)  # (.., exhausted?: all there were)
         return batches

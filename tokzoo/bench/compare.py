@@ -34,7 +34,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
+from tokzoo.bench.protocol import PROTOCOL_KEYS, protocol_value, same_metric_settings
 from tokzoo.bench.results import Results, load_results  # noqa: F401 (load_results: importable here)
 from tokzoo.bench.stats import half_width
 from tokzoo.textsafe import md
@@ -98,9 +98,10 @@ def parse_tolerances(spec: str | None, defaults: bool = True) -> dict[str, tuple
 def check_protocols(new: dict, old: dict) -> None:
     pn, po = new["protocol"] or {}, old["protocol"] or {}
     for key in PROTOCOL_KEYS:
-        if pn.get(key) != po.get(key):
+        a, b = protocol_value(pn, key), protocol_value(po, key)
+        if a != b:
             raise ProtocolMismatch(f"refusing to compare: the protocols differ in '{key}' "
-                                   f"(new: {json.dumps(pn.get(key))}, baseline: {json.dumps(po.get(key))})")
+                                   f"(new: {json.dumps(a)}, baseline: {json.dumps(b)})")
     differs = same_metric_settings(po, pn)
     if differs:
         a, b = pn["metrics"][differs], po["metrics"][differs]

@@ -33,7 +33,7 @@ from tokzoo.bench import measure
 from tokzoo.bench.collectives import Collectives
 from tokzoo.bench.options import BenchOptions, check_options, workers_of
 from tokzoo.bench.outputs import stored_rows, write_outputs
-from tokzoo.bench.protocol import protocol_block, protocol_key
+from tokzoo.bench.protocol import PRECISIONS, protocol_block, protocol_key
 from tokzoo.bench.render import render_table, row_key
 from tokzoo.bench.resolve import identity, resolve_tokenizer
 from tokzoo.bench.results import Entry, Results, assign_names, by_display_name, load_previous, sources
@@ -89,9 +89,15 @@ class Bench:
                 if own and OWN_FILES.fullmatch(own["name"]):
                     junk.unlink(missing_ok=True)
         try:
-            return self._run()
+            with measure.tf32(self.device, self.precision()[1]):  # fp32 means TF32 off; put back afterwards
+                return self._run()
         finally:
             lock.release()
+
+    def precision(self) -> tuple[Any, bool]:
+        """(autocast dtype or None, TF32) of ``--precision``."""
+        dtype, tf32 = PRECISIONS[self.opts.precision]
+        return (getattr(torch, dtype) if dtype else None), tf32
 
     def _run(self) -> Results:
         o = self.opts
@@ -179,7 +185,8 @@ class Bench:
         return protocol_block(list(results["tokenizers"].values()), metric_protocols=metric_protocols,
                               data=self.opts.data,
                               num_images=self.opts.num_images, probe_train_images=self.opts.probe_train_images,
-                              world=self.world, device=str(self.device), plugins=get_registry().versions())
+                              world=self.world, device=str(self.device), plugins=get_registry().versions(),
+                              precision=self.opts.precision)
 
     @staticmethod
     def _data_key(spec: dict[str, Any], split: str) -> tuple[str, str]:
@@ -216,7 +223,8 @@ class Bench:
         ctx = BenchContext(device=self.device, weights_dir=o.weights_dir, batch_size=o.batch_size,
                            num_images=n, probe_train_images=o.probe_train_images,
                            train_split=lambda: measure.probe_train_split(spec, n, o.data, self._dataset),
-                           num_classes=getattr(val, "num_classes", None), dataset=dataset, show_progress=self.is_main)
+                           num_classes=getattr(val, "num_classes", None), dataset=dataset, show_progress=self.is_main,
+                           autocast=self.precision()[0])
         metrics, unavailable, weights = measure.make_metrics(o.metrics, o.metric_params, tok, ctx)
         cached = {m: measure.load_reference(m, metric, dataset, n, res) for m, metric in metrics.items()}
         # one pass over this rank's shard of the images: encode, decode, every metric sees each batch once
@@ -225,7 +233,7 @@ class Bench:
         grid_o, grid_r = measure.stream(name, tok, mine, metrics, unavailable, skips, device=self.device,
                                         batch_size=o.batch_size, grid_images=o.grid_images, console=self.console,
                                         workers=workers_of(o, self.device.type),
-                                        show=self.is_main, counts=counts)
+                                        show=self.is_main, counts=counts, autocast=self.precision()[0])
         skipped = list(skips.skipped)
         if self.world > 1:  # every process's skips: the count measured is the whole bench's
             parts = [None] * self.world

@@ -3,6 +3,7 @@ through it and every metric, the processes' states combined, each number
 computed with its bootstrap interval, and the reference statistics cached."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,6 +27,26 @@ from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.codes import check_encoded
 from tokzoo.errors import CodesError, ConfigError, TokzooError, who
 from tokzoo.registry import get_registry
+
+
+# -- precision ---------------------------------------------------------------------------------
+def autocast_to(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type (nothing when None)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def tf32(device: torch.device, on: bool):
+    """TF32 matmuls and convolutions on (or off) while measuring on a CUDA device; as before afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 # -- the data ----------------------------------------------------------------------------------
@@ -158,7 +179,8 @@ class Timer:
 @torch.no_grad()
 def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: SkipCounter, *, device: torch.device,
            batch_size: int, grid_images: int, console: Console, workers: int = 0,
-           show: bool = True, counts: dict[str, int] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+           show: bool = True, counts: dict[str, int] | None = None,
+           autocast: torch.dtype | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stream ``images`` through the tokenizer and every metric, once; the first
     ``grid_images`` originals and reconstructions for the grid picture. A metric
     that fails on a batch becomes unavailable, not the bench. ``counts["non_finite"]``
@@ -166,7 +188,8 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
     ``workers`` loader processes decode the next batches meanwhile (in order: the
     same images, the same numbers); on a GPU the batches are pinned, copied as uint8
     without blocking, and the batch is read on the host once (the codes' range, checked
-    before decoding; the timings come from CUDA events); the NaN count stays on the device."""
+    before decoding; the timings come from CUDA events); the NaN count stays on the device.
+    ``autocast``: the dtype the tokenizer's encode and decode run in (``--precision bf16``)."""
     cuda = device.type == "cuda"
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=bench_collate,
                                          num_workers=workers, pin_memory=cuda,
@@ -193,12 +216,14 @@ def stream(name: str, tok, images, metrics: dict, unavailable: dict, skips: Skip
                 torch.cuda.synchronize(device)  # the warm-up batch starts from an idle device
             t0 = timer.mark()
             try:
-                codes = tok.encode(x)
+                with autocast_to(device, autocast):
+                    codes = tok.encode(x)
             except CodesError as exc:  # Codes built against the contract: exit 3, naming who built them
                 raise CodesError(f"{who(tok)}: encode() made Codes against the contract: {exc}") from None
             t1 = timer.mark()
             check_encoded(codes, tok, tok.info)  # inside the vocabulary (one host read), or its latents
-            rec = tok.decode(codes)
+            with autocast_to(device, autocast):
+                rec = tok.decode(codes).float()
             t2 = timer.mark()
             non_finite += (~torch.isfinite(rec)).flatten(1).any(1).sum()
             r8 = to_uint8(rec)  # metrics see what a saved PNG would hold

@@ -43,6 +43,7 @@ class BenchOptions:
     out_dir: str = "runs/bench"
     weights_dir: str | None = None
     device: str = "auto"
+    precision: str = "fp32"  # the tokenizers' encode and decode: fp32 (TF32 off), tf32, bf16 (autocast)
     grid_images: int = 8
     baseline: str | None = None  # a results.json whose compare rows go into report.html
     swept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tokenizer -> its values in a sweep
@@ -91,6 +92,10 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
     from tokzoo.device import check_device_name
 
     check_device_name(opts.device, "--device")  # the same rule as trainer.device; whether it is here: pick_device
+    from tokzoo.bench.protocol import PRECISIONS
+
+    if opts.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r:.40}")
     if opts.workers != "auto" and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int)
                                    or opts.workers < 0):
         raise ConfigError(f"--workers must be 'auto' or a whole number >= 0, not {opts.workers!r}")
@@ -151,7 +156,7 @@ def read_bench_file(path: str | Path) -> dict[str, Any]:
                                                and not all(isinstance(v, dict) for v in value.values())):
                 raise ConfigError(f"--config {p}: '{key}' must be a mapping"
                                   + (" of metric -> {param: value}" if key == "metric_params" else ""))
-        elif key in ("data", "out_dir", "device") and not isinstance(value, str):
+        elif key in ("data", "out_dir", "device", "precision") and not isinstance(value, str):
             raise ConfigError(f"--config {p}: '{key}' must be a string, not {value!r}")
         elif key in ("weights_dir", "baseline") and value is not None and not isinstance(value, str):
             raise ConfigError(f"--config {p}: '{key}' must be a path, not {value!r}")
@@ -190,7 +195,7 @@ def count_or_all(text: str) -> int | str:
 #: command-line flag -> BenchOptions field, for the flags that set one
 FLAGS = {"tokenizers": "tokenizers", "data": "data", "metrics": "metrics", "num_images": "num_images",
          "batch_size": "batch_size", "workers": "workers", "probe_train_images": "probe_train_images", "out": "out_dir",
-         "weights_dir": "weights_dir", "device": "device", "baseline": "baseline"}
+         "weights_dir": "weights_dir", "device": "device", "precision": "precision", "baseline": "baseline"}
 
 
 def add_bench_arguments(s: argparse.ArgumentParser) -> None:
@@ -221,6 +226,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
                                                f"(default: {d('out_dir')})")
     s.add_argument("--weights-dir", default=none, help="folder of pretrained weight files (or TOKZOO_WEIGHTS_DIR)")
     s.add_argument("--device", default=none, help=f"cpu, cuda, cuda:N, mps or auto (default: {d('device')})")
+    s.add_argument("--precision", default=none,
+                   help="the tokenizers' encode and decode: fp32 (TF32 off on a GPU), tf32, or bf16 (autocast); "
+                        f"part of the protocol, marked in every output (default: {d('precision')})")
     s.add_argument("--baseline", default=none, help="a results.json to compare against in report.html")
 
 

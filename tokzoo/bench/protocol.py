@@ -16,7 +16,26 @@ from tokzoo.measures import PROBE_PROTOCOL
 PROTOCOL_VERSION = 2  # 2: the probe on features from the tokens alone; bootstrap intervals
 #: protocol fields that must match for two results to be compared
 PROTOCOL_KEYS = ("version", "preprocessing", "quantization", "dataset", "num_images", "reference", "extractors",
-                 "probe")
+                 "probe", "precision")
+
+#: ``--precision``: how the tokenizer's encode and decode run (the metrics run as they always do):
+#: name -> (autocast dtype or None, TF32 matmuls and convolutions on a CUDA device)
+PRECISIONS = {"fp32": (None, False), "tf32": (None, True), "bf16": ("bfloat16", True)}
+
+
+def precision_block(name: str) -> dict[str, Any]:
+    """The protocol's ``precision``: what ``--precision NAME`` runs the tokenizers in."""
+    autocast, tf32 = PRECISIONS[name]
+    return {"name": name, "autocast": autocast, "tf32": tf32}
+
+
+#: what a protocol block written before a field existed means by its absence
+ABSENT = {"precision": precision_block("fp32")}
+
+
+def protocol_value(protocol: dict[str, Any], key: str) -> Any:
+    """``protocol[key]``, or what its absence meant (a results.json written before the field)."""
+    return protocol.get(key, ABSENT.get(key))
 
 
 def versions() -> dict[str, str]:
@@ -63,7 +82,8 @@ def protocol_key(data: str, num_images: int | str, resolution: int, probe_train_
 
 def protocol_block(entries: list[dict[str, Any]], *, data: str, num_images: int | str, probe_train_images: int,
                    world: int, device: str, plugins: dict[str, str],
-                   metric_protocols: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   metric_protocols: dict[str, dict[str, Any]] | None = None,
+                   precision: str = "fp32") -> dict[str, Any]:
     """results.json's ``protocol``: every setting the numbers of ``entries`` depend on
     (the metrics' own settings from the entries, or ``metric_protocols`` when given)."""
     extractors: dict[str, str] = {}
@@ -81,6 +101,7 @@ def protocol_block(entries: list[dict[str, Any]], *, data: str, num_images: int 
         "reference": "preprocessed originals of the same images",
         "extractors": extractors,
         "probe": dict(PROBE_PROTOCOL, train_images=probe_train_images),
+        "precision": precision_block(precision),
         **({"metrics": metrics} if metrics else {}),  # a metric's own settings (Metric.protocol), e.g. the AR probe's
         "intervals": dict(BOOTSTRAP),
         "fid": "torch-fidelity InceptionV3 pool3 (2048), TF-compatible bilinear resize to 299, float64 statistics",

@@ -194,6 +194,22 @@ def flag_lines(results: Results, keys: set[str] | None = None) -> list[str]:
             for k, why in (e.get("flags") or {}).items() if keys is None or k in keys]
 
 
+def precision_note(results: Results) -> str:
+    """How the tokenizers ran when not in fp32 (``--precision``), said in every output; '' for fp32."""
+    from tokzoo.bench.protocol import protocol_value
+
+    prec = protocol_value(results.get("protocol") or {}, "precision") or {}
+    if prec.get("name", "fp32") == "fp32":
+        return ""
+    how = f"{prec.get('autocast')} autocast" if prec.get("autocast") else "float32"
+    return (f"precision {prec.get('name')}: the tokenizers' encode and decode ran in {how}"
+            f"{' (TF32 matmuls on a GPU)' if prec.get('tf32') else ''}: not comparable with fp32 results")
+
+
+def as_sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def render_table(results: Results, width: int | None = None) -> Table:
     """The terminal table; given a ``width``, the columns that fit it, most
     important first, and a caption naming the ones left to results.md."""
@@ -219,6 +235,7 @@ def render_table(results: Results, width: int | None = None) -> Table:
     notes = [f"not shown at this width: {', '.join(dropped)} (see results.md)"] if dropped else []
     shown = {columns[i][1] for i in keep}
     notes += [continuous_note(results)] if continuous_note(results) else []
+    notes += [precision_note(results)] if precision_note(results) else []
     notes += ["† " + line for line in flag_lines(results, shown)]
     notes += ["skipped: " + line for line in skip_lines(results)]
     esc = textsafe.console  # names, swept values and reasons print as the text they are
@@ -257,7 +274,8 @@ def render_markdown(results: Results) -> str:
                          f"{(p.get('preprocessing') or {}).get('name')} "
                          f"v{(p.get('preprocessing') or {}).get('version')}, ") +
              "metrics on uint8 reconstructions; ± is half the bootstrap 95 % interval over the images "
-             "(1,000 resamples); the probe uses features from the tokens alone.", "",
+             "(1,000 resamples); the probe uses features from the tokens alone."
+             + (f" {textsafe.md(as_sentence(precision_note(results)))}." if precision_note(results) else ""), "",
              "| tokenizer | " + " | ".join(textsafe.md(t) for t, _ in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     md = textsafe.md
@@ -303,7 +321,7 @@ def render_csv(results: Results) -> str:
     cell = textsafe.csv_cell  # every cell: text a spreadsheet would run as a formula stays text
     w.writerow([cell(c) for c in ["tokenizer", *[k[len(SWEPT):] for k in swept], *cols,
                                   *[f"{c}_{end}95" for c in spread for end in ("lo", "hi")], "random_parts", "flags",
-                                  "layout"]])
+                                  "layout", *(["precision"] if precision_note(results) else [])]])
     for name, e in results["tokenizers"].items():
         ci = e.get("intervals") or {}
         w.writerow([cell(c) for c in [
@@ -311,7 +329,8 @@ def render_csv(results: Results) -> str:
             *[e["metrics"].get(c, "") for c in cols],
             *[(ci.get(c) or ["", ""])[i] for c in spread for i in (0, 1)], " ".join(e.get("random_parts") or []),
             "; ".join(f"{k}: {why}" for k, why in (e.get("flags") or {}).items()),
-            (e.get("info") or {}).get("layout", "")]])
+            (e.get("info") or {}).get("layout", ""),
+            *([results["protocol"]["precision"]["name"]] if precision_note(results) else [])]])
     return buf.getvalue()
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from tokzoo import textsafe  # every user text through its HTML rule (control characters shown)
 from tokzoo.bench.compare import (ARROWS, RULES, compare_results, data_notes, fmt, has_regression, load_results,
                                   rule_notes, skipped_note)
-from tokzoo.bench.render import (continuous_note, flag_lines, label, reading_notes, skip_lines,
-                                 summary_cells, unavailable_by_reason, vqa_breakdown, vqa_cell)
+from tokzoo.bench.render import (as_sentence, continuous_note, flag_lines, label, precision_note, reading_notes,
+                                 skip_lines, summary_cells, unavailable_by_reason, vqa_breakdown, vqa_cell)
 from tokzoo.bench.plots import GENERATION, sweep_png, tradeoff_png
 from tokzoo.bench.results import Results
 from tokzoo.errors import TokzooError
@@ -149,7 +149,9 @@ def render_html(results: Results, grid_png: bytes | None = None, tradeoff: bytes
               for kind, names in kinds.items()]
     summary = (f"{textsafe.html(str(p.get('dataset')))}, {textsafe.html(str(p.get('num_images')))} images, "
                f"protocol v{textsafe.html(str(p.get('version')))}; ± is half the bootstrap 95 % interval over "
-               "the images; the probe sees features computed from the tokens alone.")
+               "the images; the probe sees features computed from the tokens alone."
+               + (f" <strong>{textsafe.html(as_sentence(precision_note(results)))}.</strong>"
+                  if precision_note(results) else ""))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{textsafe.html(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import Any, Callable, Literal, TypedDict
 
-from tokzoo.bench.protocol import PROTOCOL_KEYS, same_metric_settings
+from tokzoo.bench.protocol import PROTOCOL_KEYS, protocol_value, same_metric_settings
 from tokzoo.errors import ConfigError
 from tokzoo.textsafe import console as esc
 
@@ -166,7 +166,8 @@ def load_previous(path: Path, protocol_now: dict[str, Any], tokenizers: list[str
         os.replace(path, backup)
         say(f"[yellow]warning:[/] {esc(path)} was unreadable; kept it as {esc(backup)}")
         return fresh_results()
-    same = all((old.get("protocol") or {}).get(k) == protocol_now.get(k) for k in PROTOCOL_KEYS if k != "extractors")
+    same = all(protocol_value(old.get("protocol") or {}, k) == protocol_value(protocol_now, k)
+               for k in PROTOCOL_KEYS if k != "extractors")
     same = same and same_metric_settings(old.get("protocol") or {}, protocol_now) is None
     if not same and any(e.get("path", k) not in tokenizers for k, e in old["tokenizers"].items()):
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.json")
