@@ -185,6 +185,47 @@ def bench_throughput(run_dir: Path, args, tmp: Path) -> dict:
             "decode_img_s": res.get("decode_img_s")}
 
 
+def agreement(args, tmp: Path) -> dict:
+    """The same tokenizer and images measured on the CPU and on the GPU (fp32, TF32 off), and on the
+    GPU in bf16: each result's difference from the CPU's against DEVICE_AGREEMENT (docs/ci.md)."""
+    from tokzoo.bench.harness import Bench, BenchOptions
+    from tokzoo.bench.protocol import DEVICE_AGREEMENT
+    from tokzoo.config import load_run_config
+    from tokzoo.train.trainer import Trainer
+
+    run = tmp / "agree-vq"
+    Trainer(load_run_config("vq-tiny", ["recipe.steps=30", "trainer.batch_size=16", "data.train_size=256",
+                                        "data.val_size=32", "trainer.eval_images=32", "trainer.device=cpu",
+                                        f"run_dir={run}"])).train()
+    n = 64 if args.smoke else 256
+    measured = {}
+    for label, device, precision in (("cpu", "cpu", "fp32"), ("gpu", args.device, "fp32"),
+                                     ("gpu-bf16", args.device, "bf16")):
+        out = tmp / f"agree-{label}"
+        Bench(BenchOptions([str(run)], data="shapes", metrics=["psnr", "ssim", "lpips", "codebook", "probe"],
+                           num_images=n, probe_train_images=n, batch_size=64, out_dir=str(out), device=device,
+                           precision=precision)).run()
+        measured[label] = next(iter(json.loads((out / "results.json").read_text())["tokenizers"].values()))["metrics"]
+    rows, ok = [], True
+    for key, cpu in measured["cpu"].items():
+        rule = DEVICE_AGREEMENT.get(key) or DEVICE_AGREEMENT.get(key.split("/")[0])
+        if rule is None or key not in measured["gpu"]:
+            continue
+        kind, bound = rule
+        diff = abs(measured["gpu"][key] - cpu) / (abs(cpu) if kind == "rel" and cpu else 1.0)
+        bf16 = abs(measured["gpu-bf16"].get(key, float("nan")) - cpu) / (abs(cpu) if kind == "rel" and cpu else 1.0)
+        within = diff <= bound
+        ok &= within
+        rows.append({"result": key, "cpu": cpu, "gpu": measured["gpu"][key], "diff": diff, "bound": bound,
+                     "kind": kind, "within": within, "bf16_diff": bf16})
+        print(f"agree {key:18s} cpu {cpu:.6g}  gpu {measured['gpu'][key]:.6g}  |d| {diff:.2g} "
+              f"({'rel' if kind == 'rel' else 'abs'} bound {bound:g}: {'ok' if within else 'EXCEEDS'}); "
+              f"bf16 |d| {bf16:.2g}", flush=True)
+    print(f"CUDA against CPU: {'every result within its bound' if ok else 'SOME RESULT EXCEEDS ITS BOUND'} "
+          f"({n} shapes images)", flush=True)
+    return {"images": n, "all_within": ok, "rows": rows}
+
+
 def jpeg_bench(run_dir: Path, args, tmp: Path) -> dict:
     """`tokzoo bench` of the trained tokenizer on a locally made folder of JPEGs laid out like
     ImageNet (500x375 photos' sizes), with 0 and --workers loader processes, beside the
@@ -281,7 +322,7 @@ def searches(args) -> dict:
     return {"searches": rows}
 
 
-SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "searches", "jpeg")
+SECTIONS = ("sync", "train-vqgan", "train-semhitok", "train-vilau", "bench", "ar", "searches", "agree", "jpeg")
 SCRIPTED = SECTIONS[:-1]  # what gpu.sh runs (the JPEG-folder bench: on request, --section jpeg)
 
 
@@ -304,7 +345,7 @@ def summarise(folder: Path) -> str:
             lines.append(f"| {r['preset']} | {r['stage']} | {'compiled' if r['compiled'] else 'eager'} | "
                          f"{r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | {100 * r['mfu']:.1f}% | {mem} | "
                          f"{ratio} |")
-    for key in ("sync", "bench", "ar_probe", "searches", "jpeg_bench"):
+    for key in ("sync", "bench", "ar_probe", "searches", "agree", "jpeg_bench"):
         for v in parts.values():
             if key in v:
                 lines += ["", f"{key}: {json.dumps(v[key])[:600]}"]
@@ -385,6 +426,8 @@ def main() -> None:
             results["ar_probe"] = ar_probe_cost(args)
         if "searches" in want:
             results.update(searches(args))
+        if "agree" in want:
+            results["agree"] = agreement(args, tmp)
     if results["train"]:
         print(f"\n| preset | stage | mode | train img/s | GFLOP/img | MFU |  ({results['device']}, batch "
               f"{args.batch_size}, {results['resolution']}px, {'fp32' if args.smoke else 'bf16'})")

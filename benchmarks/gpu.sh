@@ -8,6 +8,7 @@
 #   bench           `tokzoo bench` of the trained vqgan on 10k images
 #   ar              the AR probe's GPT-B: train steps/s, KV-cache samples/s
 #   searches        nearest-code searches (SGHC's semantic, flat 16,384) against their matmul bound, peak memory
+#   agree           one tiny tokenizer benched on the CPU and the GPU (fp32; and bf16): differences vs their bounds
 # Each writes OUT/SECTION.json and .log; OUT/summary.md gathers them (commit
 # it under benchmarks/results/gpu/). OUT: $OUT (the device runner's), else
 # benchmarks/results/gpu. The measuring code is benchmarks/gpu.py.
@@ -54,10 +55,11 @@ section() {  # section NAME SECONDS [gpu.py options]
   [ $rc -eq 0 ] || echo "== $name: exit $rc (124: timed out); the other sections go on"
 }
 section sync 40 "$@"
-section train-vqgan 140 "$@"
-section train-semhitok 130 "$@"
-section train-vilau 60 "$@"
+section train-vqgan 125 "$@"
+section train-semhitok 125 "$@"
+section train-vilau 50 "$@"
 section bench 70 "$@"
 section ar 50 "$@"
 section searches 20 "$@"
+section agree 45 "$@"
 $PY "$ROOT/benchmarks/gpu.py" --summarise "$OUT"

@@ -103,3 +103,13 @@ def test_every_attribute_the_host_reads_from_a_dataset_is_declared_on_image_data
     assert {n for n, _ in read} >= {"num_classes", "classes", "attributes", "same_for_every_split", "fingerprint"}
     undeclared = sorted((n, f) for n, f in read if not hasattr(api.ImageDataset, n))
     assert not undeclared, f"the host reads {undeclared} from a dataset; declare them on tokzoo.api.ImageDataset"
+
+
+def test_the_cuda_against_cpu_bounds_of_docs_ci_are_the_ones_checked():
+    from tokzoo.bench.protocol import DEVICE_AGREEMENT
+
+    doc = (REPO / "docs" / "ci.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+)(?: \(each level\))? \| ([\d.]+)", doc, re.M))
+    stated = {k: (float(v) / 100 if f"| {v} %" in doc and DEVICE_AGREEMENT[k][0] == "rel" else float(v))
+              for k, v in rows.items() if k in DEVICE_AGREEMENT}
+    assert stated == {k: bound for k, (_, bound) in DEVICE_AGREEMENT.items()}

@@ -29,6 +29,13 @@ def precision_block(name: str) -> dict[str, Any]:
     return {"name": name, "autocast": autocast, "tf32": tf32}
 
 
+#: how far a number measured on a GPU (fp32, TF32 off) may lie from the CPU's for the same
+#: tokenizer and images: float order, not a change of method (result family -> (kind, bound));
+#: checked by the ``agree`` section of benchmarks/gpu.sh, stated in docs/ci.md
+DEVICE_AGREEMENT = {"psnr": ("abs", 0.01), "ssim": ("abs", 1e-3), "lpips": ("abs", 1e-4), "rfid": ("rel", 0.005),
+                    "usage": ("abs", 0.002), "perplexity": ("rel", 0.005), "probe_top1": ("abs", 0.02)}
+
+
 #: what a protocol block written before a field existed means by its absence
 ABSENT = {"precision": precision_block("fp32")}
 
