@@ -86,6 +86,25 @@ def test_frechet_distance_against_eigenvalue_reference():
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-6)
 
 
+def test_frechet_distance_equals_scipys_sqrtm_on_tensors_too_and_when_singular():
+    """#34: the distance in float64 torch (on the statistics' device), no sqrtm: scipy's value."""
+    import warnings
+
+    import scipy.linalg
+
+    rng = np.random.default_rng(1)
+    for n, d in ((40, 64), (400, 64)):  # fewer images than dimensions (singular), and more
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.3 + 0.2
+        mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            covmean = scipy.linalg.sqrtm(s1 @ s2).real
+        ref = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-6), n
+        as_tensors = [torch.from_numpy(v) for v in (mu1, s1, mu2, s2)]
+        assert frechet_distance(*as_tensors) == frechet_distance(mu1, s1, mu2, s2)
+
+
 @pytest.mark.paper  # 35 s: with the paper group (CI runs it), keeping make test under 10 minutes
 def test_rfid_equals_torch_fidelity(weights):
     import torch_fidelity

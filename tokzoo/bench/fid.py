@@ -34,22 +34,23 @@ def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
 FID_DIMS = 2048
 
 
-def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 (scipy's sqrtm)."""
-    import scipy.linalg
-
-    import warnings
-
+def frechet_distance(mu1, s1, mu2, s2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 on the device of the
+    statistics (tensors; numpy arrays: the CPU). The trace of the square root from
+    symmetric eigenvalues: with ``S1 = R R^T`` (``R = U sqrt(L)``), ``Tr sqrt(S1 S2)``
+    is the sum of the square roots of the eigenvalues of ``R^T S2 R``, which is
+    symmetric positive semi-definite: no complex square root, no ``sqrtm``; a
+    singular product (fewer images than dimensions) needs no offset. Equal to
+    scipy's ``sqrtm`` and to torch-fidelity to float noise (tests)."""
+    t = [x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x)) for x in (mu1, s1, mu2, s2)]
+    device = next((x.device for x in t if x.device.type != "cpu"), torch.device("cpu"))
+    mu1, s1, mu2, s2 = (x.to(device, torch.float64) for x in t)
+    lam, u = torch.linalg.eigh((s1 + s1.T) / 2)
+    r = u * lam.clamp(min=0).sqrt()
+    middle = r.T @ s2 @ r
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # a singular product (fewer images than dimensions) is flagged in the results
-        warnings.simplefilter("ignore")
-        covmean = scipy.linalg.sqrtm(s1.dot(s2))
-        if not np.isfinite(covmean).all():
-            offset = np.eye(s1.shape[0]) * 1e-6
-            covmean = scipy.linalg.sqrtm((s1 + offset).dot(s2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * trace_sqrt)
 
 
 def trace_sqrt_product(a: Tensor, b: Tensor) -> float:
@@ -159,11 +160,10 @@ class RFID(Metric):
                 self.state["kept_real"].append(r.float())
 
     @staticmethod
-    def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def stats(s: Tensor, outer: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
         n = float(n)
-        s, outer = s.cpu(), outer.cpu()
-        mu = (s / n).numpy()
-        cov = ((outer - n * torch.outer(s / n, s / n)) / (n - 1)).numpy()
+        mu = s / n
+        cov = (outer - n * torch.outer(mu, mu)) / (n - 1)
         return mu, cov
 
     def _sorted(self) -> tuple[Tensor, Tensor | None, Tensor] | None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,9 +73,10 @@ def gpt_positions(layout: str, grid: tuple[int, ...], length: int,
     return {"positions": positions_for(layout, grid, length), "grid": gpt_grid(grid)}
 
 
-def _stats(feats: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    f = feats.double().numpy()
-    return f.mean(0), np.cov(f, rowvar=False)
+def _stats(feats: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, covariance with n - 1) of feature rows, float64 where they are."""
+    f = feats.double()
+    return f.mean(0), torch.cov(f.T)
 
 
 class ARProbe(Metric):
