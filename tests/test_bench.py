@@ -725,3 +725,37 @@ def test_tf32_is_set_for_the_bench_on_a_cuda_device_and_put_back():
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     with tf32(torch.device("cpu"), True):  # nothing to set on the CPU
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_inception_is_loaded_once_and_never_run_twice_on_the_same_images(trained, weights, tmp_path, monkeypatch):
+    """#34: rfid and the AR probe's gFID both asked: one InceptionV3, the originals' features computed once."""
+    import hashlib
+
+    from tokzoo.bench import fid, generation
+    from tokzoo.bench.harness import Bench, BenchOptions
+
+    real, loads, seen = fid.load_inception, [], []
+
+    def counting(*args, **kwargs):
+        model, sha = real(*args, **kwargs)
+        loads.append(sha)
+        forward = model.forward
+
+        def recorded(x):
+            seen.append(hashlib.sha256(x.contiguous().cpu().numpy().tobytes()).hexdigest())
+            return forward(x)
+
+        model.forward = recorded
+        return model, sha
+
+    monkeypatch.setattr(fid, "load_inception", counting)
+    monkeypatch.setattr(generation, "load_inception", counting)
+    monkeypatch.setenv("TOKZOO_CACHE_DIR", str(tmp_path / "cache"))
+    ar = {"size": "micro", "steps": 2, "train_images": 32, "judge_steps": 2, "samples": 8, "judge_images": 32}
+    res = Bench(BenchOptions([str(trained["a"])], metrics=["rfid", "ar-probe"], num_images=16, batch_size=8,
+                             probe_train_images=32, weights_dir=str(weights), out_dir=str(tmp_path / "b"),
+                             metric_params={"ar-probe": ar}), console=None).run()
+    e = res["tokenizers"][name_of(trained["a"])]
+    assert "rfid" in e["metrics"] and "gfid" in e["metrics"], e["unavailable"]
+    assert len(loads) == 1  # one network for both metrics
+    assert len(seen) == len(set(seen)) and len(seen) >= 2 + 2 + 1  # per batch: originals once, recons; samples

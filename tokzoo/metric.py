@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -46,7 +46,10 @@ class BenchContext:
       images after the ``num_images`` measured ones;
     - :meth:`train_codes`: the first train images encoded by the tokenizer,
       once per bench of a tokenizer (the probes share them), and
-      :meth:`train_attributes`: those images' ``attributes``.
+      :meth:`train_attributes`: those images' ``attributes``;
+    - :meth:`network` and :meth:`shared`: a network several metrics use, loaded
+      once, and what it computes from a batch, computed once (InceptionV3 on
+      the originals, for ``rfid`` and the AR probe's gFID).
     """
 
     device: Any = "cpu"
@@ -61,6 +64,24 @@ class BenchContext:
     autocast: Any = None  # a torch dtype: the tokenizer's encode and decode under torch.autocast
     _train: Any = field(default=None, repr=False)
     _codes: Any = field(default=None, repr=False)
+    _networks: dict = field(default_factory=dict, repr=False)
+    _batch: dict = field(default_factory=dict, repr=False)
+
+    def network(self, key: str, load: Callable[[], Any]) -> Any:
+        """What ``load()`` returns, loaded once for every metric that asks with
+        ``key`` (name the file and its version in it, e.g. ``"inception-2015-12-05"``)."""
+        if key not in self._networks:
+            self._networks[key] = load()
+        return self._networks[key]
+
+    def shared(self, key: str, images: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        """``compute(images)``, computed once per batch for every metric that asks
+        with ``key`` and the very same ``images`` tensor (the batch's originals):
+        name the computation in ``key`` (network, layer, dtype)."""
+        held = self._batch.get(key)
+        if held is None or held[0] is not images:
+            held = self._batch[key] = (images, compute(images))
+        return held[1]
 
     def train_set(self):
         """The dataset's ``train`` split (samples as in ``tokzoo_register_datasets``)."""

@@ -30,6 +30,8 @@ def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
     return model.eval().to(device).to(memory_format=torch.channels_last), sha256(path)
 
 
+#: the InceptionV3 every Fréchet distance here uses: the key under which a bench's metrics share it
+INCEPTION = "inception-2015-12-05"
 #: InceptionV3 pool3 feature dimensions: on fewer images the covariance is singular
 FID_DIMS = 2048
 
@@ -122,7 +124,7 @@ class RFID(Metric):
 
     def setup(self, context):
         super().setup(context)
-        self.model, sha = load_inception(context.weights_dir, context.device)
+        self.model, sha = context.network(INCEPTION, lambda: load_inception(context.weights_dir, context.device))
         self.weights = {"inception-2015-12-05": sha}
 
     def reference_identity(self):
@@ -151,8 +153,9 @@ class RFID(Metric):
                                             if isinstance(index, Tensor) and len(index) == len(f)
                                             else torch.arange(self.seen, self.seen + len(f), device=self.device))
         self.seen += len(f)
-        if self.reference is None:
-            r = self.features(originals)
+        if self.reference is None:  # the originals' features, computed once when the AR probe's gFID asks too
+            r = self.context.shared(INCEPTION + "/pool3/float64", originals, self.features) \
+                if getattr(self, "context", None) is not None else self.features(originals)
             self.state["real_sum"] += r.sum(0)
             self.state["real_outer"] += r.t() @ r
             self.state["real_n"] += len(r)

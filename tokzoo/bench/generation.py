@@ -36,6 +36,7 @@ from torch import Tensor
 
 from tokzoo.api import Metric, MetricResult
 from tokzoo.bench import judge as judges
+from tokzoo.bench.fid import INCEPTION
 from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import ConfigError, DataError, TokzooError
@@ -131,7 +132,8 @@ class ARProbe(Metric):
         self.device = context.device
         self.inception, self.gfid_why = None, ""
         try:
-            self.inception, sha = load_inception(context.weights_dir, context.device, purpose="gFID")
+            self.inception, sha = context.network(INCEPTION, lambda: load_inception(context.weights_dir,
+                                                                                    context.device, purpose="gFID"))
             self.weights = {"inception-2015-12-05": sha}
         except TokzooError as exc:
             self.gfid_why = str(exc).splitlines()[0]
@@ -217,8 +219,8 @@ class ARProbe(Metric):
         f, pred = self._judge_features(originals)
         self.real_judge.append(f)
         self.real_correct.append((pred == batch["label"].to(pred.device)).double())
-        if self.inception is not None:
-            self.real_incep.append(self._inception(originals))
+        if self.inception is not None:  # computed once when rfid asks too
+            self.real_incep.append(self.context.shared(INCEPTION + "/pool3/float64", originals, self._inception))
 
     _STREAMED = ("ids", "labels", "real_judge", "real_correct", "real_incep")
 
