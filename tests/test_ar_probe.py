@@ -119,6 +119,7 @@ def _cache(tmp_path, monkeypatch):
 def test_tokens_that_are_a_function_of_the_class_give_nll_near_zero_and_class_accuracy_near_one():
     metric, out = run_probe("class")
     assert out["judge_top1"] > 0.99  # the judge reads the class of every real image
+    assert out["judge_recon_top1"] == out["judge_top1"]  # the tokens are the image: reconstructions are exact
     assert out["ar_nll_bits"] < 0.05 * L * math.log2(V)  # nearly nothing left to predict
     assert out["gen_class_acc"] > 0.95
     assert abs(out["ar_class_bits"] - math.log2(C)) < 0.15  # the class is worth all of its 2 bits

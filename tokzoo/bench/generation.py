@@ -16,7 +16,9 @@ the GPT does with them (GigaTok's AR probing):
 - ``gen_class_acc``: how often a generated image shows the class it was asked
   for, by the judge (:mod:`tokzoo.bench.judge`, trained on the real train
   split); ``judge_top1`` (the judge on the real measured images) is the
-  ceiling; ``gfd_judge``: Fréchet distance in the judge's features
+  ceiling, ``judge_recon_top1`` (the judge on the tokenizer's reconstructions
+  of them) the ceiling a sample decoded by this tokenizer can reach;
+  ``gfd_judge``: Fréchet distance in the judge's features
   (dataset-specific, never a literature gFID);
 - ``ar_probe_top1`` (``feature_probe=true``): a linear probe on the GPT's
   middle-layer features of the measured images (null class, mean over tokens).
@@ -87,7 +89,7 @@ class ARProbe(Metric):
     measures_continuous = False  # a GPT on the token ids
     better = {"ar_nll_bits": "lower", "ar_nll_bits_per_token": "lower", "ar_class_bits": "higher",
               "gen_class_acc": "higher",
-              "gfd_judge": "lower", "gfid": "lower", "ar_probe_top1": "higher"}
+              "gfd_judge": "lower", "gfid": "lower", "ar_probe_top1": "higher", "judge_recon_top1": "higher"}
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                  dropout: float = 0.1, train_images: int = 4096, samples: int = 0, cfg_scale: float = 2.0,
@@ -196,6 +198,7 @@ class ARProbe(Metric):
         self.labels: list[Tensor] = []
         self.real_judge: list[Tensor] = []
         self.real_correct: list[Tensor] = []
+        self.recon_correct: list[Tensor] = []  # the judge on the reconstructions: a decoded sample's ceiling
         self.real_incep: list[Tensor] = []
         self.results: dict[str, Tensor] = {}
         self.pictures: dict[str, Tensor] = {}
@@ -219,10 +222,12 @@ class ARProbe(Metric):
         f, pred = self._judge_features(originals)
         self.real_judge.append(f)
         self.real_correct.append((pred == batch["label"].to(pred.device)).double())
+        _, pred_r = self._judge_features(reconstructions)
+        self.recon_correct.append((pred_r == batch["label"].to(pred_r.device)).double())
         if self.inception is not None:  # computed once when rfid asks too
             self.real_incep.append(self.context.shared(INCEPTION + "/pool3/float64", originals, self._inception))
 
-    _STREAMED = ("ids", "labels", "real_judge", "real_correct", "real_incep")
+    _STREAMED = ("ids", "labels", "real_judge", "real_correct", "recon_correct", "real_incep")
 
     def _to_host(self) -> None:
         for attr in self._STREAMED:
@@ -304,6 +309,9 @@ class ARProbe(Metric):
         real_correct = torch.cat(self.real_correct)
         out["judge_top1"] = float(real_correct.mean())
         self.results["judge_top1"] = real_correct
+        recon_correct = torch.cat(self.recon_correct)
+        out["judge_recon_top1"] = float(recon_correct.mean())
+        self.results["judge_recon_top1"] = recon_correct
         fj, rj = torch.cat(fake_judge), torch.cat(self.real_judge)
         if len(fj) >= 2 and len(rj) >= 2:
             out["gfd_judge"] = frechet_distance(*_stats(rj), *_stats(fj))

@@ -23,6 +23,7 @@ SUMMARY = [("rFID", "rfid"), ("PSNR", "psnr"), ("SSIM", "ssim"), ("LPIPS", "lpip
            ("VQA top-1", "vqa_top1"), ("VQA 1st level", "vqa_first_top1"),
            ("AR bits", "ar_nll_bits"), ("AR bits/token", "ar_nll_bits_per_token"), ("class bits", "ar_class_bits"),
            ("gFID", "gfid"), ("gen acc", "gen_class_acc"), ("judge", "judge_top1"),
+           ("judge recon", "judge_recon_top1"),
            ("gFD judge", "gfd_judge"), ("AR probe", "ar_probe_top1"), ("usage", "usage/"), ("perplexity", "perplexity/"),
            ("tokens", "tokens_per_image"),
            ("bits", "bits_per_image"), ("enc img/s", "encode_img_s"), ("dec img/s", "decode_img_s")]
