@@ -70,6 +70,8 @@ def finish_results(out: Path, extra: dict, show: bool = True) -> dict:
 
     res = json.loads((out / "results.json").read_text())
     res["tokenizers"] = {Path(k).name: v for k, v in res["tokenizers"].items()}
+    for entry in res["tokenizers"].values():  # the rows are the presets: no temporary run folder recorded
+        entry.pop("path", None)
     res.update(extra)
     write_outputs(out, res)  # the picture and the report follow the renamed rows
     if show:
