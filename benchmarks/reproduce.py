@@ -6,7 +6,9 @@ steps and batch size for every tokenizer's pixel stage; SemHiTok's stage 1
 only fits the semantic codebook to the teacher), benches them under one
 protocol, and writes results.{json,md,csv} and recon_grid.png to --out (the
 full one also the VQA probe on token ids, all levels and the first alone, to
---out/vqa-ids).
+--out/vqa-ids, and the text-ocr probe on `text` images at their resolution,
+to --out/text). ``--benches text`` trains and runs that bench alone, leaving
+the others' outputs as they are.
 
 With ``--repeats N`` the whole recipe is trained N times (the presets' own
 seed, then ``seed=1`` .. ``seed=N-1``: teacher and tokenizers), each repeat
@@ -18,7 +20,8 @@ values over the repeats and their sample standard deviation (``repeats``):
 image bootstrap. ``--jobs 2`` runs two repeats side by side (their logs in
 their folders); ``--reuse`` keeps repeats already made under the same budget.
 
-    OMP_NUM_THREADS=1 python benchmarks/reproduce.py    # full, as committed: about 40 min (AR and VQA probes most of it)
+    OMP_NUM_THREADS=1 python benchmarks/reproduce.py    # full, as committed: about an hour (AR and VQA probes most of it)
+    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --benches text   # train, then the text-ocr bench alone
     python benchmarks/reproduce.py --fast               # CI size: a few minutes
     python benchmarks/reproduce.py --weights-dir DIR    # adds LPIPS / rFID when their files are there
     OMP_NUM_THREADS=1 python benchmarks/reproduce.py --repeats 3 --jobs 2 --repeat-metrics psnr,ssim,codebook,probe
@@ -46,6 +49,10 @@ BUDGETS = {
 PROTOCOLS = {"full": "reproduce.yaml", "fast": "ci.yaml"}
 #: the full reproduction's second bench: the VQA probe on token ids, and on the first level alone
 VQA_IDS = "vqa-ids.yaml"
+#: its third: does the tokenizer keep the text (text-ocr on `text` images at the tokenizers' 32 px)
+TEXT = "text.yaml"
+#: the benches of the full reproduction, each into its own folder: OUT, OUT/vqa-ids, OUT/text
+BENCHES = ("shapes", "vqa-ids", "text")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "bench"
 
 
@@ -53,9 +60,10 @@ NAMES = ["semhitok-tiny", "vilau-tiny", "vqgan-tiny"]
 
 
 def pipeline(size: str, out: Path, seed: int | None, metrics: list[str] | None, weights_dir: str | None,
-             keep_runs: bool, log: Path | None) -> dict:
+             keep_runs: bool, log: Path | None, benches: tuple[str, ...] = BENCHES) -> dict:
     """Train the teacher and the three tokenizers (``seed``: None = the presets' own), bench them
-    into ``out`` (the full size also the vqa-ids bench, for the presets' seed); the budget block."""
+    into ``out`` (the full size also the vqa-ids and text benches, for the presets' seed; ``benches``:
+    which of them run); the budget block."""
     clip_steps, steps, s1, n_train = BUDGETS[size]
     runs = out / "runs"
     shutil.rmtree(runs, ignore_errors=True)
@@ -75,26 +83,28 @@ def pipeline(size: str, out: Path, seed: int | None, metrics: list[str] | None, 
              "--out", str(out), *(["--metrics", ",".join(metrics)] if metrics else [])]
     if weights_dir:
         bench += ["--weights-dir", weights_dir]
-    if (out / "results.json").exists():
-        (out / "results.json").unlink()
-    timings["bench"] = tokzoo(*bench, log=log)
-    vqa_ids = size == "full" and seed is None
-    if vqa_ids:  # the VQA probe on the ids, all levels and the first alone: its own protocol, folder
-        ids_out = out / "vqa-ids"
-        if (ids_out / "results.json").exists():
-            (ids_out / "results.json").unlink()
-        timings["bench vqa-ids"] = tokzoo("bench", "--config", str(CONFIGS / VQA_IDS), *bench[3:5], "--out",
-                                          str(ids_out), *bench[7:], log=log)
+    full = size == "full" and seed is None
+    own = {"vqa-ids": VQA_IDS, "text": TEXT}  # the other benches: their own protocol, their own folder
+    for name in [b for b in benches if b == "shapes" or (full and b in own)]:
+        folder = out if name == "shapes" else out / name
+        if (folder / "results.json").exists():
+            (folder / "results.json").unlink()
+        config = CONFIGS / (PROTOCOLS[size] if name == "shapes" else own[name])
+        timings["bench" if name == "shapes" else f"bench {name}"] = tokzoo(
+            "bench", "--config", str(config), *bench[3:5], "--out", str(folder),
+            *(bench[7:] if name == "shapes" else bench[7 + (2 if metrics else 0):]), log=log)
     probes = [r["eval/probe_top1"] for r in run_metrics(teacher) if "eval/probe_top1" in r]
+    if not keep_runs:
+        shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
+    for name in [b for b in benches if b != "shapes" and full and b in own]:
+        finish_results(out / name, {"budget": {"wall_s": round(timings[f"bench {name}"], 1)}}, show=log is None)
+    if "shapes" not in benches:
+        return {"wall_s": {k: round(v, 1) for k, v in timings.items()}}
     budget = {"clip_steps": clip_steps, "pixel_steps": steps, "semhitok_stage1_steps": s1, "batch_size": 16,
               "train_images": n_train, **({"seed": seed} if seed is not None else {}),
               **({"metrics": metrics} if metrics else {}), "wall_s": {k: round(v, 1) for k, v in timings.items()}}
     finish_results(out, {"teacher": {"probe_top1_random_init": probes[0], "probe_top1_trained": probes[-1]},
                          "budget": budget}, show=log is None)
-    if vqa_ids:
-        finish_results(out / "vqa-ids", {"budget": {"wall_s": round(timings["bench vqa-ids"], 1)}}, show=log is None)
-    if not keep_runs:
-        shutil.rmtree(runs, ignore_errors=True)  # checkpoints are not results
     return budget
 
 
@@ -112,12 +122,13 @@ def made_before(out: Path, size: str, seed: int | None, metrics: list[str] | Non
 def record_repeats(out: Path, folders: list[Path], seeds: list) -> None:
     """Write each entry's values over the repeats and their sample sd into out/results.json."""
     from tokzoo.bench.outputs import write_outputs
-    from tokzoo.bench.protocol import PROTOCOL_KEYS
+    from tokzoo.bench.protocol import PROTOCOL_KEYS, protocol_value
 
     res = json.loads((out / "results.json").read_text())
     others = [json.loads((f / "results.json").read_text()) for f in folders]
     for o, f in zip(others, folders):
-        differs = [k for k in PROTOCOL_KEYS if k != "extractors" and o["protocol"].get(k) != res["protocol"].get(k)]
+        differs = [k for k in PROTOCOL_KEYS if k != "extractors"
+                   and protocol_value(o["protocol"], k) != protocol_value(res["protocol"], k)]
         if differs:
             sys.exit(f"{f}: benched under another protocol ({differs[0]}); run again without --reuse")
     for name, e in res["tokenizers"].items():
@@ -142,7 +153,13 @@ def main() -> None:
                                                            "(default: the protocol's metrics)")
     ap.add_argument("--jobs", type=int, default=1, help="repeats run side by side")
     ap.add_argument("--reuse", action="store_true", help="keep benches already made under the same budget")
+    ap.add_argument("--benches", default=",".join(BENCHES),
+                    help=f"which benches of the full reproduction run (default: all, {','.join(BENCHES)}); "
+                         "the others' outputs are left as they are")
     args = ap.parse_args()
+    benches = tuple(b.strip() for b in args.benches.split(",") if b.strip())
+    if not benches or set(benches) - set(BENCHES):
+        sys.exit(f"--benches: choose from {', '.join(BENCHES)}")
     if args.repeats < 1 or args.jobs < 1:
         sys.exit("--repeats and --jobs are whole numbers >= 1")
     size = "fast" if args.fast else "full"
@@ -161,7 +178,7 @@ def main() -> None:
             log.unlink(missing_ok=True)
             print(f"repeat {'preset seed' if seed is None else f'seed={seed}'}: log in {log}", flush=True)
         try:
-            budget = pipeline(size, folder, seed, m, args.weights_dir, args.keep_runs, log)
+            budget = pipeline(size, folder, seed, m, args.weights_dir, args.keep_runs, log, benches)
         except Exception:
             if log is not None:
                 print(f"{folder} failed; the end of {log}:\n" + "".join(log.read_text().splitlines(True)[-30:]))
@@ -181,6 +198,8 @@ def main() -> None:
         record_repeats(out, [out / "repeats" / f"seed-{k}" for k in range(1, args.repeats)],
                        ["preset", *range(1, args.repeats)])
         print(f"recorded the spread over {args.repeats} trainings in {out / 'results.json'}")
+    if "shapes" not in benches:
+        return
     teacher = json.loads((out / "results.json").read_text())["teacher"]
     print(f"teacher (clip) linear probe top-1: {teacher['probe_top1_random_init']:.3f} random-initialised -> "
           f"{teacher['probe_top1_trained']:.3f} trained")

@@ -66,6 +66,17 @@ def test_the_unified_table_is_the_committed_results():
     check(titles, rows, keys)
     for name, cells in rows.items():  # bits per image: the tokenizer's own
         assert number(cells[titles.index("bits/image")])[0] == RESULTS[name]["metrics"]["bits_per_image"], name
+    text = json.loads((REPO / "benchmarks" / "results" / "reproduce" / "text" / "results.json").read_text())
+    for name, cells in rows.items():  # the text columns: the reproduction's text bench
+        e = text["tokenizers"][name]
+        for title, key in (("text T-ACC", "text_acc"), ("text T-NED", "text_ned")):
+            cell = cells[titles.index(title)]
+            shown, half = number(cell)
+            digits = len(cell.replace("**", "").split("±")[0].strip().split(".")[-1])
+            assert round(e["metrics"][key], digits) == shown, (name, key)
+            if half is not None:
+                lo, hi = e["intervals"][key]
+                assert round((hi - lo) / 2, 2) == half, (name, key)
 
 
 def test_the_token_ids_table_is_the_committed_results():
@@ -106,8 +117,8 @@ def test_the_performance_table_is_the_committed_benchmark_outputs():
 
 
 def test_the_text_probe_figures_are_the_committed_bench():
-    """The README's text-ocr findings are copies of benchmarks/results/text-ocr/results.json."""
-    text = json.loads((REPO / "benchmarks" / "results" / "text-ocr" / "results.json").read_text())["tokenizers"]
+    """The README's text-ocr findings are copies of benchmarks/results/reproduce/text/results.json."""
+    text = json.loads((REPO / "benchmarks" / "results" / "reproduce" / "text" / "results.json").read_text())["tokenizers"]
     flat = " ".join(README.split())
     ceiling = {round(e["metrics"]["text_acc_ceiling"], 2) for e in text.values()}
     assert len(ceiling) == 1 and f"reads **{ceiling.pop():.2f}** of the original words" in flat
