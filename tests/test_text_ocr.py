@@ -187,7 +187,7 @@ def test_the_text_row_of_the_tradeoff_picture():
     from conftest import REPO
     from tokzoo.bench.plots import tradeoff_png, tradeoff_points
 
-    results = json.loads((REPO / "benchmarks" / "results" / "text-ocr" / "results.json").read_text())
+    results = json.loads((REPO / "benchmarks" / "results" / "reproduce" / "text" / "results.json").read_text())
     pts = tradeoff_points(results)
     assert sorted(p["name"] for p in pts) == ["semhitok-tiny", "vilau-tiny", "vqgan-tiny"]
     assert all(p["text"] == 0 for p in pts)
