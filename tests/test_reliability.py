@@ -310,11 +310,12 @@ def test_results_are_merged_and_the_grid_shows_everyone(tmp_path, trained, cli):
     assert cli("bench", "--tokenizers", str(trained / "a"), *common).returncode == 0
     assert cli("bench", "--tokenizers", str(trained / "b"), *common).returncode == 0
     res = json.loads((out_dir / "results.json").read_text())
-    assert set(res["tokenizers"]) == {str(trained / "a"), str(trained / "b")}  # a's results kept
+    assert set(res["tokenizers"]) == {"a", "b"}  # a's results kept, each under its name, its path in the entry
+    assert {e["path"] for e in res["tokenizers"].values()} == {str(trained / "a"), str(trained / "b")}
     from safetensors.torch import load_file
 
     rows = load_file(str(out_dir / "grid_samples.safetensors"))
-    assert set(rows) == {"originals", f"tok:{trained / 'a'}", f"tok:{trained / 'b'}"}
+    assert set(rows) == {"originals", "tok:a", "tok:b"}
     assert not list(out_dir.glob(".*.tmp")) and not (out_dir / ".tokzoo.lock").exists()
     # another protocol: the old file is set aside whole, never mixed in
     out = cli("bench", "--tokenizers", str(trained / "b"), "--num-images", "4", "--metrics", "psnr",
