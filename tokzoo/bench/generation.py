@@ -186,10 +186,13 @@ class ARProbe(Metric):
         return judge
 
     def _progress(self):
+        from rich import get_console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[note]}"), transient=True, disable=not self.context.show_progress)
+                        TextColumn("{task.fields[note]}"), transient=True,
+                        # a transient bar leaves a blank line where nothing can erase it (a log file, CI)
+                        disable=not (self.context.show_progress and get_console().is_terminal))
 
     # -- streaming: the measured images' tokens, and the real side of the Fréchet distances --------
     def reset(self, tokenizer):

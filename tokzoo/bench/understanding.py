@@ -310,11 +310,12 @@ class VQAProbe(Metric):
             idx = torch.randint(len(train_x), (p["batch_size"],), generator=gen)
             return model.loss(train_x[idx].to(dev), train_t[idx].to(dev))
 
+        from rich import get_console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.fields[note]}"), transient=True,
-                      disable=not self.context.show_progress) as bar:
+                      disable=not (self.context.show_progress and get_console().is_terminal)) as bar:
             what = "first level" if prefix != "vqa_" else f"{len(self.questions)} questions"
             task = bar.add_task(f"vqa-probe: {what} on {L} tokens", total=p["steps"], note="")
             fit(model, loss_at, steps=p["steps"], lr=p["lr"], seed=p["seed"],
