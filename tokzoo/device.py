@@ -1,6 +1,7 @@
 """Devices and torch.distributed: shared by the trainer and the bench harness."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import Any
@@ -82,3 +83,23 @@ def average_gradients(module: torch.nn.Module | None, world: int) -> None:
         flat /= world
         for g, part in zip(grads, flat.split([g.numel() for g in grads])):
             g.copy_(part.view_as(g))
+
+
+# -- precision of a measurement ------------------------------------------------------------------
+def autocast_to(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type (nothing when None)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def tf32(device: torch.device, on: bool):
+    """TF32 matmuls and convolutions on (or off) while measuring on a CUDA device; as before afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -4,6 +4,7 @@ Importable from :mod:`tokzoo.api`, with the rest of the contract."""
 from __future__ import annotations
 
 import abc
+import itertools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tokzoo.codes import Codes
+from tokzoo.device import autocast_to
 
 #: a tokzoo.api.Tokenizer (named, not imported: the contract's components sit above this module)
 Tokenizer = Any
@@ -130,10 +132,7 @@ class BenchContext:
             images = torch.stack([s["image"] for s in samples]).to(self.device)
             labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
             attrs = [dict(s.get("attributes") or {}) for s in samples]
-            if self.autocast is not None:
-                with torch.autocast(torch.device(self.device).type, dtype=self.autocast):
-                    codes = tokenizer.encode(images)
-            else:
+            with autocast_to(torch.device(self.device), self.autocast):
                 codes = tokenizer.encode(images)
             batches.append((codes.to("cpu"), labels, attrs))
             count += len(samples)
@@ -349,7 +348,7 @@ def merge_shards(shards: Sequence[Metric]) -> Metric:
     if type(first).reduce is Metric.reduce:
         return first
     handed = [[]] + [_handed(s) for s in shards[1:]]  # what every other shard gives its all_gather_object calls
-    calls = iter(range(10 ** 6))
+    calls = itertools.count()
 
     def gather(parts: list, obj: Any) -> None:
         k = next(calls)

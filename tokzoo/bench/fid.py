@@ -32,6 +32,8 @@ def load_inception(weights_dir=None, device="cpu", purpose: str = "rFID"):
 
 #: the InceptionV3 every Fréchet distance here uses: the key under which a bench's metrics share it
 INCEPTION = "inception-2015-12-05"
+#: what its pool3 features of a batch are shared under (rfid and the AR probe's gFID, on the originals)
+INCEPTION_FEATURES = INCEPTION + "/pool3/float64"
 #: InceptionV3 pool3 feature dimensions: on fewer images the covariance is singular
 FID_DIMS = 2048
 
@@ -154,7 +156,7 @@ class RFID(Metric):
                                             else torch.arange(self.seen, self.seen + len(f), device=self.device))
         self.seen += len(f)
         if self.reference is None:  # the originals' features, computed once when the AR probe's gFID asks too
-            r = self.context.shared(INCEPTION + "/pool3/float64", originals, self.features) \
+            r = self.context.shared(INCEPTION_FEATURES, originals, self.features) \
                 if getattr(self, "context", None) is not None else self.features(originals)
             self.state["real_sum"] += r.sum(0)
             self.state["real_outer"] += r.t() @ r

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from tokzoo.api import Metric, MetricResult
 from tokzoo.bench import judge as judges
-from tokzoo.bench.fid import INCEPTION
+from tokzoo.bench.fid import INCEPTION, INCEPTION_FEATURES
 from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import ConfigError, DataError, TokzooError
@@ -228,7 +228,7 @@ class ARProbe(Metric):
         _, pred_r = self._judge_features(reconstructions)
         self.recon_correct.append((pred_r == batch["label"].to(pred_r.device)).double())
         if self.inception is not None:  # computed once when rfid asks too
-            self.real_incep.append(self.context.shared(INCEPTION + "/pool3/float64", originals, self._inception))
+            self.real_incep.append(self.context.shared(INCEPTION_FEATURES, originals, self._inception))
 
     _STREAMED = ("ids", "labels", "real_judge", "real_correct", "recon_correct", "real_incep")
 

@@ -151,7 +151,7 @@ class Bench:
     def _summarise(self, results: dict[str, Any]) -> None:
         self.console.print(render_table(results, width=self.console.width))
         for (m, why), names in self.unavailable.items():
-            who = ", ".join(n for n in names)
+            who = ", ".join(names)
             self.console.print(f"[yellow]{esc(m)} unavailable[/] ({esc(who)}): {esc(why)}", highlight=False)
         for tname, e in results["tokenizers"].items():
             if e.get("random_parts"):

@@ -3,7 +3,6 @@ through it and every metric, the processes' states combined, each number
 computed with its bootstrap interval, and the reference statistics cached."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -25,28 +24,9 @@ from tokzoo.bench.stats import bootstrap_interval
 from tokzoo.data import SkipCounter, build_dataset, collate, parse_data_arg
 from tokzoo.data.preprocess import PREPROCESSING, to_uint8
 from tokzoo.codes import check_encoded
+from tokzoo.device import autocast_to, tf32  # noqa: F401 (tf32: importable here)
 from tokzoo.errors import CodesError, ConfigError, TokzooError, who
 from tokzoo.registry import get_registry
-
-
-# -- precision ---------------------------------------------------------------------------------
-def autocast_to(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``'s type (nothing when None)."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def tf32(device: torch.device, on: bool):
-    """TF32 matmuls and convolutions on (or off) while measuring on a CUDA device; as before afterwards."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 # -- the data ----------------------------------------------------------------------------------

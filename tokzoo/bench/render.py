@@ -67,7 +67,7 @@ def vqa_cell(cell: tuple | None) -> str:
 
 def unavailable_by_reason(results: Results, name=None) -> dict[tuple[str, str], list[str]]:
     """(metric, why it is unavailable) -> the tokenizers it hit, named by ``name(key, entry)``
-    (their :func:`short_names` by default): one line per reason in every output instead of one per tokenizer."""
+    (their results.json key, the one name, by default): one line per reason in every output instead of one per tokenizer."""
     out: dict[tuple[str, str], list[str]] = {}
     for n, e in results["tokenizers"].items():
         for m, why in (e.get("unavailable") or {}).items():
@@ -361,9 +361,8 @@ def grid_png(rows: dict[str, torch.Tensor], header: list[str] | None = None, con
         for c in range(min(n, len(imgs))):
             tile = Image.fromarray(imgs[c].permute(1, 2, 0).numpy()).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w * scale, top + r * h * scale))
-        label = name  # a checkpoint path: its run folder's name
         middle = top + r * h * scale + h * scale // 2
-        draw.text((4, middle - 6 - (6 if name in marked else 0)), label[:18], fill="black")
+        draw.text((4, middle - 6 - (6 if name in marked else 0)), name[:18], fill="black")
         if name in marked:
             draw.text((4, middle + 2), f"({CONTINUOUS})", fill="dimgray")
     buf = io.BytesIO()
