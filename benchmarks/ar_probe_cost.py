@@ -20,7 +20,8 @@ import time
 import torch
 
 from tokzoo.bench.generation import ARProbe
-from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample, train_gpt
+from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample
+from tokzoo.nn.gpt_train import train_gpt
 
 SHAPES = {  # name: (vocab, tokens, positions, grid)
     "semhitok-tiny": (2048, 64, "2d", (8, 8)),

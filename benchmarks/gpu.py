@@ -249,33 +249,53 @@ def jpeg_bench(run_dir: Path, args, tmp: Path) -> dict:
 
 def ar_probe_cost(args) -> dict:
     """The AR probe's GPT at paper size (GPT-B, 256 tokens, vocabulary 16,384,
-    1,000 classes) on the device: training steps/s at batch 64 (bf16 autocast)
-    and samples/s with the KV cache; the probe's cost, beside the tokenizers'."""
-    from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample, train_gpt
+    1,000 classes) on the device, as the probe runs it with ``precision=bf16``:
+    training steps/s at batch 64 and its share of the peak, then samples/s at
+    batch 256 with CFG 2.0 and the static KV cache, eager and with the decode
+    step compiled (``compile=true``: CUDA graphs), side by side."""
+    from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample
+    from tokzoo.nn.gpt_train import train_gpt
 
     size, (vocab, length, classes, grid) = ("micro", (1024, 64, 10, (8, 8))) if args.smoke else \
         ("gpt-b", (16384, 256, 1000, (16, 16)))
-    gpt = GPT(GPTConfig(vocab=vocab, length=length, num_classes=classes, positions="2d", grid=grid,
-                        **GPT_SIZES[size])).to(args.device)
+    cfg = GPTConfig(vocab=vocab, length=length, num_classes=classes, positions="2d", grid=grid, **GPT_SIZES[size])
+    gpt = GPT(cfg).to(args.device)
     ids, labels = torch.randint(vocab, (4096, length)), torch.randint(classes, (4096,))
     steps, batch = (5, 8) if args.smoke else (30, 64)
-    with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=not args.smoke):
-        train_gpt(gpt, ids, labels, steps=3, batch_size=batch, lr=1e-4, seed=0)  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        train_gpt(gpt, ids, labels, steps=steps, batch_size=batch, lr=1e-4, seed=0)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        steps_s = steps / (time.perf_counter() - t)
-        n = 8 if args.smoke else 256
-        t = time.perf_counter()
-        sample(gpt, torch.arange(n) % classes, cfg_scale=2.0)
-        samples_s = n / (time.perf_counter() - t)
-    print(f"AR probe GPT ({size}, {length} tokens, vocabulary {vocab}): {steps_s:.2f} train steps/s at batch {batch}, "
-          f"{samples_s:.1f} samples/s (KV cache, CFG 2.0, batch {n})", flush=True)
+    amp = None if args.smoke else torch.bfloat16
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    train_gpt(gpt, ids, labels, steps=3, batch_size=batch, lr=1e-4, seed=0, autocast=amp)  # warm-up
+    sync()
+    t = time.perf_counter()
+    train_gpt(gpt, ids, labels, steps=steps, batch_size=batch, lr=1e-4, seed=0, autocast=amp)
+    sync()
+    steps_s = steps / (time.perf_counter() - t)
+    # FLOPs of a step: 6 x the matrices' parameters (the token embedding is a lookup) x tokens, plus attention
+    matrices = sum(p.numel() for n, p in gpt.named_parameters() if p.dim() == 2 and "emb" not in n)
+    flops = 6 * matrices * batch * length + 12 * cfg.depth * batch * (length + 1) ** 2 * cfg.width
+    mfu = flops * steps_s / (args.peak_tflops * 1e12)
+    n = 8 if args.smoke else 256
+    rates = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        try:  # warm-up (compiled: at the measured batch, the one its graph is for)
+            sample(gpt, torch.arange(n if compiled else 8) % classes, cfg_scale=2.0, autocast=amp, compile=compiled)
+            sync()
+            t = time.perf_counter()
+            sample(gpt, torch.arange(n) % classes, cfg_scale=2.0, autocast=amp, compile=compiled)
+            sync()
+            rates[name] = n / (time.perf_counter() - t)
+        except Exception as exc:  # a compiler failure is a finding, not the end of the section
+            print(f"AR probe sampling, {name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                  flush=True)
+            rates[name] = float("nan")
+    print(f"AR probe GPT ({size}, {length} tokens, vocabulary {vocab}, {'bf16' if amp else 'fp32'}): "
+          f"{steps_s:.2f} train steps/s at batch {batch} ({100 * mfu:.1f} % of {args.peak_tflops:g} TFLOP/s); "
+          f"samples/s at batch {n}, CFG 2.0: {rates['eager']:.1f} eager, {rates['compiled']:.1f} compiled "
+          f"({rates['compiled'] / rates['eager']:.2f}x)", flush=True)
     return {"size": size, "tokens": length, "vocab": vocab, "train_steps_s": steps_s, "batch": batch,
-            "samples_s": samples_s}
+            "train_mfu": mfu, "samples_s": rates["eager"], "samples_s_compiled": rates["compiled"],
+            "sample_batch": n}
 
 
 def searches(args) -> dict:

@@ -6,7 +6,7 @@
 #   train-semhitok  both stages, eager then compiled
 #   train-vilau     eager
 #   bench           `tokzoo bench` of the trained vqgan on 10k images
-#   ar              the AR probe's GPT-B: train steps/s, KV-cache samples/s
+#   ar              the AR probe's GPT-B in bf16: train steps/s and MFU, samples/s eager and compiled
 #   searches        nearest-code searches (SGHC's semantic, flat 16,384) against their matmul bound, peak memory
 #   agree           one tiny tokenizer benched on the CPU and the GPU (fp32; and bf16): differences vs their bounds
 # Each writes OUT/SECTION.json and .log; OUT/summary.md gathers them (commit
@@ -55,11 +55,11 @@ section() {  # section NAME SECONDS [gpu.py options]
   [ $rc -eq 0 ] || echo "== $name: exit $rc (124: timed out); the other sections go on"
 }
 section sync 40 "$@"
-section train-vqgan 125 "$@"
-section train-semhitok 125 "$@"
+section train-vqgan 120 "$@"
+section train-semhitok 120 "$@"
 section train-vilau 50 "$@"
-section bench 70 "$@"
-section ar 50 "$@"
+section bench 65 "$@"
+section ar 75 "$@"
 section searches 20 "$@"
 section agree 45 "$@"
 $PY "$ROOT/benchmarks/gpu.py" --summarise "$OUT"

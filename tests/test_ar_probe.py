@@ -128,6 +128,24 @@ def test_tokens_that_are_a_function_of_the_class_give_nll_near_zero_and_class_ac
     assert samples.dtype == torch.uint8 and samples.shape == (C, 3, RES, RES)
 
 
+def test_the_known_answer_holds_with_the_gpt_in_bf16_and_the_protocol_says_so():
+    """#34: precision=bf16 (autocast around each step's forward, never around the loop:
+    autocast's weight cache would keep the first step's weights) learns as fp32 does."""
+    metric, out = run_probe("class", precision="bf16")
+    assert out["ar_nll_bits"] < 0.05 * L * math.log2(V) and out["gen_class_acc"] > 0.95
+    assert abs(out["ar_class_bits"] - math.log2(C)) < 0.15
+    assert metric.protocol()["precision"]["autocast"] == "bfloat16"
+    assert "precision" not in ARProbe().protocol() and "compile" not in ARProbe(compile=True).protocol()
+
+
+def test_the_training_loop_refuses_an_autocast_region_around_it():
+    from tokzoo.nn.gpt_train import train_gpt
+
+    gpt = GPT(GPTConfig(vocab=V, length=L, num_classes=C, width=32, depth=1, heads=2))
+    with pytest.raises(RuntimeError, match="pass autocast="), torch.autocast("cpu", dtype=torch.bfloat16):
+        train_gpt(gpt, torch.zeros(4, L, dtype=torch.long), torch.zeros(4), steps=1, batch_size=2, lr=1e-3, seed=0)
+
+
 def test_noise_tokens_give_log2_vocab_bits_per_token_and_chance_class_accuracy():
     metric, out = run_probe("noise", steps=60)
     chance = L * math.log2(V)
@@ -184,7 +202,8 @@ def test_positions_suit_the_layout():
 
 
 def test_bad_settings_are_refused():
-    for bad in ({"size": "huge"}, {"steps": 0}, {"cfg_scale": float("nan")}, {"samples": -1}, {"dropout": 1.0}):
+    for bad in ({"size": "huge"}, {"steps": 0}, {"cfg_scale": float("nan")}, {"samples": -1}, {"dropout": 1.0},
+                {"precision": "fp16"}, {"compile": "yes"}):
         with pytest.raises(ConfigError):
             ARProbe(**bad)
 

@@ -117,6 +117,19 @@ def test_the_committed_bench_protocols_are_the_ones_their_baselines_were_measure
     assert paper["num_images"] == 50000 and paper["data"].startswith("imagefolder:")
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "bench").glob("*.yaml")))
+def test_every_committed_bench_protocol_builds_its_metrics(name):
+    """Each configs/bench file passes the bench's checks and every metric it names is built
+    with its parameters, before any data exists (a renamed parameter fails here, not on a GPU)."""
+    from tokzoo.bench.options import check_options
+    from tokzoo.registry import get_registry
+
+    opts = BenchOptions(**{"tokenizers": [], **read_bench_file(CONFIGS / "bench" / name)})
+    check_options(opts, tokenizers=False)
+    for m in opts.metrics:
+        get_registry().create("metric", m, **opts.metric_params.get(m, {})).protocol()
+
+
 def test_the_committed_sweep_file_parses(monkeypatch):
     from tokzoo.config import load_preset
 

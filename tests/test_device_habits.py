@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tokzoo.nn import SEARCH_CHUNK_BYTES, VectorQuantizer, nearest_code
-from tokzoo.nn.gpt import GPT, GPTConfig, fit, sample
+from tokzoo.nn.gpt import GPT, GPTConfig, sample
+from tokzoo.nn.gpt_train import fit
 
 
 class HostReads(TorchDispatchMode):
@@ -103,14 +104,31 @@ def test_sampling_draws_on_the_device_with_one_cache_and_the_same_tokens():
         assert torch.equal(got, want) and reads.reads == 0  # nothing read on the host, token by token
         assert torch.equal(sample(model, classes, scale, 1.0, torch.Generator().manual_seed(11), use_cache=False),
                            want)
-    # the cache is allocated once for the whole sequence and written in place
-    caches = [{"max": model.cfg.length + 1} for _ in model.blocks]
+    # the cache is allocated once for the whole sequence, written in place, and freed after
+    model.setup_cache(len(classes))
     with torch.no_grad():
-        model.step(None, classes, 0, caches)
-        first = caches[0]["k"].data_ptr(), tuple(caches[0]["k"].shape)
+        model.prefill(classes)
+        first = model.blocks[0].attn.k_cache.data_ptr(), tuple(model.blocks[0].attn.k_cache.shape)
         for pos in range(1, 5):
-            model.step(classes % 61, None, pos, caches)
-    assert (caches[0]["k"].data_ptr(), tuple(caches[0]["k"].shape)) == first and caches[0]["len"] == 5
+            model.decode(classes % 61, torch.tensor(pos))
+    k = model.blocks[0].attn.k_cache
+    assert (k.data_ptr(), tuple(k.shape)) == first == (first[0], (7, 2, 17, 32))
+    assert k[:, :, :5].abs().sum() > 0 and not k[:, :, 5:].any()  # positions 0..4 written, the rest untouched
+    model.drop_cache()
+    assert "k_cache" not in dict(model.named_buffers(recurse=True)) and "k_cache" not in model.state_dict()
+
+
+def test_the_compiled_decode_step_gives_the_tokens_of_the_eager_one():
+    """#34: one graph for every position (the position is a tensor, every shape fixed):
+    torch.compile(fullgraph=True) of the decode step samples the very tokens of eager,
+    for a 2-D and a multi-scale GPT."""
+    for kw in ({}, {"positions": "multiscale", "length": 21, "grid": (4, 4), "scales": ((1, 1), (2, 2), (4, 4))}):
+        model = _gpt(**kw)
+        classes = torch.tensor([0, 1, 2, 3, 4, 0, 2])
+        want = sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5))
+        assert torch.equal(sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5), use_cache=False), want)
+        got = sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5), compile=True)
+        assert torch.equal(got, want)
 
 
 def test_the_probes_training_loop_reads_its_loss_at_the_progress_interval_only():

@@ -25,7 +25,11 @@ the GPT does with them (GigaTok's AR probing):
 
 Samples are drawn by the standard protocol (temperature 1, top-k off, top-p
 1, classifier-free guidance at ``cfg_scale``, classes uniform, seeded) and go
-back through the tokenizer's own ``decode``. Under ``torchrun`` every
+back through the tokenizer's own ``decode``. ``precision=bf16`` runs the GPT's
+training, NLL and sampling under bf16 autocast (recorded in the protocol; the
+default, fp32, is not written, so results from before the setting compare);
+``compile=true`` compiles the sampler's decode step (CUDA graphs on a GPU; the
+same tokens, not recorded). Under ``torchrun`` every
 process trains the same GPT on the same train codes and samples the same
 images, so the numbers are one process's.
 """
@@ -43,8 +47,8 @@ from tokzoo.bench.metrics import FID_DIMS, frechet_distance, load_inception
 from tokzoo.data.preprocess import to_uint8
 from tokzoo.errors import ConfigError, DataError, TokzooError
 from tokzoo.measures import linear_probe
-from tokzoo.nn.gpt import (GPT, GPT_SIZES, RECIPE, GPTConfig, loss_note, middle_features, nll_bits, sample,
-                          train_gpt)
+from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig, sample
+from tokzoo.nn.gpt_train import GPT_PRECISIONS, RECIPE, loss_note, middle_features, nll_bits, train_gpt
 
 #: the judge's ceiling below which gen_class_acc is flagged: a judge that misreads many real images
 #: cannot say whether a sample shows its class
@@ -93,9 +97,15 @@ class ARProbe(Metric):
 
     def __init__(self, size: str = "tiny", steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                  dropout: float = 0.1, train_images: int = 4096, samples: int = 0, cfg_scale: float = 2.0,
-                 seed: int = 0, judge_steps: int = 1000, judge_images: int = 4096, feature_probe: bool = False):
+                 seed: int = 0, judge_steps: int = 1000, judge_images: int = 4096, feature_probe: bool = False,
+                 precision: str = "fp32", compile: bool = False):
         if size not in GPT_SIZES:
             raise ConfigError(f"metrics.ar-probe.size: '{size}' is not one of {', '.join(GPT_SIZES)}")
+        if precision not in GPT_PRECISIONS:
+            raise ConfigError(f"metrics.ar-probe.precision: {str(precision)!r:.40} is not one of "
+                              f"{', '.join(GPT_PRECISIONS)}")
+        if not isinstance(compile, bool):
+            raise ConfigError(f"metrics.ar-probe.compile: true or false, not {str(compile)!r:.40}")
         for key, v in (("steps", steps), ("batch_size", batch_size), ("train_images", train_images),
                        ("judge_steps", judge_steps), ("judge_images", judge_images)):
             if v < 1:
@@ -110,10 +120,13 @@ class ARProbe(Metric):
         self.p = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, dropout=dropout,
                       train_images=train_images, samples=samples, cfg_scale=cfg_scale, seed=seed,
                       judge_steps=judge_steps, judge_images=judge_images, feature_probe=feature_probe)
+        self.autocast, self.compile = GPT_PRECISIONS[precision], compile
         self.state = {}
 
     def protocol(self):
-        return {**self.p, "gpt": {**GPT_SIZES[self.p["size"]], "class_dropout": 0.1,
+        bf16 = {"precision": {"autocast": "bfloat16", "scope": "GPT training, NLL (its head in float32) and "
+                                                               "sampling (draws in float64)"}} if self.autocast else {}
+        return {**self.p, **bf16, "gpt": {**GPT_SIZES[self.p["size"]], "class_dropout": 0.1,
                                   "norm": "RMSNorm", "mlp": "SwiGLU", "head": "untied, zero-init"},
                 "positions": "rotary: 2d (row, column halves of each head) when tokens are one per grid cell, "
                              "else 1d; the class prefix unrotated",
@@ -276,13 +289,14 @@ class ARProbe(Metric):
         with self._progress() as bar:
             task = bar.add_task(f"ar-probe: GPT on {L} tokens", total=p["steps"], note="")
             train_gpt(gpt, train_ids, train_y, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
-                      seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, **loss_note(loss)))
+                      seed=p["seed"], on_step=lambda s, loss: bar.update(task, advance=1, **loss_note(loss)),
+                      autocast=self.autocast)
         # NLL of the measured images' tokens, with their class and with the null class
-        bits = nll_bits(gpt, ids, labels)
+        bits = nll_bits(gpt, ids, labels, autocast=self.autocast)
         out = {"ar_nll_bits": float(bits.mean()), "ar_nll_bits_per_token": float(bits.mean()) / L}
         self.results["ar_nll_bits"] = bits
         # the bits the class saves the GPT: how much of the class it reads from (and writes into) the tokens
-        info = nll_bits(gpt, ids, torch.full_like(labels, gpt.null_class)) - bits
+        info = nll_bits(gpt, ids, torch.full_like(labels, gpt.null_class), autocast=self.autocast) - bits
         out["ar_class_bits"] = float(info.mean())
         self.results["ar_class_bits"] = info
         # samples, through the tokenizer's own decode, judged
@@ -321,7 +335,8 @@ class ARProbe(Metric):
         if self.inception is not None and len(fake_incep) and sum(len(f) for f in self.real_incep) >= 2 and n >= 2:
             out["gfid"] = frechet_distance(*_stats(torch.cat(self.real_incep)), *_stats(torch.cat(fake_incep)))
         if p["feature_probe"]:
-            correct_p = linear_probe(middle_features(gpt, train_ids), train_y, middle_features(gpt, ids), labels,
+            feats = [middle_features(gpt, x, autocast=self.autocast) for x in (train_ids, ids)]
+            correct_p = linear_probe(feats[0], train_y, feats[1], labels,
                                      num_classes=num_classes, per_image=True)
             out["ar_probe_top1"] = float(correct_p.mean())
             self.results["ar_probe_top1"] = correct_p
@@ -329,7 +344,8 @@ class ARProbe(Metric):
 
     @torch.no_grad()
     def _generate(self, gpt: GPT, classes: Tensor, gen: torch.Generator) -> Tensor:
-        ids = sample(gpt, classes, cfg_scale=self.p["cfg_scale"], generator=gen)
+        ids = sample(gpt, classes, cfg_scale=self.p["cfg_scale"], generator=gen, autocast=self.autocast,
+                     compile=self.compile)
         return to_uint8(self.tokenizer.decode(ids.to(self.device))).cpu()
 
     def _flags(self) -> dict[str, str]:

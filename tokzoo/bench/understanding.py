@@ -43,7 +43,8 @@ from torch import Tensor, nn
 from tokzoo.api import Codes, Metric, MetricResult
 from tokzoo.bench.generation import gpt_positions
 from tokzoo.errors import ConfigError, DataError
-from tokzoo.nn.gpt import GPT, GPT_SIZES, RECIPE, GPTConfig, fit, loss_note
+from tokzoo.nn.gpt import GPT, GPT_SIZES, GPTConfig
+from tokzoo.nn.gpt_train import RECIPE, fit, loss_note
 
 INPUTS = ("features", "ids")
 #: attribute names that become result names (``vqa_<name>``): others are left out, with the reason

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "fit", "loss_note", "train_gpt", "nll_bits", "middle_features",
-           "prefix_mask"]
+from tokzoo.device import autocast_to
+
+__all__ = ["GPT", "GPTConfig", "GPT_SIZES", "sample", "prefix_mask"]
 
 #: named sizes (width, depth, heads): ``micro`` for tests and quick checks, ``tiny`` the CPU default,
 #: ``gpt-b`` LlamaGen's GPT-B (12 layers, 768 wide; 111M parameters with its 16,384 vocabulary)
@@ -117,26 +117,21 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None,
-                mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
+                pos: Tensor | None = None, upto: int | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if mask is not None:  # prefix mode (see prefix_mask)
+        if pos is not None:  # one step with the static cache (GPT.setup_cache): written in place, read whole,
+            self.k_cache.index_copy_(2, pos.view(1), k.to(self.k_cache.dtype))  # later positions masked
+            self.v_cache.index_copy_(2, pos.view(1), v.to(self.v_cache.dtype))
+            q, k, v = q.to(self.k_cache.dtype), self.k_cache[:, :, :upto], self.v_cache[:, :, :upto]
+        if mask is not None:  # prefix mode (see prefix_mask), or the cached step's positions <= pos
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif cache is None:
+        elif upto is not None:  # a cached step reading positions 0 .. pos only: all of them visible
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # incremental: the new positions attend to everything cached before them and to each other
-            past = cache.get("len", 0)
-            if "k" not in cache:  # allocated once, for the whole sequence (a static cache: no copy per token)
-                size = (B, self.heads, cache.get("max", past + T), C // self.heads)
-                cache["k"] = torch.empty(size, dtype=k.dtype, device=k.device)
-                cache["v"] = torch.empty(size, dtype=v.dtype, device=v.device)
-            cache["k"][:, :, past:past + T], cache["v"][:, :, past:past + T] = k, v
-            cache["len"] = past + T
-            k, v = cache["k"][:, :, :past + T], cache["v"][:, :, :past + T]
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -150,9 +145,9 @@ class Block(nn.Module):
         self.w2 = nn.Linear(hidden, cfg.width, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: dict | None = None,
-                mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, mask))
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
+                pos: Tensor | None = None, upto: int | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, mask, pos, upto))
         h = self.norm2(x)
         return x + self.drop(self.w2(F.silu(self.w1(h)) * self.w3(h)))
 
@@ -230,14 +225,46 @@ class GPT(nn.Module):
             x = blk(x, cos, sin, mask=mask)
         return self.norm(x[:, L:])
 
-    def step(self, x_ids: Tensor | None, classes: Tensor | None, pos: int, caches: list[dict]) -> Tensor:
-        """One incremental step at input position ``pos``: the class prefix when
-        ``pos == 0`` (``classes``), else the token ``x_ids [B]``; logits ``[B, V]``."""
-        x = self.class_emb(classes)[:, None] if pos == 0 else self.embed_tokens(x_ids[:, None], pos - 1)
-        cos, sin = self.cos[pos:pos + 1].to(x.dtype), self.sin[pos:pos + 1].to(x.dtype)
-        for blk, cache in zip(self.blocks, caches):
-            x = blk(x, cos, sin, cache)
+    # -- incremental decoding with a static KV cache (gpt-fast's shape: compile-friendly) --------
+    def setup_cache(self, batch: int, dtype: torch.dtype = torch.float32) -> None:
+        """Zeroed keys and values ``[batch, heads, L + 1, head_dim]`` of every
+        block, allocated once for the whole sequence (buffers, so a compiled
+        :meth:`decode` sees fixed addresses); :meth:`drop_cache` frees them."""
+        d = self.cfg.width // self.cfg.heads
+        for blk in self.blocks:
+            for name in ("k_cache", "v_cache"):
+                blk.attn.register_buffer(name, torch.zeros(batch, self.cfg.heads, self.cfg.length + 1, d,
+                                                           dtype=dtype, device=self.cos.device), persistent=False)
+
+    def drop_cache(self) -> None:
+        for blk in self.blocks:
+            for name in ("k_cache", "v_cache"):
+                blk.attn._buffers.pop(name, None)
+
+    def _cached(self, x: Tensor, pos: Tensor, upto: int | None) -> Tensor:
+        at = pos.view(1)  # index_select, not [pos]: indexing by a 0-d tensor reads it on the host
+        cos, sin = self.cos.index_select(0, at).to(x.dtype), self.sin.index_select(0, at).to(x.dtype)
+        # the whole cache under a mask of positions <= pos (fixed shapes), or its first `upto` positions
+        mask = (torch.arange(self.cfg.length + 1, device=x.device) <= pos)[None] if upto is None else None
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask, pos, upto)
         return self.head(self.norm(x))[:, -1]
+
+    def prefill(self, classes: Tensor) -> Tensor:
+        """The cached step at input position 0, the class prefix: logits ``[B, V]`` of ``t_0``."""
+        return self._cached(self.class_emb(classes)[:, None], torch.zeros((), dtype=torch.long,
+                                                                          device=self.cos.device), 1)
+
+    def decode(self, ids: Tensor, pos: Tensor, upto: int | None = None) -> Tensor:
+        """The cached step at input position ``pos`` (a 0-d long tensor, >= 1):
+        token ``t_{pos-1}`` (``ids [B]``) in, logits ``[B, V]`` of ``t_pos`` out.
+        ``upto`` None: every shape fixed (the whole cache, masked), so one compiled
+        graph serves every position; ``upto = pos + 1`` (eager): only the
+        positions written are read, which costs less where nothing is compiled."""
+        x = self.tok_emb(ids)[:, None]
+        if self.scale_emb is not None:
+            x = x + self.scale_emb(self.scale_of.index_select(0, pos.view(1) - 1))
+        return self._cached(x, pos, upto)
 
 
 def prefix_mask(prefix: int, queries: int, device=None) -> Tensor:
@@ -270,13 +297,16 @@ def _draw(logits: Tensor, temperature: float, u: Tensor) -> Tensor:
 
 @torch.no_grad()
 def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: float = 1.0,
-           generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
+           generator: torch.Generator | None = None, use_cache: bool = True,
+           autocast: torch.dtype | None = None, compile: bool = False) -> Tensor:
     """Token ids ``[B, L]`` (on the CPU) for ``classes [B]`` (see the module docstring).
 
     On the model's device throughout: the ``L x B`` uniform numbers are drawn once from
     ``generator`` (a CPU generator: the same stream as one draw per token, so the same
     tokens on every device up to float64 rounding) and moved there in one copy; each
-    token is drawn there; the KV cache is allocated once; the tokens are read back once."""
+    token is drawn there; the KV cache is allocated once; the tokens are read back once.
+    ``autocast``: the dtype the GPT runs in (None: float32; the draws stay float64);
+    ``compile``: the decode step through ``torch.compile`` (CUDA graphs on a GPU)."""
     model.eval()
     generator = generator or torch.Generator().manual_seed(0)
     dev = model.cos.device
@@ -287,114 +317,26 @@ def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: flo
         cls = torch.cat([cls, torch.full_like(cls, model.null_class)])
     uniforms = torch.rand(L, B, 1, generator=generator, dtype=torch.float64).to(dev)
     out = torch.zeros(B, L, dtype=torch.long, device=dev)
-    if use_cache:
-        caches = [{"max": L + 1} for _ in model.blocks]
-        logits = model.step(None, cls, 0, caches)
-        for i in range(L):
-            nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
-            out[:, i] = nxt
-            if i + 1 < L:
-                logits = model.step(torch.cat([nxt, nxt]) if guided else nxt, None, i + 1, caches)
-        return out.cpu()
-    for i in range(L):
-        ids = out[:, :i]
-        ids = torch.cat([ids, ids]) if guided else ids
-        logits = model.head(model.hidden(cls, ids))[:, -1]
-        out[:, i] = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
+    with autocast_to(dev, autocast):
+        if not use_cache:
+            for i in range(L):
+                ids = torch.cat([out[:, :i], out[:, :i]]) if guided else out[:, :i]
+                logits = model.head(model.hidden(cls, ids))[:, -1]
+                out[:, i] = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
+            return out.cpu()
+        model.setup_cache(len(cls), autocast or model.head.weight.dtype)
+        decode = torch.compile(model.decode, mode="reduce-overhead" if dev.type == "cuda" else None,
+                               fullgraph=True) if compile else model.decode
+        positions = torch.arange(L + 1, device=dev)
+        try:
+            logits = model.prefill(cls)
+            for i in range(L):
+                nxt = _draw(_guided(logits, B, cfg_scale, guided), temperature, uniforms[i])
+                out[:, i] = nxt
+                if i + 1 < L:
+                    logits = decode(torch.cat([nxt, nxt]) if guided else nxt, positions[i + 1],
+                                    *(() if compile else (i + 2,)))
+                    logits = logits.clone() if compile else logits  # a CUDA graph's output is overwritten
+        finally:
+            model.drop_cache()
     return out.cpu()
-
-
-# -- training and measuring ----------------------------------------------------------------------
-#: the training recipe's fixed parts (recorded in the protocol with the parameters)
-RECIPE = {"optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.05 on matrices)", "warmup": "linear, 10% of steps",
-          "schedule": "cosine to 10% of lr", "grad_clip": 1.0, "batches": "uniform with replacement, seeded"}
-
-
-def fit(model: nn.Module, loss_at: Callable[[torch.Generator], Tensor], *, steps: int, lr: float, seed: int,
-        on_step: Callable[[int, float | None], None] | None = None, read_every: int = 25) -> list[float]:
-    """Train ``model`` by :data:`RECIPE` for ``steps``: ``loss_at(generator)``
-    draws a batch (seeded, with the generator) and returns its loss. The loss
-    of every step is kept on the device and returned at the end; ``on_step(s,
-    loss)`` gets it as a number every ``read_every`` steps and at the last one
-    (None between: reading it waits for the device)."""
-    gen = torch.Generator().manual_seed(seed)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95))
-    warm = max(1, steps // 10)
-
-    def lr_at(s: int) -> float:
-        if s < warm:
-            return lr * (s + 1) / warm
-        t = (s - warm) / max(1, steps - warm)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-    history: Tensor | None = None
-    model.train()
-    for s in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(s)
-        loss = loss_at(gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if history is None:
-            history = torch.zeros(steps, dtype=torch.float32, device=loss.device)
-        history[s] = loss.detach()
-        if on_step:
-            on_step(s, float(history[s]) if (s + 1) % read_every == 0 or s + 1 == steps else None)
-    model.eval()
-    return history.tolist() if history is not None else []
-
-
-def loss_note(loss: float | None) -> dict[str, str]:
-    """What :func:`fit`'s ``on_step`` loss adds to a progress bar: its note, when it was read."""
-    return {} if loss is None else {"note": f"loss {loss:.3f}"}
-
-
-def train_gpt(model: GPT, ids: Tensor, labels: Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-              on_step: Callable[[int, float | None], None] | None = None) -> list[float]:
-    """Train ``model`` on token ids ``[N, L]`` with class ``labels [N]`` (CPU
-    tensors); returns the loss (nats per token) of every step."""
-    dev = model.cos.device
-
-    def loss_at(gen: torch.Generator) -> Tensor:
-        idx = torch.randint(len(ids), (batch_size,), generator=gen)
-        x, y = ids[idx].to(dev), labels[idx].to(dev).long()
-        drop = torch.rand(batch_size, generator=gen) < model.cfg.class_dropout
-        y = torch.where(drop.to(dev), torch.full_like(y, model.null_class), y)
-        logits = model(y, x)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x.reshape(-1))
-
-    return fit(model, loss_at, steps=steps, lr=lr, seed=seed, on_step=on_step)
-
-
-@torch.no_grad()
-def nll_bits(model: GPT, ids: Tensor, labels: Tensor, batch_size: int = 64) -> Tensor:
-    """Teacher-forced negative log-likelihood of each sequence, in bits (float64 ``[N]``)."""
-    model.eval()
-    dev = model.cos.device
-    out = []
-    for s in range(0, len(ids), batch_size):
-        x, y = ids[s:s + batch_size].to(dev), labels[s:s + batch_size].to(dev).long()
-        logp = torch.log_softmax(model(y, x).double(), dim=-1)
-        tok = logp.gather(-1, x[..., None])[..., 0]
-        out.append((-tok.sum(1) / math.log(2)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-@torch.no_grad()
-def middle_features(model: GPT, ids: Tensor, batch_size: int = 64) -> Tensor:
-    """GigaTok's AR-feature probe input: the hidden states after the middle
-    block (``depth // 2``), null class prefix, mean over the token positions (``[N, width]``)."""
-    model.eval()
-    dev = model.cos.device
-    out = []
-    for s in range(0, len(ids), batch_size):
-        x = ids[s:s + batch_size].to(dev)
-        null = torch.full((len(x),), model.null_class, dtype=torch.long, device=dev)
-        h = model.hidden(null, x, upto=max(1, model.cfg.depth // 2))
-        out.append(h[:, 1:].float().mean(1).cpu())
-    return torch.cat(out)
