@@ -134,3 +134,16 @@ def test_the_escaping_rules_themselves():
     Console(file=out, color_system=None).print(textsafe.console("runs/[/]x/[bold]y"))
     assert out.getvalue().strip() == "runs/[/]x/[bold]y"
     json.dumps(results_with(["a"], "b", "c", "d"))  # the fixture itself is a results.json
+
+
+def test_a_long_name_draws_without_a_wall_of_warnings(capfd):
+    """A 200-character name once made adjustText log a line per iteration (1,438 on stderr)
+    and matplotlib give up its layout; the label is cut on the plot (the tables keep it whole)."""
+    import warnings
+
+    res = results_with(["a" * 200, "b\n" * 30], "why", "x", "y")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert tradeoff_png(res)[:8] == b"\x89PNG\r\n\x1a\n"
+    out, err = capfd.readouterr()
+    assert not seen and not out and not err, (len(seen), err[:200])

@@ -73,17 +73,37 @@ def tradeoff_points(results: Results) -> list[dict[str, Any]]:
 
 
 def _quiet_glyphs(fn):
-    """A plot of user text: a glyph the font lacks (CJK, a tab) draws as a box, without a warning per glyph."""
+    """A plot of user text, drawn without a wall of warnings: a glyph the font lacks
+    (CJK, a tab) draws as a box, without a warning per glyph; a label too long for
+    its panel stays where it is, without adjustText's log line per iteration (over
+    a thousand for one long name) or matplotlib's note that the layout gave up."""
     import functools
+    import logging
     import warnings
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
-            return fn(*args, **kwargs)
+        log = logging.getLogger("adjustText")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+                warnings.filterwarnings("ignore", message=r"constrained_layout not applied")
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="adjustText")
+                return fn(*args, **kwargs)
+        finally:
+            log.setLevel(level)
 
     return wrapper
+
+
+#: a tokenizer's name on a plot is cut to this many characters (the tables give it whole)
+PLOT_NAME_CHARS = 40
+
+
+def _plot_name(name: str) -> str:
+    return name if len(name) <= PLOT_NAME_CHARS else name[:PLOT_NAME_CHARS - 1] + "…"
 
 
 @_quiet_glyphs
@@ -136,9 +156,10 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
             ax.margins(0.18)
-            texts = [ax.text(x, y, plot_text(f"{p['name']}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
-                                             if p["bits"] else f"{p['name']} ({CONTINUOUS})" if p["continuous"]
-                                             else p["name"]), fontsize=8,
+            texts = [ax.text(x, y, plot_text(f"{_plot_name(p['name'])}{' †' if key in p['flags'] else ''} "
+                                             f"({p['bits']:.0f} b)" if p["bits"] else
+                                             f"{_plot_name(p['name'])} ({CONTINUOUS})" if p["continuous"]
+                                             else _plot_name(p["name"])), fontsize=8,
                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
                      for p, (x, y) in zip(mine, xy)]
             if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
