@@ -57,6 +57,12 @@ def test_a_typo_in_a_bench_file_exits_2_before_anything_is_written(cli, tmp_path
     assert not (tmp_path / "out").exists()
     missing = cli("bench", "--config", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    # a value the metric itself refuses (not the parameter's type): also before --out is made
+    for bad, why in (("metrics.ar-probe.precision=fp16", "'fp16' is not one of fp32, bf16"),
+                     ("metrics.ar-probe.size=huge", "'huge' is not one of")):
+        out = cli("bench", "--tokenizers", "vq-tiny", "--metrics", "psnr,ar-probe", bad, "--out", str(tmp_path / "o"))
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert not (tmp_path / "o").exists()
 
 
 def _sweep(*words):
