@@ -129,6 +129,10 @@ def test_the_compiled_decode_step_gives_the_tokens_of_the_eager_one():
         assert torch.equal(sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5), use_cache=False), want)
         got = sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5), compile=True)
         assert torch.equal(got, want)
+        # the next batch of that size reuses the cache (a CUDA graph's addresses stay), zeroed first
+        kept = model.blocks[0].attn.k_cache.data_ptr()
+        again = sample(model, classes, 2.0, 1.0, torch.Generator().manual_seed(5), compile=True)
+        assert torch.equal(again, want) and model.blocks[0].attn.k_cache.data_ptr() == kept
 
 
 def test_the_probes_training_loop_reads_its_loss_at_the_progress_interval_only():

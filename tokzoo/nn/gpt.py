@@ -229,12 +229,18 @@ class GPT(nn.Module):
     def setup_cache(self, batch: int, dtype: torch.dtype = torch.float32) -> None:
         """Zeroed keys and values ``[batch, heads, L + 1, head_dim]`` of every
         block, allocated once for the whole sequence (buffers, so a compiled
-        :meth:`decode` sees fixed addresses); :meth:`drop_cache` frees them."""
-        d = self.cfg.width // self.cfg.heads
+        :meth:`decode` sees fixed addresses; a cache of the same shape is
+        zeroed in place, so a CUDA graph recorded on it stays valid);
+        :meth:`drop_cache` frees them."""
+        size = (batch, self.cfg.heads, self.cfg.length + 1, self.cfg.width // self.cfg.heads)
         for blk in self.blocks:
             for name in ("k_cache", "v_cache"):
-                blk.attn.register_buffer(name, torch.zeros(batch, self.cfg.heads, self.cfg.length + 1, d,
-                                                           dtype=dtype, device=self.cos.device), persistent=False)
+                old = blk.attn._buffers.get(name)
+                if old is not None and tuple(old.shape) == size and old.dtype == dtype:
+                    old.zero_()
+                else:
+                    blk.attn.register_buffer(name, torch.zeros(size, dtype=dtype, device=self.cos.device),
+                                             persistent=False)
 
     def drop_cache(self) -> None:
         for blk in self.blocks:
@@ -338,5 +344,6 @@ def sample(model: GPT, classes: Tensor, cfg_scale: float = 1.0, temperature: flo
                                     *(() if compile else (i + 2,)))
                     logits = logits.clone() if compile else logits  # a CUDA graph's output is overwritten
         finally:
-            model.drop_cache()
+            if not compile:  # a compiled step keeps its cache for the next batch of the same size
+                model.drop_cache()
     return out.cpu()
