@@ -114,6 +114,15 @@ def test_the_performance_table_is_the_committed_benchmark_outputs():
                         ("flat-16384", "flat VQ (16,384 codes) / its bound")):
         ratio = re.search(re.escape(search) + r" / matmul\S+\s+([0-9.]+)x", quant).group(1)
         assert now[row] == f"{ratio}x", row
+    # the SGHC lookup paragraph: its times and peaks are the file's forward rows
+    fwd = {m.group(1): (float(m.group(2)), float(m.group(3)))
+           for m in re.finditer(r"^(\S+(?: \(partial\))?)\s+fwd\s+([0-9.]+)\s+([0-9.]+)$", quant, re.M)}
+    flat = " ".join(README.split())
+    sghc, full, vq = fwd["sghc-end-to-end-196608"], fwd["flat-196608"], fwd["flat-16384"]
+    assert (f"{sghc[0]:,.0f} ms for the 196,608-entry" in flat and f"against {full[0]:,.0f} ms for a flat" in flat
+            and f"and {vq[0]:,.0f} ms for a flat 16,384-code" in flat), "SGHC lookup times"
+    assert f"peak memory {sghc[1]:.0f} MB vs {full[1]:.0f} MB and {vq[1]:.0f} MB" in flat
+    assert f"is {fwd['sghc-sub-codebook-only (partial)'][0]:.1f} ms" in flat
 
 
 def test_the_text_probe_figures_are_the_committed_bench():
