@@ -78,13 +78,6 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
         comp = reg.get("metric", m)
         if comp.config is not None:
             validate_params(opts.metric_params[m], comp.config, where=f"metrics.{m}")
-    for m in opts.metrics:  # a value a metric's constructor refuses (a size it lacks) fails now, not after
-        try:                # --out is made; building one sets nothing up (no network, no data)
-            reg.create("metric", m, **opts.metric_params.get(m, {}))
-        except ConfigError:
-            raise
-        except Exception:  # a metric that cannot be built at all is reported unavailable when measured
-            pass
     from tokzoo.data import parse_data_arg
 
     reg.get("dataset", parse_data_arg(opts.data)["name"])  # an unknown dataset: close matches, now
@@ -118,6 +111,13 @@ def check_options(opts: BenchOptions, tokenizers: bool = True) -> None:
         from tokzoo.bench.results import load_results
 
         load_results(opts.baseline)
+    for m in opts.metrics:  # a value a metric's constructor refuses (a size it lacks) fails now, not after
+        try:                # --out is made; last, as it imports the metrics' backend (torch)
+            reg.create("metric", m, **opts.metric_params.get(m, {}))
+        except ConfigError:
+            raise
+        except Exception:  # a metric that cannot be built at all is reported unavailable when measured
+            pass
 
 
 def check_tokenizer_name(name: str) -> bool:
