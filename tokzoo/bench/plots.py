@@ -102,8 +102,13 @@ def _quiet_glyphs(fn):
 PLOT_NAME_CHARS = 40
 
 
-def _plot_name(name: str) -> str:
-    return name if len(name) <= PLOT_NAME_CHARS else name[:PLOT_NAME_CHARS - 1] + "…"
+def _point_label(p: dict[str, Any], key: str) -> str:
+    """A point's label on the panel of ``key``: its name cut to :data:`PLOT_NAME_CHARS`,
+    a dagger when flagged there, then its bits per image (or that it is continuous)."""
+    name = p["name"] if len(p["name"]) <= PLOT_NAME_CHARS else p["name"][:PLOT_NAME_CHARS - 1] + "…"
+    if p["bits"]:
+        return f"{name}{' †' if key in p['flags'] else ''} ({p['bits']:.0f} b)"
+    return f"{name} ({CONTINUOUS})" if p["continuous"] else name
 
 
 @_quiet_glyphs
@@ -156,10 +161,7 @@ def tradeoff_png(results: Results, title: str = "understanding vs reconstruction
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
             ax.margins(0.18)
-            texts = [ax.text(x, y, plot_text(f"{_plot_name(p['name'])}{' †' if key in p['flags'] else ''} "
-                                             f"({p['bits']:.0f} b)" if p["bits"] else
-                                             f"{_plot_name(p['name'])} ({CONTINUOUS})" if p["continuous"]
-                                             else _plot_name(p["name"])), fontsize=8,
+            texts = [ax.text(x, y, plot_text(_point_label(p, key)), fontsize=8,
                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
                      for p, (x, y) in zip(mine, xy)]
             if texts:  # labels moved apart so none hides another (adjustText), each tied to its point
