@@ -29,6 +29,8 @@ probe of ``tokzoo bench --metrics ar-probe``; the question probe,
   device (uniform numbers from a seeded CPU generator, drawn at once), with a
   static KV cache (L incremental steps) or without (L full passes; the same
   tokens, for checking).
+- **Training and measuring**: :mod:`tokzoo.nn.gpt_train` (``train_gpt``,
+  ``nll_bits``, ``middle_features``, the recipe's ``fit``).
 """
 from __future__ import annotations
 
